@@ -1,0 +1,1 @@
+//! Placeholder: the filter platform fills this crate.

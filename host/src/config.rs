@@ -1,0 +1,856 @@
+//! `opzero.toml`: the schema, its defaults, and the one place that maps TOML
+//! spans to error messages.
+//!
+//! The file is walked by hand over toml's spanned tree instead of going
+//! through serde, so that `validate` can report *every* problem at once, each
+//! with file:line:col and the key it is about.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+/// Claude Code truncates longer server instructions silently.
+pub const MAX_INSTRUCTIONS_CHARS: usize = 2048;
+
+pub const DEFAULT_INSTRUCTIONS: &str = "Messages from the user's phone arrive as <channel source=\"opzero-channel\" chat_id=\"...\" ...>text</channel>. They come from a remote web UI (opzero-claude), not from this terminal. The remote user sees nothing you write in the terminal: the reply tool is the only way to answer them. Answer every channel message by calling reply with the chat_id of the message you are answering, every time, even for a short acknowledgement. Keep replies readable on a phone.";
+
+/// Where a problem is: shown as `file:line:col: key: message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub file: PathBuf,
+    pub line: usize,
+    pub col: usize,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}: {}",
+            self.file.display(),
+            self.line,
+            self.col,
+            self.key,
+            self.message
+        )
+    }
+}
+
+/// A position in a config file, kept so later checks (a filter's component,
+/// its `configure`) can point back at the line that declared it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub file: PathBuf,
+    pub line: usize,
+    pub col: usize,
+}
+
+impl Location {
+    pub fn diagnostic(&self, key: impl Into<String>, message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            file: self.file.clone(),
+            line: self.line,
+            col: self.col,
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// All problems found in one config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<Diagnostic>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{d}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file this was read from; `None` for the built-in defaults.
+    pub source: Option<PathBuf>,
+    /// `[host] discovery_dir`; `OPZERO_HOME` takes precedence (see discovery).
+    pub discovery_dir: Option<PathBuf>,
+    pub instructions: String,
+    pub events: EventsConfig,
+    pub limits: Limits,
+    pub permissions: PermissionsConfig,
+    pub filters: Vec<FilterSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventsConfig {
+    /// How many outbound events are kept for replay.
+    pub replay_buffer: usize,
+    /// How far a subscriber may fall behind before it is disconnected.
+    pub subscriber_lag: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_content_chars: usize,
+    pub max_meta_keys: usize,
+    /// How many recent `message_id`s are remembered for duplicate detection.
+    pub idempotency_window: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PermissionsConfig {
+    /// Declare `claude/channel/permission` and relay prompts to the bridge.
+    pub relay: bool,
+    /// Pending prompts older than this are dropped with `permission_expired`.
+    pub expire_after: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnError {
+    /// A failing filter stops the message (the default).
+    Closed,
+    /// A failing filter is skipped with a warning.
+    Open,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Hooks {
+    pub inject: bool,
+    pub reply: bool,
+    pub permission: bool,
+}
+
+/// One `[[filter]]` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FilterSpec {
+    pub name: String,
+    /// Resolved against the config file's directory.
+    pub path: PathBuf,
+    pub hooks: Hooks,
+    pub timeout_ms: u64,
+    pub memory_mb: u64,
+    pub on_error: OnError,
+    /// `[filter.config]` as JSON (an empty object when absent).
+    pub config: serde_json::Value,
+    /// The `[[filter]]` header, the `path` value and the `config` table.
+    pub at: Location,
+    pub path_at: Location,
+    pub config_at: Location,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            source: None,
+            discovery_dir: None,
+            instructions: DEFAULT_INSTRUCTIONS.to_string(),
+            events: EventsConfig {
+                replay_buffer: 1000,
+                subscriber_lag: 256,
+            },
+            limits: Limits {
+                max_body_bytes: 1024 * 1024,
+                max_content_chars: 256 * 1024,
+                max_meta_keys: 64,
+                idempotency_window: 1000,
+            },
+            permissions: PermissionsConfig {
+                relay: true,
+                expire_after: Duration::from_secs(600),
+            },
+            filters: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// `--config FILE`, else `./opzero.toml` if present, else the defaults.
+    pub fn resolve(explicit: Option<&Path>) -> Result<Config, ConfigErrors> {
+        match explicit {
+            Some(path) => Config::load(path),
+            None => {
+                let local = Path::new("opzero.toml");
+                if local.is_file() {
+                    Config::load(local)
+                } else {
+                    Ok(Config::default())
+                }
+            }
+        }
+    }
+
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![Diagnostic {
+                file: path.to_path_buf(),
+                line: 0,
+                col: 0,
+                key: "(file)".into(),
+                message: format!("cannot read config file: {e}"),
+            }])
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parse `text` as if read from `path` (used for messages and to resolve
+    /// filter paths).
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
+        let mut w = Walker {
+            file: path.to_path_buf(),
+            text,
+            diags: Vec::new(),
+        };
+        let (root, parse_errors) = DeTable::parse_recoverable(text);
+        for e in parse_errors {
+            let span = e.span().unwrap_or(0..0);
+            w.error(span, "(syntax)", e.message().trim().to_string());
+        }
+        let mut config = Config {
+            source: Some(path.to_path_buf()),
+            ..Config::default()
+        };
+        let base_dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        w.root(root.get_ref(), &mut config, &base_dir);
+        if w.diags.is_empty() {
+            Ok(config)
+        } else {
+            w.diags.sort_by_key(|d| (d.line, d.col));
+            Err(ConfigErrors(w.diags))
+        }
+    }
+}
+
+struct Walker<'t> {
+    file: PathBuf,
+    text: &'t str,
+    diags: Vec<Diagnostic>,
+}
+
+type Item<'i> = (&'i Spanned<toml::de::DeString<'i>>, &'i Spanned<DeValue<'i>>);
+
+impl Walker<'_> {
+    fn location(&self, span: Range<usize>) -> Location {
+        let start = span.start.min(self.text.len());
+        let before = &self.text[..start];
+        let line = before.matches('\n').count() + 1;
+        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        Location {
+            file: self.file.clone(),
+            line,
+            col,
+        }
+    }
+
+    fn error(&mut self, span: Range<usize>, key: &str, message: impl Into<String>) {
+        let d = self.location(span).diagnostic(key, message);
+        self.diags.push(d);
+    }
+
+    fn unknown(&mut self, section: &str, item: Item<'_>, known: &[&str]) {
+        let key = qualified(section, item.0.get_ref());
+        self.error(
+            item.0.span(),
+            &key,
+            format!("unknown key (expected one of: {})", known.join(", ")),
+        );
+    }
+
+    fn root(&mut self, root: &DeTable<'_>, config: &mut Config, base_dir: &Path) {
+        const KNOWN: &[&str] = &["host", "events", "limits", "permissions", "filter"];
+        for item in root.iter() {
+            let value = item.1.get_ref();
+            match item.0.get_ref().as_ref() {
+                "host" => {
+                    if let Some(t) = self.table("host", item) {
+                        self.host(t, config);
+                    }
+                }
+                "events" => {
+                    if let Some(t) = self.table("events", item) {
+                        self.events(t, &mut config.events);
+                    }
+                }
+                "limits" => {
+                    if let Some(t) = self.table("limits", item) {
+                        self.limits(t, &mut config.limits);
+                    }
+                }
+                "permissions" => {
+                    if let Some(t) = self.table("permissions", item) {
+                        self.permissions(t, &mut config.permissions);
+                    }
+                }
+                "filter" => match value {
+                    DeValue::Array(entries) => {
+                        for (i, entry) in entries.iter().enumerate() {
+                            match entry.get_ref() {
+                                DeValue::Table(t) => {
+                                    if let Some(f) = self.filter(i, entry.span(), t, base_dir) {
+                                        config.filters.push(f);
+                                    }
+                                }
+                                other => self.error(
+                                    entry.span(),
+                                    &format!("filter[{i}]"),
+                                    format!("expected a table, found {}", other.type_str()),
+                                ),
+                            }
+                        }
+                        self.unique_filter_names(&config.filters);
+                    }
+                    other => self.error(
+                        item.1.span(),
+                        "filter",
+                        format!(
+                            "expected an array of tables ([[filter]]), found {}",
+                            other.type_str()
+                        ),
+                    ),
+                },
+                _ => self.unknown("", item, KNOWN),
+            }
+        }
+    }
+
+    fn table<'a>(&mut self, key: &str, item: Item<'a>) -> Option<&'a DeTable<'a>> {
+        match item.1.get_ref() {
+            DeValue::Table(t) => Some(t),
+            other => {
+                self.error(
+                    item.1.span(),
+                    key,
+                    format!("expected a table, found {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    fn host(&mut self, t: &DeTable<'_>, config: &mut Config) {
+        const KNOWN: &[&str] = &["discovery_dir", "instructions"];
+        for item in t.iter() {
+            let key = qualified("host", item.0.get_ref());
+            match item.0.get_ref().as_ref() {
+                "discovery_dir" => {
+                    if let Some(s) = self.string(&key, item) {
+                        if s.is_empty() {
+                            self.error(item.1.span(), &key, "must not be empty");
+                        } else {
+                            config.discovery_dir = Some(expand_home(&s));
+                        }
+                    }
+                }
+                "instructions" => {
+                    if let Some(s) = self.string(&key, item) {
+                        let n = s.chars().count();
+                        if n == 0 {
+                            self.error(item.1.span(), &key, "must not be empty");
+                        } else if n > MAX_INSTRUCTIONS_CHARS {
+                            self.error(
+                                item.1.span(),
+                                &key,
+                                format!(
+                                    "is {n} characters; Claude Code silently truncates instructions past {MAX_INSTRUCTIONS_CHARS}"
+                                ),
+                            );
+                        } else {
+                            config.instructions = s;
+                        }
+                    }
+                }
+                _ => self.unknown("host", item, KNOWN),
+            }
+        }
+    }
+
+    fn events(&mut self, t: &DeTable<'_>, events: &mut EventsConfig) {
+        const KNOWN: &[&str] = &["replay_buffer", "subscriber_lag"];
+        for item in t.iter() {
+            let key = qualified("events", item.0.get_ref());
+            match item.0.get_ref().as_ref() {
+                "replay_buffer" => {
+                    if let Some(n) = self.int_in(&key, item, 1, 1_000_000) {
+                        events.replay_buffer = n as usize;
+                    }
+                }
+                "subscriber_lag" => {
+                    if let Some(n) = self.int_in(&key, item, 1, 1_000_000) {
+                        events.subscriber_lag = n as usize;
+                    }
+                }
+                _ => self.unknown("events", item, KNOWN),
+            }
+        }
+    }
+
+    fn limits(&mut self, t: &DeTable<'_>, limits: &mut Limits) {
+        const KNOWN: &[&str] = &[
+            "max_body_bytes",
+            "max_content_chars",
+            "max_meta_keys",
+            "idempotency_window",
+        ];
+        for item in t.iter() {
+            let key = qualified("limits", item.0.get_ref());
+            match item.0.get_ref().as_ref() {
+                "max_body_bytes" => {
+                    if let Some(n) = self.int_in(&key, item, 64, 64 * 1024 * 1024) {
+                        limits.max_body_bytes = n as usize;
+                    }
+                }
+                "max_content_chars" => {
+                    if let Some(n) = self.int_in(&key, item, 1, 64 * 1024 * 1024) {
+                        limits.max_content_chars = n as usize;
+                    }
+                }
+                "max_meta_keys" => {
+                    if let Some(n) = self.int_in(&key, item, 0, 10_000) {
+                        limits.max_meta_keys = n as usize;
+                    }
+                }
+                "idempotency_window" => {
+                    if let Some(n) = self.int_in(&key, item, 0, 1_000_000) {
+                        limits.idempotency_window = n as usize;
+                    }
+                }
+                _ => self.unknown("limits", item, KNOWN),
+            }
+        }
+    }
+
+    fn permissions(&mut self, t: &DeTable<'_>, p: &mut PermissionsConfig) {
+        const KNOWN: &[&str] = &["relay", "expire_after_secs"];
+        for item in t.iter() {
+            let key = qualified("permissions", item.0.get_ref());
+            match item.0.get_ref().as_ref() {
+                "relay" => {
+                    if let Some(b) = self.bool(&key, item) {
+                        p.relay = b;
+                    }
+                }
+                "expire_after_secs" => {
+                    if let Some(n) = self.int_in(&key, item, 1, 7 * 24 * 3600) {
+                        p.expire_after = Duration::from_secs(n as u64);
+                    }
+                }
+                _ => self.unknown("permissions", item, KNOWN),
+            }
+        }
+    }
+
+    fn filter(
+        &mut self,
+        index: usize,
+        span: Range<usize>,
+        t: &DeTable<'_>,
+        base_dir: &Path,
+    ) -> Option<FilterSpec> {
+        const KNOWN: &[&str] = &[
+            "name",
+            "path",
+            "hooks",
+            "timeout_ms",
+            "memory_mb",
+            "on_error",
+            "config",
+        ];
+        let errors_before = self.diags.len();
+        let at = self.location(span.clone());
+        let mut name: Option<String> = None;
+        let mut path: Option<(PathBuf, Location)> = None;
+        let mut hooks: Option<Hooks> = None;
+        let mut spec_timeout = 50;
+        let mut spec_memory = 32;
+        let mut on_error = OnError::Closed;
+        let mut config = serde_json::Value::Object(Default::default());
+        let mut config_at = at.clone();
+        let section = format!("filter[{index}]");
+        for item in t.iter() {
+            let key = qualified(&section, item.0.get_ref());
+            match item.0.get_ref().as_ref() {
+                "name" => {
+                    if let Some(s) = self.string(&key, item) {
+                        if s.is_empty()
+                            || !s
+                                .chars()
+                                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                        {
+                            self.error(
+                                item.1.span(),
+                                &key,
+                                format!("{s:?} is not a valid name (use letters, digits, '-' and '_')"),
+                            );
+                        } else {
+                            name = Some(s);
+                        }
+                    }
+                }
+                "path" => {
+                    if let Some(s) = self.string(&key, item) {
+                        if s.is_empty() {
+                            self.error(item.1.span(), &key, "must not be empty");
+                        } else {
+                            let p = expand_home(&s);
+                            let p = if p.is_absolute() { p } else { base_dir.join(p) };
+                            path = Some((p, self.location(item.1.span())));
+                        }
+                    }
+                }
+                "hooks" => hooks = self.hooks(&key, item),
+                "timeout_ms" => {
+                    if let Some(n) = self.int_in(&key, item, 1, 10_000) {
+                        spec_timeout = n as u64;
+                    }
+                }
+                "memory_mb" => {
+                    if let Some(n) = self.int_in(&key, item, 1, 4096) {
+                        spec_memory = n as u64;
+                    }
+                }
+                "on_error" => {
+                    if let Some(s) = self.string(&key, item) {
+                        match s.as_str() {
+                            "closed" => on_error = OnError::Closed,
+                            "open" => on_error = OnError::Open,
+                            _ => self.error(
+                                item.1.span(),
+                                &key,
+                                format!("{s:?} is not one of \"closed\", \"open\""),
+                            ),
+                        }
+                    }
+                }
+                "config" => match item.1.get_ref() {
+                    DeValue::Table(_) => {
+                        config = to_json(item.1.get_ref());
+                        config_at = self.location(item.1.span());
+                    }
+                    other => self.error(
+                        item.1.span(),
+                        &key,
+                        format!("expected a table, found {}", other.type_str()),
+                    ),
+                },
+                _ => self.unknown(&section, item, KNOWN),
+            }
+        }
+        if name.is_none() && !t.iter().any(|(k, _)| k.get_ref().as_ref() == "name") {
+            self.error(span.clone(), &format!("{section}.name"), "missing (every filter needs a name)");
+        }
+        if path.is_none() && !t.iter().any(|(k, _)| k.get_ref().as_ref() == "path") {
+            self.error(span.clone(), &format!("{section}.path"), "missing (the .wasm component to load)");
+        }
+        if hooks.is_none() && !t.iter().any(|(k, _)| k.get_ref().as_ref() == "hooks") {
+            self.error(
+                span,
+                &format!("{section}.hooks"),
+                "missing (a subset of [\"inject\", \"reply\", \"permission\"])",
+            );
+        }
+        if self.diags.len() != errors_before {
+            return None;
+        }
+        let (path, path_at) = path?;
+        Some(FilterSpec {
+            name: name?,
+            path,
+            hooks: hooks?,
+            timeout_ms: spec_timeout,
+            memory_mb: spec_memory,
+            on_error,
+            config,
+            at,
+            path_at,
+            config_at,
+        })
+    }
+
+    fn hooks(&mut self, key: &str, item: Item<'_>) -> Option<Hooks> {
+        let DeValue::Array(items) = item.1.get_ref() else {
+            self.error(
+                item.1.span(),
+                key,
+                format!("expected an array of strings, found {}", item.1.get_ref().type_str()),
+            );
+            return None;
+        };
+        let mut hooks = Hooks::default();
+        let mut ok = true;
+        for v in items.iter() {
+            match v.get_ref().as_str() {
+                Some("inject") => hooks.inject = true,
+                Some("reply") => hooks.reply = true,
+                Some("permission") => hooks.permission = true,
+                Some(other) => {
+                    ok = false;
+                    self.error(
+                        v.span(),
+                        key,
+                        format!("unknown hook {other:?} (expected \"inject\", \"reply\" or \"permission\")"),
+                    );
+                }
+                None => {
+                    ok = false;
+                    self.error(
+                        v.span(),
+                        key,
+                        format!("expected a string, found {}", v.get_ref().type_str()),
+                    );
+                }
+            }
+        }
+        if ok && hooks == Hooks::default() {
+            self.error(item.1.span(), key, "is empty: the filter would never run");
+            return None;
+        }
+        ok.then_some(hooks)
+    }
+
+    fn unique_filter_names(&mut self, filters: &[FilterSpec]) {
+        for (i, f) in filters.iter().enumerate() {
+            if filters[..i].iter().any(|g| g.name == f.name) {
+                let d = f.at.diagnostic(
+                    format!("filter[{i}].name"),
+                    format!("filter name {:?} is used twice", f.name),
+                );
+                self.diags.push(d);
+            }
+        }
+    }
+
+    fn string(&mut self, key: &str, item: Item<'_>) -> Option<String> {
+        match item.1.get_ref() {
+            DeValue::String(s) => Some(s.to_string()),
+            other => {
+                self.error(
+                    item.1.span(),
+                    key,
+                    format!("expected a string, found {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    fn bool(&mut self, key: &str, item: Item<'_>) -> Option<bool> {
+        match item.1.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            other => {
+                self.error(
+                    item.1.span(),
+                    key,
+                    format!("expected true or false, found {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    fn int_in(&mut self, key: &str, item: Item<'_>, min: i64, max: i64) -> Option<i64> {
+        let n = match item.1.get_ref() {
+            DeValue::Integer(i) => parse_int(i.as_str(), i.radix()),
+            other => {
+                self.error(
+                    item.1.span(),
+                    key,
+                    format!("expected an integer, found {}", other.type_str()),
+                );
+                return None;
+            }
+        };
+        match n {
+            Some(n) if (min..=max).contains(&n) => Some(n),
+            _ => {
+                self.error(
+                    item.1.span(),
+                    key,
+                    format!("must be between {min} and {max}"),
+                );
+                None
+            }
+        }
+    }
+}
+
+fn qualified(section: &str, key: &str) -> String {
+    if section.is_empty() {
+        key.to_string()
+    } else {
+        format!("{section}.{key}")
+    }
+}
+
+fn parse_int(digits: &str, radix: u32) -> Option<i64> {
+    let cleaned: String = digits.chars().filter(|c| *c != '_').collect();
+    i64::from_str_radix(&cleaned, radix).ok()
+}
+
+/// A leading `~/` means the user's home directory.
+pub fn expand_home(s: &str) -> PathBuf {
+    match s.strip_prefix("~/") {
+        Some(rest) => home_dir().join(rest),
+        None if s == "~" => home_dir(),
+        None => PathBuf::from(s),
+    }
+}
+
+pub fn home_dir() -> PathBuf {
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/"))
+}
+
+/// `[filter.config]` goes to the filter's `configure` as JSON.
+fn to_json(v: &DeValue<'_>) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        DeValue::String(s) => Value::String(s.to_string()),
+        DeValue::Integer(i) => parse_int(i.as_str(), i.radix())
+            .map(Value::from)
+            .unwrap_or(Value::Null),
+        DeValue::Float(f) => f
+            .as_str()
+            .replace('_', "")
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+            .map(Value::Number)
+            .unwrap_or(Value::Null),
+        DeValue::Boolean(b) => Value::Bool(*b),
+        DeValue::Datetime(d) => Value::String(d.to_string()),
+        DeValue::Array(a) => Value::Array(a.iter().map(|x| to_json(x.get_ref())).collect()),
+        DeValue::Table(t) => Value::Object(
+            t.iter()
+                .map(|(k, x)| (k.get_ref().to_string(), to_json(x.get_ref())))
+                .collect(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(text: &str) -> Vec<String> {
+        match Config::parse(text, Path::new("x/opzero.toml")) {
+            Ok(_) => vec![],
+            Err(e) => e.0.iter().map(|d| d.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        let c = Config::parse("", Path::new("opzero.toml")).unwrap();
+        assert_eq!(c.limits, Config::default().limits);
+        assert!(c.permissions.relay);
+        assert!(c.filters.is_empty());
+    }
+
+    #[test]
+    fn default_instructions_fit_claude_codes_limit() {
+        assert!(DEFAULT_INSTRUCTIONS.chars().count() <= MAX_INSTRUCTIONS_CHARS);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_line_col_and_key() {
+        let text = "[host]\nbogus = 1\n\n[limits]\nmax_body_bytes = \"big\"\nmax_meta_keys = -1\n\n[surprise]\n";
+        assert_eq!(
+            errors(text),
+            vec![
+                "x/opzero.toml:2:1: host.bogus: unknown key (expected one of: discovery_dir, instructions)",
+                "x/opzero.toml:5:18: limits.max_body_bytes: expected an integer, found string",
+                "x/opzero.toml:6:17: limits.max_meta_keys: must be between 0 and 10000",
+                "x/opzero.toml:8:2: surprise: unknown key (expected one of: host, events, limits, permissions, filter)",
+            ]
+        );
+    }
+
+    #[test]
+    fn syntax_errors_carry_a_position() {
+        let e = errors("[host\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("x/opzero.toml:1:"), "{e:?}");
+    }
+
+    #[test]
+    fn filters_keep_file_order_and_resolve_paths() {
+        let text = r#"
+[[filter]]
+name = "a"
+path = "f/a.wasm"
+hooks = ["inject", "reply"]
+[filter.config]
+words = ["x", "y"]
+limit = 3
+
+[[filter]]
+name = "b"
+path = "/abs/b.wasm"
+hooks = ["permission"]
+timeout_ms = 10
+memory_mb = 8
+on_error = "open"
+"#;
+        let c = Config::parse(text, Path::new("/etc/op/opzero.toml")).unwrap();
+        assert_eq!(c.filters.len(), 2);
+        let a = &c.filters[0];
+        assert_eq!(a.path, PathBuf::from("/etc/op/f/a.wasm"));
+        assert!(a.hooks.inject && a.hooks.reply && !a.hooks.permission);
+        assert_eq!((a.timeout_ms, a.memory_mb, a.on_error), (50, 32, OnError::Closed));
+        assert_eq!(a.config, serde_json::json!({"words": ["x", "y"], "limit": 3}));
+        assert_eq!((a.at.line, a.path_at.line, a.config_at.line), (2, 4, 6));
+        let b = &c.filters[1];
+        assert_eq!(b.path, PathBuf::from("/abs/b.wasm"));
+        assert_eq!((b.timeout_ms, b.memory_mb, b.on_error), (10, 8, OnError::Open));
+    }
+
+    #[test]
+    fn filter_mistakes_name_the_entry_and_key() {
+        let text = "[[filter]]\nname = \"a b\"\nhooks = [\"inject\", \"sideways\"]\ntimeout_ms = 0\nextra = true\n";
+        assert_eq!(
+            errors(text),
+            vec![
+                "x/opzero.toml:1:1: filter[0].path: missing (the .wasm component to load)",
+                "x/opzero.toml:2:8: filter[0].name: \"a b\" is not a valid name (use letters, digits, '-' and '_')",
+                "x/opzero.toml:3:20: filter[0].hooks: unknown hook \"sideways\" (expected \"inject\", \"reply\" or \"permission\")",
+                "x/opzero.toml:4:14: filter[0].timeout_ms: must be between 1 and 10000",
+                "x/opzero.toml:5:1: filter[0].extra: unknown key (expected one of: name, path, hooks, timeout_ms, memory_mb, on_error, config)",
+            ]
+        );
+    }
+
+    #[test]
+    fn duplicate_filter_names_are_refused() {
+        let text = "[[filter]]\nname = \"a\"\npath = \"a.wasm\"\nhooks = [\"reply\"]\n[[filter]]\nname = \"a\"\npath = \"b.wasm\"\nhooks = [\"reply\"]\n";
+        assert_eq!(
+            errors(text),
+            vec!["x/opzero.toml:5:1: filter[1].name: filter name \"a\" is used twice"]
+        );
+    }
+
+    #[test]
+    fn overlong_instructions_are_refused() {
+        let text = format!("[host]\ninstructions = \"{}\"\n", "a".repeat(2049));
+        let e = errors(&text);
+        assert_eq!(e.len(), 1);
+        assert!(e[0].contains("host.instructions: is 2049 characters"), "{e:?}");
+    }
+}
