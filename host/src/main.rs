@@ -1,1 +1,205 @@
-fn main() {}
+//! The `opzero-host` command line. Errors leave here as a message on stderr
+//! and a non-zero exit; stdout is reserved for MCP under `serve`.
+
+use std::ffi::OsString;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use opzero_host::config::Config;
+use opzero_host::serve::UserError;
+use opzero_host::{client, discovery, launcher, serve};
+
+#[derive(Parser)]
+#[command(name = "opzero-host", version, about = "Talk to a live Claude Code session from your phone: a native channel host")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the channel host (Claude Code spawns this over stdio).
+    Serve {
+        /// Config file (default: ./opzero.toml if present, else built-in defaults).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Session UUID (default: $OPZERO_CHANNEL_SESSION_ID).
+        #[arg(long, value_name = "UUID")]
+        session_id: Option<String>,
+    },
+    /// Start claude in DIR with this host attached as its channel.
+    Launch {
+        #[arg(long, value_name = "DIR")]
+        cwd: Option<PathBuf>,
+        #[arg(long, value_name = "M")]
+        model: Option<String>,
+        /// Session UUID (default: a new random one).
+        #[arg(long, value_name = "UUID")]
+        session_id: Option<String>,
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Passed to claude as is.
+        #[arg(last = true, value_name = "CLAUDE_ARGS")]
+        claude_args: Vec<OsString>,
+    },
+    /// List live sessions (and delete files of dead ones).
+    Sessions {
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Send a message into a session, as the phone would.
+    Send {
+        /// Session id or a unique prefix of it.
+        session: String,
+        text: String,
+        #[arg(long, value_name = "ID")]
+        chat_id: Option<String>,
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Follow a session's replies and permission prompts.
+    Tail {
+        session: String,
+        /// Print each event's raw JSON.
+        #[arg(long)]
+        json: bool,
+        /// Start after this event id (0: everything still buffered).
+        #[arg(long, value_name = "ID")]
+        since: Option<u64>,
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Show a session's state.
+    Status {
+        session: String,
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Check a config file and the filters it names.
+    Validate {
+        /// Default: ./opzero.toml
+        file: Option<PathBuf>,
+    },
+}
+
+fn init_logging() {
+    let level = match std::env::var("OPZERO_LOG").as_deref() {
+        Ok("error") => tracing::Level::ERROR,
+        Ok("warn") => tracing::Level::WARN,
+        Ok("debug") => tracing::Level::DEBUG,
+        Ok("trace") => tracing::Level::TRACE,
+        _ => tracing::Level::INFO,
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_max_level(level)
+        .with_target(false)
+        .init();
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn channels_dir(config: Option<PathBuf>) -> Result<PathBuf, UserError> {
+    let config = Config::resolve(config.as_deref()).map_err(|e| UserError(e.to_string()))?;
+    Ok(discovery::channels_dir(&config))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if let Some(user) = e.downcast_ref::<UserError>() {
+                eprintln!("opzero-host: {user}");
+                ExitCode::from(2)
+            } else {
+                eprintln!("opzero-host: {e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve { config, session_id } => {
+            let session_id = serve::session_id(session_id.as_deref())?;
+            let (config, filters) = serve::load(config.as_deref())?;
+            let result = runtime().block_on(serve::run(session_id, config, filters));
+            // Don't wait for the runtime's blocking threads (a stdin read may
+            // still be parked there): the discovery file is gone, we are done.
+            std::process::exit(match result {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("opzero-host: {e:#}");
+                    1
+                }
+            });
+        }
+        Command::Launch {
+            cwd,
+            model,
+            session_id,
+            config,
+            claude_args,
+        } => {
+            let plan = launcher::plan(launcher::Launch {
+                cwd,
+                model,
+                session_id,
+                config,
+                claude_args,
+            })?;
+            Err(launcher::exec(plan).into())
+        }
+        Command::Sessions { config } => Ok(client::sessions(&channels_dir(config)?)?),
+        Command::Send {
+            session,
+            text,
+            chat_id,
+            config,
+        } => {
+            let entry = client::find(&channels_dir(config)?, &session)?;
+            runtime().block_on(client::send(&entry, &text, chat_id.as_deref()))
+        }
+        Command::Tail {
+            session,
+            json,
+            since,
+            config,
+        } => {
+            let entry = client::find(&channels_dir(config)?, &session)?;
+            runtime().block_on(client::tail(&entry, json, since))
+        }
+        Command::Status { session, config } => {
+            let entry = client::find(&channels_dir(config)?, &session)?;
+            runtime().block_on(client::status(&entry))
+        }
+        Command::Validate { file } => {
+            let file = file.unwrap_or_else(|| PathBuf::from("opzero.toml"));
+            if !file.is_file() {
+                return Err(UserError(format!("{}: no such config file", file.display())).into());
+            }
+            let (config, filters) = serve::load(Some(&file))?;
+            let names = filters.names();
+            println!(
+                "{}: ok ({} filter{}{}; permission relay {})",
+                file.display(),
+                names.len(),
+                if names.len() == 1 { "" } else { "s" },
+                if names.is_empty() { String::new() } else { format!(": {}", names.join(", ")) },
+                if config.permissions.relay { "on" } else { "off" },
+            );
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! The CLI client for a running host's bridge: `sessions`, `send`, `tail`,
+//! `status`. It finds hosts through their discovery files, so nobody needs
+//! curl and the secret.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+
+use crate::discovery::{self, now_ms, Entry};
+use crate::serve::UserError;
+
+/// The live session whose id starts with `prefix`.
+pub fn find(dir: &Path, prefix: &str) -> Result<Entry, UserError> {
+    let live = discovery::live_sessions(dir)
+        .map_err(|e| UserError(format!("cannot read {}: {e}", dir.display())))?;
+    let want = prefix.to_ascii_lowercase();
+    let mut hits: Vec<Entry> = live
+        .into_iter()
+        .filter(|e| e.record.session_id.starts_with(&want))
+        .collect();
+    match hits.len() {
+        1 => Ok(hits.remove(0)),
+        0 => Err(UserError(format!(
+            "no live session matches {prefix:?} in {} (see `opzero-host sessions`)",
+            dir.display()
+        ))),
+        _ => Err(UserError(format!(
+            "{prefix:?} matches {} sessions ({}); give more of the id",
+            hits.len(),
+            hits.iter()
+                .map(|e| e.record.session_id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+/// Sends one request on a fresh connection; returns the response with its
+/// body still streaming.
+async fn request(
+    entry: &Entry,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
+    let port = entry.record.port;
+    let stream = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .with_context(|| format!("cannot connect to the host on 127.0.0.1:{port} (did it just exit?)"))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let bytes = body.map(|b| b.to_string()).unwrap_or_default();
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", format!("127.0.0.1:{port}"))
+        .header("x-opzero-secret", &entry.record.secret)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(bytes)))?;
+    Ok(sender.send_request(req).await?)
+}
+
+async fn request_json(
+    entry: &Entry,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> anyhow::Result<(StatusCode, Value)> {
+    let resp = request(entry, method, path, body).await?;
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await?.to_bytes();
+    let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Ok((status, value))
+}
+
+fn age(created_at: u64) -> String {
+    let s = now_ms().saturating_sub(created_at) / 1000;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        3600..86400 => format!("{}h{:02}m", s / 3600, s / 60 % 60),
+        _ => format!("{}d{:02}h", s / 86400, s / 3600 % 24),
+    }
+}
+
+/// The working directory of `pid`, if this user may see it. For the host
+/// that is the directory Claude Code runs in.
+fn cwd_of(pid: u32) -> Option<String> {
+    std::fs::read_link(format!("/proc/{pid}/cwd"))
+        .ok()
+        .map(|p| p.display().to_string())
+}
+
+pub fn sessions(dir: &Path) -> Result<(), UserError> {
+    let live = discovery::live_sessions(dir)
+        .map_err(|e| UserError(format!("cannot read {}: {e}", dir.display())))?;
+    if live.is_empty() {
+        println!("no live sessions in {}", dir.display());
+        return Ok(());
+    }
+    println!("{:<36}  {:>7}  {:>5}  {:>6}  CWD", "SESSION", "PID", "PORT", "AGE");
+    for e in live {
+        let r = &e.record;
+        println!(
+            "{:<36}  {:>7}  {:>5}  {:>6}  {}",
+            r.session_id,
+            r.pid,
+            r.port,
+            age(r.created_at),
+            cwd_of(r.pid).unwrap_or_else(|| "?".into())
+        );
+    }
+    Ok(())
+}
+
+pub async fn send(entry: &Entry, text: &str, chat_id: Option<&str>) -> anyhow::Result<()> {
+    let mut body = json!({ "content": text });
+    if let Some(c) = chat_id {
+        body["chat_id"] = json!(c);
+    }
+    let (status, v) = request_json(entry, Method::POST, "/inject", Some(body)).await?;
+    let id = &entry.record.session_id;
+    if !status.is_success() {
+        let msg = v.get("error").and_then(Value::as_str).unwrap_or("no message");
+        match v.get("filter").and_then(Value::as_str) {
+            Some(f) => bail!("not delivered ({status}): filter {f:?}: {msg}"),
+            None => bail!("not delivered ({status}): {msg}"),
+        }
+    }
+    if v.get("duplicate") == Some(&json!(true)) {
+        println!("duplicate: already delivered to {id}");
+    } else if v.get("delivered") == Some(&json!(false)) {
+        println!(
+            "dropped by filter {:?}: {}",
+            v["filter"].as_str().unwrap_or("?"),
+            v["reason"].as_str().unwrap_or("")
+        );
+    } else if let Some(b) = v.get("verdict").and_then(Value::as_str) {
+        println!("answered permission request {}: {b}", v["request_id"].as_str().unwrap_or("?"));
+    } else {
+        println!("delivered to {id}");
+    }
+    if let Some(d) = v.get("dropped_meta") {
+        println!("dropped meta keys: {d}");
+    }
+    Ok(())
+}
+
+pub async fn status(entry: &Entry) -> anyhow::Result<()> {
+    let r = &entry.record;
+    let (s, st) = request_json(entry, Method::GET, "/status", None).await?;
+    if !s.is_success() {
+        bail!("status answered {s}: {st}");
+    }
+    let (_, perms) = request_json(entry, Method::GET, "/permissions", None).await?;
+    let pending = perms["pending"].as_array().map_or(0, Vec::len);
+    println!("session   {}", r.session_id);
+    println!("pid       {}", r.pid);
+    println!("bridge    http://127.0.0.1:{}", r.port);
+    println!("version   {}", st["version"].as_str().unwrap_or("?"));
+    println!("age       {}", age(r.created_at));
+    println!("cwd       {}", cwd_of(r.pid).unwrap_or_else(|| "?".into()));
+    println!("pending   {pending} permission request(s)");
+    for p in perms["pending"].as_array().into_iter().flatten() {
+        println!(
+            "  {}  {}: {}",
+            p["request_id"].as_str().unwrap_or("?"),
+            p["tool_name"].as_str().unwrap_or("?"),
+            p["description"].as_str().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+/// Follows the event stream until the host goes away.
+pub async fn tail(entry: &Entry, json_out: bool, since: Option<u64>) -> anyhow::Result<()> {
+    let path = match since {
+        Some(n) => format!("/events?since={n}"),
+        None => "/events".to_string(),
+    };
+    let resp = request(entry, Method::GET, &path, None).await?;
+    if !resp.status().is_success() {
+        let status = resp.status();
+        let body = resp.into_body().collect().await?.to_bytes();
+        bail!("events answered {status}: {}", String::from_utf8_lossy(&body));
+    }
+    eprintln!("following {} (Ctrl-C to stop)", entry.record.session_id);
+    let mut body = resp.into_body();
+    let mut buf: Vec<u8> = Vec::new();
+    let stdout = std::io::stdout();
+    while let Some(frame) = body.frame().await {
+        let frame = frame?;
+        let Some(data) = frame.data_ref() else { continue };
+        buf.extend_from_slice(data);
+        while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=nl).collect();
+            let line = String::from_utf8_lossy(&line);
+            let Some(data) = line.trim_end().strip_prefix("data: ") else { continue };
+            let mut out = stdout.lock();
+            if json_out {
+                writeln!(out, "{data}")?;
+            } else {
+                writeln!(out, "{}", human(data))?;
+            }
+            out.flush()?;
+        }
+    }
+    eprintln!("the host closed the stream");
+    Ok(())
+}
+
+/// One event as a line a person reads.
+fn human(data: &str) -> String {
+    let Ok(v) = serde_json::from_str::<Value>(data) else {
+        return data.to_string();
+    };
+    let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
+    match v["type"].as_str().unwrap_or("") {
+        "reply" => format!("reply [{}] {}", s("chat_id"), s("text")),
+        "permission_request" => format!(
+            "permission? {} {}: {} {} (answer: opzero-host send SESSION \"yes {}\")",
+            s("request_id"),
+            s("tool_name"),
+            s("description"),
+            s("input_preview"),
+            s("request_id")
+        ),
+        "permission_resolved" => format!(
+            "permission {} {} by {}",
+            s("request_id"),
+            s("behavior"),
+            v["by"].as_str().unwrap_or("?")
+        ),
+        "permission_expired" => format!("permission {} expired unanswered", s("request_id")),
+        "gap" => format!("(missed events {} to {}: they fell out of the replay buffer)", v["from"], v["to"]),
+        _ => data.to_string(),
+    }
+}

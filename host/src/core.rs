@@ -1,0 +1,503 @@
+//! The host's center. The HTTP bridge and the MCP channel only talk to each
+//! other through the typed calls here: `inject`, `reply`,
+//! `permission_request`, `verdict`, `subscribe`.
+//!
+//! Everything bound for Claude (channel messages and permission verdicts)
+//! goes through one ordered queue that the channel drains after the MCP
+//! session is initialized; everything bound for the phone goes into the
+//! event log.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{json, Map, Value};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::Config;
+use crate::discovery::now_ms;
+use crate::events::{EventLog, Subscription};
+use crate::filters::{self, FilterChain, PermissionVerdict, Verdict};
+use crate::permissions::{self, Behavior, Permissions, VerdictError};
+
+/// A notification for Claude Code.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Notification {
+    Channel { content: String, meta: Map<String, Value> },
+    Verdict { request_id: String, behavior: Behavior },
+}
+
+impl Notification {
+    pub fn method(&self) -> &'static str {
+        match self {
+            Notification::Channel { .. } => "notifications/claude/channel",
+            Notification::Verdict { .. } => "notifications/claude/channel/permission",
+        }
+    }
+
+    pub fn params(&self) -> Value {
+        match self {
+            Notification::Channel { content, meta } => json!({ "content": content, "meta": meta }),
+            Notification::Verdict {
+                request_id,
+                behavior,
+            } => json!({ "request_id": request_id, "behavior": behavior.as_str() }),
+        }
+    }
+}
+
+/// One entry of the queue to Claude. `written` is answered once the line is
+/// on stdout (true) or stdout is gone (false).
+pub struct Outbound {
+    pub notification: Notification,
+    pub written: Option<oneshot::Sender<bool>>,
+}
+
+/// A parsed `POST /inject` body.
+#[derive(Debug, Default)]
+pub struct InjectRequest {
+    pub content: String,
+    pub chat_id: Option<String>,
+    pub meta: Map<String, Value>,
+    /// From the body's `message_id` or the `Idempotency-Key` header.
+    pub message_id: Option<String>,
+}
+
+#[derive(Debug, PartialEq)]
+pub enum InjectOutcome {
+    /// On stdout, or held until Claude Code finishes initializing.
+    Accepted { dropped_meta: Vec<String> },
+    Duplicate,
+    /// `yes <id>` / `no <id>` answered a pending permission prompt.
+    Verdict { request_id: String, behavior: Behavior },
+    Dropped { filter: String, reason: String },
+    Rejected { filter: String, reason: String },
+    FilterFailed { filter: String, error: String },
+    /// A limit refused it; the message says which.
+    TooLarge(String),
+    Invalid(String),
+    /// Claude Code has gone away.
+    Closed,
+}
+
+#[derive(Debug, PartialEq)]
+pub enum ReplyOutcome {
+    /// Some subscriber was connected.
+    Sent,
+    /// Nobody is connected; the next subscriber gets it.
+    Queued,
+    Dropped { filter: String, reason: String },
+    Rejected { filter: String, reason: String },
+    FilterFailed { filter: String, error: String },
+}
+
+pub struct Core {
+    pub session_id: String,
+    pub config: Config,
+    pub events: Arc<EventLog>,
+    pub permissions: Permissions,
+    filters: FilterChain,
+    outbound: mpsc::UnboundedSender<Outbound>,
+    initialized: AtomicBool,
+    recent_ids: Mutex<RecentIds>,
+}
+
+impl Core {
+    /// The core and the receiving end of the queue to Claude.
+    pub fn new(
+        session_id: String,
+        config: Config,
+        filters: FilterChain,
+    ) -> (Arc<Core>, mpsc::UnboundedReceiver<Outbound>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let events = EventLog::new(config.events.replay_buffer, config.events.subscriber_lag);
+        let recent_ids = Mutex::new(RecentIds::new(config.limits.idempotency_window));
+        let core = Arc::new(Core {
+            session_id,
+            config,
+            events,
+            permissions: Permissions::default(),
+            filters,
+            outbound: tx,
+            initialized: AtomicBool::new(false),
+            recent_ids,
+        });
+        (core, rx)
+    }
+
+    /// Called by the channel once Claude Code sent `notifications/initialized`.
+    pub fn mark_initialized(&self) {
+        self.initialized.store(true, Ordering::SeqCst);
+    }
+
+    /// Queues `n` for Claude. Returns once it is written to stdout, or at
+    /// once while Claude Code is still initializing (it is then held and sent
+    /// in order after initialization). False if Claude Code is gone.
+    async fn send_to_claude(&self, notification: Notification) -> bool {
+        if !self.initialized.load(Ordering::SeqCst) {
+            return self
+                .outbound
+                .send(Outbound {
+                    notification,
+                    written: None,
+                })
+                .is_ok();
+        }
+        let (tx, rx) = oneshot::channel();
+        if self
+            .outbound
+            .send(Outbound {
+                notification,
+                written: Some(tx),
+            })
+            .is_err()
+        {
+            return false;
+        }
+        rx.await.unwrap_or(false)
+    }
+
+    pub async fn inject(&self, req: InjectRequest) -> InjectOutcome {
+        let limits = &self.config.limits;
+        let chars = req.content.chars().count();
+        if chars > limits.max_content_chars {
+            return InjectOutcome::TooLarge(format!(
+                "content is {chars} characters; the limit is {}",
+                limits.max_content_chars
+            ));
+        }
+        if req.meta.len() > limits.max_meta_keys {
+            return InjectOutcome::TooLarge(format!(
+                "meta has {} keys; the limit is {}",
+                req.meta.len(),
+                limits.max_meta_keys
+            ));
+        }
+
+        if self.config.permissions.relay
+            && let Some((behavior, request_id)) = permissions::parse_text_verdict(&req.content)
+            && self.permissions.is_pending(&request_id)
+        {
+            return match self.verdict(&request_id, behavior, "remote").await {
+                Ok(()) => InjectOutcome::Verdict {
+                    request_id,
+                    behavior,
+                },
+                Err(VerdictOutcome::Closed) => InjectOutcome::Closed,
+                // Answered elsewhere between the check and now: say so.
+                Err(VerdictOutcome::Refused(e)) => InjectOutcome::Invalid(e.to_string()),
+            };
+        }
+
+        let claim = match &req.message_id {
+            Some(id) => match self.recent_ids.lock().unwrap().claim(id) {
+                true => Some(id.clone()),
+                false => return InjectOutcome::Duplicate,
+            },
+            None => None,
+        };
+        let outcome = self.inject_claimed(req).await;
+        if let Some(id) = claim
+            && !matches!(outcome, InjectOutcome::Accepted { .. } | InjectOutcome::Dropped { .. })
+        {
+            // Not taken: a retry must be able to go through.
+            self.recent_ids.lock().unwrap().release(&id);
+        }
+        outcome
+    }
+
+    async fn inject_claimed(&self, req: InjectRequest) -> InjectOutcome {
+        let chat_id = req
+            .chat_id
+            .filter(|c| !c.is_empty())
+            .unwrap_or_else(|| "inject".to_string());
+        let (mut meta, mut dropped_meta) = clean_meta(req.meta);
+        meta.insert("chat_id".into(), Value::String(scrub(&chat_id)));
+        let mut content = req.content;
+
+        if !self.filters.is_empty() {
+            let message = filters::Message {
+                content,
+                meta: meta
+                    .into_iter()
+                    .map(|(k, v)| (k, v.as_str().unwrap_or_default().to_string()))
+                    .collect(),
+            };
+            match self.filters.on_inject(message) {
+                Verdict::Pass(m) => {
+                    content = m.content;
+                    let raw: Map<String, Value> =
+                        m.meta.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+                    let (clean, dropped) = clean_meta(raw);
+                    meta = clean;
+                    dropped_meta.extend(dropped);
+                    if !meta.contains_key("chat_id") {
+                        meta.insert("chat_id".into(), Value::String(scrub(&chat_id)));
+                    }
+                }
+                Verdict::Drop { filter, reason } => {
+                    tracing::info!(filter, reason, "inject dropped by filter");
+                    return InjectOutcome::Dropped { filter, reason };
+                }
+                Verdict::Reject { filter, reason } => {
+                    tracing::info!(filter, reason, "inject rejected by filter");
+                    return InjectOutcome::Rejected { filter, reason };
+                }
+                Verdict::Failed { filter, error } => {
+                    tracing::error!(filter, "inject not delivered: {error}");
+                    return InjectOutcome::FilterFailed { filter, error };
+                }
+            }
+            if content.is_empty() {
+                return InjectOutcome::Invalid("content is empty after filtering".into());
+            }
+        }
+
+        if self.send_to_claude(Notification::Channel { content, meta }).await {
+            InjectOutcome::Accepted { dropped_meta }
+        } else {
+            InjectOutcome::Closed
+        }
+    }
+
+    /// Claude called the `reply` tool.
+    pub fn reply(&self, chat_id: String, text: String) -> ReplyOutcome {
+        let (chat_id, text) = match self.filters.on_reply(filters::Reply { chat_id, text }) {
+            Verdict::Pass(r) => (r.chat_id, r.text),
+            Verdict::Drop { filter, reason } => return ReplyOutcome::Dropped { filter, reason },
+            Verdict::Reject { filter, reason } => return ReplyOutcome::Rejected { filter, reason },
+            Verdict::Failed { filter, error } => {
+                tracing::error!(filter, "reply not delivered: {error}");
+                return ReplyOutcome::FilterFailed { filter, error };
+            }
+        };
+        let connected = self.events.subscribers() > 0;
+        self.events.publish(&json!({
+            "type": "reply",
+            "chat_id": chat_id,
+            "text": text,
+            "ts": now_ms(),
+        }));
+        if connected {
+            ReplyOutcome::Sent
+        } else {
+            ReplyOutcome::Queued
+        }
+    }
+
+    /// Claude Code asks the user to approve a tool call.
+    pub async fn permission_request(&self, request: permissions::Request) {
+        if !self.config.permissions.relay {
+            tracing::warn!(request_id = %request.request_id, "permission relay is off; ignoring request");
+            return;
+        }
+        let filtered = self.filters.on_permission(&filters::PermissionRequest {
+            request_id: request.request_id.clone(),
+            tool_name: request.tool_name.clone(),
+            description: request.description.clone(),
+            input_preview: request.input_preview.clone(),
+        });
+        let ts = now_ms();
+        let (behavior, filter, reason) = match filtered {
+            PermissionVerdict::Relay => {
+                self.permissions.add(request.clone(), ts);
+                self.events.publish(&json!({
+                    "type": "permission_request",
+                    "request_id": request.request_id,
+                    "tool_name": request.tool_name,
+                    "description": request.description,
+                    "input_preview": request.input_preview,
+                    "ts": ts,
+                }));
+                return;
+            }
+            PermissionVerdict::Failed { filter, error } => {
+                // Failing safe for a prompt means asking the human.
+                tracing::error!(filter, "permission filter failed, relaying the prompt: {error}");
+                self.permissions.add(request.clone(), ts);
+                self.events.publish(&json!({
+                    "type": "permission_request",
+                    "request_id": request.request_id,
+                    "tool_name": request.tool_name,
+                    "description": request.description,
+                    "input_preview": request.input_preview,
+                    "ts": ts,
+                }));
+                return;
+            }
+            PermissionVerdict::Allow { filter, reason } => (Behavior::Allow, filter, reason),
+            PermissionVerdict::Deny { filter, reason } => (Behavior::Deny, filter, reason),
+        };
+        tracing::info!(request_id = %request.request_id, filter, reason, behavior = behavior.as_str(), "permission decided by filter");
+        self.send_to_claude(Notification::Verdict {
+            request_id: request.request_id.clone(),
+            behavior,
+        })
+        .await;
+        self.events.publish(&json!({
+            "type": "permission_resolved",
+            "request_id": request.request_id,
+            "behavior": behavior.as_str(),
+            "by": format!("filter:{filter}"),
+            "reason": reason,
+            "ts": now_ms(),
+        }));
+    }
+
+    /// A verdict from the phone (`by` is "remote").
+    pub async fn verdict(
+        &self,
+        request_id: &str,
+        behavior: Behavior,
+        by: &str,
+    ) -> Result<(), VerdictOutcome> {
+        self.permissions
+            .decide(request_id)
+            .map_err(VerdictOutcome::Refused)?;
+        let written = self
+            .send_to_claude(Notification::Verdict {
+                request_id: request_id.to_string(),
+                behavior,
+            })
+            .await;
+        self.events.publish(&json!({
+            "type": "permission_resolved",
+            "request_id": request_id,
+            "behavior": behavior.as_str(),
+            "by": by,
+            "ts": now_ms(),
+        }));
+        if written { Ok(()) } else { Err(VerdictOutcome::Closed) }
+    }
+
+    /// Drops prompts nobody answered in time (Claude Code never says when the
+    /// terminal answered one).
+    pub fn expire_permissions(&self) {
+        for request in self.permissions.expire(self.config.permissions.expire_after) {
+            tracing::info!(request_id = %request.request_id, "permission request expired");
+            self.events.publish(&json!({
+                "type": "permission_expired",
+                "request_id": request.request_id,
+                "by": "expired",
+                "ts": now_ms(),
+            }));
+        }
+    }
+
+    pub fn subscribe(&self, since: Option<u64>) -> Subscription {
+        self.events.subscribe(since)
+    }
+}
+
+#[derive(Debug)]
+pub enum VerdictOutcome {
+    Refused(VerdictError),
+    Closed,
+}
+
+/// Meta keys Claude Code accepts: `^[A-Za-z0-9_]+$`.
+pub fn valid_meta_key(k: &str) -> bool {
+    !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Characters that could break out of a `<channel k="v">` attribute.
+pub fn scrub(v: &str) -> String {
+    v.chars()
+        .filter_map(|c| match c {
+            '<' | '>' | '[' | ']' | '"' => None,
+            '\r' | '\n' => Some(' '),
+            c => Some(c),
+        })
+        .collect()
+}
+
+/// Drops keys Claude Code would drop (returned, sorted) and null values,
+/// stringifies other values and scrubs them.
+fn clean_meta(raw: Map<String, Value>) -> (Map<String, Value>, Vec<String>) {
+    let mut meta = Map::new();
+    let mut dropped = Vec::new();
+    for (k, v) in raw {
+        if !valid_meta_key(&k) {
+            dropped.push(k);
+            continue;
+        }
+        let s = match v {
+            Value::Null => continue,
+            Value::String(s) => s,
+            other => other.to_string(),
+        };
+        meta.insert(k, Value::String(scrub(&s)));
+    }
+    (meta, dropped)
+}
+
+/// The last N message ids, for duplicate detection.
+struct RecentIds {
+    order: VecDeque<String>,
+    set: HashSet<String>,
+    capacity: usize,
+}
+
+impl RecentIds {
+    fn new(capacity: usize) -> Self {
+        RecentIds {
+            order: VecDeque::new(),
+            set: HashSet::new(),
+            capacity,
+        }
+    }
+
+    /// True if `id` is new (and now remembered).
+    fn claim(&mut self, id: &str) -> bool {
+        if self.capacity == 0 {
+            return true;
+        }
+        if self.set.contains(id) {
+            return false;
+        }
+        if self.order.len() == self.capacity
+            && let Some(old) = self.order.pop_front()
+        {
+            self.set.remove(&old);
+        }
+        self.order.push_back(id.to_string());
+        self.set.insert(id.to_string());
+        true
+    }
+
+    fn release(&mut self, id: &str) {
+        if self.set.remove(id) {
+            self.order.retain(|x| x != id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_rules() {
+        let raw: Map<String, Value> = serde_json::from_str(
+            r#"{"user":"ann","bad-key":"x","n":3,"b":true,"gone":null,"o":{"a":1},"q":"a\"<b>[c]\r\nd"}"#,
+        )
+        .unwrap();
+        let (meta, dropped) = clean_meta(raw);
+        assert_eq!(
+            Value::Object(meta),
+            json!({"user":"ann","n":"3","b":"true","o":"{a:1}","q":"abc  d"})
+        );
+        assert_eq!(dropped, ["bad-key"]);
+    }
+
+    #[test]
+    fn recent_ids_forget_the_oldest() {
+        let mut r = RecentIds::new(2);
+        assert!(r.claim("a") && r.claim("b"));
+        assert!(!r.claim("a"));
+        assert!(r.claim("c"));
+        assert!(r.claim("a"), "a fell out of the window");
+        r.release("a");
+        assert!(r.claim("a"));
+    }
+}

@@ -1,0 +1,223 @@
+//! Discovery files: `<dir>/<sessionId>.json`, how the opzero-claude server
+//! (and `opzero-host send/tail/...`) finds a running host.
+//!
+//! The directory is 0700 and the file 0600 from the moment they exist; the
+//! file is written to a private temp name and renamed into place, so a reader
+//! never sees a partial file.
+
+use std::fs::{self, DirBuilder, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{home_dir, Config};
+
+/// Exactly what the opzero-claude server reads (CONTRACT.md §2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Record {
+    pub pid: u32,
+    pub session_id: String,
+    pub port: u16,
+    pub secret: String,
+    pub created_at: u64,
+    pub version: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionIdError {
+    #[error("session id {0:?} is not a UUID (expected the form xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)")]
+    NotUuid(String),
+}
+
+/// The session id becomes a file name, so only the canonical hyphenated UUID
+/// form is accepted (no braces, no URN, nothing path-like).
+pub fn parse_session_id(s: &str) -> Result<uuid::Uuid, SessionIdError> {
+    let ok = s.len() == 36
+        && s.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        });
+    if !ok {
+        return Err(SessionIdError::NotUuid(s.to_string()));
+    }
+    uuid::Uuid::parse_str(s).map_err(|_| SessionIdError::NotUuid(s.to_string()))
+}
+
+/// `$OPZERO_HOME`, else `~/.opzero-claude`. The compiled-filter cache lives here too.
+pub fn opzero_home() -> PathBuf {
+    match std::env::var_os("OPZERO_HOME").filter(|v| !v.is_empty()) {
+        Some(h) => PathBuf::from(h),
+        None => home_dir().join(".opzero-claude"),
+    }
+}
+
+/// `$OPZERO_HOME/channels`, else the config's `discovery_dir`, else
+/// `~/.opzero-claude/channels`.
+pub fn channels_dir(config: &Config) -> PathBuf {
+    if std::env::var_os("OPZERO_HOME").is_some_and(|v| !v.is_empty()) {
+        return opzero_home().join("channels");
+    }
+    config
+        .discovery_dir
+        .clone()
+        .unwrap_or_else(|| opzero_home().join("channels"))
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Creates `dir` (and parents) as 0700, and tightens it if it already existed.
+pub fn ensure_private_dir(dir: &Path) -> std::io::Result<()> {
+    DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    let mode = fs::metadata(dir)?.permissions().mode() & 0o777;
+    if mode != 0o700 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// A written discovery file; removed by [`DiscoveryFile::remove`] or on drop.
+#[derive(Debug)]
+pub struct DiscoveryFile {
+    path: PathBuf,
+    removed: bool,
+}
+
+impl DiscoveryFile {
+    pub fn write(dir: &Path, record: &Record) -> std::io::Result<DiscoveryFile> {
+        ensure_private_dir(dir)?;
+        let path = dir.join(format!("{}.json", record.session_id));
+        let tmp = dir.join(format!(".{}.json.{}.tmp", record.session_id, record.pid));
+        let _ = fs::remove_file(&tmp);
+        let result = (|| {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(&serde_json::to_vec(record).expect("record serializes"))?;
+            f.sync_all()?;
+            fs::rename(&tmp, &path)
+        })();
+        if let Err(e) = result {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        Ok(DiscoveryFile {
+            path,
+            removed: false,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn remove(&mut self) {
+        if !self.removed {
+            self.removed = true;
+            if let Err(e) = fs::remove_file(&self.path) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(path = %self.path.display(), "could not remove discovery file: {e}");
+                }
+            }
+        }
+    }
+}
+
+impl Drop for DiscoveryFile {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+pub fn pid_alive(pid: u32) -> bool {
+    if pid == 0 || pid > i32::MAX as u32 {
+        return false;
+    }
+    // SAFETY: kill with signal 0 only checks for existence and permission.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// One `*.json` file in the discovery directory.
+#[derive(Debug)]
+pub struct Entry {
+    pub path: PathBuf,
+    pub record: Record,
+}
+
+/// Live sessions in `dir`, oldest first. Files of dead processes are deleted;
+/// files that do not parse are skipped (and named in the log).
+pub fn live_sessions(dir: &Path) -> std::io::Result<Vec<Entry>> {
+    let mut out = Vec::new();
+    let read = match fs::read_dir(dir) {
+        Ok(r) => r,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e),
+    };
+    for dirent in read {
+        let path = dirent?.path();
+        let is_json = path.extension().is_some_and(|e| e == "json")
+            && !path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+        if !is_json {
+            continue;
+        }
+        let record: Record = match fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+        {
+            Some(r) => r,
+            None => {
+                tracing::warn!(path = %path.display(), "skipping unreadable discovery file");
+                continue;
+            }
+        };
+        if pid_alive(record.pid) {
+            out.push(Entry { path, record });
+        } else {
+            tracing::info!(path = %path.display(), pid = record.pid, "removing stale discovery file (process is gone)");
+            let _ = fs::remove_file(&path);
+        }
+    }
+    out.sort_by_key(|e| e.record.created_at);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_canonical_uuids_are_session_ids() {
+        let id = "8c0c3a5e-1b2c-4d5e-8f90-0123456789ab";
+        assert_eq!(parse_session_id(id).unwrap().to_string(), id);
+        for bad in [
+            "../../x",
+            "",
+            "8c0c3a5e1b2c4d5e8f900123456789ab",
+            "{8c0c3a5e-1b2c-4d5e-8f90-0123456789ab}",
+            "8c0c3a5e-1b2c-4d5e-8f90-0123456789a/",
+            "8c0c3a5e-1b2c-4d5e-8f90-0123456789abc",
+        ] {
+            assert!(parse_session_id(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn pid_liveness() {
+        assert!(pid_alive(std::process::id()));
+        assert!(!pid_alive(0));
+        assert!(!pid_alive(u32::MAX));
+    }
+}

@@ -1,0 +1,239 @@
+//! One ordered log of everything that goes out to the phone (replies,
+//! permission prompts and their outcome). Every SSE subscriber reads from it.
+//!
+//! Events get a monotonic id per host process and the last `capacity` are
+//! kept, so a subscriber can resume with `Last-Event-ID`. Subscribers *pull*
+//! from the log at their own pace: a slow one never blocks the host or the
+//! others, and one that falls more than `lag_limit` events behind the live
+//! head is cut off (it can resume by id).
+//!
+//! An event counts as delivered once some subscriber's stream has taken it.
+//! A new subscriber that does not say where to start gets every event that no
+//! subscriber has taken yet, so replies made while the phone was away are not
+//! lost even for clients that never send `Last-Event-ID`.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+
+#[derive(Debug)]
+pub struct Event {
+    pub id: u64,
+    /// The JSON object sent as the SSE `data:` line.
+    pub data: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum Item {
+    Event(Arc<Event>),
+    /// Events `from..=to` fell out of the buffer before this subscriber asked.
+    Gap { from: u64, to: u64 },
+}
+
+pub struct EventLog {
+    state: Mutex<State>,
+    /// The id of the newest event (0 before the first).
+    head: watch::Sender<u64>,
+    subscribers: AtomicUsize,
+    lag_limit: u64,
+}
+
+struct State {
+    buffer: VecDeque<Arc<Event>>,
+    capacity: usize,
+    /// Highest id any subscriber's stream has taken.
+    taken: u64,
+}
+
+impl EventLog {
+    pub fn new(capacity: usize, lag_limit: usize) -> Arc<EventLog> {
+        Arc::new(EventLog {
+            state: Mutex::new(State {
+                buffer: VecDeque::with_capacity(capacity.min(1024)),
+                capacity: capacity.max(1),
+                taken: 0,
+            }),
+            head: watch::channel(0).0,
+            subscribers: AtomicUsize::new(0),
+            lag_limit: lag_limit.max(1) as u64,
+        })
+    }
+
+    /// Appends an event; `data` must serialize to a JSON object.
+    pub fn publish(&self, data: &serde_json::Value) -> u64 {
+        let data = data.to_string();
+        let mut st = self.state.lock().unwrap();
+        let id = *self.head.borrow() + 1;
+        if st.buffer.len() == st.capacity {
+            st.buffer.pop_front();
+        }
+        st.buffer.push_back(Arc::new(Event { id, data }));
+        // Under the lock, so ids reach subscribers in order.
+        self.head.send_replace(id);
+        id
+    }
+
+    /// How many SSE streams are open right now.
+    pub fn subscribers(&self) -> usize {
+        self.subscribers.load(Ordering::SeqCst)
+    }
+
+    pub fn head(&self) -> u64 {
+        *self.head.borrow()
+    }
+
+    /// `since`: the last id the client has seen (`Last-Event-ID`), or `None`
+    /// for "everything nobody has taken yet, then live".
+    pub fn subscribe(self: &Arc<Self>, since: Option<u64>) -> Subscription {
+        let st = self.state.lock().unwrap();
+        let head = *self.head.borrow();
+        let cursor = since.unwrap_or(st.taken).min(head);
+        self.subscribers.fetch_add(1, Ordering::SeqCst);
+        Subscription {
+            log: self.clone(),
+            rx: self.head.subscribe(),
+            cursor,
+            live_from: head,
+        }
+    }
+}
+
+pub struct Subscription {
+    log: Arc<EventLog>,
+    rx: watch::Receiver<u64>,
+    /// The last id this subscriber has been given.
+    cursor: u64,
+    /// The head when it subscribed: replaying older events is not lag.
+    live_from: u64,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Closed {
+    /// The subscriber fell too far behind the live head.
+    Lagged { behind: u64 },
+    /// The host is shutting down.
+    Shutdown,
+}
+
+impl Subscription {
+    /// The next item, waiting for one if needed.
+    pub async fn next(&mut self) -> Result<Item, Closed> {
+        loop {
+            if let Some(item) = self.try_next()? {
+                return Ok(item);
+            }
+            if self.rx.changed().await.is_err() {
+                return Err(Closed::Shutdown);
+            }
+        }
+    }
+
+    fn try_next(&mut self) -> Result<Option<Item>, Closed> {
+        let mut st = self.log.state.lock().unwrap();
+        let head = *self.rx.borrow_and_update();
+        if self.cursor >= head {
+            return Ok(None);
+        }
+        let behind = head - self.cursor.max(self.live_from);
+        if behind > self.log.lag_limit {
+            return Err(Closed::Lagged { behind });
+        }
+        let oldest = st.buffer.front().map_or(head + 1, |e| e.id);
+        if self.cursor + 1 < oldest {
+            let gap = Item::Gap {
+                from: self.cursor + 1,
+                to: oldest - 1,
+            };
+            self.cursor = oldest - 1;
+            return Ok(Some(gap));
+        }
+        let idx = (self.cursor + 1 - oldest) as usize;
+        let event = st.buffer[idx].clone();
+        self.cursor = event.id;
+        if event.id > st.taken {
+            st.taken = event.id;
+        }
+        Ok(Some(Item::Event(event)))
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.log.subscribers.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ids(items: Vec<Item>) -> Vec<String> {
+        items
+            .into_iter()
+            .map(|i| match i {
+                Item::Event(e) => e.id.to_string(),
+                Item::Gap { from, to } => format!("gap {from}-{to}"),
+            })
+            .collect()
+    }
+
+    async fn drain(sub: &mut Subscription, n: usize) -> Vec<Item> {
+        let mut out = Vec::new();
+        for _ in 0..n {
+            out.push(sub.next().await.unwrap());
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn untaken_events_go_to_the_next_plain_subscriber_once() {
+        let log = EventLog::new(10, 100);
+        for i in 0..3 {
+            log.publish(&json!({ "n": i }));
+        }
+        let mut a = log.subscribe(None);
+        assert_eq!(ids(drain(&mut a, 3).await), ["1", "2", "3"]);
+        drop(a);
+        log.publish(&json!({ "n": 3 }));
+        let mut b = log.subscribe(None);
+        assert_eq!(ids(drain(&mut b, 1).await), ["4"]);
+    }
+
+    #[tokio::test]
+    async fn resume_by_id_and_gap_when_evicted() {
+        let log = EventLog::new(3, 100);
+        for i in 0..6 {
+            log.publish(&json!({ "n": i }));
+        }
+        let mut s = log.subscribe(Some(4));
+        assert_eq!(ids(drain(&mut s, 2).await), ["5", "6"]);
+        let mut s = log.subscribe(Some(0));
+        assert_eq!(ids(drain(&mut s, 4).await), ["gap 1-3", "4", "5", "6"]);
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_far_behind_the_live_head_is_cut_off() {
+        let log = EventLog::new(100, 5);
+        let mut s = log.subscribe(None);
+        for i in 0..6 {
+            log.publish(&json!({ "n": i }));
+        }
+        assert_eq!(s.next().await.unwrap_err(), Closed::Lagged { behind: 6 });
+        assert_eq!(log.subscribers(), 1);
+        drop(s);
+        assert_eq!(log.subscribers(), 0);
+    }
+
+    #[tokio::test]
+    async fn replay_is_not_lag() {
+        let log = EventLog::new(100, 5);
+        for i in 0..50 {
+            log.publish(&json!({ "n": i }));
+        }
+        let mut s = log.subscribe(Some(0));
+        assert_eq!(drain(&mut s, 50).await.len(), 50);
+    }
+}

@@ -1,0 +1,194 @@
+//! Permission prompts relayed from Claude Code: which are pending, who
+//! answered them, and which expired unanswered.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+/// `notifications/claude/channel/permission_request` params.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Request {
+    pub request_id: String,
+    pub tool_name: String,
+    pub description: String,
+    pub input_preview: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Behavior {
+    Allow,
+    Deny,
+}
+
+impl Behavior {
+    pub fn parse(s: &str) -> Option<Behavior> {
+        match s {
+            "allow" => Some(Behavior::Allow),
+            "deny" => Some(Behavior::Deny),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Behavior::Allow => "allow",
+            Behavior::Deny => "deny",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Pending {
+    #[serde(flatten)]
+    pub request: Request,
+    /// ms since epoch.
+    pub ts: u64,
+    #[serde(skip)]
+    arrived: Instant,
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum VerdictError {
+    #[error("no pending permission request {0}")]
+    NotPending(String),
+    #[error("permission request {0} was already decided")]
+    AlreadyDecided(String),
+}
+
+/// Request ids are five lowercase letters without `l` (CONTRACT.md §1).
+pub fn is_request_id(s: &str) -> bool {
+    s.len() == 5 && s.bytes().all(|b| b.is_ascii_lowercase() && b != b'l')
+}
+
+/// Ids remembered after a verdict so a second one answers 409, not 404.
+const DECIDED_MEMORY: usize = 1024;
+
+#[derive(Default)]
+pub struct Permissions {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    pending: HashMap<String, Pending>,
+    decided: VecDeque<String>,
+}
+
+impl Permissions {
+    /// Records a prompt; a repeated id replaces the old one.
+    pub fn add(&self, request: Request, ts: u64) {
+        let mut inner = self.inner.lock().unwrap();
+        inner.decided.retain(|id| id != &request.request_id);
+        inner.pending.insert(
+            request.request_id.clone(),
+            Pending {
+                request,
+                ts,
+                arrived: Instant::now(),
+            },
+        );
+    }
+
+    /// Marks `id` decided. Only a pending id can be decided, once.
+    pub fn decide(&self, id: &str) -> Result<Request, VerdictError> {
+        let mut inner = self.inner.lock().unwrap();
+        match inner.pending.remove(id) {
+            Some(p) => {
+                if inner.decided.len() == DECIDED_MEMORY {
+                    inner.decided.pop_front();
+                }
+                inner.decided.push_back(id.to_string());
+                Ok(p.request)
+            }
+            None if inner.decided.iter().any(|d| d == id) => {
+                Err(VerdictError::AlreadyDecided(id.to_string()))
+            }
+            None => Err(VerdictError::NotPending(id.to_string())),
+        }
+    }
+
+    pub fn is_pending(&self, id: &str) -> bool {
+        self.inner.lock().unwrap().pending.contains_key(id)
+    }
+
+    /// Pending prompts, oldest first.
+    pub fn list(&self) -> Vec<Pending> {
+        let inner = self.inner.lock().unwrap();
+        let mut v: Vec<Pending> = inner.pending.values().cloned().collect();
+        v.sort_by_key(|p| p.arrived);
+        v
+    }
+
+    /// Removes and returns prompts pending longer than `max_age`.
+    pub fn expire(&self, max_age: Duration) -> Vec<Request> {
+        let mut inner = self.inner.lock().unwrap();
+        let now = Instant::now();
+        let old: Vec<String> = inner
+            .pending
+            .iter()
+            .filter(|(_, p)| now.duration_since(p.arrived) >= max_age)
+            .map(|(id, _)| id.clone())
+            .collect();
+        old.iter()
+            .filter_map(|id| inner.pending.remove(id).map(|p| p.request))
+            .collect()
+    }
+}
+
+/// `yes abcde` / `no abcde` (any case) typed on the phone.
+pub fn parse_text_verdict(content: &str) -> Option<(Behavior, String)> {
+    let (word, id) = content.split_once(' ')?;
+    let behavior = match word.to_ascii_lowercase().as_str() {
+        "yes" => Behavior::Allow,
+        "no" => Behavior::Deny,
+        _ => return None,
+    };
+    let id = id.to_ascii_lowercase();
+    is_request_id(&id).then_some((behavior, id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(id: &str) -> Request {
+        Request {
+            request_id: id.into(),
+            tool_name: "Bash".into(),
+            description: "run".into(),
+            input_preview: "{}".into(),
+        }
+    }
+
+    #[test]
+    fn a_verdict_needs_a_pending_id_and_happens_once() {
+        let p = Permissions::default();
+        assert_eq!(p.decide("abcde"), Err(VerdictError::NotPending("abcde".into())));
+        p.add(req("abcde"), 1);
+        assert!(p.is_pending("abcde"));
+        assert_eq!(p.decide("abcde").unwrap().tool_name, "Bash");
+        assert_eq!(p.decide("abcde"), Err(VerdictError::AlreadyDecided("abcde".into())));
+        assert!(p.list().is_empty());
+    }
+
+    #[test]
+    fn expiry_removes_old_prompts() {
+        let p = Permissions::default();
+        p.add(req("abcde"), 1);
+        assert!(p.expire(Duration::from_secs(60)).is_empty());
+        assert_eq!(p.expire(Duration::ZERO), vec![req("abcde")]);
+        assert!(p.list().is_empty());
+    }
+
+    #[test]
+    fn text_verdicts() {
+        assert_eq!(parse_text_verdict("yes abcde"), Some((Behavior::Allow, "abcde".into())));
+        assert_eq!(parse_text_verdict("NO AbCdE"), Some((Behavior::Deny, "abcde".into())));
+        for not in ["yes  abcde", "yes abcdl", "yes abcd", "maybe abcde", "yes abcde ", "yes"] {
+            assert_eq!(parse_text_verdict(not), None, "{not:?}");
+        }
+    }
+}

@@ -1,0 +1,449 @@
+//! Test harness: spawns the real `opzero-host serve` the way Claude Code
+//! does (stdio pipes, env session id), plays Claude Code with raw JSON-RPC
+//! lines, and plays the phone's server with raw HTTP/1.1 on loopback, so
+//! tests can assert the exact bytes each peer sees.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_opzero-host");
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub fn new_session_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+pub struct Host {
+    pub child: Child,
+    pub home: tempfile::TempDir,
+    pub session: String,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    pub stderr: Arc<Mutex<String>>,
+    next_id: u64,
+}
+
+#[derive(Default)]
+pub struct Options {
+    pub config: Option<String>,
+    pub env: Vec<(String, String)>,
+    pub args: Vec<String>,
+}
+
+impl Host {
+    pub fn spawn() -> Host {
+        Host::spawn_with(Options::default())
+    }
+
+    pub fn spawn_with(opts: Options) -> Host {
+        let home = tempfile::tempdir().unwrap();
+        let session = new_session_id();
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve")
+            .current_dir(home.path())
+            .env("OPZERO_CHANNEL_SESSION_ID", &session)
+            .env("OPZERO_HOME", home.path())
+            .env("OPZERO_LOG", "debug")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(text) = &opts.config {
+            let path = home.path().join("opzero.toml");
+            std::fs::write(&path, text).unwrap();
+            cmd.arg("--config").arg(&path);
+        }
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
+        }
+        cmd.args(&opts.args);
+        let mut child = cmd.spawn().expect("spawn opzero-host");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = stderr.clone();
+        let mut err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let stdin = child.stdin.take();
+        Host {
+            child,
+            home,
+            session,
+            stdin,
+            lines,
+            stderr,
+            next_id: 1,
+        }
+    }
+
+    pub fn channels_dir(&self) -> PathBuf {
+        self.home.path().join("channels")
+    }
+
+    pub fn discovery_path(&self) -> PathBuf {
+        self.channels_dir().join(format!("{}.json", self.session))
+    }
+
+    /// Waits for the discovery file and returns it parsed.
+    pub fn discovery(&self) -> Value {
+        let path = self.discovery_path();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Ok(bytes) = std::fs::read(&path) {
+                return serde_json::from_slice(&bytes).expect("discovery file is JSON");
+            }
+            assert!(Instant::now() < deadline, "no discovery file; stderr:\n{}", self.stderr());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.discovery()["port"].as_u64().unwrap() as u16
+    }
+
+    pub fn secret(&self) -> String {
+        self.discovery()["secret"].as_str().unwrap().to_string()
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Writes one raw line to stdin.
+    pub fn write_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        stdin.write_all(line.as_bytes()).unwrap();
+        stdin.write_all(b"\n").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    pub fn send(&mut self, msg: Value) {
+        self.write_line(&msg.to_string());
+    }
+
+    pub fn close_stdin(&mut self) {
+        self.stdin.take();
+    }
+
+    /// The next raw stdout line.
+    pub fn recv_line(&self) -> String {
+        match self.lines.recv_timeout(WAIT) {
+            Ok(l) => l,
+            Err(e) => panic!("no stdout line ({e:?}); stderr:\n{}", self.stderr()),
+        }
+    }
+
+    pub fn try_recv_line(&self, wait: Duration) -> Option<String> {
+        match self.lines.recv_timeout(wait) {
+            Ok(l) => Some(l),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => None,
+        }
+    }
+
+    pub fn recv(&self) -> Value {
+        let line = self.recv_line();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line:?}"))
+    }
+
+    /// Sends a request and returns its response, failing on anything else
+    /// arriving first.
+    pub fn request(&mut self, method: &str, params: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.send(json!({"jsonrpc":"2.0","id":id,"method":method,"params":params}));
+        let v = self.recv();
+        assert_eq!(v["id"], json!(id), "expected the response to {method}, got {v}");
+        v
+    }
+
+    pub fn initialize_request(&mut self) -> Value {
+        self.request(
+            "initialize",
+            json!({
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": "claude-code", "version": "2.1.328"}
+            }),
+        )
+    }
+
+    /// The full handshake, as Claude Code does it.
+    pub fn initialize(&mut self) -> Value {
+        let r = self.initialize_request();
+        self.send(json!({"jsonrpc":"2.0","method":"notifications/initialized"}));
+        r
+    }
+
+    pub fn call_reply(&mut self, args: Value) -> Value {
+        self.request("tools/call", json!({"name":"reply","arguments":args}))
+    }
+
+    pub fn http(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Response {
+        http(self.port(), method, path, headers, body)
+    }
+
+    /// An authenticated request with a JSON body.
+    pub fn post(&self, path: &str, body: &Value) -> Response {
+        let secret = self.secret();
+        self.http(
+            "POST",
+            path,
+            &[("X-OPZero-Secret", &secret), ("Content-Type", "application/json")],
+            Some(body.to_string().as_bytes()),
+        )
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        let secret = self.secret();
+        self.http("GET", path, &[("X-OPZero-Secret", &secret)], None)
+    }
+
+    /// Opens an authenticated SSE stream.
+    pub fn sse(&self, path: &str, extra: &[(&str, &str)]) -> Sse {
+        let secret = self.secret();
+        let mut headers = vec![("X-OPZero-Secret", secret.as_str())];
+        headers.extend_from_slice(extra);
+        Sse::open(self.port(), path, &headers)
+    }
+
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return Some(s);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: sending a signal to our own child.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Status and JSON body together, for one-line asserts.
+    pub fn pair(&self) -> (u16, Value) {
+        (self.status, self.json())
+    }
+}
+
+fn write_request(s: &mut TcpStream, port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) {
+    let mut req = format!("{method} {path} HTTP/1.1\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req.push_str(&format!("Host: 127.0.0.1:{port}\r\n"));
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if let Some(b) = body {
+        req.push_str(&format!("Content-Length: {}\r\n", b.len()));
+    }
+    req.push_str("Connection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    if let Some(b) = body {
+        s.write_all(b).unwrap();
+    }
+}
+
+/// One request on a fresh connection (`Connection: close`), read to the end.
+pub fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Response {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    write_request(&mut s, port, method, path, headers, body);
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    parse_response(&raw)
+}
+
+pub fn parse_response(raw: &[u8]) -> Response {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no header end in {:?}", String::from_utf8_lossy(raw)));
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(": ").map(|(k, v)| (k.to_string(), v.to_string())))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    if headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v == "chunked")
+    {
+        body = dechunk(&body);
+    }
+    Response { status, headers, body }
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(nl) = b.windows(2).position(|w| w == b"\r\n") else { break };
+        let n = usize::from_str_radix(std::str::from_utf8(&b[..nl]).unwrap().trim(), 16).unwrap();
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&b[nl + 2..nl + 2 + n]);
+        b = &b[nl + 2 + n + 2..];
+    }
+    out
+}
+
+/// A raw SSE connection: the response head, then body lines as they come.
+pub struct Sse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    reader: BufReader<TcpStream>,
+    chunk_left: usize,
+    pending: Vec<u8>,
+}
+
+impl Sse {
+    pub fn open(port: u16, path: &str, headers: &[(&str, &str)]) -> Sse {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        let mut req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n");
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        s.write_all(req.as_bytes()).unwrap();
+        let mut reader = BufReader::new(s);
+        let mut status_line = String::new();
+        reader.read_line(&mut status_line).unwrap();
+        let status = status_line.split(' ').nth(1).unwrap().parse().unwrap();
+        let mut headers = Vec::new();
+        loop {
+            let mut l = String::new();
+            reader.read_line(&mut l).unwrap();
+            let l = l.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = l.split_once(": ") {
+                headers.push((k.to_string(), v.to_string()));
+            }
+        }
+        Sse {
+            status,
+            headers,
+            reader,
+            chunk_left: 0,
+            pending: Vec::new(),
+        }
+    }
+
+    /// The next body line (without its newline), de-chunked.
+    pub fn line(&mut self) -> String {
+        self.try_line().expect("SSE stream ended")
+    }
+
+    pub fn try_line(&mut self) -> Option<String> {
+        loop {
+            if let Some(nl) = self.pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.pending.drain(..=nl).collect();
+                return Some(String::from_utf8_lossy(&line[..line.len() - 1]).to_string());
+            }
+            if self.chunk_left == 0 {
+                let mut size = String::new();
+                if self.reader.read_line(&mut size).ok()? == 0 {
+                    return None;
+                }
+                let size = size.trim();
+                if size.is_empty() {
+                    continue;
+                }
+                self.chunk_left = usize::from_str_radix(size, 16).ok()?;
+                if self.chunk_left == 0 {
+                    return None;
+                }
+            }
+            let mut buf = vec![0u8; self.chunk_left];
+            self.reader.read_exact(&mut buf).ok()?;
+            self.chunk_left = 0;
+            self.pending.extend_from_slice(&buf);
+        }
+    }
+
+    /// Skips comments and blank lines; returns the next event's
+    /// `(id, data)` lines as JSON.
+    pub fn event(&mut self) -> (Option<u64>, Value) {
+        let mut id = None;
+        loop {
+            let l = self.line();
+            if let Some(v) = l.strip_prefix("id: ") {
+                id = Some(v.parse().unwrap());
+            } else if let Some(d) = l.strip_prefix("data: ") {
+                return (id, serde_json::from_str(d).unwrap());
+            }
+        }
+    }
+}
+
+/// Removes the volatile `ts` so whole events can be compared.
+pub fn without_ts(mut v: Value) -> Value {
+    let ts = v.as_object_mut().and_then(|o| o.remove("ts"));
+    assert!(ts.as_ref().is_some_and(Value::is_u64), "event has no numeric ts: {v}");
+    v
+}
+
+pub fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
