@@ -1,1 +1,412 @@
-//! Placeholder: the filter platform fills this crate.
+//! Write opzero-host filters in Rust.
+//!
+//! A filter is a WebAssembly component that sits between the phone and
+//! Claude. It sees messages injected from the phone, Claude's replies, and
+//! tool permission prompts, and may change, drop or reject them. This crate
+//! is all a filter depends on: the WIT bindings, serde and the logging glue
+//! come with it.
+//!
+//! ```
+//! use opzero_guest_sdk::prelude::*;
+//!
+//! #[config]
+//! struct Settings {
+//!     #[serde(default = "default_prefix")]
+//!     prefix: String,
+//! }
+//!
+//! fn default_prefix() -> String {
+//!     "[phone]".into()
+//! }
+//!
+//! struct Prefixer {
+//!     prefix: String,
+//! }
+//!
+//! impl Filter for Prefixer {
+//!     type Config = Settings;
+//!
+//!     fn new(config: Settings) -> Result<Self, String> {
+//!         Ok(Prefixer { prefix: config.prefix })
+//!     }
+//!
+//!     // Hooks not written here pass everything through.
+//!     fn on_inject(&mut self, mut message: Message) -> InjectVerdict {
+//!         info!("prefixing {} bytes", message.content.len());
+//!         message.content = format!("{} {}", self.prefix, message.content);
+//!         InjectVerdict::Pass(message)
+//!     }
+//! }
+//!
+//! export_filter!(Prefixer);
+//! # fn main() {}
+//! ```
+//!
+//! Build it with `cargo build --release --target wasm32-wasip2`; the
+//! `.wasm` under `target/wasm32-wasip2/release/` is the component to list
+//! in `opzero.toml`.
+//!
+//! # Config
+//!
+//! The filter's `[filter.config]` table arrives as JSON and is deserialized
+//! into [`Filter::Config`]. Mark that type with [`#[config]`](config): it
+//! derives `Deserialize` through this crate's serde and refuses unknown keys.
+//! A bad config fails `opzero-host validate` and `serve` with a message
+//! naming the key, for example `limit: invalid type: string "x", expected
+//! u32`. A filter without settings uses [`NoConfig`].
+//!
+//! # Logging
+//!
+//! [`trace!`], [`debug!`], [`info!`], [`warn!`] and [`error!`] take
+//! `format!` arguments and end up in the host's log (stderr) with the filter's
+//! name. The host drops lines below its log level. Under `cargo test` (a
+//! native build) they print to stderr instead, so a filter's logic can be
+//! unit-tested as plain Rust.
+//!
+//! # Panics
+//!
+//! A panic aborts the call. The host logs the panic message with the
+//! filter's name, applies the filter's `on_error` policy, and replaces the
+//! instance with a fresh one (calling [`Filter::new`] again), so state kept
+//! in the filter does not survive a panic.
+
+extern crate self as opzero_guest_sdk;
+
+#[doc(hidden)]
+pub mod __bindings {
+    wit_bindgen::generate!({
+        path: "wit",
+        world: "opzero-filter",
+        pub_export_macro: true,
+        export_macro_name: "__export_opzero_filter_world",
+        default_bindings_module: "::opzero_guest_sdk::__bindings",
+        runtime_path: "::opzero_guest_sdk::__wit_bindgen::rt",
+        additional_derives: [PartialEq, Eq],
+    });
+}
+
+#[doc(hidden)]
+pub use wit_bindgen as __wit_bindgen;
+
+pub use __bindings::exports::opzero::filter::filter::{
+    InjectVerdict, Message, PermissionRequest, PermissionVerdict, Reply, ReplyVerdict,
+};
+pub use __bindings::opzero::filter::host::Level;
+pub use opzero_guest_sdk_macros::config;
+/// The serde this crate uses; `#[config]` derives through it.
+pub use serde;
+
+/// Everything a filter usually needs: `use opzero_guest_sdk::prelude::*;`.
+pub mod prelude {
+    pub use crate::{
+        config, debug, error, export_filter, info, trace, warn, Filter, InjectVerdict, Message,
+        NoConfig, PermissionRequest, PermissionVerdict, Reply, ReplyVerdict,
+    };
+}
+
+/// A filter. Implement [`Filter::new`] and the hooks you care about, then
+/// name the type in [`export_filter!`].
+///
+/// The host calls `new` once per instance with the deserialized config, then
+/// the hooks listed under `hooks` in `opzero.toml`. Every hook defaults to
+/// passing its input through unchanged.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a filter: it does not implement `opzero_guest_sdk::Filter`",
+    label = "export_filter! needs a type that implements `Filter`",
+    note = "add `impl opzero_guest_sdk::Filter for {Self} {{ type Config = ...; fn new(config: Self::Config) -> Result<Self, String> {{ ... }} }}`"
+)]
+pub trait Filter: Sized + 'static {
+    /// What `[filter.config]` deserializes into; [`NoConfig`] if nothing.
+    type Config: serde::de::DeserializeOwned;
+
+    /// Builds the filter from its config. An `Err` refuses the config: the
+    /// host reports it (with the config's position in `opzero.toml`) and
+    /// does not start. Name the key the message is about.
+    fn new(config: Self::Config) -> Result<Self, String>;
+
+    /// A message from the phone, before it reaches Claude.
+    fn on_inject(&mut self, message: Message) -> InjectVerdict {
+        InjectVerdict::Pass(message)
+    }
+
+    /// Claude's reply, before it reaches the phone.
+    fn on_reply(&mut self, reply: Reply) -> ReplyVerdict {
+        ReplyVerdict::Pass(reply)
+    }
+
+    /// A tool permission prompt, before it is relayed to the phone.
+    fn on_permission_request(&mut self, request: PermissionRequest) -> PermissionVerdict {
+        let _ = request;
+        PermissionVerdict::Relay
+    }
+}
+
+/// The config of a filter that takes none: any key is an error.
+#[config]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct NoConfig {}
+
+/// Deserializes a filter's config the way the host's `configure` call does;
+/// errors name the key (`limits.max: invalid type: ...`).
+///
+/// Useful in a filter's unit tests: `parse_config::<Settings>(r#"{"max": 3}"#)`.
+pub fn parse_config<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, String> {
+    let mut de = serde_json::Deserializer::from_str(json);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = without_json_position(e.inner().to_string());
+        if path.is_empty() || path == "." {
+            inner
+        } else {
+            format!("{path}: {inner}")
+        }
+    })
+}
+
+/// serde_json appends "at line 1 column 37" of the JSON the host generated;
+/// the user never sees that JSON, so the position only misleads.
+fn without_json_position(mut message: String) -> String {
+    if let Some(at) = message.rfind(" at line ") {
+        if message[at..].contains(" column ") {
+            message.truncate(at);
+        }
+    }
+    message
+}
+
+/// Exports `$filter` as this component's filter. Use it once per crate.
+///
+/// ```compile_fail
+/// struct NotAFilter;
+/// opzero_guest_sdk::export_filter!(NotAFilter); // NotAFilter does not implement Filter
+/// # fn main() {}
+/// ```
+#[macro_export]
+macro_rules! export_filter {
+    ($filter:ty $(,)?) => {
+        /// Generated by `export_filter!`; a second `export_filter!` in the
+        /// same module fails here.
+        #[doc(hidden)]
+        pub struct __OpzeroFilterExport;
+
+        impl $crate::__bindings::exports::opzero::filter::filter::Guest for __OpzeroFilterExport {
+            fn configure(
+                config: ::std::string::String,
+            ) -> ::std::result::Result<(), ::std::string::String> {
+                $crate::__rt::configure::<$filter>(&config)
+            }
+            fn on_inject(message: $crate::Message) -> $crate::InjectVerdict {
+                $crate::__rt::with::<$filter, _>(|f| $crate::Filter::on_inject(f, message))
+            }
+            fn on_reply(reply: $crate::Reply) -> $crate::ReplyVerdict {
+                $crate::__rt::with::<$filter, _>(|f| $crate::Filter::on_reply(f, reply))
+            }
+            fn on_permission_request(
+                request: $crate::PermissionRequest,
+            ) -> $crate::PermissionVerdict {
+                $crate::__rt::with::<$filter, _>(|f| {
+                    $crate::Filter::on_permission_request(f, request)
+                })
+            }
+        }
+
+        $crate::__bindings::__export_opzero_filter_world!(
+            __OpzeroFilterExport with_types_in $crate::__bindings
+        );
+    };
+    () => {
+        ::core::compile_error!(
+            "export_filter! needs the type of your filter: export_filter!(MyFilter);"
+        );
+    };
+    ($($other:tt)*) => {
+        ::core::compile_error!(
+            "export_filter! takes exactly one type, the one that implements Filter: export_filter!(MyFilter);"
+        );
+    };
+}
+
+/// Logs at [`Level::Trace`]; takes `format!` arguments.
+#[macro_export]
+macro_rules! trace {
+    ($($arg:tt)+) => { $crate::__rt::log($crate::Level::Trace, ::std::format!($($arg)+)) };
+}
+
+/// Logs at [`Level::Debug`]; takes `format!` arguments.
+#[macro_export]
+macro_rules! debug {
+    ($($arg:tt)+) => { $crate::__rt::log($crate::Level::Debug, ::std::format!($($arg)+)) };
+}
+
+/// Logs at [`Level::Info`]; takes `format!` arguments.
+#[macro_export]
+macro_rules! info {
+    ($($arg:tt)+) => { $crate::__rt::log($crate::Level::Info, ::std::format!($($arg)+)) };
+}
+
+/// Logs at [`Level::Warn`]; takes `format!` arguments.
+#[macro_export]
+macro_rules! warn {
+    ($($arg:tt)+) => { $crate::__rt::log($crate::Level::Warn, ::std::format!($($arg)+)) };
+}
+
+/// Logs at [`Level::Error`]; takes `format!` arguments.
+#[macro_export]
+macro_rules! error {
+    ($($arg:tt)+) => { $crate::__rt::log($crate::Level::Error, ::std::format!($($arg)+)) };
+}
+
+/// What the macros expand to. Not API.
+#[doc(hidden)]
+pub mod __rt {
+    use std::any::Any;
+    use std::cell::RefCell;
+
+    use crate::{Filter, Level};
+
+    // A component runs one filter on one thread; the host calls `configure`
+    // before any hook.
+    thread_local! {
+        static INSTANCE: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
+    }
+
+    pub fn configure<F: Filter>(json: &str) -> Result<(), String> {
+        let config: F::Config = crate::parse_config(json)?;
+        let filter = F::new(config)?;
+        INSTANCE.with(|slot| *slot.borrow_mut() = Some(Box::new(filter)));
+        Ok(())
+    }
+
+    pub fn with<F: Filter, R>(hook: impl FnOnce(&mut F) -> R) -> R {
+        INSTANCE.with(|slot| {
+            let mut slot = slot.borrow_mut();
+            let filter = slot
+                .as_mut()
+                .and_then(|f| f.downcast_mut::<F>())
+                .expect("opzero-host called a hook before configure");
+            hook(filter)
+        })
+    }
+
+    #[cfg(target_arch = "wasm32")]
+    pub fn log(level: Level, message: String) {
+        crate::__bindings::opzero::filter::host::log(level, &message);
+    }
+
+    /// Native builds (a filter's unit tests) have no host to log to.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn log(level: Level, message: String) {
+        eprintln!("{level:?}: {message}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[config]
+    #[derive(Debug)]
+    struct Settings {
+        limit: u32,
+        #[serde(default)]
+        inner: Inner,
+    }
+
+    #[config]
+    #[derive(Debug, Default)]
+    struct Inner {
+        #[serde(default)]
+        mode: Mode,
+    }
+
+    #[config]
+    #[derive(Debug, Default, PartialEq)]
+    #[serde(rename_all = "lowercase")]
+    enum Mode {
+        #[default]
+        Truncate,
+        Reject,
+    }
+
+    #[test]
+    fn config_parses() {
+        let s: Settings = parse_config(r#"{"limit": 3, "inner": {"mode": "reject"}}"#).unwrap();
+        assert_eq!(s.limit, 3);
+        assert_eq!(s.inner.mode, Mode::Reject);
+    }
+
+    #[test]
+    fn config_errors_name_the_key_without_json_positions() {
+        let e = parse_config::<Settings>(r#"{"limit": "x"}"#).unwrap_err();
+        assert_eq!(e, r#"limit: invalid type: string "x", expected u32"#);
+        let e = parse_config::<Settings>(r#"{"limit": 1, "inner": {"mode": "sideways"}}"#)
+            .unwrap_err();
+        assert_eq!(
+            e,
+            "inner.mode: unknown variant `sideways`, expected `truncate` or `reject`"
+        );
+        let e = parse_config::<Settings>(r#"{}"#).unwrap_err();
+        assert_eq!(e, "missing field `limit`");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let e = parse_config::<Settings>(r#"{"limit": 1, "limt": 2}"#).unwrap_err();
+        assert!(e.contains("unknown field `limt`"), "{e}");
+        let e = parse_config::<NoConfig>(r#"{"anything": 1}"#).unwrap_err();
+        assert!(e.contains("unknown field `anything`"), "{e}");
+        parse_config::<NoConfig>("{}").unwrap();
+    }
+
+    struct Counter {
+        seen: u32,
+    }
+
+    impl Filter for Counter {
+        type Config = NoConfig;
+        fn new(_: NoConfig) -> Result<Self, String> {
+            Ok(Counter { seen: 0 })
+        }
+        fn on_reply(&mut self, mut reply: Reply) -> ReplyVerdict {
+            self.seen += 1;
+            reply.text = format!("{} #{}", reply.text, self.seen);
+            ReplyVerdict::Pass(reply)
+        }
+    }
+
+    #[test]
+    fn hooks_default_to_pass_through_and_state_persists() {
+        __rt::configure::<Counter>("{}").unwrap();
+        let m = Message {
+            content: "hi".into(),
+            meta: vec![("user".into(), "ana".into())],
+        };
+        assert_eq!(
+            __rt::with::<Counter, _>(|f| f.on_inject(m.clone())),
+            InjectVerdict::Pass(m)
+        );
+        let r = Reply {
+            chat_id: "c".into(),
+            text: "t".into(),
+        };
+        let first = __rt::with::<Counter, _>(|f| f.on_reply(r.clone()));
+        let second = __rt::with::<Counter, _>(|f| f.on_reply(r.clone()));
+        assert_eq!(
+            (first, second),
+            (
+                ReplyVerdict::Pass(Reply { text: "t #1".into(), ..r.clone() }),
+                ReplyVerdict::Pass(Reply { text: "t #2".into(), ..r })
+            )
+        );
+        let p = PermissionRequest {
+            request_id: "r".into(),
+            tool_name: "Bash".into(),
+            description: "d".into(),
+            input_preview: "ls".into(),
+        };
+        assert_eq!(
+            __rt::with::<Counter, _>(|f| f.on_permission_request(p)),
+            PermissionVerdict::Relay
+        );
+    }
+}

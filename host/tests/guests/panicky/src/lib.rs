@@ -1,0 +1,43 @@
+//! Panics on an inject whose content is "panic". Numbers replies, so a test
+//! can see that an instance is replaced (the count restarts). Floods stdout
+//! and logs on a permission request for the tool "chatty".
+
+use opzero_guest_sdk::prelude::*;
+
+struct Panicky {
+    replies: u32,
+}
+
+impl Filter for Panicky {
+    type Config = NoConfig;
+
+    fn new(_: NoConfig) -> Result<Self, String> {
+        Ok(Panicky { replies: 0 })
+    }
+
+    fn on_inject(&mut self, message: Message) -> InjectVerdict {
+        if message.content == "panic" {
+            panic!("boom: the filter gave up on {:?}", message.content);
+        }
+        InjectVerdict::Pass(message)
+    }
+
+    fn on_reply(&mut self, mut reply: Reply) -> ReplyVerdict {
+        self.replies += 1;
+        reply.text = format!("{} #{}", reply.text, self.replies);
+        ReplyVerdict::Pass(reply)
+    }
+
+    fn on_permission_request(&mut self, request: PermissionRequest) -> PermissionVerdict {
+        if request.tool_name == "chatty" {
+            info!("about to flood stdout");
+            for i in 0..100_000 {
+                println!("line {i} of a filter that talks too much");
+            }
+            eprintln!("and some stderr");
+        }
+        PermissionVerdict::Relay
+    }
+}
+
+export_filter!(Panicky);
