@@ -1,0 +1,384 @@
+//! The command line a person types: `launch` (with a stand-in `claude` that
+//! records what it was given), the bridge client (`sessions`, `send`,
+//! `tail`, `status`) against a live host, and `validate`.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::{Host, BIN};
+
+/// A fake `claude` on PATH: prints `version` for `--version`, otherwise
+/// records its cwd, session env var and argv (NUL-separated) in `$RECORD`.
+fn stand_in_claude(dir: &Path, version: &str) -> PathBuf {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let script = bin.join("claude");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = --version ]; then echo '{version} (Claude Code)'; exit 0; fi\n\
+             {{ pwd; printf '%s\\n' \"$OPZERO_CHANNEL_SESSION_ID\"; for a in \"$@\"; do printf '%s\\0' \"$a\"; done; }} > \"$RECORD\"\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    bin
+}
+
+struct Recorded {
+    cwd: String,
+    env_session: String,
+    args: Vec<String>,
+}
+
+fn read_record(path: &Path) -> Recorded {
+    let raw = std::fs::read_to_string(path).expect("the stand-in claude ran");
+    let mut parts = raw.splitn(3, '\n');
+    let cwd = parts.next().unwrap().to_string();
+    let env_session = parts.next().unwrap().to_string();
+    let args = parts
+        .next()
+        .unwrap_or("")
+        .split('\0')
+        .filter(|a| !a.is_empty())
+        .map(str::to_string)
+        .collect();
+    Recorded { cwd, env_session, args }
+}
+
+fn launch(home: &Path, path_dirs: &str, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("launch")
+        .args(args)
+        .current_dir(home)
+        .env("PATH", path_dirs)
+        .env("HOME", home)
+        .env("OPZERO_HOME", home.join("opzero"))
+        .env("RECORD", home.join("record"))
+        .env_remove("CLAUDE_BIN")
+        .env_remove("OPZERO_CHANNEL_SESSION_ID")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn launch_execs_claude_wired_to_this_binary() {
+    let home = tempfile::tempdir().unwrap();
+    let bin = stand_in_claude(home.path(), "2.1.328");
+    let project = home.path().join("project");
+    std::fs::create_dir(&project).unwrap();
+    let out = launch(
+        home.path(),
+        &format!("{}:/usr/bin:/bin", bin.display()),
+        &["--cwd", "project", "--model", "opus", "--", "--permission-mode", "acceptEdits"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(out.stdout.is_empty());
+
+    let rec = read_record(&home.path().join("record"));
+    let session = rec.env_session.clone();
+    assert!(opzero_host::discovery::parse_session_id(&session).is_ok(), "{session:?}");
+    assert_eq!(uuid::Uuid::parse_str(&session).unwrap().get_version_num(), 4);
+    assert_eq!(Path::new(&rec.cwd).canonicalize().unwrap(), project.canonicalize().unwrap());
+    // One line on stderr says which session and how to reach it.
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(lines[0].contains(&session) && lines[0].contains("opzero-host send"), "{stderr}");
+
+    let mcp_config = rec.args[3].clone();
+    assert_eq!(
+        rec.args,
+        [
+            "--session-id",
+            &session,
+            "--mcp-config",
+            &mcp_config,
+            "--dangerously-load-development-channels",
+            "server:opzero-channel",
+            "--allowedTools",
+            "mcp__opzero-channel__reply",
+            "--model",
+            "opus",
+            "--permission-mode",
+            "acceptEdits",
+        ]
+    );
+    let exe = Path::new(BIN).canonicalize().unwrap();
+    let mcp: Value = serde_json::from_str(&mcp_config).unwrap();
+    assert_eq!(
+        mcp,
+        json!({"mcpServers": {"opzero-channel": {
+            "command": exe.display().to_string(),
+            "args": ["serve", "--session-id", session],
+            "env": {"OPZERO_CHANNEL_SESSION_ID": session}
+        }}})
+    );
+
+    // What claude would spawn from that config serves this very session.
+    let server = &mcp["mcpServers"]["opzero-channel"];
+    let mut child = Command::new(server["command"].as_str().unwrap())
+        .args(server["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()))
+        .current_dir(&project)
+        .env("OPZERO_HOME", home.path().join("opzero"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let file = home.path().join("opzero/channels").join(format!("{session}.json"));
+    let deadline = Instant::now() + support::WAIT;
+    while !file.exists() {
+        assert!(Instant::now() < deadline, "the configured server did not start");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn launch_passes_a_given_session_id_and_config() {
+    let home = tempfile::tempdir().unwrap();
+    let bin = stand_in_claude(home.path(), "2.1.80");
+    std::fs::write(home.path().join("opzero.toml"), "[permissions]\nrelay = false\n").unwrap();
+    let id = support::new_session_id();
+    let out = launch(home.path(), &format!("{}:/usr/bin:/bin", bin.display()), &["--session-id", &id]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rec = read_record(&home.path().join("record"));
+    assert_eq!(rec.env_session, id);
+    assert_eq!(rec.args[..2], ["--session-id", id.as_str()]);
+    let mcp: Value = serde_json::from_str(&rec.args[3]).unwrap();
+    let config = home.path().join("opzero.toml").display().to_string();
+    assert_eq!(
+        mcp["mcpServers"]["opzero-channel"]["args"],
+        json!(["serve", "--session-id", id, "--config", config])
+    );
+    assert!(!rec.args.contains(&"--model".to_string()));
+}
+
+#[test]
+fn launch_refuses_a_missing_or_old_claude_and_bad_input() {
+    let home = tempfile::tempdir().unwrap();
+    let out = launch(home.path(), "/usr/bin:/bin", &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("claude was not found on PATH"));
+
+    let bin = stand_in_claude(home.path(), "2.1.79");
+    let path = format!("{}:/usr/bin:/bin", bin.display());
+    let out = launch(home.path(), &path, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Claude Code 2.1.79") && err.contains("2.1.80 or newer"), "{err}");
+    assert!(!home.path().join("record").exists(), "claude must not be started");
+
+    stand_in_claude(home.path(), "2.1.328");
+    let out = launch(home.path(), &path, &["--session-id", "../../x"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a UUID"));
+
+    let out = launch(home.path(), &path, &["--cwd", "does-not-exist"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a directory"));
+
+    std::fs::write(home.path().join("bad.toml"), "[host]\nnope = 1\n").unwrap();
+    let out = launch(home.path(), &path, &["--config", "bad.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml:2:1: host.nope: unknown key"), "{err}");
+    assert!(!home.path().join("record").exists());
+}
+
+fn cli(h: &Host, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(h.home.path())
+        .env("OPZERO_HOME", h.home.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+#[test]
+fn sessions_lists_live_hosts_and_sweeps_dead_ones() {
+    let h = Host::spawn();
+    let port = h.port();
+    // A file left by a process that is gone.
+    let mut dead = Command::new("true").spawn().unwrap();
+    let dead_pid = dead.id();
+    dead.wait().unwrap();
+    let stale_id = support::new_session_id();
+    let stale = h.channels_dir().join(format!("{stale_id}.json"));
+    std::fs::write(
+        &stale,
+        json!({"pid": dead_pid, "sessionId": stale_id, "port": 1, "secret": "00", "createdAt": 1, "version": "0.0.0"}).to_string(),
+    )
+    .unwrap();
+
+    let out = cli(&h, &["sessions"]);
+    assert!(out.status.success());
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines[0].starts_with("SESSION"));
+    let cols: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(cols[0], h.session);
+    assert_eq!(cols[1], h.child.id().to_string());
+    assert_eq!(cols[2], port.to_string());
+    assert!(cols[3].ends_with('s'), "age: {}", cols[3]);
+    assert_eq!(Path::new(cols[4]).canonicalize().unwrap(), h.home.path().canonicalize().unwrap());
+    assert!(!stale.exists(), "stale file swept");
+    assert!(!text.contains(&h.secret()));
+}
+
+#[test]
+fn send_status_and_tail_against_a_live_host() {
+    let mut h = Host::spawn();
+    h.initialize();
+    let prefix = &h.session[..8].to_string();
+
+    let out = cli(&h, &["send", prefix, "hello from the cli", "--chat-id", "c9"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout(&out), format!("delivered to {}\n", h.session));
+    assert_eq!(
+        h.recv()["params"],
+        json!({"content": "hello from the cli", "meta": {"chat_id": "c9"}})
+    );
+
+    let out = cli(&h, &["status", prefix]);
+    assert!(out.status.success());
+    let text = stdout(&out);
+    assert!(text.contains(&format!("session   {}", h.session)), "{text}");
+    assert!(text.contains(&format!("pid       {}", h.child.id())), "{text}");
+    assert!(text.contains("pending   0 permission request(s)"), "{text}");
+
+    for json_mode in [true, false] {
+        let mut args = vec!["tail", prefix.as_str()];
+        if json_mode {
+            args.push("--json");
+        }
+        let mut tail = Command::new(BIN)
+            .args(&args)
+            .env("OPZERO_HOME", h.home.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut err = BufReader::new(tail.stderr.take().unwrap());
+        let mut first = String::new();
+        err.read_line(&mut first).unwrap(); // "following ...": the stream is open
+        assert!(first.starts_with("following"), "{first}");
+        let text = format!("reply {json_mode}");
+        h.call_reply(json!({"chat_id": "c9", "text": text}));
+        let mut line = String::new();
+        BufReader::new(tail.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        if json_mode {
+            let v: Value = serde_json::from_str(&line).unwrap();
+            assert_eq!(support::without_ts(v), json!({"type": "reply", "chat_id": "c9", "text": text}));
+        } else {
+            assert_eq!(line, format!("reply [c9] {text}\n"));
+        }
+        tail.kill().unwrap();
+        tail.wait().unwrap();
+    }
+}
+
+#[test]
+fn session_prefixes_must_match_exactly_one_host() {
+    let h = Host::spawn();
+    h.discovery();
+    // A second host in the same discovery dir.
+    let other = support::new_session_id();
+    let mut second = Command::new(BIN)
+        .arg("serve")
+        .env("OPZERO_HOME", h.home.path())
+        .env("OPZERO_CHANNEL_SESSION_ID", &other)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let file = h.channels_dir().join(format!("{other}.json"));
+    let deadline = Instant::now() + support::WAIT;
+    while !file.exists() {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let out = cli(&h, &["send", "", "x"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("matches 2 sessions") && err.contains(&other) && err.contains(&h.session), "{err}");
+
+    let out = cli(&h, &["status", "ffffffff-nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no live session matches \"ffffffff-nope\""));
+    drop(second.stdin.take());
+    second.wait().unwrap();
+}
+
+#[test]
+fn send_reports_refusals_and_exits_non_zero() {
+    let h = Host::spawn_with(support::Options {
+        config: Some("[limits]\nmax_content_chars = 5\n".into()),
+        ..Default::default()
+    });
+    let out = cli(&h, &["send", &h.session, "far too long"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not delivered (413 Payload Too Large): content is 12 characters; the limit is 5"), "{err}");
+}
+
+#[test]
+fn validate_accepts_a_good_file_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("opzero.toml"), "[host]\ninstructions = \"hi\"\n[permissions]\nrelay = false\n").unwrap();
+    let out = Command::new(BIN).arg("validate").current_dir(dir.path()).output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(stdout(&out), "opzero.toml: ok (0 filters; permission relay off)\n");
+}
+
+#[test]
+fn validate_and_serve_report_every_problem_with_its_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[host]\nport = 3\n\n[limits]\nmax_body_bytes = \"1MB\"\n\n[[filter]]\nname = \"x\"\n").unwrap();
+    let p = path.display();
+    let expected = format!(
+        "{p}:2:1: host.port: unknown key (expected one of: discovery_dir, instructions)\n\
+         {p}:5:18: limits.max_body_bytes: expected an integer, found string\n\
+         {p}:7:1: filter[0].path: missing (the .wasm component to load)\n\
+         {p}:7:1: filter[0].hooks: missing (a subset of [\"inject\", \"reply\", \"permission\"])\n"
+    );
+    let out = Command::new(BIN).arg("validate").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    assert_eq!(String::from_utf8_lossy(&out.stderr), format!("opzero-host: {expected}"));
+
+    // serve refuses to start with the same messages, before writing anything.
+    let home = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env("OPZERO_HOME", home.path())
+        .env("OPZERO_CHANNEL_SESSION_ID", support::new_session_id())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&expected));
+    assert!(!home.path().join("channels").exists());
+
+    let out = Command::new(BIN).args(["validate", "nope.toml"]).current_dir(dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "opzero-host: nope.toml: no such config file\n");
+}
