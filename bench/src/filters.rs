@@ -26,7 +26,7 @@ pub const BUILTINS: &[Builtin] = &[
     Builtin {
         name: "max-length",
         hooks: &["inject", "reply"],
-        config: "",
+        config: "inject = { max_chars = 4000, action = \"reject\" }\nreply = { max_chars = 8000 }",
     },
     Builtin {
         name: "permission-policy",
@@ -38,7 +38,7 @@ pub const BUILTINS: &[Builtin] = &[
 /// Where the built filters are looked for, first match wins.
 pub fn default_wasm_dirs(workspace: &Path) -> Vec<PathBuf> {
     let base = workspace.join("target/wasm/wasm32-wasip2");
-    ["release", "filters", "debug"]
+    ["wasm", "release", "debug"]
         .iter()
         .map(|p| base.join(p))
         .chain(std::iter::once(
@@ -47,8 +47,8 @@ pub fn default_wasm_dirs(workspace: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// The `.wasm` of each built-in, or the names that are missing.
-pub fn locate(dirs: &[PathBuf]) -> Result<Vec<(&'static Builtin, PathBuf)>, String> {
+/// The `.wasm` of each built-in that is built, and the names of the others.
+pub fn locate(dirs: &[PathBuf]) -> (Vec<(&'static Builtin, PathBuf)>, Vec<&'static str>) {
     let mut found = Vec::new();
     let mut missing = Vec::new();
     for b in BUILTINS {
@@ -65,18 +65,7 @@ pub fn locate(dirs: &[PathBuf]) -> Result<Vec<(&'static Builtin, PathBuf)>, Stri
             None => missing.push(b.name),
         }
     }
-    if missing.is_empty() {
-        Ok(found)
-    } else {
-        Err(format!(
-            "{} not found in {}",
-            missing.join(", "),
-            dirs.iter()
-                .map(|d| d.display().to_string())
-                .collect::<Vec<_>>()
-                .join(" or ")
-        ))
-    }
+    (found, missing)
 }
 
 /// An `opzero.toml` with the given filters, in order.

@@ -205,12 +205,12 @@ fn http_conn(mut conn: TcpStream, secret: &str, status: &str) -> io::Result<()> 
                 respond(&mut conn, "202 Accepted", r#"{"ok":true}"#)?;
             }
             ("GET", "/events" | "/sse", true) => {
+                // Subscribed before the head goes out: a client that has
+                // the head must not miss the next event.
+                let mut subs = SUBSCRIBERS.lock().unwrap_or_else(|e| e.into_inner());
                 conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n")?;
                 conn.write_all(&chunk(b": connected\n\n"))?;
-                SUBSCRIBERS
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(conn.try_clone()?);
+                subs.push(conn.try_clone()?);
                 return Ok(());
             }
             _ => respond(&mut conn, "404 Not Found", r#"{"error":"not found"}"#)?,

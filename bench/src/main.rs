@@ -212,10 +212,12 @@ fn bench(cli: &Cli) -> Result<(), String> {
         home: home("floor"),
     };
 
+    // Absolute: the servers run in their own scratch directories.
     let bin = cli
         .bin
         .clone()
         .unwrap_or_else(|| root.join("target/release/opzero-host"));
+    let bin = std::path::absolute(&bin).unwrap_or(bin);
     let host_spec = if cli.floor_only {
         None
     } else if !bin.is_file() {
@@ -242,8 +244,10 @@ fn bench(cli: &Cli) -> Result<(), String> {
         ..Results::default()
     };
 
-    // The filter configurations, if the filters are built.
-    let mut filter_specs: Option<(Spec, Vec<(String, Spec)>)> = None;
+    // The filter configurations, for the filters that are built: the chain
+    // of all four only when all four are.
+    let mut chain: Option<Spec> = None;
+    let mut singles: Vec<(String, Spec)> = Vec::new();
     if let Some(host) = &host_spec {
         if cli.no_filters {
             results.filters_skipped = Some("--no-filters".into());
@@ -252,42 +256,48 @@ fn bench(cli: &Cli) -> Result<(), String> {
                 Some(d) => vec![d.clone()],
                 None => filters::default_wasm_dirs(&root),
             };
-            match filters::locate(&dirs) {
-                Err(why) => {
-                    eprintln!(
-                        "filter runs skipped: {why}.\n  Build the built-in filters to wasm32-wasip2 first (see filters/), or pass --wasm-dir DIR."
-                    );
-                    results.filters_skipped = Some(why);
-                }
-                Ok(found) => {
-                    let cfg = scratch.path.join("configs");
-                    let all = filters::write(&cfg, "four.toml", &filters::toml(&found))?;
-                    let cached = home("cached");
-                    let spec = |label: String, config: &Path| Spec {
-                        label,
-                        program: host.program.clone(),
-                        args: vec![
-                            "serve".into(),
-                            "--config".into(),
-                            config.display().to_string(),
-                        ],
-                        home: cached.clone(),
-                    };
-                    let four = spec("opzero-host + 4 filters".into(), &all);
-                    let mut singles = Vec::new();
-                    for f in &found {
-                        let p = filters::write(
-                            &cfg,
-                            &format!("{}.toml", f.0.name),
-                            &filters::toml(std::slice::from_ref(f)),
-                        )?;
-                        singles.push((
-                            f.0.name.to_string(),
-                            spec(format!("opzero-host + {}", f.0.name), &p),
-                        ));
-                    }
-                    filter_specs = Some((four, singles));
-                }
+            let (found, missing) = filters::locate(&dirs);
+            let cfg = scratch.path.join("configs");
+            let cached = home("cached");
+            let spec = |label: String, config: &Path| Spec {
+                label,
+                program: host.program.clone(),
+                args: vec![
+                    "serve".into(),
+                    "--config".into(),
+                    config.display().to_string(),
+                ],
+                home: cached.clone(),
+            };
+            if missing.is_empty() {
+                let all = filters::write(&cfg, "four.toml", &filters::toml(&found))?;
+                chain = Some(spec("opzero-host + 4 filters".into(), &all));
+            } else {
+                let why = format!(
+                    "{} not built (looked in {})",
+                    missing.join(", "),
+                    dirs.iter()
+                        .map(|d| d.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                eprintln!(
+                    "runs with the 4-filter chain skipped: {why}.\n  Build the filters with \
+                     cargo build --profile wasm --target wasm32-wasip2 --target-dir target/wasm -p <crate>, \
+                     or pass --wasm-dir DIR."
+                );
+                results.filters_skipped = Some(why);
+            }
+            for f in &found {
+                let p = filters::write(
+                    &cfg,
+                    &format!("{}.toml", f.0.name),
+                    &filters::toml(std::slice::from_ref(f)),
+                )?;
+                singles.push((
+                    f.0.name.to_string(),
+                    spec(format!("opzero-host + {}", f.0.name), &p),
+                ));
             }
         }
     }
@@ -303,7 +313,7 @@ fn bench(cli: &Cli) -> Result<(), String> {
             results.startup_ms.host.push(measure::startup_only(h)?);
         }
     }
-    if let Some((four, _)) = &filter_specs {
+    if let Some(four) = &chain {
         let cold_samples = startup_samples.clamp(1, 3);
         eprintln!(
             "startup with 4 filters: {cold_samples} cold (empty cache), {startup_samples} cached"
@@ -336,18 +346,18 @@ fn bench(cli: &Cli) -> Result<(), String> {
             eprintln!("run {}/{runs}: opzero-host", r + 1);
             results.host.push(measure::run(h, &load, Depth::Full)?);
         }
-        if let Some((four, singles)) = &filter_specs {
+        if let Some(four) = &chain {
             eprintln!("run {}/{runs}: opzero-host + 4 filters", r + 1);
             results
                 .host_4_filters
                 .push(measure::run(four, &load, Depth::Full)?);
-            for (name, spec) in singles {
-                eprintln!("run {}/{runs}: opzero-host + {name}", r + 1);
-                let run = measure::run(spec, &load, Depth::Latency)?;
-                match results.single_filter.iter_mut().find(|(n, _)| n == name) {
-                    Some((_, v)) => v.push(run),
-                    None => results.single_filter.push((name.clone(), vec![run])),
-                }
+        }
+        for (name, spec) in &singles {
+            eprintln!("run {}/{runs}: opzero-host + {name}", r + 1);
+            let run = measure::run(spec, &load, Depth::Latency)?;
+            match results.single_filter.iter_mut().find(|(n, _)| n == name) {
+                Some((_, v)) => v.push(run),
+                None => results.single_filter.push((name.clone(), vec![run])),
             }
         }
     }
@@ -371,7 +381,7 @@ fn bench(cli: &Cli) -> Result<(), String> {
         );
         print!("{}", report::table(&results.rows));
         if let Some(why) = &results.filters_skipped {
-            println!("\nfilter runs skipped: {why}");
+            println!("\n4-filter chain skipped: {why}");
         }
         if cli.markdown {
             println!("\n{}", report::markdown(&results.rows));
@@ -434,7 +444,7 @@ fn rows(r: &Results, load: &Load) -> Vec<Row> {
             .at_most(1000.0, "≤ 1000 ms"),
     );
 
-    let s = "memory (RSS of the process tree)";
+    let s = "memory (RSS of the process tree) and idle CPU (% of a core)";
     rows.push(
         Row::new(s, "idle, no filters", "MiB")
             .host(med(h, |x| Some(x.rss_idle_mib)))
@@ -447,7 +457,15 @@ fn rows(r: &Results, load: &Load) -> Vec<Row> {
             .floor(med(f, |x| Some(x.rss_peak_mib)))
             .at_most(20.0, "≤ 20 MiB"),
     );
+    rows.push(
+        Row::new(s, "CPU while idle, no filters", "%")
+            .host(med(h, |x| Some(x.idle_cpu_pct)))
+            .floor(med(f, |x| Some(x.idle_cpu_pct))),
+    );
     if has4 {
+        rows.push(
+            Row::new(s, "CPU while idle, 4 filters", "%").host(med(h4, |x| Some(x.idle_cpu_pct))),
+        );
         rows.push(
             Row::new(s, "idle, 4 filters", "MiB")
                 .host(med(h4, |x| Some(x.rss_idle_mib)))
@@ -665,8 +683,8 @@ fn rows(r: &Results, load: &Load) -> Vec<Row> {
         }
     }
 
+    let s = "filter overhead (added to the no-filter host, medians)";
     if has4 {
-        let s = "filter overhead (added to the no-filter host, medians)";
         rows.push(
             Row::new(s, "4 filters: inject p50", "µs")
                 .host(diff(h4p50, hp50))
@@ -684,50 +702,50 @@ fn rows(r: &Results, load: &Load) -> Vec<Row> {
             lat(h4, rep, |l| l.server_cpu_us),
             lat(h, rep, |l| l.server_cpu_us),
         )));
-        for (name, runs) in &r.single_filter {
-            let hooks = filters::BUILTINS
-                .iter()
-                .find(|b| b.name == name)
-                .map(|b| b.hooks)
-                .unwrap_or(&[]);
-            let per_call = |d: Option<f64>| d.map(|d| d <= 3.0);
-            if hooks.contains(&"inject") {
-                let d = diff(
-                    lat(runs, inj, |l| l.server_cpu_us),
-                    lat(h, inj, |l| l.server_cpu_us),
-                );
-                rows.push(
-                    Row::new(s, format!("{name}: CPU per inject call"), "µs")
-                        .host(d)
-                        .target("≈ 3 µs (issue 3)", per_call(d)),
-                );
-                rows.push(
-                    Row::new(s, format!("{name}: inject p50"), "µs")
-                        .host(diff(lat(runs, inj, |l| l.us.p50), hp50)),
-                );
-            }
-            if hooks.contains(&"reply") {
-                let d = diff(
-                    lat(runs, rep, |l| l.server_cpu_us),
-                    lat(h, rep, |l| l.server_cpu_us),
-                );
-                rows.push(
-                    Row::new(s, format!("{name}: CPU per reply call"), "µs")
-                        .host(d)
-                        .target("≈ 3 µs (issue 3)", per_call(d)),
-                );
-            }
-            if hooks.contains(&"permission") && load.permissions > 0 {
-                let d = diff(
-                    lat(runs, perm, |l| l.server_cpu_us),
-                    lat(h, perm, |l| l.server_cpu_us),
-                );
-                rows.push(
-                    Row::new(s, format!("{name}: CPU per permission call"), "µs")
-                        .host(d)
-                        .target("≈ 3 µs (issue 3)", per_call(d)),
-                );
-            }
+    }
+    for (name, runs) in &r.single_filter {
+        let hooks = filters::BUILTINS
+            .iter()
+            .find(|b| b.name == name)
+            .map(|b| b.hooks)
+            .unwrap_or(&[]);
+        let per_call = |d: Option<f64>| d.map(|d| d <= 3.0);
+        if hooks.contains(&"inject") {
+            let d = diff(
+                lat(runs, inj, |l| l.server_cpu_us),
+                lat(h, inj, |l| l.server_cpu_us),
+            );
+            rows.push(
+                Row::new(s, format!("{name}: CPU per inject call"), "µs")
+                    .host(d)
+                    .target("≈ 3 µs (issue 3)", per_call(d)),
+            );
+            rows.push(
+                Row::new(s, format!("{name}: inject p50"), "µs")
+                    .host(diff(lat(runs, inj, |l| l.us.p50), hp50)),
+            );
+        }
+        if hooks.contains(&"reply") {
+            let d = diff(
+                lat(runs, rep, |l| l.server_cpu_us),
+                lat(h, rep, |l| l.server_cpu_us),
+            );
+            rows.push(
+                Row::new(s, format!("{name}: CPU per reply call"), "µs")
+                    .host(d)
+                    .target("≈ 3 µs (issue 3)", per_call(d)),
+            );
+        }
+        if hooks.contains(&"permission") && load.permissions > 0 {
+            let d = diff(
+                lat(runs, perm, |l| l.server_cpu_us),
+                lat(h, perm, |l| l.server_cpu_us),
+            );
+            rows.push(
+                Row::new(s, format!("{name}: CPU per permission call"), "µs")
+                    .host(d)
+                    .target("≈ 3 µs (issue 3)", per_call(d)),
+            );
         }
     }
 

@@ -59,6 +59,8 @@ pub struct Run {
     pub rss_idle_mib: f64,
     pub rss_peak_mib: f64,
     pub rss_after_load_mib: f64,
+    /// CPU used while idle, % of one core.
+    pub idle_cpu_pct: f64,
     pub exit_ms: Option<f64>,
     pub inject: Option<Latency>,
     pub reply: Option<Latency>,
@@ -93,6 +95,11 @@ pub fn run(spec: &Spec, load: &Load, depth: Depth) -> Result<Run, String> {
     if depth == Depth::Full {
         std::thread::sleep(Duration::from_millis(200));
         out.rss_idle_mib = mib(procfs::rss_kib(s.pid));
+        // What the server burns with nothing to do (timers, tickers).
+        let (c0, t0) = (procfs::tree_cpu_ns(s.pid), Instant::now());
+        std::thread::sleep(Duration::from_millis(500));
+        let busy = (procfs::tree_cpu_ns(s.pid) - c0) as f64;
+        out.idle_cpu_pct = busy / t0.elapsed().as_nanos() as f64 * 100.0;
     }
     out.inject = Some(sequential_injects(&s, load)?);
     out.reply = Some(sequential_replies(&mut s, load)?);
