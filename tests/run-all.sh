@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Every test: the workspace's unit and end-to-end tests, then the real Claude
+# Code conformance suite (../shared/claude-e2e) against the built host.
+#   tests/run-all.sh            everything
+#   tests/run-all.sh --no-e2e   skip the Claude Code levels
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+e2e=1
+[ "${1:-}" = "--no-e2e" ] && e2e=0
+
+CLAUDE_VERSION=2.1.328
+harness="$root/../shared/claude-e2e"
+
+rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+
+cargo test --workspace --locked
+
+[ $e2e = 1 ] || exit 0
+
+# The pinned Claude Code, installed once per machine.
+claude_dir="${XDG_CACHE_HOME:-$HOME/.cache}/opzero-host/claude-code-$CLAUDE_VERSION"
+if [ ! -x "$claude_dir/node_modules/.bin/claude" ]; then
+  mkdir -p "$claude_dir"
+  npm install --prefix "$claude_dir" --no-audit --no-fund --loglevel=error "@anthropic-ai/claude-code@$CLAUDE_VERSION"
+fi
+export CLAUDE_BIN="$claude_dir/node_modules/.bin/claude"
+command -v tmux >/dev/null || { echo "tmux is needed for the terminal-UI levels (apt-get install tmux)" >&2; exit 1; }
+
+host="$root/target/debug/opzero-host"
+cargo build -p opzero-host --locked
+passed=0; failed=0
+run_e2e() {
+  local label=$1; shift
+  echo "== claude-e2e ($label)"
+  if "$harness/run_all.sh" -- "$host" serve "$@"; then passed=$((passed+1)); else failed=$((failed+1)); fi
+}
+run_e2e "no config" --config /dev/null
+echo "claude-e2e: $passed passed, $failed failed"
+[ $failed = 0 ]
