@@ -1,9 +1,24 @@
-//! The WebAssembly filter chain. Placeholder with the final API: an empty
-//! chain passes everything through. The filter platform replaces the body.
+//! The WebAssembly filter chain: components listed under `[[filter]]` in
+//! opzero.toml that see, change, drop or reject what flows through the host.
+//!
+//! - `bindings`: the one `bindgen!`, over `guest-sdk/wit` (opzero:filter@0.1.0).
+//! - `engine`: the process-wide engine, the linker, the deadline ticker.
+//! - `cache`: compiled components on disk.
+//! - `instance`: one filter's sandbox; traps become named errors.
+//! - `chain`: loading with positioned diagnostics, and running the hooks.
+//!
+//! Calls are synchronous and short (a few microseconds); each is bounded by
+//! the filter's `timeout_ms` and `memory_mb`.
 
-use std::path::Path;
+mod bindings;
+mod cache;
+mod chain;
+mod engine;
+mod error;
+mod instance;
 
-use crate::config::{Diagnostic, FilterSpec};
+pub use chain::{FilterChain, LoadStats, check};
+pub use error::FilterError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
@@ -39,43 +54,4 @@ pub enum PermissionVerdict {
     Allow { filter: String, reason: String },
     Deny { filter: String, reason: String },
     Failed { filter: String, error: String },
-}
-
-#[derive(Default)]
-pub struct FilterChain {}
-
-impl FilterChain {
-    pub fn empty() -> FilterChain {
-        FilterChain {}
-    }
-
-    pub fn load(specs: &[FilterSpec], _cache_dir: &Path) -> Result<FilterChain, Vec<Diagnostic>> {
-        if specs.is_empty() {
-            return Ok(FilterChain {});
-        }
-        Err(specs
-            .iter()
-            .map(|s| s.at.diagnostic(format!("filter {}", s.name), "filters are not supported by this build yet"))
-            .collect())
-    }
-
-    pub fn is_empty(&self) -> bool {
-        true
-    }
-
-    pub fn names(&self) -> Vec<String> {
-        Vec::new()
-    }
-
-    pub fn on_inject(&self, msg: Message) -> Verdict<Message> {
-        Verdict::Pass(msg)
-    }
-
-    pub fn on_reply(&self, reply: Reply) -> Verdict<Reply> {
-        Verdict::Pass(reply)
-    }
-
-    pub fn on_permission(&self, _req: &PermissionRequest) -> PermissionVerdict {
-        PermissionVerdict::Relay
-    }
 }

@@ -1,0 +1,345 @@
+//! `redact-secrets`: masks API keys, bearer tokens, private-key blocks and
+//! AWS-style keys. Replies go to a phone; a key Claude read from a file
+//! should not go with them.
+//!
+//! It redacts in every hook it is attached to: `hooks = ["reply"]` for
+//! replies, add `"inject"` to also clean what the phone sends.
+//!
+//! ```toml
+//! [[filter]]
+//! name = "redact"
+//! path = "filters/redact_secrets.wasm"
+//! hooks = ["reply"]
+//! [filter.config]
+//! replacement = "[REDACTED:{name}]"      # the default; {name} is the pattern's name
+//! disable = ["generic-assignment"]        # built-ins to turn off
+//! [filter.config.patterns]                # more patterns (or replace a built-in by name)
+//! internal-token = "\\bitk_[a-z0-9]{32}\\b"
+//! db-password = "DB_PASS=(?<secret>\\S+)" # only the `secret` group is masked
+//! ```
+
+use std::collections::BTreeMap;
+
+use opzero_guest_sdk::prelude::*;
+use regex_lite::{Captures, Regex};
+
+/// Built-in patterns, by name. A pattern with a `secret` group masks only
+/// that group, keeping the label in front of it readable.
+const BUILT_INS: &[(&str, &str)] = &[
+    (
+        "private-key",
+        r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----(?s:.*?)(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\z)",
+    ),
+    (
+        "aws-access-key-id",
+        r"\b(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[A-Z0-9]{16}\b",
+    ),
+    (
+        "aws-secret-access-key",
+        r#"(?i)aws[_\-. ]?secret[_\-. ]?(?:access[_\-. ]?)?key["']?\s*[:=]\s*["']?(?<secret>[A-Za-z0-9/+=]{40})"#,
+    ),
+    ("bearer-token", r"(?i)\bbearer\s+(?<secret>[A-Za-z0-9\-._~+/]{8,}=*)"),
+    ("sk-api-key", r"\bsk-(?:ant-|proj-)?[A-Za-z0-9_\-]{20,}"),
+    (
+        "github-token",
+        r"\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{22,})",
+    ),
+    ("slack-token", r"\bxox[abposr]-[A-Za-z0-9\-]{10,}"),
+    ("google-api-key", r"\bAIza[0-9A-Za-z_\-]{35}"),
+    ("stripe-key", r"\b(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,}"),
+    (
+        "jwt",
+        r"\beyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}",
+    ),
+    (
+        "generic-assignment",
+        r#"(?i)\b(?:api[_\-]?key|secret[_\-]?key|client[_\-]?secret|access[_\-]?token|auth[_\-]?token|password|passwd)["']?\s*[:=]\s*["']?(?<secret>[^\s"'`]{8,})"#,
+    ),
+];
+
+#[config]
+struct Settings {
+    /// Extra patterns, name to regex; a name equal to a built-in replaces it.
+    #[serde(default)]
+    patterns: BTreeMap<String, String>,
+    /// Built-in patterns to turn off.
+    #[serde(default)]
+    disable: Vec<String>,
+    /// What a secret becomes; `{name}` is replaced by the pattern's name.
+    #[serde(default = "default_replacement")]
+    replacement: String,
+}
+
+fn default_replacement() -> String {
+    "[REDACTED:{name}]".into()
+}
+
+struct Rule {
+    name: String,
+    regex: Regex,
+    masks_group: bool,
+    replacement: String,
+}
+
+struct Redact {
+    rules: Vec<Rule>,
+}
+
+impl Redact {
+    fn from_settings(settings: Settings) -> Result<Redact, String> {
+        for name in &settings.disable {
+            if !BUILT_INS.iter().any(|(n, _)| n == name) {
+                let known: Vec<&str> = BUILT_INS.iter().map(|(n, _)| *n).collect();
+                return Err(format!(
+                    "disable: {name:?} is not a built-in pattern (built-ins: {})",
+                    known.join(", ")
+                ));
+            }
+        }
+        let mut sources: Vec<(String, String, &str)> = BUILT_INS
+            .iter()
+            .filter(|(name, _)| !settings.disable.iter().any(|d| d == name))
+            .filter(|(name, _)| !settings.patterns.contains_key(*name))
+            .map(|(name, re)| (name.to_string(), re.to_string(), "built-in"))
+            .collect();
+        sources.extend(
+            settings
+                .patterns
+                .into_iter()
+                .map(|(name, re)| (name, re, "patterns")),
+        );
+        if sources.is_empty() {
+            return Err("every pattern is disabled: this filter would do nothing".into());
+        }
+        let mut rules = Vec::with_capacity(sources.len());
+        for (name, source, origin) in sources {
+            let regex = Regex::new(&source).map_err(|e| {
+                if origin == "patterns" {
+                    format!("patterns.{name}: invalid regex: {e}")
+                } else {
+                    format!("built-in pattern {name}: {e}")
+                }
+            })?;
+            let masks_group = regex.capture_names().any(|n| n == Some("secret"));
+            let replacement = settings.replacement.replace("{name}", &name);
+            rules.push(Rule {
+                name,
+                regex,
+                masks_group,
+                replacement,
+            });
+        }
+        Ok(Redact { rules })
+    }
+
+    /// The text with every secret masked, and the names of the patterns
+    /// that matched; `None` when nothing matched.
+    fn redact(&self, text: &str) -> Option<(String, Vec<&str>)> {
+        let mut current: Option<String> = None;
+        let mut matched = Vec::new();
+        for rule in &self.rules {
+            let haystack = current.as_deref().unwrap_or(text);
+            if !rule.regex.is_match(haystack) {
+                continue;
+            }
+            let replaced = rule
+                .regex
+                .replace_all(haystack, |caps: &Captures<'_>| rule.mask(caps))
+                .into_owned();
+            matched.push(rule.name.as_str());
+            current = Some(replaced);
+        }
+        current.map(|text| (text, matched))
+    }
+}
+
+impl Rule {
+    fn mask(&self, caps: &Captures<'_>) -> String {
+        let whole = caps.get(0).expect("group 0 is the match");
+        match caps.name("secret").filter(|_| self.masks_group) {
+            Some(secret) => {
+                let text = whole.as_str();
+                let start = secret.start() - whole.start();
+                let end = secret.end() - whole.start();
+                format!("{}{}{}", &text[..start], self.replacement, &text[end..])
+            }
+            None => self.replacement.clone(),
+        }
+    }
+}
+
+impl Filter for Redact {
+    type Config = Settings;
+
+    fn new(config: Settings) -> Result<Self, String> {
+        Redact::from_settings(config)
+    }
+
+    fn on_inject(&mut self, mut message: Message) -> InjectVerdict {
+        if let Some((content, names)) = self.redact(&message.content) {
+            info!("redacted an inject ({})", names.join(", "));
+            message.content = content;
+        }
+        InjectVerdict::Pass(message)
+    }
+
+    fn on_reply(&mut self, mut reply: Reply) -> ReplyVerdict {
+        if let Some((text, names)) = self.redact(&reply.text) {
+            info!("redacted a reply ({})", names.join(", "));
+            reply.text = text;
+        }
+        ReplyVerdict::Pass(reply)
+    }
+}
+
+export_filter!(Redact);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opzero_guest_sdk::parse_config;
+
+    fn redact(json: &str) -> Result<Redact, String> {
+        Redact::new(parse_config(json)?)
+    }
+
+    fn clean(text: &str) -> String {
+        let r = redact("{}").unwrap();
+        r.redact(text).map_or_else(|| text.to_string(), |(t, _)| t)
+    }
+
+    #[test]
+    fn masks_aws_keys() {
+        assert_eq!(
+            clean("id AKIAIOSFODNN7EXAMPLE here"),
+            "id [REDACTED:aws-access-key-id] here"
+        );
+        assert_eq!(
+            clean("aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+            "aws_secret_access_key = [REDACTED:aws-secret-access-key]"
+        );
+    }
+
+    #[test]
+    fn masks_bearer_tokens_but_keeps_the_scheme() {
+        assert_eq!(
+            clean("curl -H 'Authorization: Bearer abc.DEF-123_xyz=' url"),
+            "curl -H 'Authorization: Bearer [REDACTED:bearer-token]' url"
+        );
+    }
+
+    #[test]
+    fn masks_vendor_api_keys() {
+        let cases = [
+            ("sk-ant-api03-AbCdEfGhIjKlMnOpQrStUvWxYz0123", "sk-api-key"),
+            ("ghp_abcdefghijklmnopqrstuvwxyz0123456789", "github-token"),
+            ("xoxb-1234567890-abcdefghij", "slack-token"),
+            ("AIzaSyA1234567890abcdefghijklmnopqrstuv", "google-api-key"),
+            ("sk_live_abcdefghijklmnop1234", "stripe-key"),
+        ];
+        for (secret, name) in cases {
+            assert_eq!(
+                clean(&format!("key: {secret}.")),
+                format!("key: [REDACTED:{name}]."),
+                "{secret}"
+            );
+        }
+    }
+
+    #[test]
+    fn masks_whole_private_key_blocks_even_unterminated() {
+        let block = "-----BEGIN RSA PRIVATE KEY-----\nMIIEow\nIBAAK\n-----END RSA PRIVATE KEY-----";
+        assert_eq!(
+            clean(&format!("here:\n{block}\ndone")),
+            "here:\n[REDACTED:private-key]\ndone"
+        );
+        assert_eq!(
+            clean("cut off: -----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk"),
+            "cut off: [REDACTED:private-key]"
+        );
+    }
+
+    #[test]
+    fn masks_password_assignments() {
+        assert_eq!(
+            clean(r#"DB: password = "hunter2hunter2""#),
+            r#"DB: password = "[REDACTED:generic-assignment]""#
+        );
+    }
+
+    #[test]
+    fn leaves_ordinary_text_alone() {
+        let r = redact("{}").unwrap();
+        for text in [
+            "The AKIA prefix marks AWS access keys.",
+            "Use a bearer token in the header.",
+            "password: short",
+            "Call ask-question with the id sk-1.",
+        ] {
+            assert!(r.redact(text).is_none(), "{text}");
+        }
+    }
+
+    #[test]
+    fn custom_patterns_replacement_and_disable() {
+        let mut r = redact(
+            r#"{"patterns": {"ticket": "T-(?<secret>[0-9]{4})"}, "replacement": "<{name}>", "disable": ["generic-assignment"]}"#,
+        )
+        .unwrap();
+        let reply = Reply {
+            chat_id: "c".into(),
+            text: "see T-1234, password=hunter2hunter2".into(),
+        };
+        assert_eq!(
+            r.on_reply(reply),
+            ReplyVerdict::Pass(Reply {
+                chat_id: "c".into(),
+                text: "see T-<ticket>, password=hunter2hunter2".into(),
+            })
+        );
+    }
+
+    #[test]
+    fn injects_are_redacted_too_when_hooked() {
+        let mut r = redact("{}").unwrap();
+        let message = Message {
+            content: "my key is AKIAIOSFODNN7EXAMPLE".into(),
+            meta: vec![("user".into(), "ana".into())],
+        };
+        assert_eq!(
+            r.on_inject(message),
+            InjectVerdict::Pass(Message {
+                content: "my key is [REDACTED:aws-access-key-id]".into(),
+                meta: vec![("user".into(), "ana".into())],
+            })
+        );
+    }
+
+    #[test]
+    fn config_errors_name_the_key() {
+        assert!(
+            redact(r#"{"patterns": {"bad": "(unclosed"}}"#)
+                .err()
+                .unwrap()
+                .starts_with("patterns.bad: invalid regex:")
+        );
+        assert!(
+            redact(r#"{"disable": ["nope"]}"#)
+                .err()
+                .unwrap()
+                .starts_with(r#"disable: "nope" is not a built-in pattern"#)
+        );
+        assert!(
+            redact(r#"{"paterns": {}}"#)
+                .err()
+                .unwrap()
+                .contains("unknown field `paterns`")
+        );
+    }
+
+    #[test]
+    fn every_built_in_compiles() {
+        let all: Vec<&str> = BUILT_INS.iter().map(|(n, _)| *n).collect();
+        assert_eq!(redact("{}").unwrap().rules.len(), all.len());
+    }
+}
