@@ -3,20 +3,49 @@
 //! the discovery file once it listens, answers `/status`, turns each
 //! `POST /inject` into a notification line by splicing the body in (no JSON
 //! parsing, no filters, no queue), answers `202`, and relays `reply` tool
-//! calls to `/events` subscribers. Whatever the benchmark measures against
-//! it is the cost of the harness, the kernel and the loopback.
+//! calls and permission requests to `/events` subscribers.
+//!
+//! One thread, one epoll loop: every request that is ready in one wake-up is
+//! handled in one batch, with one write to stdout for all of its
+//! notifications before any of their `202`s goes out (the host's ordering
+//! promise). Whatever the benchmark measures against it is the cost of the
+//! harness, the kernel and the loopback.
 
 use std::fs;
-use std::io::{self, BufRead, Read, Write};
+use std::io::{self, ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::PathBuf;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-static SUBSCRIBERS: Mutex<Vec<TcpStream>> = Mutex::new(Vec::new());
-static EVENT_ID: AtomicU64 = AtomicU64::new(0);
+const LISTENER: u64 = u64::MAX;
+const STDIN: u64 = u64::MAX - 1;
+
+struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    /// An SSE subscriber: only written to from now on.
+    sse: bool,
+}
+
+struct Floor {
+    secret: String,
+    status: String,
+    conns: Vec<Option<Conn>>,
+    /// Notification lines of this batch, written before `replies`.
+    stdout: Vec<u8>,
+    /// (connection, response bytes) of this batch.
+    replies: Vec<(usize, Vec<u8>)>,
+    event_id: u64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}
 
 pub fn serve() -> Result<(), String> {
     let session = std::env::var("OPZERO_CHANNEL_SESSION_ID")
@@ -28,10 +57,12 @@ pub fn serve() -> Result<(), String> {
             .join(".opzero-claude/channels"),
     };
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
     let port = listener.local_addr().map_err(|e| e.to_string())?.port();
     let mut raw = [0u8; 32];
     getrandom::fill(&mut raw).map_err(|e| e.to_string())?;
     let secret: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    let pid = std::process::id();
 
     fs::DirBuilder::new()
         .recursive(true)
@@ -40,13 +71,9 @@ pub fn serve() -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let file = dir.join(format!("{session}.json"));
     let tmp = dir.join(format!(".{session}.tmp"));
-    let created = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis();
     let json = serde_json::json!({
-        "pid": std::process::id(), "sessionId": session, "port": port,
-        "secret": secret, "createdAt": created as u64, "version": "0.0.0-floor",
+        "pid": pid, "sessionId": session, "port": port,
+        "secret": secret, "createdAt": now_ms(), "version": "0.0.0-floor",
     });
     fs::OpenOptions::new()
         .write(true)
@@ -57,95 +84,293 @@ pub fn serve() -> Result<(), String> {
         .and_then(|_| fs::rename(&tmp, &file))
         .map_err(|e| e.to_string())?;
 
-    let secret: &'static str = Box::leak(secret.into_boxed_str());
-    let status: &'static str = Box::leak(
-        format!(
-            r#"{{"ok":true,"sessionId":"{session}","pid":{},"version":"0.0.0-floor"}}"#,
-            std::process::id()
-        )
-        .into_boxed_str(),
-    );
-    std::thread::spawn(move || {
-        for conn in listener.incoming().flatten() {
-            let _ = conn.set_nodelay(true);
-            std::thread::spawn(move || {
-                let _ = http_conn(conn, secret, status);
-            });
-        }
-    });
-
-    let stdin = io::stdin();
-    let mut line = String::new();
-    let mut lock = stdin.lock();
-    loop {
-        line.clear();
-        if lock.read_line(&mut line).map_err(|e| e.to_string())? == 0 {
-            break;
-        }
-        stdio_message(line.trim_end());
-    }
+    let mut floor = Floor {
+        secret,
+        status: format!(
+            r#"{{"ok":true,"sessionId":"{session}","pid":{pid},"version":"0.0.0-floor"}}"#
+        ),
+        conns: Vec::new(),
+        stdout: Vec::with_capacity(64 * 1024),
+        replies: Vec::new(),
+        event_id: 0,
+    };
+    let result = floor.run(&listener);
     let _ = fs::remove_file(&file);
+    result.map_err(|e| e.to_string())
+}
+
+/// A thin epoll wrapper (level-triggered).
+struct Epoll(i32);
+
+impl Epoll {
+    fn new() -> io::Result<Epoll> {
+        // SAFETY: plain syscall.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Epoll(fd))
+    }
+
+    fn ctl(&self, op: i32, fd: i32, token: u64) -> io::Result<()> {
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: token,
+        };
+        // SAFETY: valid epoll fd and event pointer.
+        if unsafe { libc::epoll_ctl(self.0, op, fd, &mut ev) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    fn wait(&self, events: &mut [libc::epoll_event]) -> io::Result<usize> {
+        loop {
+            // SAFETY: the buffer is valid for `events.len()` entries.
+            let n =
+                unsafe { libc::epoll_wait(self.0, events.as_mut_ptr(), events.len() as i32, -1) };
+            if n >= 0 {
+                return Ok(n as usize);
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+}
+
+impl Drop for Epoll {
+    fn drop(&mut self) {
+        // SAFETY: we own the fd.
+        unsafe { libc::close(self.0) };
+    }
+}
+
+/// Write all of `data` to a non-blocking fd, waiting in poll when it is full.
+fn write_fully(fd: i32, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        // SAFETY: valid buffer.
+        let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
+        if n >= 0 {
+            data = &data[n as usize..];
+            continue;
+        }
+        let e = io::Error::last_os_error();
+        match e.kind() {
+            ErrorKind::Interrupted => {}
+            ErrorKind::WouldBlock => {
+                let mut p = libc::pollfd {
+                    fd,
+                    events: libc::POLLOUT,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd.
+                unsafe { libc::poll(&mut p, 1, 1000) };
+            }
+            _ => return Err(e),
+        }
+    }
     Ok(())
 }
 
-fn stdout_line(parts: &[&[u8]]) {
-    let mut out = io::stdout().lock();
-    let mut buf = Vec::with_capacity(parts.iter().map(|p| p.len()).sum::<usize>() + 1);
-    for p in parts {
-        buf.extend_from_slice(p);
+impl Floor {
+    fn run(&mut self, listener: &TcpListener) -> io::Result<()> {
+        let ep = Epoll::new()?;
+        ep.ctl(libc::EPOLL_CTL_ADD, listener.as_raw_fd(), LISTENER)?;
+        ep.ctl(libc::EPOLL_CTL_ADD, 0, STDIN)?;
+        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
+        let mut stdin_buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+        let mut tmp = vec![0u8; 64 * 1024];
+        loop {
+            let n = ep.wait(&mut events)?;
+            for ev in &events[..n] {
+                match ev.u64 {
+                    LISTENER => loop {
+                        match listener.accept() {
+                            Ok((s, _)) => {
+                                s.set_nonblocking(true)?;
+                                s.set_nodelay(true)?;
+                                let slot = match self.conns.iter().position(Option::is_none) {
+                                    Some(i) => i,
+                                    None => {
+                                        self.conns.push(None);
+                                        self.conns.len() - 1
+                                    }
+                                };
+                                ep.ctl(libc::EPOLL_CTL_ADD, s.as_raw_fd(), slot as u64)?;
+                                self.conns[slot] = Some(Conn {
+                                    stream: s,
+                                    buf: Vec::new(),
+                                    sse: false,
+                                });
+                            }
+                            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                            Err(e) => return Err(e),
+                        }
+                    },
+                    STDIN => {
+                        // SAFETY: valid buffer.
+                        let r = unsafe { libc::read(0, tmp.as_mut_ptr().cast(), tmp.len()) };
+                        if r <= 0 {
+                            // Claude exited.
+                            self.flush();
+                            return Ok(());
+                        }
+                        stdin_buf.extend_from_slice(&tmp[..r as usize]);
+                        let mut start = 0;
+                        while let Some(p) = stdin_buf[start..].iter().position(|&b| b == b'\n') {
+                            let line =
+                                String::from_utf8_lossy(&stdin_buf[start..start + p]).into_owned();
+                            start += p + 1;
+                            self.stdio_message(&line);
+                        }
+                        stdin_buf.drain(..start);
+                    }
+                    token => {
+                        let i = token as usize;
+                        let closed = match &mut self.conns[i] {
+                            Some(c) => match c.stream.read(&mut tmp) {
+                                Ok(0) => true,
+                                Ok(n) => {
+                                    c.buf.extend_from_slice(&tmp[..n]);
+                                    false
+                                }
+                                Err(e) => e.kind() != ErrorKind::WouldBlock,
+                            },
+                            None => false,
+                        };
+                        if closed {
+                            self.conns[i] = None;
+                        } else {
+                            self.http(i);
+                        }
+                    }
+                }
+            }
+            self.flush();
+        }
     }
-    buf.push(b'\n');
-    let _ = out.write_all(&buf);
-    let _ = out.flush();
-}
 
-fn stdio_message(line: &str) {
-    let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
-        return;
-    };
-    let id = msg.get("id").cloned();
-    match (msg["method"].as_str(), id) {
-        (Some("initialize"), Some(id)) => {
-            let r = serde_json::json!({"jsonrpc":"2.0","id":id,"result":{
+    /// Notifications of the batch first, then the answers.
+    fn flush(&mut self) {
+        if !self.stdout.is_empty() {
+            let _ = write_fully(1, &self.stdout);
+            self.stdout.clear();
+        }
+        for (i, bytes) in std::mem::take(&mut self.replies) {
+            let failed = match &self.conns[i] {
+                Some(c) => write_fully(c.stream.as_raw_fd(), &bytes).is_err(),
+                None => false,
+            };
+            if failed {
+                self.conns[i] = None;
+            }
+        }
+    }
+
+    fn respond(&mut self, i: usize, status: &str, body: &str) {
+        let r = format!(
+            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        self.replies.push((i, r.into_bytes()));
+    }
+
+    /// Handle every complete request buffered on connection `i`.
+    fn http(&mut self, i: usize) {
+        loop {
+            let Some(c) = self.conns[i].as_mut() else {
+                return;
+            };
+            let Some(head_end) = c.buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                return;
+            };
+            let head_end = head_end + 4;
+            let head = String::from_utf8_lossy(&c.buf[..head_end]).into_owned();
+            let mut parts = head.split(' ');
+            let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            let mut len = 0usize;
+            let mut authorized = false;
+            for l in head.split("\r\n").skip(1) {
+                let Some((k, v)) = l.split_once(':') else {
+                    continue;
+                };
+                if k.eq_ignore_ascii_case("content-length") {
+                    len = v.trim().parse().unwrap_or(0);
+                } else if k.eq_ignore_ascii_case("x-opzero-secret") {
+                    authorized = v.trim() == self.secret;
+                }
+            }
+            if c.buf.len() < head_end + len {
+                return;
+            }
+            let body: Vec<u8> = c.buf.drain(..head_end + len).skip(head_end).collect();
+            match (method, path, authorized) {
+                ("GET", "/status", _) => {
+                    let s = self.status.clone();
+                    self.respond(i, "200 OK", &s);
+                }
+                (_, _, false) => self.respond(i, "403 Forbidden", r#"{"error":"forbidden"}"#),
+                ("POST", "/inject", true) => {
+                    self.stdout.extend_from_slice(
+                        br#"{"jsonrpc":"2.0","method":"notifications/claude/channel","params":"#,
+                    );
+                    self.stdout.extend_from_slice(&body);
+                    self.stdout.extend_from_slice(b"}\n");
+                    self.respond(i, "202 Accepted", r#"{"ok":true}"#);
+                }
+                ("GET", "/events" | "/sse", true) => {
+                    c.sse = true;
+                    let mut r = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+                    r.extend_from_slice(&chunk(b": connected\n\n"));
+                    self.replies.push((i, r));
+                    return;
+                }
+                _ => self.respond(i, "404 Not Found", r#"{"error":"not found"}"#),
+            }
+        }
+    }
+
+    fn stdio_message(&mut self, line: &str) {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+            return;
+        };
+        let id = msg.get("id").cloned();
+        let out = match (msg["method"].as_str(), id) {
+            (Some("initialize"), Some(id)) => serde_json::json!({"jsonrpc":"2.0","id":id,"result":{
                 "protocolVersion":"2025-11-25",
                 "capabilities":{"tools":{},"experimental":{"claude/channel":{},"claude/channel/permission":{}}},
-                "serverInfo":{"name":"opzero-channel","version":"0.0.0-floor"}}});
-            stdout_line(&[r.to_string().as_bytes()]);
-        }
-        (Some("tools/call"), Some(id)) => {
-            let args = &msg["params"]["arguments"];
-            let ts = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_millis() as u64;
-            let ev = serde_json::json!({"type":"reply","chat_id":args["chat_id"],"text":args["text"],"ts":ts});
-            broadcast(&ev.to_string());
-            let r = serde_json::json!({"jsonrpc":"2.0","id":id,"result":{"content":[{"type":"text","text":"sent"}]}});
-            stdout_line(&[r.to_string().as_bytes()]);
-        }
-        (Some("notifications/claude/channel/permission_request"), None) => {
-            let p = &msg["params"];
-            let ts = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_millis() as u64;
-            let ev = serde_json::json!({"type":"permission_request","request_id":p["request_id"],
-                "tool_name":p["tool_name"],"description":p["description"],"input_preview":p["input_preview"],"ts":ts});
-            broadcast(&ev.to_string());
-        }
-        (Some(_), Some(id)) => {
-            let r = serde_json::json!({"jsonrpc":"2.0","id":id,"result":{}});
-            stdout_line(&[r.to_string().as_bytes()]);
-        }
-        _ => {}
+                "serverInfo":{"name":"opzero-channel","version":"0.0.0-floor"}}}),
+            (Some("tools/call"), Some(id)) => {
+                let args = &msg["params"]["arguments"];
+                self.broadcast(serde_json::json!({"type":"reply","chat_id":args["chat_id"],
+                    "text":args["text"],"ts":now_ms()}));
+                serde_json::json!({"jsonrpc":"2.0","id":id,"result":{"content":[{"type":"text","text":"sent"}]}})
+            }
+            (Some("notifications/claude/channel/permission_request"), None) => {
+                let p = &msg["params"];
+                self.broadcast(serde_json::json!({"type":"permission_request",
+                    "request_id":p["request_id"],"tool_name":p["tool_name"],
+                    "description":p["description"],"input_preview":p["input_preview"],"ts":now_ms()}));
+                return;
+            }
+            (Some(_), Some(id)) => serde_json::json!({"jsonrpc":"2.0","id":id,"result":{}}),
+            _ => return,
+        };
+        self.stdout.extend_from_slice(out.to_string().as_bytes());
+        self.stdout.push(b'\n');
     }
-}
 
-fn broadcast(data: &str) {
-    let id = EVENT_ID.fetch_add(1, Ordering::Relaxed) + 1;
-    let chunk = chunk(format!("id: {id}\ndata: {data}\n\n").as_bytes());
-    let mut subs = SUBSCRIBERS.lock().unwrap_or_else(|e| e.into_inner());
-    subs.retain_mut(|s| s.write_all(&chunk).is_ok());
+    fn broadcast(&mut self, event: serde_json::Value) {
+        self.event_id += 1;
+        let c = chunk(format!("id: {}\ndata: {event}\n\n", self.event_id).as_bytes());
+        for i in 0..self.conns.len() {
+            if self.conns[i].as_ref().is_some_and(|c| c.sse) {
+                self.replies.push((i, c.clone()));
+            }
+        }
+    }
 }
 
 /// One `Transfer-Encoding: chunked` chunk, as axum sends SSE over HTTP/1.1.
@@ -154,75 +379,4 @@ fn chunk(payload: &[u8]) -> Vec<u8> {
     c.extend_from_slice(payload);
     c.extend_from_slice(b"\r\n");
     c
-}
-
-fn http_conn(mut conn: TcpStream, secret: &str, status: &str) -> io::Result<()> {
-    let mut buf: Vec<u8> = Vec::with_capacity(4096);
-    let mut tmp = [0u8; 16 * 1024];
-    loop {
-        let head_end = loop {
-            if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break p + 4;
-            }
-            let n = conn.read(&mut tmp)?;
-            if n == 0 {
-                return Ok(());
-            }
-            buf.extend_from_slice(&tmp[..n]);
-        };
-        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-        let mut parts = head.split(' ');
-        let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-        let mut len = 0usize;
-        let mut authorized = false;
-        for l in head.split("\r\n").skip(1) {
-            let Some((k, v)) = l.split_once(':') else {
-                continue;
-            };
-            if k.eq_ignore_ascii_case("content-length") {
-                len = v.trim().parse().unwrap_or(0);
-            } else if k.eq_ignore_ascii_case("x-opzero-secret") {
-                authorized = v.trim() == secret;
-            }
-        }
-        while buf.len() < head_end + len {
-            let n = conn.read(&mut tmp)?;
-            if n == 0 {
-                return Ok(());
-            }
-            buf.extend_from_slice(&tmp[..n]);
-        }
-        let body = &buf[head_end..head_end + len];
-        match (method, path, authorized) {
-            ("GET", "/status", _) => respond(&mut conn, "200 OK", status)?,
-            (_, _, false) => respond(&mut conn, "403 Forbidden", r#"{"error":"forbidden"}"#)?,
-            ("POST", "/inject", true) => {
-                stdout_line(&[
-                    br#"{"jsonrpc":"2.0","method":"notifications/claude/channel","params":"#,
-                    body,
-                    b"}",
-                ]);
-                respond(&mut conn, "202 Accepted", r#"{"ok":true}"#)?;
-            }
-            ("GET", "/events" | "/sse", true) => {
-                // Subscribed before the head goes out: a client that has
-                // the head must not miss the next event.
-                let mut subs = SUBSCRIBERS.lock().unwrap_or_else(|e| e.into_inner());
-                conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n")?;
-                conn.write_all(&chunk(b": connected\n\n"))?;
-                subs.push(conn.try_clone()?);
-                return Ok(());
-            }
-            _ => respond(&mut conn, "404 Not Found", r#"{"error":"not found"}"#)?,
-        }
-        buf.drain(..head_end + len);
-    }
-}
-
-fn respond(conn: &mut TcpStream, status: &str, body: &str) -> io::Result<()> {
-    let r = format!(
-        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    conn.write_all(r.as_bytes())
 }

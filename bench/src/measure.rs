@@ -52,6 +52,18 @@ pub struct Throughput {
     pub http_errors: usize,
 }
 
+/// Many replies written to stdin back to back: the marginal cost of one,
+/// without a wake-up per message.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Burst {
+    pub sent: usize,
+    pub wall_s: f64,
+    pub per_s: f64,
+    pub server_cpu_us: f64,
+    /// Replies whose SSE event or tool result never came.
+    pub missing: usize,
+}
+
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Run {
     pub startup_ms: f64,
@@ -64,6 +76,7 @@ pub struct Run {
     pub exit_ms: Option<f64>,
     pub inject: Option<Latency>,
     pub reply: Option<Latency>,
+    pub reply_burst: Option<Burst>,
     pub permission: Option<Latency>,
     pub throughput: Vec<Throughput>,
 }
@@ -107,6 +120,7 @@ pub fn run(spec: &Spec, load: &Load, depth: Depth) -> Result<Run, String> {
         out.permission = Some(sequential_permissions(&mut s, load)?);
     }
     if depth == Depth::Full {
+        out.reply_burst = Some(burst_replies(&mut s, load.replies)?);
         for &c in &load.conns {
             out.throughput.push(throughput(&s, load.messages, c)?);
         }
@@ -259,6 +273,86 @@ fn sequential_replies(s: &mut Server, load: &Load) -> Result<Latency, String> {
         harness_cpu_us: (procfs::self_cpu_ns() - self0) as f64 / 1e3 / n,
         us: stats::summarize(&mut samples),
         failures,
+    })
+}
+
+/// Replies kept in flight at once: well under the host's default SSE
+/// subscriber lag (256), past which it disconnects a subscriber.
+const REPLY_WINDOW: usize = 64;
+
+/// Replies written to stdin back to back, up to [`REPLY_WINDOW`] ahead of
+/// the events seen on SSE.
+fn burst_replies(s: &mut Server, n: usize) -> Result<Burst, String> {
+    let (tx, events) = mpsc::channel();
+    http::subscribe(s.port, &s.secret, tx).map_err(|e| format!("{}: GET /events: {e}", s.label))?;
+    const FIRST_ID: u64 = 1_000_000;
+    let lines: Vec<String> = (0..n)
+        .map(|i| {
+            reply_call(
+                FIRST_ID + i as u64,
+                &format!("b{i} a short plain answer from the benchmark"),
+            )
+        })
+        .collect();
+    let cpu0 = procfs::tree_cpu_ns(s.pid);
+    let t0 = Instant::now();
+    let deadline = t0 + Duration::from_secs(60);
+    let mut seen = vec![false; n];
+    let (mut next, mut events_seen, mut results_seen) = (0, 0, 0);
+    let mut t_last = t0;
+    while (events_seen < n || results_seen < n) && Instant::now() < deadline {
+        // stdout and SSE are drained by their own threads, so a blocking
+        // write here cannot deadlock.
+        while next < n && next < events_seen + REPLY_WINDOW {
+            s.send(&lines[next])
+                .map_err(|e| format!("{}: stdin: {e}", s.label))?;
+            next += 1;
+        }
+        if events_seen < n {
+            match events.recv_timeout(Duration::from_millis(100)) {
+                Ok((t, ev)) => {
+                    let v: serde_json::Value = serde_json::from_str(&ev.data).unwrap_or_default();
+                    let i = v["text"]
+                        .as_str()
+                        .and_then(|x| x.strip_prefix('b'))
+                        .and_then(|x| x.split(' ').next())
+                        .and_then(|x| x.parse::<usize>().ok());
+                    if let Some(i) = i.filter(|&i| i < n && !seen[i]) {
+                        seen[i] = true;
+                        events_seen += 1;
+                        t_last = t_last.max(t);
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    eprintln!(
+                        "  {}: the SSE stream closed during the reply burst",
+                        s.label
+                    );
+                    break;
+                }
+                Err(_) => {}
+            }
+        } else {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        while let Ok((t, l)) = s.lines.try_recv() {
+            let id = server::response_id(&l);
+            if l.contains(r#""result""#)
+                && id.is_some_and(|id| (FIRST_ID..FIRST_ID + n as u64).contains(&id))
+            {
+                results_seen += 1;
+                t_last = t_last.max(t);
+            }
+        }
+    }
+    let cpu = procfs::tree_cpu_ns(s.pid) - cpu0;
+    let wall = (t_last - t0).as_secs_f64().max(1e-9);
+    Ok(Burst {
+        sent: next,
+        wall_s: wall,
+        per_s: events_seen as f64 / wall,
+        server_cpu_us: cpu as f64 / 1e3 / events_seen.max(1) as f64,
+        missing: n - events_seen.min(results_seen),
     })
 }
 

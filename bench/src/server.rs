@@ -255,15 +255,21 @@ fn read_lines(mut out: impl Read, tx: mpsc::Sender<(Instant, String)>) {
 
 /// Is this JSON-RPC line the response to request `id`?
 pub fn is_response_to(line: &str, id: u64) -> bool {
+    response_id(line) == Some(id)
+}
+
+/// The numeric id of a JSON-RPC response line (not of a request).
+pub fn response_id(line: &str) -> Option<u64> {
     #[derive(serde::Deserialize)]
     struct R {
         id: Option<serde_json::Value>,
         method: Option<serde::de::IgnoredAny>,
     }
-    match serde_json::from_str::<R>(line) {
-        Ok(r) => r.method.is_none() && r.id.and_then(|v| v.as_u64()) == Some(id),
-        Err(_) => false,
+    let r = serde_json::from_str::<R>(line).ok()?;
+    if r.method.is_some() {
+        return None;
     }
+    r.id?.as_u64()
 }
 
 /// The `meta.id` of a `notifications/claude/channel` line.
