@@ -31,7 +31,7 @@ impl Filter for Panicky {
     fn on_permission_request(&mut self, request: PermissionRequest) -> PermissionVerdict {
         if request.tool_name == "chatty" {
             info!("about to flood stdout");
-            for i in 0..100_000 {
+            for i in 0..10_000 {
                 println!("line {i} of a filter that talks too much");
             }
             eprintln!("and some stderr");
