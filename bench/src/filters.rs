@@ -4,8 +4,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 /// A built-in filter: its crate name, the hooks it is given here, and a
-/// `[filter.config]` that lets every benchmark message through unchanged
-/// (so the figures are the cost of looking, not of rejecting).
+/// `[filter.config]` like a user's (the default patterns for
+/// redact-secrets) that lets every benchmark message through unchanged, so
+/// the figures are the cost of looking, not of rejecting.
 pub struct Builtin {
     pub name: &'static str,
     pub hooks: &'static [&'static str],
@@ -21,7 +22,7 @@ pub const BUILTINS: &[Builtin] = &[
     Builtin {
         name: "sender-allowlist",
         hooks: &["inject"],
-        config: "",
+        config: "users = [\"ana\", \"bench\"]\nchat_ids = [\"family\", \"bench\"]\naction = \"reject\"",
     },
     Builtin {
         name: "max-length",
@@ -31,7 +32,7 @@ pub const BUILTINS: &[Builtin] = &[
     Builtin {
         name: "permission-policy",
         hooks: &["permission"],
-        config: "",
+        config: "allow_tools = [\"Read\", \"Glob\", \"Grep\"]\n\n[[filter.config.deny]]\ntool = \"Bash\"\npattern = '\\brm\\s+-[a-zA-Z]*[rf]'",
     },
 ];
 

@@ -457,15 +457,7 @@ fn rows(r: &Results, load: &Load) -> Vec<Row> {
             .floor(med(f, |x| Some(x.rss_peak_mib)))
             .at_most(20.0, "≤ 20 MiB"),
     );
-    rows.push(
-        Row::new(s, "CPU while idle, no filters", "%")
-            .host(med(h, |x| Some(x.idle_cpu_pct)))
-            .floor(med(f, |x| Some(x.idle_cpu_pct))),
-    );
     if has4 {
-        rows.push(
-            Row::new(s, "CPU while idle, 4 filters", "%").host(med(h4, |x| Some(x.idle_cpu_pct))),
-        );
         rows.push(
             Row::new(s, "idle, 4 filters", "MiB")
                 .host(med(h4, |x| Some(x.rss_idle_mib)))
@@ -474,6 +466,16 @@ fn rows(r: &Results, load: &Load) -> Vec<Row> {
         rows.push(
             Row::new(s, "peak under load, 4 filters", "MiB")
                 .host(med(h4, |x| Some(x.rss_peak_mib))),
+        );
+    }
+    rows.push(
+        Row::new(s, "CPU while idle, no filters", "%")
+            .host(med(h, |x| Some(x.idle_cpu_pct)))
+            .floor(med(f, |x| Some(x.idle_cpu_pct))),
+    );
+    if has4 {
+        rows.push(
+            Row::new(s, "CPU while idle, 4 filters", "%").host(med(h4, |x| Some(x.idle_cpu_pct))),
         );
     }
 
@@ -707,11 +709,7 @@ fn rows(r: &Results, load: &Load) -> Vec<Row> {
 
     let s = "filter overhead (added to the no-filter host, medians)";
     if has4 {
-        rows.push(
-            Row::new(s, "4 filters: inject p50", "µs")
-                .host(diff(h4p50, hp50))
-                .target("≤ 15 µs (25 − 10)", diff(h4p50, hp50).map(|d| d <= 15.0)),
-        );
+        rows.push(Row::new(s, "4 filters: inject p50", "µs").host(diff(h4p50, hp50)));
         rows.push(
             Row::new(s, "4 filters: reply p50", "µs")
                 .host(diff(lat(h4, rep, |l| l.us.p50), lat(h, rep, |l| l.us.p50))),
