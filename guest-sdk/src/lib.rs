@@ -189,24 +189,25 @@ macro_rules! export_filter {
         #[doc(hidden)]
         pub struct __OpzeroFilterExport;
 
+        // Every export goes through one generic function, so a type that
+        // does not implement Filter is reported once.
         impl $crate::__bindings::exports::opzero::filter::filter::Guest for __OpzeroFilterExport {
             fn configure(
                 config: ::std::string::String,
             ) -> ::std::result::Result<(), ::std::string::String> {
-                $crate::__rt::configure::<$filter>(&config)
+                $crate::__rt::dispatch::<$filter>($crate::__rt::Call::Configure(config)).configured()
             }
             fn on_inject(message: $crate::Message) -> $crate::InjectVerdict {
-                $crate::__rt::with::<$filter, _>(|f| $crate::Filter::on_inject(f, message))
+                $crate::__rt::dispatch::<$filter>($crate::__rt::Call::Inject(message)).inject()
             }
             fn on_reply(reply: $crate::Reply) -> $crate::ReplyVerdict {
-                $crate::__rt::with::<$filter, _>(|f| $crate::Filter::on_reply(f, reply))
+                $crate::__rt::dispatch::<$filter>($crate::__rt::Call::Reply(reply)).reply()
             }
             fn on_permission_request(
                 request: $crate::PermissionRequest,
             ) -> $crate::PermissionVerdict {
-                $crate::__rt::with::<$filter, _>(|f| {
-                    $crate::Filter::on_permission_request(f, request)
-                })
+                $crate::__rt::dispatch::<$filter>($crate::__rt::Call::Permission(request))
+                    .permission()
             }
         }
 
@@ -262,7 +263,10 @@ pub mod __rt {
     use std::any::Any;
     use std::cell::RefCell;
 
-    use crate::{Filter, Level};
+    use crate::{
+        Filter, InjectVerdict, Level, Message, PermissionRequest, PermissionVerdict, Reply,
+        ReplyVerdict,
+    };
 
     // A component runs one filter on one thread; the host calls `configure`
     // before any hook.
@@ -270,14 +274,65 @@ pub mod __rt {
         static INSTANCE: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
     }
 
-    pub fn configure<F: Filter>(json: &str) -> Result<(), String> {
+    pub enum Call {
+        Configure(String),
+        Inject(Message),
+        Reply(Reply),
+        Permission(PermissionRequest),
+    }
+
+    pub enum Answer {
+        Configured(Result<(), String>),
+        Inject(InjectVerdict),
+        Reply(ReplyVerdict),
+        Permission(PermissionVerdict),
+    }
+
+    impl Answer {
+        pub fn configured(self) -> Result<(), String> {
+            match self {
+                Answer::Configured(r) => r,
+                _ => unreachable!("dispatch answers in kind"),
+            }
+        }
+        pub fn inject(self) -> InjectVerdict {
+            match self {
+                Answer::Inject(v) => v,
+                _ => unreachable!("dispatch answers in kind"),
+            }
+        }
+        pub fn reply(self) -> ReplyVerdict {
+            match self {
+                Answer::Reply(v) => v,
+                _ => unreachable!("dispatch answers in kind"),
+            }
+        }
+        pub fn permission(self) -> PermissionVerdict {
+            match self {
+                Answer::Permission(v) => v,
+                _ => unreachable!("dispatch answers in kind"),
+            }
+        }
+    }
+
+    /// Runs one export for the filter `F`.
+    pub fn dispatch<F: Filter>(call: Call) -> Answer {
+        match call {
+            Call::Configure(json) => Answer::Configured(configure::<F>(&json)),
+            Call::Inject(m) => Answer::Inject(with::<F, _>(|f| f.on_inject(m))),
+            Call::Reply(r) => Answer::Reply(with::<F, _>(|f| f.on_reply(r))),
+            Call::Permission(p) => Answer::Permission(with::<F, _>(|f| f.on_permission_request(p))),
+        }
+    }
+
+    fn configure<F: Filter>(json: &str) -> Result<(), String> {
         let config: F::Config = crate::parse_config(json)?;
         let filter = F::new(config)?;
         INSTANCE.with(|slot| *slot.borrow_mut() = Some(Box::new(filter)));
         Ok(())
     }
 
-    pub fn with<F: Filter, R>(hook: impl FnOnce(&mut F) -> R) -> R {
+    fn with<F: Filter, R>(hook: impl FnOnce(&mut F) -> R) -> R {
         INSTANCE.with(|slot| {
             let mut slot = slot.borrow_mut();
             let filter = slot
@@ -376,21 +431,22 @@ mod tests {
 
     #[test]
     fn hooks_default_to_pass_through_and_state_persists() {
-        __rt::configure::<Counter>("{}").unwrap();
+        use __rt::{Call, dispatch};
+        dispatch::<Counter>(Call::Configure("{}".into())).configured().unwrap();
         let m = Message {
             content: "hi".into(),
             meta: vec![("user".into(), "ana".into())],
         };
         assert_eq!(
-            __rt::with::<Counter, _>(|f| f.on_inject(m.clone())),
+            dispatch::<Counter>(Call::Inject(m.clone())).inject(),
             InjectVerdict::Pass(m)
         );
         let r = Reply {
             chat_id: "c".into(),
             text: "t".into(),
         };
-        let first = __rt::with::<Counter, _>(|f| f.on_reply(r.clone()));
-        let second = __rt::with::<Counter, _>(|f| f.on_reply(r.clone()));
+        let first = dispatch::<Counter>(Call::Reply(r.clone())).reply();
+        let second = dispatch::<Counter>(Call::Reply(r.clone())).reply();
         assert_eq!(
             (first, second),
             (
@@ -405,7 +461,7 @@ mod tests {
             input_preview: "ls".into(),
         };
         assert_eq!(
-            __rt::with::<Counter, _>(|f| f.on_permission_request(p)),
+            dispatch::<Counter>(Call::Permission(p)).permission(),
             PermissionVerdict::Relay
         );
     }
