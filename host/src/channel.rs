@@ -7,14 +7,16 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, CustomNotification,
-    Implementation, ListToolsResult, PaginatedRequestParams, ProtocolVersion, ServerCapabilities,
-    ServerConfig, ServerNotification, Tool, ToolsCapability,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ClientJsonRpcMessage, ClientRequest,
+    ContentBlock, CustomNotification, GetMeta, Implementation, JsonRpcMessage, ListToolsResult,
+    PaginatedRequestParams, ProtocolVersion, ServerCapabilities, ServerConfig,
+    ServerJsonRpcMessage, ServerNotification, Tool, ToolsCapability,
 };
 use rmcp::service::{NotificationContext, RequestContext};
 use rmcp::{ErrorData as McpError, Peer, RoleServer, ServerHandler, ServiceExt};
 use serde_json::{json, Map, Value};
-use tokio::sync::{mpsc, watch};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::core::{Core, Outbound, ReplyOutcome};
 use crate::permissions;
@@ -179,17 +181,20 @@ impl ServerHandler for Channel {
     }
 }
 
-/// Serves MCP on `transport` until Claude Code closes it (stdin EOF).
-pub async fn run<T, E, A>(
+/// Serves MCP on `reader`/`writer` (stdin/stdout) until Claude Code closes
+/// `reader` (EOF). Malformed input never ends the session.
+pub async fn run<R, W>(
     core: Arc<Core>,
     outbound: mpsc::UnboundedReceiver<Outbound>,
-    transport: T,
+    reader: R,
+    writer: W,
 ) -> anyhow::Result<()>
 where
-    T: rmcp::transport::IntoTransport<RoleServer, E, A>,
-    E: std::error::Error + Send + Sync + 'static,
+    R: AsyncRead + Send + Unpin + 'static,
+    W: AsyncWrite + Send + Unpin + 'static,
 {
     let (initialized, ready) = watch::channel(false);
+    let transport = LineTransport::new(reader, writer);
     let service = Channel { core, initialized }.serve(transport).await?;
     tokio::spawn(deliver(service.peer().clone(), outbound, ready));
     service.waiting().await?;
@@ -221,6 +226,291 @@ async fn deliver(
         }
         if let Some(w) = written {
             let _ = w.send(ok);
+        }
+    }
+}
+
+/// Longer stdin lines are discarded (and answered with an error).
+const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
+
+/// JSON-RPC error codes (JSON-RPC 2.0 §5.1).
+const PARSE_ERROR: i64 = -32700;
+const INVALID_REQUEST: i64 = -32600;
+const INVALID_PARAMS: i64 = -32602;
+
+/// One JSON-RPC message per line on stdio, answering bad input per JSON-RPC
+/// 2.0 instead of ending the session:
+///
+/// - a line that is not JSON gets a `-32700` parse error (`"id": null`);
+/// - JSON that is not a message (`[]`, `{}`, `5`, a batch) gets `-32600`;
+/// - a request rmcp cannot read gets `-32602` (or `-32600`) with its own id;
+/// - a notification or response rmcp cannot read is ignored, as JSON-RPC
+///   never answers those;
+/// - before `initialize`, notifications and responses are ignored too:
+///   rmcp's handshake ends the whole session on any first message that is
+///   not a request, which would take the host down with it.
+///
+/// Writes go through one writer task so a line is always written whole and
+/// in the order `send` was called, even if the caller stops waiting.
+struct LineTransport<R> {
+    read: BufReader<R>,
+    /// The line read so far: kept across cancelled `receive` calls.
+    line: Vec<u8>,
+    /// Skipping the rest of an oversized line.
+    discarding: bool,
+    /// Before rmcp's handshake is over (see above).
+    handshake: bool,
+    writer: Option<mpsc::UnboundedSender<WriteJob>>,
+}
+
+struct WriteJob {
+    line: Vec<u8>,
+    done: Option<oneshot::Sender<std::io::Result<()>>>,
+}
+
+enum LineRead {
+    Line,
+    Oversized,
+    Eof,
+}
+
+impl<R: AsyncRead + Send + Unpin> LineTransport<R> {
+    fn new<W: AsyncWrite + Send + Unpin + 'static>(reader: R, writer: W) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(write_lines(writer, rx));
+        LineTransport {
+            read: BufReader::new(reader),
+            line: Vec::new(),
+            discarding: false,
+            handshake: true,
+            writer: Some(tx),
+        }
+    }
+
+    /// Cancel-safe: partial input stays in `self.line`.
+    async fn read_line(&mut self) -> std::io::Result<LineRead> {
+        loop {
+            let available = self.read.fill_buf().await?;
+            if available.is_empty() {
+                return Ok(LineRead::Eof);
+            }
+            let newline = available.iter().position(|b| *b == b'\n');
+            let take = newline.map_or(available.len(), |i| i + 1);
+            let mut result = None;
+            if self.discarding {
+                if newline.is_some() {
+                    self.discarding = false;
+                }
+            } else if self.line.len() + take > MAX_LINE_BYTES {
+                self.line.clear();
+                self.discarding = newline.is_none();
+                result = Some(LineRead::Oversized);
+            } else {
+                self.line.extend_from_slice(&available[..take]);
+                if newline.is_some() {
+                    result = Some(LineRead::Line);
+                }
+            }
+            self.read.consume(take);
+            if let Some(r) = result {
+                return Ok(r);
+            }
+        }
+    }
+
+    /// An error response that is not tied to a request rmcp knows about.
+    fn answer(&self, id: Value, code: i64, message: String) {
+        #[derive(serde::Serialize)]
+        struct ErrorLine<'a> {
+            jsonrpc: &'a str,
+            id: Value,
+            error: Value,
+        }
+        let line = ErrorLine {
+            jsonrpc: "2.0",
+            id,
+            error: json!({"code": code, "message": message}),
+        };
+        if let (Some(w), Ok(line)) = (&self.writer, serde_json::to_vec(&line)) {
+            let _ = w.send(WriteJob { line, done: None });
+        }
+    }
+
+    /// What to do with a line that is not a message rmcp can read.
+    fn refuse(&self, line: &[u8], error: serde_json::Error) {
+        let value: Value = match serde_json::from_slice(line) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::debug!("stdin line is not JSON: {e}");
+                return self.answer(Value::Null, PARSE_ERROR, format!("Parse error: {e}"));
+            }
+        };
+        let Value::Object(obj) = &value else {
+            let what = match &value {
+                Value::Array(a) if a.is_empty() => "an empty array",
+                Value::Array(_) => "a batch (MCP does not use JSON-RPC batches)",
+                other => json_type(other),
+            };
+            return self.answer(
+                Value::Null,
+                INVALID_REQUEST,
+                format!("Invalid Request: expected a JSON-RPC message object, got {what}"),
+            );
+        };
+        let id = match obj.get("id") {
+            Some(id @ (Value::String(_) | Value::Number(_))) => Some(id.clone()),
+            _ => None,
+        };
+        let method = obj.get("method").and_then(Value::as_str);
+        match (method, obj.contains_key("id"), id) {
+            // A notification: never answered.
+            (Some(m), false, _) => tracing::debug!(method = m, "ignoring an unreadable notification: {error}"),
+            (Some(m), true, Some(id)) if obj.get("jsonrpc") == Some(&json!("2.0")) => {
+                tracing::debug!(method = m, "refusing an unreadable request: {error}");
+                self.answer(id, INVALID_PARAMS, format!("Invalid params for {m}: {error}"))
+            }
+            // A response from the client: there is nothing to answer.
+            (None, true, _) if obj.contains_key("result") || obj.contains_key("error") => {
+                tracing::debug!("ignoring an unexpected response: {error}")
+            }
+            (_, _, id) => {
+                tracing::debug!("refusing an invalid message: {error}");
+                self.answer(id.unwrap_or(Value::Null), INVALID_REQUEST, format!("Invalid Request: {error}"))
+            }
+        }
+    }
+
+    /// Before the handshake is over, only requests reach rmcp (see the type's
+    /// doc). Mirrors how rmcp leaves its handshake: on `initialize`, or on a
+    /// request that carries a supported protocol revision inline.
+    fn admit(&mut self, msg: &ClientJsonRpcMessage) -> bool {
+        if !self.handshake {
+            return true;
+        }
+        let JsonRpcMessage::Request(req) = msg else {
+            tracing::debug!("ignoring a message that is not a request before initialize");
+            return false;
+        };
+        let meta = req.request.get_meta();
+        match &req.request {
+            ClientRequest::InitializeRequest(_) => self.handshake = false,
+            ClientRequest::PingRequest(_) | ClientRequest::DiscoverRequest(_) => {}
+            _ => {
+                if meta.missing_required_keys(&ProtocolVersion::V_2026_07_28).is_empty()
+                    && meta
+                        .protocol_version()
+                        .is_some_and(|v| ProtocolVersion::known_up_to(&MAX_PROTOCOL).contains(&v))
+                {
+                    self.handshake = false;
+                }
+            }
+        }
+        true
+    }
+}
+
+impl<R: AsyncRead + Send + Unpin> rmcp::transport::Transport<RoleServer> for LineTransport<R> {
+    type Error = std::io::Error;
+
+    fn send(
+        &mut self,
+        item: ServerJsonRpcMessage,
+    ) -> impl Future<Output = Result<(), std::io::Error>> + Send + 'static {
+        // Queued now, so lines go out in the order of the calls.
+        let (done, written) = oneshot::channel();
+        let queued = match serde_json::to_vec(&item) {
+            Ok(line) => self
+                .writer
+                .as_ref()
+                .is_some_and(|w| w.send(WriteJob { line, done: Some(done) }).is_ok()),
+            Err(e) => {
+                tracing::error!("cannot serialize an outgoing message: {e}");
+                false
+            }
+        };
+        async move {
+            if !queued {
+                return Err(std::io::Error::new(std::io::ErrorKind::NotConnected, "stdout is closed"));
+            }
+            written.await.unwrap_or_else(|_| {
+                Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "stdout writer ended"))
+            })
+        }
+    }
+
+    async fn receive(&mut self) -> Option<ClientJsonRpcMessage> {
+        loop {
+            match self.read_line().await {
+                Ok(LineRead::Line) => {}
+                Ok(LineRead::Oversized) => {
+                    tracing::warn!("discarding a stdin line longer than {MAX_LINE_BYTES} bytes");
+                    self.answer(
+                        Value::Null,
+                        INVALID_REQUEST,
+                        format!("Invalid Request: message longer than {MAX_LINE_BYTES} bytes"),
+                    );
+                    continue;
+                }
+                Ok(LineRead::Eof) => return None,
+                Err(e) => {
+                    tracing::error!("cannot read stdin: {e}");
+                    return None;
+                }
+            }
+            let line = std::mem::take(&mut self.line);
+            let mut text = line.strip_suffix(b"\n").unwrap_or(&line);
+            text = text.strip_suffix(b"\r").unwrap_or(text);
+            text = text.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(text);
+            if text.iter().all(u8::is_ascii_whitespace) {
+                self.line = line;
+                self.line.clear();
+                continue;
+            }
+            let parsed = serde_json::from_slice::<ClientJsonRpcMessage>(text);
+            match parsed {
+                Ok(msg) => {
+                    self.line = line;
+                    self.line.clear();
+                    if self.admit(&msg) {
+                        return Some(msg);
+                    }
+                }
+                Err(e) => {
+                    self.refuse(text, e);
+                    self.line = line;
+                    self.line.clear();
+                }
+            }
+        }
+    }
+
+    async fn close(&mut self) -> Result<(), std::io::Error> {
+        self.writer = None;
+        Ok(())
+    }
+}
+
+/// Writes each queued line whole, then its newline. After a failed write,
+/// every later send fails too.
+async fn write_lines<W: AsyncWrite + Unpin>(mut out: W, mut jobs: mpsc::UnboundedReceiver<WriteJob>) {
+    let mut broken = false;
+    while let Some(WriteJob { mut line, done }) = jobs.recv().await {
+        let result = if broken {
+            Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "stdout is closed"))
+        } else {
+            line.push(b'\n');
+            let r = match out.write_all(&line).await {
+                Ok(()) => out.flush().await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = &r {
+                tracing::warn!("cannot write to stdout: {e}");
+                broken = true;
+            }
+            r
+        };
+        if let Some(done) = done {
+            let _ = done.send(result);
         }
     }
 }

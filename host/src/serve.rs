@@ -106,7 +106,7 @@ pub async fn run(session_id: String, config: Config, filters: FilterChain) -> an
     let mut sigint = signal(SignalKind::interrupt())?;
     let (reader, writer) = rmcp::transport::io::stdio_pipes();
     let result = tokio::select! {
-        r = channel::run(Arc::clone(&core), outbound, (reader, writer)) => {
+        r = channel::run(Arc::clone(&core), outbound, reader, writer) => {
             match &r {
                 Ok(()) => tracing::info!("stdin closed (Claude Code exited); shutting down"),
                 Err(e) => tracing::info!("MCP session ended: {e:#}; shutting down"),
