@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Query, Request, State};
+use axum::extract::{RawQuery, Request, State};
+use axum::Extension;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -17,14 +18,19 @@ use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 
 use crate::core::{Core, InjectOutcome, InjectRequest, VerdictOutcome};
 use crate::events::{Closed, Item, Subscription};
 use crate::permissions::{Behavior, VerdictError};
 
-/// A client that has not sent its headers by then is disconnected.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 const PING_EVERY: Duration = Duration::from_secs(20);
+
+/// Closes the connection it was handed to (see [`serve`]): how a subscriber
+/// whose client stopped reading is cut off, since its stream is then never
+/// polled.
+#[derive(Clone)]
+struct CutOff(Arc<Notify>);
 
 struct Bridge {
     core: Arc<Core>,
@@ -69,8 +75,10 @@ pub fn router(core: Arc<Core>, secret: String, port: u16) -> Router {
 }
 
 /// Serves `router` on `listener` until the process ends. Connections are
-/// served one task each; headers must arrive within [`HEADER_READ_TIMEOUT`].
-pub async fn serve(listener: TcpListener, router: Router) {
+/// served one task each; a request's headers must arrive within
+/// `read_timeout` (an idle kept-alive connection is closed after as long).
+pub async fn serve(listener: TcpListener, router: Router, read_timeout: Duration) {
+    use hyper::service::Service;
     use hyper_util::rt::{TokioIo, TokioTimer};
     use hyper_util::service::TowerToHyperService;
     loop {
@@ -84,14 +92,25 @@ pub async fn serve(listener: TcpListener, router: Router) {
             }
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        let cut_off = CutOff(Arc::new(Notify::new()));
+        let inner = TowerToHyperService::new(router.clone());
+        let cut = cut_off.clone();
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(cut.clone());
+            inner.call(req)
+        });
         tokio::spawn(async move {
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .header_read_timeout(read_timeout)
                 .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = conn.await {
-                tracing::debug!("connection ended: {e}");
+            tokio::select! {
+                r = conn => {
+                    if let Err(e) = r {
+                        tracing::debug!("connection ended: {e}");
+                    }
+                }
+                () = cut_off.0.notified() => tracing::info!("closed the connection of a subscriber that stopped reading"),
             }
         });
     }
@@ -159,9 +178,19 @@ async fn json_object(b: &Bridge, headers: &HeaderMap, body: Body) -> Result<Map<
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    let bytes = match axum::body::to_bytes(body, limit).await {
-        Ok(b) => b,
-        Err(_) => return Err(too_large()),
+    let timeout = b.core.config.limits.read_timeout;
+    let bytes = match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) if is_length_limit(&e) => return Err(too_large()),
+        Ok(Err(e)) => {
+            return Err(error(StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}")));
+        }
+        Err(_) => {
+            return Err(error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the request body did not arrive within {} ms", timeout.as_millis()),
+            ));
+        }
     };
     match serde_json::from_slice::<Value>(&bytes) {
         Ok(Value::Object(o)) => Ok(o),
@@ -171,6 +200,17 @@ async fn json_object(b: &Bridge, headers: &HeaderMap, body: Body) -> Result<Map<
         )),
         Err(_) => Err(error(StatusCode::BAD_REQUEST, "invalid json body")),
     }
+}
+
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -220,12 +260,14 @@ async fn inject(State(b): State<Shared>, headers: HeaderMap, body: Body) -> Resp
     let Some(body_id) = obj.remove("message_id").map_or(Some(None), scalar_string) else {
         return error(StatusCode::BAD_REQUEST, "message_id must be a string");
     };
-    let message_id = body_id.or_else(|| {
-        headers
-            .get("idempotency-key")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    });
+    let header_id = match headers.get("idempotency-key").map(|v| std::str::from_utf8(v.as_bytes())) {
+        None => None,
+        Some(Ok(v)) => Some(v.trim().to_string()),
+        Some(Err(_)) => return error(StatusCode::BAD_REQUEST, "Idempotency-Key must be UTF-8"),
+    };
+    // An empty id names nothing: treating it as an id would make every
+    // later empty one a "duplicate" and drop it.
+    let message_id = body_id.filter(|s| !s.is_empty()).or(header_id.filter(|s| !s.is_empty()));
     let outcome = b
         .core
         .inject(InjectRequest {
@@ -312,20 +354,26 @@ async fn permissions(State(b): State<Shared>) -> Response {
     Json(json!({ "pending": b.core.permissions.list() })).into_response()
 }
 
-#[derive(serde::Deserialize)]
-struct EventsQuery {
-    since: Option<String>,
-}
-
 async fn events(
     State(b): State<Shared>,
+    cut_off: Option<Extension<CutOff>>,
     headers: HeaderMap,
-    Query(q): Query<EventsQuery>,
+    RawQuery(query): RawQuery,
 ) -> Response {
+    // Read by hand: axum's `Query` answers its own errors in plain text.
+    let mut from_query = query
+        .as_deref()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|pair| pair.strip_prefix("since="));
+    let since_param = from_query.next().map(str::to_string);
+    if from_query.next().is_some() {
+        return error(StatusCode::BAD_REQUEST, "since is given more than once");
+    }
     let since = headers
         .get("last-event-id")
         .map(|v| v.to_str().unwrap_or("x").trim().to_string())
-        .or(q.since);
+        .or(since_param);
     let since = match since.as_deref().map(str::parse::<u64>) {
         None => None,
         Some(Ok(n)) => Some(n),
@@ -336,7 +384,7 @@ async fn events(
             );
         }
     };
-    let sub = b.core.subscribe(since);
+    let sub = b.core.subscribe(since, cut_off.map(|Extension(c)| c.0));
     let connected = futures_util::stream::once(async {
         Ok::<_, Infallible>(Event::default().comment("connected"))
     });
@@ -347,8 +395,12 @@ async fn events(
                 Ok(Event::default().id(e.id.to_string()).data(&e.data)),
                 Some(sub),
             )),
+            // Its id is the last one it stands for, so a client resuming
+            // from it does not ask for the missing events again.
             Ok(Item::Gap { from, to }) => Some((
-                Ok(Event::default().data(json!({ "type": "gap", "from": from, "to": to }).to_string())),
+                Ok(Event::default()
+                    .id(to.to_string())
+                    .data(json!({ "type": "gap", "from": from, "to": to }).to_string())),
                 Some(sub),
             )),
             Err(Closed::Lagged { behind }) => {

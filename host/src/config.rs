@@ -109,6 +109,9 @@ pub struct Limits {
     pub max_meta_keys: usize,
     /// How many recent `message_id`s are remembered for duplicate detection.
     pub idempotency_window: usize,
+    /// A client gets this long to send a request's headers, and again its
+    /// body, before the bridge gives up on it (`read_timeout_ms`).
+    pub read_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -167,6 +170,7 @@ impl Default for Config {
                 max_content_chars: 256 * 1024,
                 max_meta_keys: 64,
                 idempotency_window: 1000,
+                read_timeout: Duration::from_secs(10),
             },
             permissions: PermissionsConfig {
                 relay: true,
@@ -406,6 +410,7 @@ impl Walker<'_> {
             "max_content_chars",
             "max_meta_keys",
             "idempotency_window",
+            "read_timeout_ms",
         ];
         for item in t.iter() {
             let key = qualified("limits", item.0.get_ref());
@@ -428,6 +433,11 @@ impl Walker<'_> {
                 "idempotency_window" => {
                     if let Some(n) = self.int_in(&key, item, 0, 1_000_000) {
                         limits.idempotency_window = n as usize;
+                    }
+                }
+                "read_timeout_ms" => {
+                    if let Some(n) = self.int_in(&key, item, 100, 600_000) {
+                        limits.read_timeout = Duration::from_millis(n as u64);
                     }
                 }
                 _ => self.unknown("limits", item, KNOWN),
@@ -843,6 +853,22 @@ on_error = "open"
         assert_eq!(
             errors(text),
             vec!["x/opzero.toml:5:1: filter[1].name: filter name \"a\" is used twice"]
+        );
+    }
+
+    #[test]
+    fn event_limit_and_permission_keys() {
+        let text = "[events]\nreplay_buffer = 5\nsubscriber_lag = 2\n[limits]\nread_timeout_ms = 250\nidempotency_window = 0\n[permissions]\nrelay = false\nexpire_after_secs = 1\n";
+        let c = Config::parse(text, Path::new("opzero.toml")).unwrap();
+        assert_eq!((c.events.replay_buffer, c.events.subscriber_lag), (5, 2));
+        assert_eq!(c.limits.read_timeout, Duration::from_millis(250));
+        assert_eq!(c.limits.idempotency_window, 0);
+        assert!(!c.permissions.relay);
+        assert_eq!(c.permissions.expire_after, Duration::from_secs(1));
+        assert_eq!(Config::default().limits.read_timeout, Duration::from_secs(10));
+        assert_eq!(
+            errors("[limits]\nread_timeout_ms = 5\n"),
+            vec!["x/opzero.toml:2:19: limits.read_timeout_ms: must be between 100 and 600000"]
         );
     }
 

@@ -174,6 +174,29 @@ impl Core {
             ));
         }
 
+        // Claimed before anything else, so the retry of a text verdict is a
+        // duplicate too (and not, its prompt being gone, a message to Claude).
+        let claim = match &req.message_id {
+            Some(id) => match self.recent_ids.lock().unwrap().claim(id) {
+                Some(key) => Some(key),
+                None => return InjectOutcome::Duplicate,
+            },
+            None => None,
+        };
+        let outcome = self.inject_claimed(req).await;
+        if let Some(key) = claim
+            && !matches!(
+                outcome,
+                InjectOutcome::Accepted { .. } | InjectOutcome::Dropped { .. } | InjectOutcome::Verdict { .. }
+            )
+        {
+            // Not taken: a retry must be able to go through.
+            self.recent_ids.lock().unwrap().release(&key);
+        }
+        outcome
+    }
+
+    async fn inject_claimed(&self, req: InjectRequest) -> InjectOutcome {
         if self.config.permissions.relay
             && let Some((behavior, request_id)) = permissions::parse_text_verdict(&req.content)
             && self.permissions.is_pending(&request_id)
@@ -189,24 +212,6 @@ impl Core {
             };
         }
 
-        let claim = match &req.message_id {
-            Some(id) => match self.recent_ids.lock().unwrap().claim(id) {
-                true => Some(id.clone()),
-                false => return InjectOutcome::Duplicate,
-            },
-            None => None,
-        };
-        let outcome = self.inject_claimed(req).await;
-        if let Some(id) = claim
-            && !matches!(outcome, InjectOutcome::Accepted { .. } | InjectOutcome::Dropped { .. })
-        {
-            // Not taken: a retry must be able to go through.
-            self.recent_ids.lock().unwrap().release(&id);
-        }
-        outcome
-    }
-
-    async fn inject_claimed(&self, req: InjectRequest) -> InjectOutcome {
         let chat_id = req
             .chat_id
             .filter(|c| !c.is_empty())
@@ -384,8 +389,9 @@ impl Core {
         }
     }
 
-    pub fn subscribe(&self, since: Option<u64>) -> Subscription {
-        self.events.subscribe(since)
+    /// See [`EventLog::subscribe`].
+    pub fn subscribe(&self, since: Option<u64>, cut_off: Option<Arc<tokio::sync::Notify>>) -> Subscription {
+        self.events.subscribe(since, cut_off)
     }
 }
 
@@ -431,12 +437,15 @@ fn clean_meta(raw: Map<String, Value>) -> (Map<String, Value>, Vec<String>) {
     (meta, dropped)
 }
 
-/// The last N message ids, for duplicate detection.
+/// The last N message ids, for duplicate detection. Kept as SHA-256
+/// digests, so the memory they take does not depend on how long ids are.
 struct RecentIds {
-    order: VecDeque<String>,
-    set: HashSet<String>,
+    order: VecDeque<IdKey>,
+    set: HashSet<IdKey>,
     capacity: usize,
 }
+
+type IdKey = [u8; 32];
 
 impl RecentIds {
     fn new(capacity: usize) -> Self {
@@ -447,27 +456,29 @@ impl RecentIds {
         }
     }
 
-    /// True if `id` is new (and now remembered).
-    fn claim(&mut self, id: &str) -> bool {
+    /// `Some(key)` if `id` is new (and now remembered under `key`).
+    fn claim(&mut self, id: &str) -> Option<IdKey> {
+        use sha2::Digest;
+        let key: IdKey = sha2::Sha256::digest(id.as_bytes()).into();
         if self.capacity == 0 {
-            return true;
+            return Some(key);
         }
-        if self.set.contains(id) {
-            return false;
+        if self.set.contains(&key) {
+            return None;
         }
         if self.order.len() == self.capacity
             && let Some(old) = self.order.pop_front()
         {
             self.set.remove(&old);
         }
-        self.order.push_back(id.to_string());
-        self.set.insert(id.to_string());
-        true
+        self.order.push_back(key);
+        self.set.insert(key);
+        Some(key)
     }
 
-    fn release(&mut self, id: &str) {
-        if self.set.remove(id) {
-            self.order.retain(|x| x != id);
+    fn release(&mut self, key: &IdKey) {
+        if self.set.remove(key) {
+            self.order.retain(|x| x != key);
         }
     }
 }
@@ -493,11 +504,11 @@ mod tests {
     #[test]
     fn recent_ids_forget_the_oldest() {
         let mut r = RecentIds::new(2);
-        assert!(r.claim("a") && r.claim("b"));
-        assert!(!r.claim("a"));
-        assert!(r.claim("c"));
-        assert!(r.claim("a"), "a fell out of the window");
-        r.release("a");
-        assert!(r.claim("a"));
+        assert!(r.claim("a").is_some() && r.claim("b").is_some());
+        assert!(r.claim("a").is_none());
+        assert!(r.claim("c").is_some());
+        let a = r.claim("a").expect("a fell out of the window");
+        r.release(&a);
+        assert!(r.claim("a").is_some());
     }
 }

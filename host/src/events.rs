@@ -4,19 +4,22 @@
 //! Events get a monotonic id per host process and the last `capacity` are
 //! kept, so a subscriber can resume with `Last-Event-ID`. Subscribers *pull*
 //! from the log at their own pace: a slow one never blocks the host or the
-//! others, and one that falls more than `lag_limit` events behind the live
-//! head is cut off (it can resume by id).
+//! others, and holds no queue of its own. One that falls more than
+//! `lag_limit` events behind the live head is cut off (it can resume by id):
+//! its next pull says so, and, since a client that never reads is never
+//! pulled for, `publish` also fires the subscription's cut-off signal so the
+//! bridge can close the connection.
 //!
 //! An event counts as delivered once some subscriber's stream has taken it.
 //! A new subscriber that does not say where to start gets every event that no
 //! subscriber has taken yet, so replies made while the phone was away are not
 //! lost even for clients that never send `Last-Event-ID`.
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 #[derive(Debug)]
 pub struct Event {
@@ -36,7 +39,6 @@ pub struct EventLog {
     state: Mutex<State>,
     /// The id of the newest event (0 before the first).
     head: watch::Sender<u64>,
-    subscribers: AtomicUsize,
     lag_limit: u64,
 }
 
@@ -45,6 +47,26 @@ struct State {
     capacity: usize,
     /// Highest id any subscriber's stream has taken.
     taken: u64,
+    /// Open subscriptions, by a key of their own.
+    readers: HashMap<u64, Arc<Reader>>,
+    next_reader: u64,
+}
+
+/// What the log knows of one subscription.
+struct Reader {
+    /// The last id it has been given.
+    cursor: AtomicU64,
+    /// The head when it subscribed: replaying older events is not lag.
+    live_from: u64,
+    lagged: AtomicBool,
+    /// Fired once when it falls too far behind.
+    cut_off: Option<Arc<Notify>>,
+}
+
+impl Reader {
+    fn behind(&self, head: u64) -> u64 {
+        head.saturating_sub(self.cursor.load(Ordering::SeqCst).max(self.live_from))
+    }
 }
 
 impl EventLog {
@@ -54,9 +76,10 @@ impl EventLog {
                 buffer: VecDeque::with_capacity(capacity.min(1024)),
                 capacity: capacity.max(1),
                 taken: 0,
+                readers: HashMap::new(),
+                next_reader: 0,
             }),
             head: watch::channel(0).0,
-            subscribers: AtomicUsize::new(0),
             lag_limit: lag_limit.max(1) as u64,
         })
     }
@@ -72,12 +95,19 @@ impl EventLog {
         st.buffer.push_back(Arc::new(Event { id, data }));
         // Under the lock, so ids reach subscribers in order.
         self.head.send_replace(id);
+        for r in st.readers.values() {
+            if r.behind(id) > self.lag_limit && !r.lagged.swap(true, Ordering::SeqCst) {
+                if let Some(cut) = &r.cut_off {
+                    cut.notify_one();
+                }
+            }
+        }
         id
     }
 
     /// How many SSE streams are open right now.
     pub fn subscribers(&self) -> usize {
-        self.subscribers.load(Ordering::SeqCst)
+        self.state.lock().unwrap().readers.len()
     }
 
     pub fn head(&self) -> u64 {
@@ -85,17 +115,26 @@ impl EventLog {
     }
 
     /// `since`: the last id the client has seen (`Last-Event-ID`), or `None`
-    /// for "everything nobody has taken yet, then live".
-    pub fn subscribe(self: &Arc<Self>, since: Option<u64>) -> Subscription {
-        let st = self.state.lock().unwrap();
+    /// for "everything nobody has taken yet, then live". `cut_off` is
+    /// notified once if the subscription falls too far behind.
+    pub fn subscribe(self: &Arc<Self>, since: Option<u64>, cut_off: Option<Arc<Notify>>) -> Subscription {
+        let mut st = self.state.lock().unwrap();
         let head = *self.head.borrow();
         let cursor = since.unwrap_or(st.taken).min(head);
-        self.subscribers.fetch_add(1, Ordering::SeqCst);
+        let reader = Arc::new(Reader {
+            cursor: AtomicU64::new(cursor),
+            live_from: head,
+            lagged: AtomicBool::new(false),
+            cut_off,
+        });
+        let key = st.next_reader;
+        st.next_reader += 1;
+        st.readers.insert(key, reader.clone());
         Subscription {
             log: self.clone(),
             rx: self.head.subscribe(),
-            cursor,
-            live_from: head,
+            key,
+            reader,
         }
     }
 }
@@ -103,10 +142,8 @@ impl EventLog {
 pub struct Subscription {
     log: Arc<EventLog>,
     rx: watch::Receiver<u64>,
-    /// The last id this subscriber has been given.
-    cursor: u64,
-    /// The head when it subscribed: replaying older events is not lag.
-    live_from: u64,
+    key: u64,
+    reader: Arc<Reader>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -133,25 +170,28 @@ impl Subscription {
     fn try_next(&mut self) -> Result<Option<Item>, Closed> {
         let mut st = self.log.state.lock().unwrap();
         let head = *self.rx.borrow_and_update();
-        if self.cursor >= head {
-            return Ok(None);
-        }
-        let behind = head - self.cursor.max(self.live_from);
-        if behind > self.log.lag_limit {
+        let r = &self.reader;
+        let behind = r.behind(head);
+        if r.lagged.load(Ordering::SeqCst) || behind > self.log.lag_limit {
+            r.lagged.store(true, Ordering::SeqCst);
             return Err(Closed::Lagged { behind });
         }
+        let cursor = r.cursor.load(Ordering::SeqCst);
+        if cursor >= head {
+            return Ok(None);
+        }
         let oldest = st.buffer.front().map_or(head + 1, |e| e.id);
-        if self.cursor + 1 < oldest {
+        if cursor + 1 < oldest {
             let gap = Item::Gap {
-                from: self.cursor + 1,
+                from: cursor + 1,
                 to: oldest - 1,
             };
-            self.cursor = oldest - 1;
+            r.cursor.store(oldest - 1, Ordering::SeqCst);
             return Ok(Some(gap));
         }
-        let idx = (self.cursor + 1 - oldest) as usize;
+        let idx = (cursor + 1 - oldest) as usize;
         let event = st.buffer[idx].clone();
-        self.cursor = event.id;
+        r.cursor.store(event.id, Ordering::SeqCst);
         if event.id > st.taken {
             st.taken = event.id;
         }
@@ -161,7 +201,7 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.log.subscribers.fetch_sub(1, Ordering::SeqCst);
+        self.log.state.lock().unwrap().readers.remove(&self.key);
     }
 }
 
@@ -194,11 +234,11 @@ mod tests {
         for i in 0..3 {
             log.publish(&json!({ "n": i }));
         }
-        let mut a = log.subscribe(None);
+        let mut a = log.subscribe(None, None);
         assert_eq!(ids(drain(&mut a, 3).await), ["1", "2", "3"]);
         drop(a);
         log.publish(&json!({ "n": 3 }));
-        let mut b = log.subscribe(None);
+        let mut b = log.subscribe(None, None);
         assert_eq!(ids(drain(&mut b, 1).await), ["4"]);
     }
 
@@ -208,16 +248,16 @@ mod tests {
         for i in 0..6 {
             log.publish(&json!({ "n": i }));
         }
-        let mut s = log.subscribe(Some(4));
+        let mut s = log.subscribe(Some(4), None);
         assert_eq!(ids(drain(&mut s, 2).await), ["5", "6"]);
-        let mut s = log.subscribe(Some(0));
+        let mut s = log.subscribe(Some(0), None);
         assert_eq!(ids(drain(&mut s, 4).await), ["gap 1-3", "4", "5", "6"]);
     }
 
     #[tokio::test]
     async fn a_subscriber_far_behind_the_live_head_is_cut_off() {
         let log = EventLog::new(100, 5);
-        let mut s = log.subscribe(None);
+        let mut s = log.subscribe(None, None);
         for i in 0..6 {
             log.publish(&json!({ "n": i }));
         }
@@ -228,12 +268,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_subscriber_that_is_never_polled_is_signalled_once() {
+        let log = EventLog::new(100, 3);
+        let cut = Arc::new(Notify::new());
+        let mut reading = log.subscribe(None, None);
+        let _stuck = log.subscribe(None, Some(cut.clone()));
+        for i in 0..3 {
+            log.publish(&json!({ "n": i }));
+            reading.next().await.unwrap();
+        }
+        // Three behind is still within the limit.
+        assert!(tokio::time::timeout(std::time::Duration::ZERO, cut.notified()).await.is_err());
+        log.publish(&json!({ "n": 3 }));
+        cut.notified().await;
+        log.publish(&json!({ "n": 4 }));
+        assert!(tokio::time::timeout(std::time::Duration::ZERO, cut.notified()).await.is_err(), "fired twice");
+        // The one that reads is not affected.
+        assert_eq!(ids(drain(&mut reading, 2).await), ["4", "5"]);
+    }
+
+    #[tokio::test]
     async fn replay_is_not_lag() {
         let log = EventLog::new(100, 5);
         for i in 0..50 {
             log.publish(&json!({ "n": i }));
         }
-        let mut s = log.subscribe(Some(0));
+        let mut s = log.subscribe(Some(0), None);
         assert_eq!(drain(&mut s, 50).await.len(), 50);
     }
 }
