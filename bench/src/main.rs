@@ -56,7 +56,7 @@ struct Cli {
     /// Where the built-in filters' .wasm files are
     #[arg(long, value_name = "DIR")]
     wasm_dir: Option<PathBuf>,
-    /// Sequential injects per run
+    /// Sequential injects per run (0 skips them; so for the other counts)
     #[arg(long, value_name = "N")]
     injects: Option<usize>,
     /// Sequential replies per run
@@ -768,6 +768,11 @@ fn rows(r: &Results, load: &Load) -> Vec<Row> {
             );
         }
     }
+
+    // Phases skipped with a count of 0 leave rows with nothing to show.
+    rows.retain(|r| {
+        r.host.is_some() || r.floor.is_some() || r.host_text.is_some() || r.floor_text.is_some()
+    });
 
     // Failures anywhere make the figures suspect: say so in the table.
     let failures: usize = [h, f, h4]

@@ -114,15 +114,24 @@ pub fn run(spec: &Spec, load: &Load, depth: Depth) -> Result<Run, String> {
         let busy = (procfs::tree_cpu_ns(s.pid) - c0) as f64;
         out.idle_cpu_pct = busy / t0.elapsed().as_nanos() as f64 * 100.0;
     }
-    out.inject = Some(sequential_injects(&s, load)?);
-    out.reply = Some(sequential_replies(&mut s, load)?);
+    // A count of 0 skips that phase (handy for profiling one path).
+    if load.injects > 0 {
+        out.inject = Some(sequential_injects(&s, load)?);
+    }
+    if load.replies > 0 {
+        out.reply = Some(sequential_replies(&mut s, load)?);
+    }
     if load.permissions > 0 {
         out.permission = Some(sequential_permissions(&mut s, load)?);
     }
     if depth == Depth::Full {
-        out.reply_burst = Some(burst_replies(&mut s, load.replies)?);
-        for &c in &load.conns {
-            out.throughput.push(throughput(&s, load.messages, c)?);
+        if load.replies > 0 {
+            out.reply_burst = Some(burst_replies(&mut s, load.replies)?);
+        }
+        if load.messages > 0 {
+            for &c in &load.conns {
+                out.throughput.push(throughput(&s, load.messages, c)?);
+            }
         }
         out.rss_peak_mib = mib(procfs::peak_kib(s.pid));
         out.rss_after_load_mib = mib(procfs::rss_kib(s.pid));
