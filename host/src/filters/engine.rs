@@ -1,7 +1,7 @@
 //! The process-wide wasmtime engine, the linker every filter is instantiated
 //! against, and the epoch ticker behind per-call deadlines.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::Thread;
 use std::time::Duration;
@@ -57,14 +57,19 @@ impl Runtime {
     }
 }
 
-/// Advances the engine's epoch every [`TICK`], but only while some filter
-/// call is running: an idle host does not wake up a thousand times a second.
+/// Advances the engine's epoch every [`TICK`] while filter calls are
+/// running, and for a short while after (so a burst of calls does not pay
+/// a thread wake-up each); an idle host's ticker sleeps.
 pub struct Ticker {
     shared: Arc<TickerShared>,
 }
 
+/// Ticks with no call running before the ticker parks.
+const IDLE_TICKS_BEFORE_PARKING: u32 = 200;
+
 struct TickerShared {
     active: AtomicUsize,
+    parked: AtomicBool,
     thread: OnceLock<Thread>,
 }
 
@@ -72,18 +77,31 @@ impl Ticker {
     fn start(engine: Engine) -> Ticker {
         let shared = Arc::new(TickerShared {
             active: AtomicUsize::new(0),
+            parked: AtomicBool::new(false),
             thread: OnceLock::new(),
         });
         let for_thread = shared.clone();
         let handle = std::thread::Builder::new()
             .name("opzero-filter-epoch".into())
             .spawn(move || {
+                let shared = for_thread;
+                let mut idle = 0u32;
                 loop {
-                    if for_thread.active.load(Ordering::Acquire) == 0 {
-                        // An `unpark` between the load and here leaves a
-                        // token, so this returns at once: no lost wake-up.
-                        std::thread::park();
+                    if shared.active.load(Ordering::SeqCst) > 0 {
+                        idle = 0;
+                    } else if idle >= IDLE_TICKS_BEFORE_PARKING {
+                        // Announce the park, then look again: a caller that
+                        // entered in between either is seen here or sees
+                        // `parked` and unparks (park/unpark keep a token).
+                        shared.parked.store(true, Ordering::SeqCst);
+                        if shared.active.load(Ordering::SeqCst) == 0 {
+                            std::thread::park();
+                        }
+                        shared.parked.store(false, Ordering::SeqCst);
+                        idle = 0;
                         continue;
+                    } else {
+                        idle += 1;
                     }
                     std::thread::sleep(TICK);
                     engine.increment_epoch();
@@ -104,7 +122,8 @@ impl Ticker {
 
     /// Keeps the ticker running until the guard is dropped.
     pub fn enter(&self) -> TickGuard<'_> {
-        if self.shared.active.fetch_add(1, Ordering::AcqRel) == 0 {
+        self.shared.active.fetch_add(1, Ordering::SeqCst);
+        if self.shared.parked.load(Ordering::SeqCst) {
             if let Some(thread) = self.shared.thread.get() {
                 thread.unpark();
             }
@@ -119,7 +138,7 @@ pub struct TickGuard<'a> {
 
 impl Drop for TickGuard<'_> {
     fn drop(&mut self) {
-        self.ticker.shared.active.fetch_sub(1, Ordering::AcqRel);
+        self.ticker.shared.active.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
