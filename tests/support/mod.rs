@@ -447,3 +447,214 @@ pub fn mode(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
+
+// ---- Helpers for tests/replay.rs, tests/permissions.rs, tests/hardening.rs ----
+
+/// The text of a `tools/call` result.
+pub fn reply_text(response: &Value) -> String {
+    response["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no text in {response}"))
+        .to_string()
+}
+
+/// Writes `bytes` as is on a fresh connection and reads until the server
+/// closes it (or [`WAIT`] passes).
+pub fn raw(port: u16, bytes: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.write_all(bytes).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    out
+}
+
+/// A loopback connection whose receive buffer is as small as the kernel
+/// allows, so a client that does not read fills up after a few kilobytes.
+pub fn connect_small_rcvbuf(port: u16) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket calls on a descriptor this function owns until
+    // it hands it to TcpStream.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let size: libc::c_int = 4096;
+        let r = libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            &size as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        assert_eq!(r, 0, "setsockopt: {}", std::io::Error::last_os_error());
+        let addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes([127, 0, 0, 1]),
+            },
+            sin_zero: [0; 8],
+        };
+        let r = libc::connect(
+            fd,
+            &addr as *const libc::sockaddr_in as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        assert_eq!(r, 0, "connect: {}", std::io::Error::last_os_error());
+        TcpStream::from_raw_fd(fd)
+    }
+}
+
+impl Sse {
+    /// Like [`Sse::open`], over a connection the caller made.
+    pub fn over(mut s: TcpStream, port: u16, path: &str, headers: &[(&str, &str)]) -> Sse {
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        let mut req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n");
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        s.write_all(req.as_bytes()).unwrap();
+        let mut reader = BufReader::new(s);
+        let mut status_line = String::new();
+        reader.read_line(&mut status_line).unwrap();
+        let status = status_line.split(' ').nth(1).unwrap().parse().unwrap();
+        let mut headers = Vec::new();
+        loop {
+            let mut l = String::new();
+            reader.read_line(&mut l).unwrap();
+            let l = l.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = l.split_once(": ") {
+                headers.push((k.to_string(), v.to_string()));
+            }
+        }
+        Sse {
+            status,
+            headers,
+            reader,
+            chunk_left: 0,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Closes our side and waits until the host has closed its own, which
+    /// it does only after dropping the subscription.
+    pub fn hang_up(mut self) {
+        self.reader.get_ref().shutdown(std::net::Shutdown::Write).unwrap();
+        let mut sink = Vec::new();
+        let _ = self.reader.read_to_end(&mut sink);
+    }
+
+    /// Closes the connection with a TCP reset, as a crashed client would.
+    pub fn reset(self) {
+        use std::os::fd::AsRawFd;
+        let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+        // SAFETY: setting an option on a socket this Sse owns.
+        let r = unsafe {
+            libc::setsockopt(
+                self.reader.get_ref().as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                &linger as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(r, 0, "setsockopt: {}", std::io::Error::last_os_error());
+    }
+
+    /// Every complete event (`id`, `data`) until the stream ends; a partial
+    /// last event is left out.
+    pub fn events_until_end(&mut self) -> Vec<(Option<u64>, Value)> {
+        let mut out = Vec::new();
+        let (mut id, mut data) = (None, None);
+        while let Some(l) = self.try_line() {
+            if let Some(v) = l.strip_prefix("id: ") {
+                id = Some(v.parse().unwrap());
+            } else if let Some(d) = l.strip_prefix("data: ") {
+                data = Some(serde_json::from_str(d).unwrap());
+            } else if l.is_empty()
+                && let Some(d) = data.take()
+            {
+                out.push((id.take(), d));
+            }
+        }
+        out
+    }
+
+    /// The next `n` events as `(id, data)`, `data` without its `ts`.
+    pub fn events(&mut self, n: usize) -> Vec<(u64, Value)> {
+        (0..n)
+            .map(|_| {
+                let (id, data) = self.event();
+                (id.expect("event without an id"), without_ts(data))
+            })
+            .collect()
+    }
+}
+
+impl Host {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Plays Claude Code asking for a tool approval.
+    pub fn permission_request(&mut self, id: &str, tool: &str) {
+        self.send(json!({
+            "jsonrpc": "2.0",
+            "method": "notifications/claude/channel/permission_request",
+            "params": {"request_id": id, "tool_name": tool, "description": format!("run {tool}"), "input_preview": "{}"}
+        }));
+    }
+
+    /// An authenticated POST of raw bytes with extra headers.
+    pub fn post_raw(&self, path: &str, extra: &[(&str, &str)], body: &[u8]) -> Response {
+        let secret = self.secret();
+        let mut headers = vec![("X-OPZero-Secret", secret.as_str())];
+        headers.extend_from_slice(extra);
+        self.http("POST", path, &headers, Some(body))
+    }
+
+    /// Writes raw bytes to stdin (they need not be UTF-8).
+    pub fn write_raw(&mut self, bytes: &[u8]) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        stdin.write_all(bytes).unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// The number of file descriptors the host has open.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id())).unwrap().count()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// The end of every hostile test: the host still takes an inject to
+    /// Claude and delivers a reply to a new subscriber.
+    pub fn assert_still_serving(&mut self) {
+        assert!(self.is_running(), "the host exited; stderr:\n{}", self.stderr());
+        let r = self.post("/inject", &json!({"content": "alive?", "chat_id": "last"}));
+        assert_eq!(r.pair(), (202, json!({"ok": true})));
+        assert_eq!(
+            self.recv_line(),
+            r#"{"jsonrpc":"2.0","method":"notifications/claude/channel","params":{"content":"alive?","meta":{"chat_id":"last"}}}"#
+        );
+        let mut sse = self.sse("/events", &[]);
+        assert_eq!(sse.line(), ": connected");
+        let r = self.call_reply(json!({"chat_id": "last", "text": "still here"}));
+        assert_eq!(reply_text(&r), "sent");
+        // Older events nobody took may come first.
+        loop {
+            let (id, data) = sse.event();
+            assert!(id.is_some());
+            if data["text"] == "still here" {
+                assert_eq!(without_ts(data), json!({"type": "reply", "chat_id": "last", "text": "still here"}));
+                break;
+            }
+        }
+    }
+}
