@@ -318,6 +318,14 @@ impl<R: AsyncRead + Send + Unpin> LineTransport<R> {
         }
     }
 
+    /// Keeps the line buffer for the next line, unless a huge one grew it.
+    fn recycle(&mut self, mut line: Vec<u8>) {
+        line.clear();
+        if line.capacity() <= 64 * 1024 {
+            self.line = line;
+        }
+    }
+
     /// An error response that is not tied to a request rmcp knows about.
     fn answer(&self, id: Value, code: i64, message: String) {
         #[derive(serde::Serialize)]
@@ -461,25 +469,22 @@ impl<R: AsyncRead + Send + Unpin> rmcp::transport::Transport<RoleServer> for Lin
             let mut text = line.strip_suffix(b"\n").unwrap_or(&line);
             text = text.strip_suffix(b"\r").unwrap_or(text);
             text = text.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(text);
-            if text.iter().all(u8::is_ascii_whitespace) {
-                self.line = line;
-                self.line.clear();
-                continue;
-            }
-            let parsed = serde_json::from_slice::<ClientJsonRpcMessage>(text);
-            match parsed {
-                Ok(msg) => {
-                    self.line = line;
-                    self.line.clear();
-                    if self.admit(&msg) {
-                        return Some(msg);
+            let msg = if text.iter().all(u8::is_ascii_whitespace) {
+                None
+            } else {
+                match serde_json::from_slice::<ClientJsonRpcMessage>(text) {
+                    Ok(msg) => Some(msg),
+                    Err(e) => {
+                        self.refuse(text, e);
+                        None
                     }
                 }
-                Err(e) => {
-                    self.refuse(text, e);
-                    self.line = line;
-                    self.line.clear();
-                }
+            };
+            self.recycle(line);
+            if let Some(msg) = msg
+                && self.admit(&msg)
+            {
+                return Some(msg);
             }
         }
     }
