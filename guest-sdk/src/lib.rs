@@ -99,8 +99,8 @@ pub use serde;
 /// Everything a filter usually needs: `use opzero_guest_sdk::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        config, debug, error, export_filter, info, trace, warn, Filter, InjectVerdict, Message,
-        NoConfig, PermissionRequest, PermissionVerdict, Reply, ReplyVerdict,
+        Filter, InjectVerdict, Message, NoConfig, PermissionRequest, PermissionVerdict, Reply,
+        ReplyVerdict, config, debug, error, export_filter, info, trace, warn,
     };
 }
 
@@ -166,10 +166,10 @@ pub fn parse_config<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, Str
 /// serde_json appends "at line 1 column 37" of the JSON the host generated;
 /// the user never sees that JSON, so the position only misleads.
 fn without_json_position(mut message: String) -> String {
-    if let Some(at) = message.rfind(" at line ") {
-        if message[at..].contains(" column ") {
-            message.truncate(at);
-        }
+    if let Some(at) = message.rfind(" at line ")
+        && message[at..].contains(" column ")
+    {
+        message.truncate(at);
     }
     message
 }
@@ -394,8 +394,8 @@ mod tests {
     fn config_errors_name_the_key_without_json_positions() {
         let e = parse_config::<Settings>(r#"{"limit": "x"}"#).unwrap_err();
         assert_eq!(e, r#"limit: invalid type: string "x", expected u32"#);
-        let e = parse_config::<Settings>(r#"{"limit": 1, "inner": {"mode": "sideways"}}"#)
-            .unwrap_err();
+        let e =
+            parse_config::<Settings>(r#"{"limit": 1, "inner": {"mode": "sideways"}}"#).unwrap_err();
         assert_eq!(
             e,
             "inner.mode: unknown variant `sideways`, expected `truncate` or `reject`"
@@ -432,7 +432,9 @@ mod tests {
     #[test]
     fn hooks_default_to_pass_through_and_state_persists() {
         use __rt::{Call, dispatch};
-        dispatch::<Counter>(Call::Configure("{}".into())).configured().unwrap();
+        dispatch::<Counter>(Call::Configure("{}".into()))
+            .configured()
+            .unwrap();
         let m = Message {
             content: "hi".into(),
             meta: vec![("user".into(), "ana".into())],
@@ -450,8 +452,14 @@ mod tests {
         assert_eq!(
             (first, second),
             (
-                ReplyVerdict::Pass(Reply { text: "t #1".into(), ..r.clone() }),
-                ReplyVerdict::Pass(Reply { text: "t #2".into(), ..r })
+                ReplyVerdict::Pass(Reply {
+                    text: "t #1".into(),
+                    ..r.clone()
+                }),
+                ReplyVerdict::Pass(Reply {
+                    text: "t #2".into(),
+                    ..r
+                })
             )
         );
         let p = PermissionRequest {

@@ -18,7 +18,10 @@ use opzero_host::config::Config;
 use opzero_host::filters::{FilterChain, Message, Verdict};
 
 fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
     let wasm = root.join("target/wasm/wasm32-wasip2/wasm");
     let persistent = std::env::args().nth(1).map(PathBuf::from);
     let scratch = std::env::temp_dir().join(format!("opzero-filter-costs-{}", std::process::id()));
@@ -85,16 +88,26 @@ pattern = "rm\\s+-rf"
         cached.push(started.elapsed());
         assert_eq!(chain.load_stats().compiled, 0);
     }
-    println!("cached load of 4 filters (engine already up): median {:.2} ms", ms(median(&mut cached)));
+    println!(
+        "cached load of 4 filters (engine already up): median {:.2} ms",
+        ms(median(&mut cached))
+    );
 
     let chain = FilterChain::load(&config.filters, &cache).unwrap();
-    println!("RSS with 4 filters loaded: {}", rss().unwrap_or_else(|| "unknown".into()));
+    println!(
+        "RSS with 4 filters loaded: {}",
+        rss().unwrap_or_else(|| "unknown".into())
+    );
 
     // A 200-byte message from an allowed user, with nothing to redact or cut.
-    let content: String = "The quick brown fox jumps over the lazy dog. ".repeat(5)[..200].to_string();
+    let content: String =
+        "The quick brown fox jumps over the lazy dog. ".repeat(5)[..200].to_string();
     let message = Message {
         content,
-        meta: vec![("user".into(), "ana".into()), ("chat_id".into(), "c1".into())],
+        meta: vec![
+            ("user".into(), "ana".into()),
+            ("chat_id".into(), "c1".into()),
+        ],
     };
     let per_call = |chain: &FilterChain| {
         for _ in 0..1_000 {
@@ -112,11 +125,22 @@ pattern = "rm\\s+-rf"
         median(&mut samples)
     };
     let empty = per_call(&FilterChain::empty());
-    println!("on_inject, empty chain (the clone of the message): {:.2} µs", us(empty));
+    println!(
+        "on_inject, empty chain (the clone of the message): {:.2} µs",
+        us(empty)
+    );
     for name in ["allowlist", "redact", "max-length"] {
-        let one: Vec<_> = config.filters.iter().filter(|f| f.name == name).cloned().collect();
+        let one: Vec<_> = config
+            .filters
+            .iter()
+            .filter(|f| f.name == name)
+            .cloned()
+            .collect();
         let chain = FilterChain::load(&one, &cache).unwrap();
-        println!("on_inject through {name:<10} 200-byte message: {:.2} µs", us(per_call(&chain)));
+        println!(
+            "on_inject through {name:<10} 200-byte message: {:.2} µs",
+            us(per_call(&chain))
+        );
     }
     println!(
         "on_inject through the whole chain (3 inject filters): {:.2} µs",

@@ -14,7 +14,10 @@ use opzero_host::filters::{
 fn message(content: &str, user: &str) -> Message {
     Message {
         content: content.into(),
-        meta: vec![("user".into(), user.into()), ("chat_id".into(), "c1".into())],
+        meta: vec![
+            ("user".into(), user.into()),
+            ("chat_id".into(), "c1".into()),
+        ],
     }
 }
 
@@ -107,7 +110,10 @@ fn built_in_filters_run_in_file_order() {
         verdict,
         Verdict::Pass(Message {
             content: "Hi! my key is [REDACTED:aws-access-key-id], p...".into(),
-            meta: vec![("user".into(), "ana".into()), ("chat_id".into(), "c1".into())],
+            meta: vec![
+                ("user".into(), "ana".into()),
+                ("chat_id".into(), "c1".into())
+            ],
         })
     );
 
@@ -173,7 +179,12 @@ fn permission_policy_allows_denies_and_relays() {
 #[test]
 fn a_timeout_is_named_and_the_filter_keeps_serving() {
     let setup = Setup::new();
-    let chain = setup.chain(&entry("looper", "loop_forever", r#"["inject"]"#, "timeout_ms = 50"));
+    let chain = setup.chain(&entry(
+        "looper",
+        "loop_forever",
+        r#"["inject"]"#,
+        "timeout_ms = 50",
+    ));
     assert_eq!(
         chain.on_inject(message("loop", "ana")),
         Verdict::Failed {
@@ -184,7 +195,10 @@ fn a_timeout_is_named_and_the_filter_keeps_serving() {
     let m = message("hello", "ana");
     assert_eq!(chain.on_inject(m.clone()), Verdict::Pass(m));
     // And again: the replacement instance can time out and be replaced too.
-    assert!(matches!(chain.on_inject(message("loop", "ana")), Verdict::Failed { .. }));
+    assert!(matches!(
+        chain.on_inject(message("loop", "ana")),
+        Verdict::Failed { .. }
+    ));
     let m = message("still here", "ana");
     assert_eq!(chain.on_inject(m.clone()), Verdict::Pass(m));
 }
@@ -192,7 +206,12 @@ fn a_timeout_is_named_and_the_filter_keeps_serving() {
 #[test]
 fn running_out_of_memory_is_named_and_the_filter_keeps_serving() {
     let setup = Setup::new();
-    let chain = setup.chain(&entry("hoarder", "alloc_forever", r#"["inject"]"#, "memory_mb = 16"));
+    let chain = setup.chain(&entry(
+        "hoarder",
+        "alloc_forever",
+        r#"["inject"]"#,
+        "memory_mb = 16",
+    ));
     assert_eq!(
         chain.on_inject(message("grow", "ana")),
         Verdict::Failed {
@@ -220,7 +239,8 @@ fn a_panic_message_reaches_the_error_and_the_log_and_the_instance_is_replaced() 
         }
     );
     assert!(
-        logs.lines().any(|l| l.contains("filter=\"panicky\"") && l.contains("boom: the filter gave up")),
+        logs.lines()
+            .any(|l| l.contains("filter=\"panicky\"") && l.contains("boom: the filter gave up")),
         "{logs}"
     );
 
@@ -259,17 +279,40 @@ fn an_open_filter_that_fails_lets_the_message_through_unfiltered() {
 fn guest_output_is_captured_bounded_and_logged_with_the_filter_name() {
     let setup = Setup::new();
     // Generous deadline: 10,000 WASI writes are slow in an unoptimised host.
-    let chain = setup.chain(&entry("chatty", "panicky", r#"["permission"]"#, "timeout_ms = 10000"));
+    let chain = setup.chain(&entry(
+        "chatty",
+        "panicky",
+        r#"["permission"]"#,
+        "timeout_ms = 10000",
+    ));
     let (verdict, logs) = logs_of(|| chain.on_permission(&request("chatty", "")));
     assert_eq!(verdict, PermissionVerdict::Relay);
-    assert!(logs.contains("about to flood stdout"), "the log import works");
+    assert!(
+        logs.contains("about to flood stdout"),
+        "the log import works"
+    );
     let stdout_lines: Vec<&str> = logs
         .lines()
-        .filter(|l| l.contains("filter=\"chatty\"") && l.contains("stream=\"stdout\"") && l.contains("line "))
+        .filter(|l| {
+            l.contains("filter=\"chatty\"")
+                && l.contains("stream=\"stdout\"")
+                && l.contains("line ")
+        })
         .collect();
-    assert!(stdout_lines.first().is_some_and(|l| l.contains("line 0 of a filter")));
-    assert!(stdout_lines.len() < 5_000, "{} lines: not bounded", stdout_lines.len());
-    assert!(logs.contains("more bytes of output dropped"), "{logs:.2000}");
+    assert!(
+        stdout_lines
+            .first()
+            .is_some_and(|l| l.contains("line 0 of a filter"))
+    );
+    assert!(
+        stdout_lines.len() < 5_000,
+        "{} lines: not bounded",
+        stdout_lines.len()
+    );
+    assert!(
+        logs.contains("more bytes of output dropped"),
+        "{logs:.2000}"
+    );
     assert!(logs.contains("and some stderr") || logs.contains("stream=\"stderr\""));
 }
 
@@ -278,7 +321,13 @@ fn a_second_load_uses_the_cache_instead_of_compiling() {
     let setup = Setup::with_private_cache();
     let toml = builtins_toml();
     let first = setup.chain(&toml);
-    assert_eq!(first.load_stats(), LoadStats { compiled: 5, from_cache: 0 });
+    assert_eq!(
+        first.load_stats(),
+        LoadStats {
+            compiled: 5,
+            from_cache: 0
+        }
+    );
     let cached: Vec<_> = std::fs::read_dir(setup.cache_dir())
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -289,11 +338,21 @@ fn a_second_load_uses_the_cache_instead_of_compiling() {
         use std::os::unix::fs::PermissionsExt;
         let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&setup.cache_dir()), 0o700);
-        assert!(cached.iter().all(|p| p.extension().is_some_and(|e| e == "cwasm") && mode(p) == 0o600));
+        assert!(
+            cached
+                .iter()
+                .all(|p| p.extension().is_some_and(|e| e == "cwasm") && mode(p) == 0o600)
+        );
     }
 
     let second = setup.chain(&toml);
-    assert_eq!(second.load_stats(), LoadStats { compiled: 0, from_cache: 5 });
+    assert_eq!(
+        second.load_stats(),
+        LoadStats {
+            compiled: 0,
+            from_cache: 5
+        }
+    );
     // The cached chain behaves like the compiled one.
     assert_eq!(
         second.on_inject(message("hello", "mallory")),
@@ -306,7 +365,13 @@ fn a_second_load_uses_the_cache_instead_of_compiling() {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&cached[0], std::fs::Permissions::from_mode(0o666)).unwrap();
         let third = setup.chain(&toml);
-        assert_eq!(third.load_stats(), LoadStats { compiled: 1, from_cache: 4 });
+        assert_eq!(
+            third.load_stats(),
+            LoadStats {
+                compiled: 1,
+                from_cache: 4
+            }
+        );
     }
 }
 
@@ -314,12 +379,28 @@ fn a_second_load_uses_the_cache_instead_of_compiling() {
 fn the_same_component_twice_is_compiled_once() {
     let setup = Setup::with_private_cache();
     let toml = [
-        entry("short-in", "max_length", r#"["inject"]"#, "[filter.config]\ninject = { max_chars = 3 }"),
-        entry("short-out", "max_length", r#"["reply"]"#, "[filter.config]\nreply = { max_chars = 4 }"),
+        entry(
+            "short-in",
+            "max_length",
+            r#"["inject"]"#,
+            "[filter.config]\ninject = { max_chars = 3 }",
+        ),
+        entry(
+            "short-out",
+            "max_length",
+            r#"["reply"]"#,
+            "[filter.config]\nreply = { max_chars = 4 }",
+        ),
     ]
     .concat();
     let chain = setup.chain(&toml);
-    assert_eq!(chain.load_stats(), LoadStats { compiled: 1, from_cache: 0 });
+    assert_eq!(
+        chain.load_stats(),
+        LoadStats {
+            compiled: 1,
+            from_cache: 0
+        }
+    );
     assert_eq!(
         chain.on_reply(reply("abcdefgh")),
         Verdict::Pass(reply("abcd")),
@@ -331,9 +412,24 @@ fn the_same_component_twice_is_compiled_once() {
 fn configure_errors_point_at_the_config_table() {
     let setup = Setup::new();
     let toml = [
-        entry("strict", "bad_config", r#"["inject"]"#, "[filter.config]\nthreshold = 0"),
-        entry("typed", "bad_config", r#"["inject"]"#, "[filter.config]\nthreshold = \"high\""),
-        entry("unknown", "bad_config", r#"["inject"]"#, "[filter.config]\nthreshold = 1\nthreshhold = 2"),
+        entry(
+            "strict",
+            "bad_config",
+            r#"["inject"]"#,
+            "[filter.config]\nthreshold = 0",
+        ),
+        entry(
+            "typed",
+            "bad_config",
+            r#"["inject"]"#,
+            "[filter.config]\nthreshold = \"high\"",
+        ),
+        entry(
+            "unknown",
+            "bad_config",
+            r#"["inject"]"#,
+            "[filter.config]\nthreshold = 1\nthreshhold = 2",
+        ),
         entry("missing", "max_length", r#"["inject"]"#, ""),
     ]
     .concat();
@@ -343,13 +439,29 @@ fn configure_errors_point_at_the_config_table() {
     assert_eq!(
         text,
         [
-            format!("{file}:5:1: filter[0].config: filter \"strict\" rejected its config: threshold: must be at least 1"),
-            format!("{file}:11:1: filter[1].config: filter \"typed\" rejected its config: threshold: invalid type: string \"high\", expected u32"),
-            format!("{file}:17:1: filter[2].config: filter \"unknown\" rejected its config: threshhold: unknown field `threshhold`, expected `threshold`"),
-            format!("{file}:20:1: filter[3].config: filter \"missing\" rejected its config: set inject = {{ max_chars = N }} or reply = {{ max_chars = N }}; with neither this filter does nothing"),
+            format!(
+                "{file}:5:1: filter[0].config: filter \"strict\" rejected its config: threshold: must be at least 1"
+            ),
+            format!(
+                "{file}:11:1: filter[1].config: filter \"typed\" rejected its config: threshold: invalid type: string \"high\", expected u32"
+            ),
+            format!(
+                "{file}:17:1: filter[2].config: filter \"unknown\" rejected its config: threshhold: unknown field `threshhold`, expected `threshold`"
+            ),
+            format!(
+                "{file}:20:1: filter[3].config: filter \"missing\" rejected its config: set inject = {{ max_chars = N }} or reply = {{ max_chars = N }}; with neither this filter does nothing"
+            ),
         ]
     );
-    assert_eq!(check(&opzero_host::config::Config::load(&setup.config_path()).unwrap().filters, &setup.cache_dir()), diagnostics);
+    assert_eq!(
+        check(
+            &opzero_host::config::Config::load(&setup.config_path())
+                .unwrap()
+                .filters,
+            &setup.cache_dir()
+        ),
+        diagnostics
+    );
 }
 
 #[test]
@@ -365,7 +477,12 @@ fn every_load_problem_is_reported_at_once_with_its_position() {
         "[[filter]]\nname = \"text\"\npath = \"notes.wasm\"\nhooks = [\"inject\"]\n",
         "[[filter]]\nname = \"core\"\npath = \"core.wasm\"\nhooks = [\"inject\"]\n",
         entry("command", "wrong_world", r#"["inject"]"#, ""),
-        entry("fine", "max_length", r#"["reply"]"#, "[filter.config]\nreply = { max_chars = 10 }"),
+        entry(
+            "fine",
+            "max_length",
+            r#"["reply"]"#,
+            "[filter.config]\nreply = { max_chars = 10 }"
+        ),
     );
     let diagnostics = setup.load(&toml).unwrap_err();
     let text: Vec<String> = diagnostics
@@ -376,15 +493,40 @@ fn every_load_problem_is_reported_at_once_with_its_position() {
     let missing = dir.join("missing.wasm").display().to_string();
     assert_eq!(
         text[0],
-        format!("3:8 filter[0].path: filter \"gone\": cannot read {missing}: no such file (build the filter first?)")
+        format!(
+            "3:8 filter[0].path: filter \"gone\": cannot read {missing}: no such file (build the filter first?)"
+        )
     );
-    assert!(text[1].starts_with("7:8 filter[1].path: filter \"text\":"), "{}", text[1]);
-    assert!(text[1].ends_with("is not a WebAssembly component: not a WebAssembly file"), "{}", text[1]);
-    assert!(text[2].starts_with("11:8 filter[2].path: filter \"core\":"), "{}", text[2]);
-    assert!(text[2].contains("it is a core WebAssembly module; build the filter with `--target wasm32-wasip2`"), "{}", text[2]);
-    assert!(text[3].starts_with("15:8 filter[3].path: filter \"command\":"), "{}", text[3]);
     assert!(
-        text[3].contains("does not export opzero:filter/filter@0.1.0 (it exports wasi:cli/run@0.2."),
+        text[1].starts_with("7:8 filter[1].path: filter \"text\":"),
+        "{}",
+        text[1]
+    );
+    assert!(
+        text[1].ends_with("is not a WebAssembly component: not a WebAssembly file"),
+        "{}",
+        text[1]
+    );
+    assert!(
+        text[2].starts_with("11:8 filter[2].path: filter \"core\":"),
+        "{}",
+        text[2]
+    );
+    assert!(
+        text[2].contains(
+            "it is a core WebAssembly module; build the filter with `--target wasm32-wasip2`"
+        ),
+        "{}",
+        text[2]
+    );
+    assert!(
+        text[3].starts_with("15:8 filter[3].path: filter \"command\":"),
+        "{}",
+        text[3]
+    );
+    assert!(
+        text[3]
+            .contains("does not export opzero:filter/filter@0.1.0 (it exports wasi:cli/run@0.2."),
         "{}",
         text[3]
     );
@@ -394,7 +536,12 @@ fn every_load_problem_is_reported_at_once_with_its_position() {
 fn a_memory_cap_below_what_the_filter_needs_at_start_is_a_config_error() {
     let setup = Setup::new();
     let diagnostics = setup
-        .load(&entry("tiny", "redact_secrets", r#"["reply"]"#, "memory_mb = 1"))
+        .load(&entry(
+            "tiny",
+            "redact_secrets",
+            r#"["reply"]"#,
+            "memory_mb = 1",
+        ))
         .unwrap_err();
     assert_eq!(diagnostics.len(), 1);
     assert_eq!(diagnostics[0].key, "filter[0].memory_mb");
@@ -410,7 +557,10 @@ fn an_empty_chain_passes_everything() {
     assert!(chain.is_empty());
     let m = message("x", "y");
     assert_eq!(chain.on_inject(m.clone()), Verdict::Pass(m));
-    assert_eq!(chain.on_permission(&request("Bash", "ls")), PermissionVerdict::Relay);
+    assert_eq!(
+        chain.on_permission(&request("Bash", "ls")),
+        PermissionVerdict::Relay
+    );
 }
 
 #[test]

@@ -88,6 +88,9 @@ mod tests {
     #[test]
     fn empty_greeting_is_refused() {
         let config = opzero_guest_sdk::parse_config::<Settings>(r#"{"greeting": " "}"#).unwrap();
-        assert_eq!(Hello::new(config).err().unwrap(), "greeting: must not be empty");
+        assert_eq!(
+            Hello::new(config).err().unwrap(),
+            "greeting: must not be empty"
+        );
     }
 }

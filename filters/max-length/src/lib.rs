@@ -167,7 +167,10 @@ mod tests {
     #[test]
     fn short_messages_pass_untouched() {
         let mut f = filter(r#"{"inject": {"max_chars": 5}}"#).unwrap();
-        assert_eq!(f.on_inject(message("hello")), InjectVerdict::Pass(message("hello")));
+        assert_eq!(
+            f.on_inject(message("hello")),
+            InjectVerdict::Pass(message("hello"))
+        );
     }
 
     #[test]
@@ -188,7 +191,10 @@ mod tests {
         );
         // No limit for injects: anything passes.
         let long = "x".repeat(1000);
-        assert_eq!(f.on_inject(message(&long)), InjectVerdict::Pass(message(&long)));
+        assert_eq!(
+            f.on_inject(message(&long)),
+            InjectVerdict::Pass(message(&long))
+        );
     }
 
     #[test]
@@ -206,9 +212,16 @@ mod tests {
             "inject.max_chars: must be at least 1"
         );
         assert_eq!(
-            filter(r#"{"reply": {"max_chars": 3, "action": "explode"}}"#).err().unwrap(),
+            filter(r#"{"reply": {"max_chars": 3, "action": "explode"}}"#)
+                .err()
+                .unwrap(),
             "reply.action: unknown variant `explode`, expected `truncate` or `reject`"
         );
-        assert!(filter("{}").err().unwrap().contains("with neither this filter does nothing"));
+        assert!(
+            filter("{}")
+                .err()
+                .unwrap()
+                .contains("with neither this filter does nothing")
+        );
     }
 }

@@ -60,7 +60,10 @@ impl Filter for Policy {
 
     fn new(config: Settings) -> Result<Self, String> {
         if config.allow_tools.is_empty() && config.deny.is_empty() {
-            return Err("set allow_tools or [[filter.config.deny]]: with neither every prompt is relayed".into());
+            return Err(
+                "set allow_tools or [[filter.config.deny]]: with neither every prompt is relayed"
+                    .into(),
+            );
         }
         if let Some(i) = config.allow_tools.iter().position(|t| t.is_empty()) {
             return Err(format!("allow_tools[{i}]: must not be empty"));
@@ -144,7 +147,9 @@ mod tests {
         );
         assert_eq!(
             p.on_permission_request(request("mcp__docs__search", "q")),
-            PermissionVerdict::Allow(r#"mcp__docs__search matches "mcp__docs__*" on the allow list"#.into())
+            PermissionVerdict::Allow(
+                r#"mcp__docs__search matches "mcp__docs__*" on the allow list"#.into()
+            )
         );
     }
 
@@ -153,7 +158,9 @@ mod tests {
         let mut p = policy(CONFIG).unwrap();
         assert_eq!(
             p.on_permission_request(request("Bash", "cd /tmp && rm -rf build")),
-            PermissionVerdict::Deny(r#"Bash input matches the deny pattern "\\brm\\s+-[a-zA-Z]*[rf]""#.into())
+            PermissionVerdict::Deny(
+                r#"Bash input matches the deny pattern "\\brm\\s+-[a-zA-Z]*[rf]""#.into()
+            )
         );
         assert_eq!(
             p.on_permission_request(request("Read", "/etc/shadow")),
@@ -164,10 +171,19 @@ mod tests {
     #[test]
     fn everything_else_is_relayed() {
         let mut p = policy(CONFIG).unwrap();
-        assert_eq!(p.on_permission_request(request("Bash", "ls -la")), PermissionVerdict::Relay);
+        assert_eq!(
+            p.on_permission_request(request("Bash", "ls -la")),
+            PermissionVerdict::Relay
+        );
         // The Bash rule is for Bash only.
-        assert_eq!(p.on_permission_request(request("Write", "rm -rf notes")), PermissionVerdict::Relay);
-        assert_eq!(p.on_permission_request(request("ReadAll", "x")), PermissionVerdict::Relay);
+        assert_eq!(
+            p.on_permission_request(request("Write", "rm -rf notes")),
+            PermissionVerdict::Relay
+        );
+        assert_eq!(
+            p.on_permission_request(request("ReadAll", "x")),
+            PermissionVerdict::Relay
+        );
     }
 
     #[test]

@@ -47,7 +47,9 @@ const BUILT_INS: &[BuiltIn] = &[
     BuiltIn {
         name: "aws-access-key-id",
         regex: r"\b(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[A-Z0-9]{16}\b",
-        literals: &["AKIA", "ASIA", "ABIA", "ACCA", "AGPA", "AIDA", "AROA", "ANPA", "ANVA", "AIPA"],
+        literals: &[
+            "AKIA", "ASIA", "ABIA", "ACCA", "AGPA", "AIDA", "AROA", "ANPA", "ANVA", "AIPA",
+        ],
         lowercase_literals: &[],
     },
     BuiltIn {
@@ -217,7 +219,10 @@ impl Rule {
             return true;
         }
         self.literals.iter().any(|l| text.contains(l))
-            || self.lowercase_literals.iter().any(|l| lowercase.contains(l))
+            || self
+                .lowercase_literals
+                .iter()
+                .any(|l| lowercase.contains(l))
     }
 
     fn mask(&self, caps: &Captures<'_>) -> String {

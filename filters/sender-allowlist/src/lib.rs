@@ -45,14 +45,23 @@ struct Allowlist {
 impl Allowlist {
     /// Why `meta` is refused, or `None` if it is allowed.
     fn refusal(&self, meta: &[(String, String)]) -> Option<String> {
-        let checks = [("user", "sender", &self.users), ("chat_id", "chat", &self.chat_ids)];
+        let checks = [
+            ("user", "sender", &self.users),
+            ("chat_id", "chat", &self.chat_ids),
+        ];
         for (key, what, allowed) in checks {
             if allowed.is_empty() {
                 continue;
             }
-            let mut values = meta.iter().filter(|(k, _)| k == key).map(|(_, v)| v).peekable();
+            let mut values = meta
+                .iter()
+                .filter(|(k, _)| k == key)
+                .map(|(_, v)| v)
+                .peekable();
             if values.peek().is_none() {
-                return Some(format!("message has no {key:?} in its meta; the allowlist needs one"));
+                return Some(format!(
+                    "message has no {key:?} in its meta; the allowlist needs one"
+                ));
             }
             for value in values {
                 if !allowed.iter().any(|a| a == value) {
@@ -69,7 +78,9 @@ impl Filter for Allowlist {
 
     fn new(config: Settings) -> Result<Self, String> {
         if config.users.is_empty() && config.chat_ids.is_empty() {
-            return Err("set users or chat_ids: an empty allowlist would refuse every message".into());
+            return Err(
+                "set users or chat_ids: an empty allowlist would refuse every message".into(),
+            );
         }
         for (key, list) in [("users", &config.users), ("chat_ids", &config.chat_ids)] {
             if let Some(i) = list.iter().position(|v| v.is_empty()) {
@@ -111,7 +122,10 @@ mod tests {
     fn message(meta: &[(&str, &str)]) -> Message {
         Message {
             content: "hi".into(),
-            meta: meta.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            meta: meta
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         }
     }
 
@@ -156,7 +170,12 @@ mod tests {
 
     #[test]
     fn config_mistakes_name_the_key() {
-        assert!(allowlist("{}").err().unwrap().starts_with("set users or chat_ids"));
+        assert!(
+            allowlist("{}")
+                .err()
+                .unwrap()
+                .starts_with("set users or chat_ids")
+        );
         assert_eq!(
             allowlist(r#"{"users": ["ana", ""]}"#).err().unwrap(),
             "users[1]: must not be empty"

@@ -30,11 +30,10 @@ pub fn config(attr: TokenStream, item: TokenStream) -> TokenStream {
         Kind::Struct => "crate = \"::opzero_guest_sdk::serde\", deny_unknown_fields",
         Kind::Enum => "crate = \"::opzero_guest_sdk::serde\"",
     };
-    let prefix: TokenStream = format!(
-        "#[derive(::opzero_guest_sdk::serde::Deserialize)] #[serde({serde_options})]"
-    )
-    .parse()
-    .expect("static attribute text parses");
+    let prefix: TokenStream =
+        format!("#[derive(::opzero_guest_sdk::serde::Deserialize)] #[serde({serde_options})]")
+            .parse()
+            .expect("static attribute text parses");
     let mut out = prefix;
     out.extend(item);
     out
@@ -56,10 +55,10 @@ fn item_kind(item: &TokenStream) -> Result<Kind, Span> {
                 tokens.next();
             }
             TokenTree::Ident(i) if i.to_string() == "pub" => {
-                if let Some(TokenTree::Group(g)) = tokens.peek() {
-                    if g.delimiter() == Delimiter::Parenthesis {
-                        tokens.next();
-                    }
+                if let Some(TokenTree::Group(g)) = tokens.peek()
+                    && g.delimiter() == Delimiter::Parenthesis
+                {
+                    tokens.next();
                 }
             }
             TokenTree::Ident(i) if i.to_string() == "struct" => return Ok(Kind::Struct),

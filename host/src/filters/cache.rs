@@ -14,8 +14,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::Component;
 use wasmtime::Engine;
+use wasmtime::component::Component;
 
 /// Bumped when the naming or the file format changes.
 const CACHE_VERSION: &str = "opzero-filter-cache-v1";
@@ -39,10 +39,7 @@ impl Cache {
                 dir: Some(dir.to_path_buf()),
             },
             Err(why) => {
-                tracing::warn!(
-                    "not caching compiled filters in {}: {why}",
-                    dir.display()
-                );
+                tracing::warn!("not caching compiled filters in {}: {why}", dir.display());
                 Cache { dir: None }
             }
         }
@@ -63,13 +60,17 @@ impl Cache {
 
     /// The compiled component for `wasm`, from disk if this host compiled it
     /// before.
-    pub fn load_or_compile(&self, engine: &Engine, wasm: &[u8]) -> wasmtime::Result<(Component, Origin)> {
+    pub fn load_or_compile(
+        &self,
+        engine: &Engine,
+        wasm: &[u8],
+    ) -> wasmtime::Result<(Component, Origin)> {
         let key = Cache::key(engine, wasm);
         let path = self.path_for(&key);
-        if let Some(path) = &path {
-            if let Some(component) = load(engine, path) {
-                return Ok((component, Origin::Cached));
-            }
+        if let Some(path) = &path
+            && let Some(component) = load(engine, path)
+        {
+            return Ok((component, Origin::Cached));
         }
         let component = Component::new(engine, wasm)?;
         if let Some(path) = &path {
@@ -99,7 +100,10 @@ fn load(engine: &Engine, path: &Path) -> Option<Component> {
     match unsafe { Component::deserialize_file(engine, path) } {
         Ok(component) => Some(component),
         Err(e) => {
-            tracing::warn!("recompiling: cached filter {} is unusable: {e}", path.display());
+            tracing::warn!(
+                "recompiling: cached filter {} is unusable: {e}",
+                path.display()
+            );
             let _ = fs::remove_file(path);
             None
         }
@@ -149,7 +153,11 @@ fn trusted(meta: &fs::Metadata) -> Result<(), &'static str> {
 
 #[cfg(not(unix))]
 fn trusted(meta: &fs::Metadata) -> Result<(), &'static str> {
-    if meta.is_file() { Ok(()) } else { Err("not a regular file") }
+    if meta.is_file() {
+        Ok(())
+    } else {
+        Err("not a regular file")
+    }
 }
 
 #[cfg(unix)]

@@ -45,7 +45,9 @@ impl std::fmt::Debug for FilterChain {
 /// exists, is a component exporting `opzero:filter/filter@0.1.0`, starts
 /// within its limits, and accepts its config. Empty when all is well.
 pub fn check(specs: &[FilterSpec], cache_dir: &Path) -> Vec<Diagnostic> {
-    FilterChain::load(specs, cache_dir).err().unwrap_or_default()
+    FilterChain::load(specs, cache_dir)
+        .err()
+        .unwrap_or_default()
 }
 
 impl FilterChain {
@@ -60,9 +62,7 @@ impl FilterChain {
         if specs.is_empty() {
             return Ok(FilterChain::empty());
         }
-        let rt = runtime().map_err(|e| {
-            vec![specs[0].at.diagnostic("filter", e.to_string())]
-        })?;
+        let rt = runtime().map_err(|e| vec![specs[0].at.diagnostic("filter", e.to_string())])?;
         let cache = Cache::open(cache_dir);
         let mut compiled: HashMap<Vec<u8>, Component> = HashMap::new();
         let mut chain = FilterChain::default();
@@ -91,7 +91,10 @@ impl FilterChain {
     }
 
     pub fn names(&self) -> Vec<String> {
-        self.slots.iter().map(|s| s.settings.name.to_string()).collect()
+        self.slots
+            .iter()
+            .map(|s| s.settings.name.to_string())
+            .collect()
     }
 
     pub fn load_stats(&self) -> LoadStats {
@@ -111,15 +114,24 @@ impl FilterChain {
                 Ok(bindings::InjectVerdict::Pass(next)) => current = next,
                 Ok(bindings::InjectVerdict::Drop(reason)) => {
                     tracing::info!(filter = &**name, %reason, "inject dropped");
-                    return Verdict::Drop { filter: name.to_string(), reason };
+                    return Verdict::Drop {
+                        filter: name.to_string(),
+                        reason,
+                    };
                 }
                 Ok(bindings::InjectVerdict::Reject(reason)) => {
                     tracing::info!(filter = &**name, %reason, "inject rejected");
-                    return Verdict::Reject { filter: name.to_string(), reason };
+                    return Verdict::Reject {
+                        filter: name.to_string(),
+                        reason,
+                    };
                 }
                 Err(error) => {
                     if let Some(failed) = failed(slot, error, "inject") {
-                        return Verdict::Failed { filter: name.to_string(), error: failed };
+                        return Verdict::Failed {
+                            filter: name.to_string(),
+                            error: failed,
+                        };
                     }
                 }
             }
@@ -142,15 +154,24 @@ impl FilterChain {
                 Ok(bindings::ReplyVerdict::Pass(next)) => current = next,
                 Ok(bindings::ReplyVerdict::Drop(reason)) => {
                     tracing::info!(filter = &**name, %reason, "reply dropped");
-                    return Verdict::Drop { filter: name.to_string(), reason };
+                    return Verdict::Drop {
+                        filter: name.to_string(),
+                        reason,
+                    };
                 }
                 Ok(bindings::ReplyVerdict::Reject(reason)) => {
                     tracing::info!(filter = &**name, %reason, "reply rejected");
-                    return Verdict::Reject { filter: name.to_string(), reason };
+                    return Verdict::Reject {
+                        filter: name.to_string(),
+                        reason,
+                    };
                 }
                 Err(error) => {
                     if let Some(failed) = failed(slot, error, "reply") {
-                        return Verdict::Failed { filter: name.to_string(), error: failed };
+                        return Verdict::Failed {
+                            filter: name.to_string(),
+                            error: failed,
+                        };
                     }
                 }
             }
@@ -164,7 +185,11 @@ impl FilterChain {
     /// Runs the `permission` filters in file order; the first allow or deny
     /// decides, `relay` asks the next filter, and in the end the phone.
     pub fn on_permission(&self, req: &PermissionRequest) -> PermissionVerdict {
-        let mut slots = self.slots.iter().filter(|s| s.settings.hooks.permission).peekable();
+        let mut slots = self
+            .slots
+            .iter()
+            .filter(|s| s.settings.hooks.permission)
+            .peekable();
         if slots.peek().is_none() {
             return PermissionVerdict::Relay;
         }
@@ -177,20 +202,30 @@ impl FilterChain {
         for slot in slots {
             let name = &slot.settings.name;
             match slot.call(|f, store| {
-                f.opzero_filter_filter().call_on_permission_request(store, &request)
+                f.opzero_filter_filter()
+                    .call_on_permission_request(store, &request)
             }) {
                 Ok(bindings::PermissionVerdict::Relay) => {}
                 Ok(bindings::PermissionVerdict::Allow(reason)) => {
                     tracing::info!(filter = &**name, tool = %req.tool_name, %reason, "permission allowed");
-                    return PermissionVerdict::Allow { filter: name.to_string(), reason };
+                    return PermissionVerdict::Allow {
+                        filter: name.to_string(),
+                        reason,
+                    };
                 }
                 Ok(bindings::PermissionVerdict::Deny(reason)) => {
                     tracing::info!(filter = &**name, tool = %req.tool_name, %reason, "permission denied");
-                    return PermissionVerdict::Deny { filter: name.to_string(), reason };
+                    return PermissionVerdict::Deny {
+                        filter: name.to_string(),
+                        reason,
+                    };
                 }
                 Err(error) => {
                     if let Some(failed) = failed(slot, error, "permission request") {
-                        return PermissionVerdict::Failed { filter: name.to_string(), error: failed };
+                        return PermissionVerdict::Failed {
+                            filter: name.to_string(),
+                            error: failed,
+                        };
                     }
                 }
             }
@@ -204,11 +239,17 @@ fn failed(slot: &Slot, error: FilterError, what: &str) -> Option<String> {
     let filter = &*slot.settings.name;
     match slot.settings.on_error {
         OnError::Closed => {
-            tracing::error!(filter, "{error}; the {what} is stopped (on_error = \"closed\")");
+            tracing::error!(
+                filter,
+                "{error}; the {what} is stopped (on_error = \"closed\")"
+            );
             Some(error.to_string())
         }
         OnError::Open => {
-            tracing::warn!(filter, "{error}; the {what} goes on unfiltered (on_error = \"open\")");
+            tracing::warn!(
+                filter,
+                "{error}; the {what} goes on unfiltered (on_error = \"open\")"
+            );
             None
         }
     }
@@ -242,12 +283,13 @@ fn load_one(
     let component = match compiled.get(&wasm) {
         Some(component) => component.clone(),
         None => {
-            let (component, origin) =
-                cache.load_or_compile(&rt.engine, &wasm).map_err(|e| FilterError::NotAComponent {
+            let (component, origin) = cache.load_or_compile(&rt.engine, &wasm).map_err(|e| {
+                FilterError::NotAComponent {
                     filter: filter.clone(),
                     path: path.clone(),
                     message: format!("{e:#}"),
-                })?;
+                }
+            })?;
             match origin {
                 Origin::Cached => stats.from_cache += 1,
                 Origin::Compiled => stats.compiled += 1,
@@ -322,11 +364,13 @@ fn diagnostic(index: usize, spec: &FilterSpec, error: &FilterError) -> Diagnosti
     let section = format!("filter[{index}]");
     let message = error.to_string();
     match error {
-        FilterError::Read { .. } | FilterError::NotAComponent { .. } | FilterError::WrongWorld { .. } | FilterError::Link { .. } => {
-            spec.path_at.diagnostic(format!("{section}.path"), message)
-        }
+        FilterError::Read { .. }
+        | FilterError::NotAComponent { .. }
+        | FilterError::WrongWorld { .. }
+        | FilterError::Link { .. } => spec.path_at.diagnostic(format!("{section}.path"), message),
         FilterError::Config { .. } | FilterError::Panicked { .. } | FilterError::Trapped { .. } => {
-            spec.config_at.diagnostic(format!("{section}.config"), message)
+            spec.config_at
+                .diagnostic(format!("{section}.config"), message)
         }
         FilterError::OutOfMemory { .. } => spec.at.diagnostic(
             format!("{section}.memory_mb"),
@@ -346,8 +390,15 @@ mod tests {
 
     #[test]
     fn headers_tell_modules_from_components() {
-        assert_eq!(not_a_component(b"hello world"), Some("not a WebAssembly file"));
-        assert!(not_a_component(b"\0asm\x01\0\0\0").unwrap().contains("core WebAssembly module"));
+        assert_eq!(
+            not_a_component(b"hello world"),
+            Some("not a WebAssembly file")
+        );
+        assert!(
+            not_a_component(b"\0asm\x01\0\0\0")
+                .unwrap()
+                .contains("core WebAssembly module")
+        );
         assert_eq!(not_a_component(b"\0asm\x0d\0\x01\0"), None);
     }
 }

@@ -114,7 +114,9 @@ impl Ticker {
             Err(e) => {
                 // Without the ticker deadlines never fire; say so loudly
                 // rather than refuse to run filters at all.
-                tracing::error!("cannot start the filter deadline thread: {e}; filter timeouts are not enforced");
+                tracing::error!(
+                    "cannot start the filter deadline thread: {e}; filter timeouts are not enforced"
+                );
             }
         }
         Ticker { shared }
@@ -123,10 +125,10 @@ impl Ticker {
     /// Keeps the ticker running until the guard is dropped.
     pub fn enter(&self) -> TickGuard<'_> {
         self.shared.active.fetch_add(1, Ordering::SeqCst);
-        if self.shared.parked.load(Ordering::SeqCst) {
-            if let Some(thread) = self.shared.thread.get() {
-                thread.unpark();
-            }
+        if self.shared.parked.load(Ordering::SeqCst)
+            && let Some(thread) = self.shared.thread.get()
+        {
+            thread.unpark();
         }
         TickGuard { ticker: self }
     }

@@ -61,7 +61,9 @@ impl StoreState {
         let (out, out_dropped) = self.stdout.take();
         let (err, err_dropped) = self.stderr.take();
         let filter = &*self.filter;
-        for (stream, text, dropped) in [("stdout", &out, out_dropped), ("stderr", &err, err_dropped)] {
+        for (stream, text, dropped) in
+            [("stdout", &out, out_dropped), ("stderr", &err, err_dropped)]
+        {
             for line in text.lines().filter(|l| !l.trim().is_empty()) {
                 tracing::info!(filter, stream, "{line}");
             }
@@ -115,7 +117,8 @@ struct Limiter {
 
 impl Limiter {
     fn new(memory_mb: u64) -> Limiter {
-        let memory_bytes = usize::try_from(memory_mb.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
+        let memory_bytes =
+            usize::try_from(memory_mb.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
         Limiter {
             limits: StoreLimitsBuilder::new()
                 .memory_size(memory_bytes)
@@ -128,7 +131,12 @@ impl Limiter {
 }
 
 impl ResourceLimiter for Limiter {
-    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.memory_bytes {
             self.hit = true;
         }
@@ -140,7 +148,12 @@ impl ResourceLimiter for Limiter {
         self.limits.memory_grow_failed(error)
     }
 
-    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         self.limits.table_growing(current, desired, maximum)
     }
 
@@ -284,7 +297,10 @@ pub struct Slot {
 impl Slot {
     /// Makes the first instance and configures it, so a bad config or a
     /// filter that cannot start is reported at load time.
-    pub fn start(settings: Settings, pre: OpzeroFilterPre<StoreState>) -> Result<Slot, FilterError> {
+    pub fn start(
+        settings: Settings,
+        pre: OpzeroFilterPre<StoreState>,
+    ) -> Result<Slot, FilterError> {
         let slot = Slot {
             settings,
             pre,
@@ -342,7 +358,9 @@ impl Slot {
             *live = Some(self.instantiate()?);
         }
         let current = live.as_mut().expect("an instance was just made");
-        current.store.set_epoch_deadline(ticks_for(self.settings.timeout_ms));
+        current
+            .store
+            .set_epoch_deadline(ticks_for(self.settings.timeout_ms));
         let result = {
             let _ticking = rt.ticker.enter();
             hook(&current.bindings, &mut current.store)
@@ -367,7 +385,13 @@ impl Slot {
 
     /// Names what stopped the guest: the deadline, the memory cap, a panic
     /// (its message read back from stderr), or another trap.
-    fn classify(&self, error: wasmtime::Error, store: &Store<StoreState>, stderr: &str, timeout_ms: u64) -> FilterError {
+    fn classify(
+        &self,
+        error: wasmtime::Error,
+        store: &Store<StoreState>,
+        stderr: &str,
+        timeout_ms: u64,
+    ) -> FilterError {
         let filter = self.settings.name.to_string();
         let trap = error.downcast_ref::<Trap>().copied();
         if trap == Some(Trap::Interrupt) {

@@ -55,19 +55,29 @@ fn build_guests() -> PathBuf {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&root)
-        .args(["build", "--profile", "wasm", "--target", "wasm32-wasip2", "--target-dir"])
+        .args([
+            "build",
+            "--profile",
+            "wasm",
+            "--target",
+            "wasm32-wasip2",
+            "--target-dir",
+        ])
         .arg(&target_dir);
     for p in PACKAGES {
         cmd.args(["-p", p]);
     }
-    let out = cmd.output().expect("cannot run cargo to build the test filters");
+    let out = cmd
+        .output()
+        .expect("cannot run cargo to build the test filters");
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let hint = if stderr.contains("wasm32-wasip2") && stderr.contains("target may not be installed") {
-            "\nhint: run `rustup target add wasm32-wasip2`"
-        } else {
-            ""
-        };
+        let hint =
+            if stderr.contains("wasm32-wasip2") && stderr.contains("target may not be installed") {
+                "\nhint: run `rustup target add wasm32-wasip2`"
+            } else {
+                ""
+            };
         panic!("building the test filters failed:\n{stderr}{hint}");
     }
     target_dir.join("wasm32-wasip2").join("wasm")
