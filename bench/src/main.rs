@@ -27,7 +27,7 @@ use server::Spec;
     name = "opzero-bench",
     about = "Benchmark opzero-host against the targets of issue 5, beside the harness floor",
     after_help = "Build the host first: cargo build --release -p opzero-host\n\
-                  The filter runs need the built-in filters built to wasm32-wasip2; without them they are skipped."
+                  The filter runs need the built-in filters (cargo build-filters); without them they are skipped."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -35,7 +35,7 @@ struct Cli {
     /// The opzero-host binary [default: <workspace>/target/release/opzero-host]
     #[arg(long, value_name = "PATH")]
     bin: Option<PathBuf>,
-    /// Runs per configuration; figures are medians across runs
+    /// Runs per configuration [default: 5; 1 with --quick]; figures are medians across runs
     #[arg(long, value_name = "N")]
     runs: Option<usize>,
     /// One run, smaller counts: a check in about 20 seconds, not a figure
@@ -182,7 +182,7 @@ impl Drop for Scratch {
 
 fn bench(cli: &Cli) -> Result<(), String> {
     let quick = cli.quick;
-    let runs = cli.runs.unwrap_or(if quick { 1 } else { 3 }).max(1);
+    let runs = cli.runs.unwrap_or(if quick { 1 } else { 5 }).max(1);
     let load = Load {
         injects: cli.injects.unwrap_or(if quick { 500 } else { 2000 }),
         replies: cli.replies.unwrap_or(if quick { 300 } else { 2000 }),
@@ -194,7 +194,7 @@ fn bench(cli: &Cli) -> Result<(), String> {
     if load.conns.iter().any(|&c| c == 0 || c > 256) {
         return Err("--conns: each count must be 1..=256".into());
     }
-    let startup_samples = cli.startup_samples.unwrap_or(if quick { 3 } else { 10 });
+    let startup_samples = cli.startup_samples.unwrap_or(if quick { 3 } else { 20 });
     let root = workspace_root();
 
     let scratch = Scratch {
@@ -283,8 +283,7 @@ fn bench(cli: &Cli) -> Result<(), String> {
                 );
                 eprintln!(
                     "runs with the 4-filter chain skipped: {why}.\n  Build the filters with \
-                     cargo build --profile wasm --target wasm32-wasip2 --target-dir target/wasm -p <crate>, \
-                     or pass --wasm-dir DIR."
+                     `cargo build-filters`, or pass --wasm-dir DIR."
                 );
                 results.filters_skipped = Some(why);
             }
@@ -354,7 +353,7 @@ fn bench(cli: &Cli) -> Result<(), String> {
         }
         for (name, spec) in &singles {
             eprintln!("run {}/{runs}: opzero-host + {name}", r + 1);
-            let run = measure::run(spec, &load, Depth::Latency)?;
+            let run = measure::run(spec, &load, Depth::Lean)?;
             match results.single_filter.iter_mut().find(|(n, _)| n == name) {
                 Some((_, v)) => v.push(run),
                 None => results.single_filter.push((name.clone(), vec![run])),
@@ -687,10 +686,29 @@ fn rows(r: &Results, load: &Load) -> Vec<Row> {
         }
     }
 
+    // Marginal CPU figures, steadier than one-at-a-time ones: the first
+    // throughput run's CPU per inject, and the back-to-back bursts.
+    let c0 = load.conns.first().copied().unwrap_or(0);
+    let tp_cpu = |runs: &[Run]| {
+        med(runs, |x| {
+            x.throughput
+                .iter()
+                .find(|t| t.conns == c0)
+                .map(|t| t.server_cpu_us)
+        })
+    };
+    let reply_cpu = |runs: &[Run]| med(runs, |x| x.reply_burst.as_ref().map(|b| b.server_cpu_us));
+    let perm_cpu = |runs: &[Run]| {
+        med(runs, |x| {
+            x.permission_burst.as_ref().map(|b| b.server_cpu_us)
+        })
+    };
+
     if load.permissions > 0 {
         let s_owned = format!(
-            "permission relay (permission_request on stdin → SSE event), {} sequential",
-            load.permissions
+            "permission relay (permission_request on stdin → SSE event), {} sequential, then {} back to back",
+            load.permissions,
+            load.permissions * 4
         );
         let s = s_owned.as_str();
         for (runs, tag) in variants(", no filters") {
@@ -700,28 +718,46 @@ fn rows(r: &Results, load: &Load) -> Vec<Row> {
                     .floor(lat(f, perm, |l| l.us.p50)),
             );
             rows.push(
-                Row::new(s, format!("server CPU per request{tag}"), "µs")
-                    .host(lat(runs, perm, |l| l.server_cpu_us))
-                    .floor(lat(f, perm, |l| l.server_cpu_us)),
+                Row::new(
+                    s,
+                    format!("server CPU per request, one at a time{tag}"),
+                    "µs",
+                )
+                .host(lat(runs, perm, |l| l.server_cpu_us))
+                .floor(lat(f, perm, |l| l.server_cpu_us)),
+            );
+            rows.push(
+                Row::new(
+                    s,
+                    format!("server CPU per request, back to back{tag}"),
+                    "µs",
+                )
+                .host(perm_cpu(runs))
+                .floor(if tag == ", no filters" {
+                    perm_cpu(f)
+                } else {
+                    None
+                }),
             );
         }
     }
 
-    let s = "filter overhead (added to the no-filter host, medians)";
+    let s_owned = format!(
+        "filter overhead (added to the no-filter host; CPU from the {c0}-connection and back-to-back runs)"
+    );
+    let s = s_owned.as_str();
     if has4 {
         rows.push(Row::new(s, "4 filters: inject p50", "µs").host(diff(h4p50, hp50)));
+        rows.push(Row::new(s, "4 filters: CPU per inject", "µs").host(diff(tp_cpu(h4), tp_cpu(h))));
         rows.push(
-            Row::new(s, "4 filters: reply p50", "µs")
-                .host(diff(lat(h4, rep, |l| l.us.p50), lat(h, rep, |l| l.us.p50))),
+            Row::new(s, "4 filters: CPU per reply", "µs").host(diff(reply_cpu(h4), reply_cpu(h))),
         );
-        rows.push(Row::new(s, "4 filters: CPU per inject", "µs").host(diff(
-            lat(h4, inj, |l| l.server_cpu_us),
-            lat(h, inj, |l| l.server_cpu_us),
-        )));
-        rows.push(Row::new(s, "4 filters: CPU per reply", "µs").host(diff(
-            lat(h4, rep, |l| l.server_cpu_us),
-            lat(h, rep, |l| l.server_cpu_us),
-        )));
+        if load.permissions > 0 {
+            rows.push(
+                Row::new(s, "4 filters: CPU per permission request", "µs")
+                    .host(diff(perm_cpu(h4), perm_cpu(h))),
+            );
+        }
     }
     for (name, runs) in &r.single_filter {
         let hooks = filters::BUILTINS
@@ -730,41 +766,26 @@ fn rows(r: &Results, load: &Load) -> Vec<Row> {
             .map(|b| b.hooks)
             .unwrap_or(&[]);
         let per_call = |d: Option<f64>| d.map(|d| d <= 3.0);
-        if hooks.contains(&"inject") {
-            let d = diff(
-                lat(runs, inj, |l| l.server_cpu_us),
-                lat(h, inj, |l| l.server_cpu_us),
-            );
+        let mut call_row = |hook: &str, d: Option<f64>| {
             rows.push(
-                Row::new(s, format!("{name}: CPU per inject call"), "µs")
+                Row::new(s, format!("{name}: CPU per {hook} call"), "µs")
                     .host(d)
                     .target("≈ 3 µs (issue 3)", per_call(d)),
             );
+        };
+        if hooks.contains(&"inject") {
+            call_row("inject", diff(tp_cpu(runs), tp_cpu(h)));
+        }
+        if hooks.contains(&"reply") {
+            call_row("reply", diff(reply_cpu(runs), reply_cpu(h)));
+        }
+        if hooks.contains(&"permission") && load.permissions > 0 {
+            call_row("permission", diff(perm_cpu(runs), perm_cpu(h)));
+        }
+        if hooks.contains(&"inject") {
             rows.push(
                 Row::new(s, format!("{name}: inject p50"), "µs")
                     .host(diff(lat(runs, inj, |l| l.us.p50), hp50)),
-            );
-        }
-        if hooks.contains(&"reply") {
-            let d = diff(
-                lat(runs, rep, |l| l.server_cpu_us),
-                lat(h, rep, |l| l.server_cpu_us),
-            );
-            rows.push(
-                Row::new(s, format!("{name}: CPU per reply call"), "µs")
-                    .host(d)
-                    .target("≈ 3 µs (issue 3)", per_call(d)),
-            );
-        }
-        if hooks.contains(&"permission") && load.permissions > 0 {
-            let d = diff(
-                lat(runs, perm, |l| l.server_cpu_us),
-                lat(h, perm, |l| l.server_cpu_us),
-            );
-            rows.push(
-                Row::new(s, format!("{name}: CPU per permission call"), "µs")
-                    .host(d)
-                    .target("≈ 3 µs (issue 3)", per_call(d)),
             );
         }
     }

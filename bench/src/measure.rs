@@ -78,14 +78,15 @@ pub struct Run {
     pub reply: Option<Latency>,
     pub reply_burst: Option<Burst>,
     pub permission: Option<Latency>,
+    pub permission_burst: Option<Burst>,
     pub throughput: Vec<Throughput>,
 }
 
 /// What to run against one server.
 #[derive(Clone, Copy, PartialEq)]
 pub enum Depth {
-    /// Latency only (per-filter runs).
-    Latency,
+    /// No memory figures, one throughput run (per-filter runs).
+    Lean,
     /// Everything.
     Full,
 }
@@ -124,15 +125,23 @@ pub fn run(spec: &Spec, load: &Load, depth: Depth) -> Result<Run, String> {
     if load.permissions > 0 {
         out.permission = Some(sequential_permissions(&mut s, load)?);
     }
+    if load.replies > 0 {
+        out.reply_burst = Some(burst(&mut s, load.replies, BurstKind::Reply)?);
+    }
+    if load.permissions > 0 {
+        out.permission_burst = Some(burst(&mut s, load.permissions * 4, BurstKind::Permission)?);
+    }
+    if load.messages > 0 {
+        // The per-filter runs only need one figure of CPU per inject.
+        let conns = match depth {
+            Depth::Full => &load.conns[..],
+            Depth::Lean => load.conns.get(..1).unwrap_or(&[]),
+        };
+        for &c in conns {
+            out.throughput.push(throughput(&s, load.messages, c)?);
+        }
+    }
     if depth == Depth::Full {
-        if load.replies > 0 {
-            out.reply_burst = Some(burst_replies(&mut s, load.replies)?);
-        }
-        if load.messages > 0 {
-            for &c in &load.conns {
-                out.throughput.push(throughput(&s, load.messages, c)?);
-            }
-        }
         out.rss_peak_mib = mib(procfs::peak_kib(s.pid));
         out.rss_after_load_mib = mib(procfs::rss_kib(s.pid));
     }
@@ -285,34 +294,49 @@ fn sequential_replies(s: &mut Server, load: &Load) -> Result<Latency, String> {
     })
 }
 
-/// Replies kept in flight at once: well under the host's default SSE
-/// subscriber lag (256), past which it disconnects a subscriber.
-const REPLY_WINDOW: usize = 64;
+/// Messages kept in flight at once in a burst: well under the host's
+/// default SSE subscriber lag (256), past which it disconnects a subscriber.
+const WINDOW: usize = 64;
 
-/// Replies written to stdin back to back, up to [`REPLY_WINDOW`] ahead of
-/// the events seen on SSE.
-fn burst_replies(s: &mut Server, n: usize) -> Result<Burst, String> {
+/// What a burst sends on stdin.
+#[derive(Clone, Copy, PartialEq)]
+pub enum BurstKind {
+    /// `tools/call reply`; done when its SSE event and tool result are in.
+    Reply,
+    /// `permission_request` notifications; done when the SSE event is in.
+    Permission,
+}
+
+/// Request ids of permission bursts start here, far from the sequential ones.
+const BURST_RID_BASE: usize = 2 * 25usize.pow(4);
+
+/// `n` messages written to stdin back to back, up to [`WINDOW`] ahead of the
+/// events seen on SSE: the marginal cost of one, without a wake-up each.
+fn burst(s: &mut Server, n: usize, kind: BurstKind) -> Result<Burst, String> {
     let (tx, events) = mpsc::channel();
     http::subscribe(s.port, &s.secret, tx).map_err(|e| format!("{}: GET /events: {e}", s.label))?;
     const FIRST_ID: u64 = 1_000_000;
     let lines: Vec<String> = (0..n)
-        .map(|i| {
-            reply_call(
+        .map(|i| match kind {
+            BurstKind::Reply => reply_call(
                 FIRST_ID + i as u64,
                 &format!("b{i} a short plain answer from the benchmark"),
-            )
+            ),
+            BurstKind::Permission => permission_request(&request_id(BURST_RID_BASE + i), i),
         })
         .collect();
     let cpu0 = procfs::tree_cpu_ns(s.pid);
     let t0 = Instant::now();
     let deadline = t0 + Duration::from_secs(60);
     let mut seen = vec![false; n];
-    let (mut next, mut events_seen, mut results_seen) = (0, 0, 0);
+    let (mut next, mut events_seen) = (0, 0);
+    // Permission requests are notifications: nothing comes back on stdout.
+    let mut results_seen = if kind == BurstKind::Reply { 0 } else { n };
     let mut t_last = t0;
     while (events_seen < n || results_seen < n) && Instant::now() < deadline {
         // stdout and SSE are drained by their own threads, so a blocking
         // write here cannot deadlock.
-        while next < n && next < events_seen + REPLY_WINDOW {
+        while next < n && next < events_seen + WINDOW {
             s.send(&lines[next])
                 .map_err(|e| format!("{}: stdin: {e}", s.label))?;
             next += 1;
@@ -321,11 +345,20 @@ fn burst_replies(s: &mut Server, n: usize) -> Result<Burst, String> {
             match events.recv_timeout(Duration::from_millis(100)) {
                 Ok((t, ev)) => {
                     let v: serde_json::Value = serde_json::from_str(&ev.data).unwrap_or_default();
-                    let i = v["text"]
-                        .as_str()
-                        .and_then(|x| x.strip_prefix('b'))
-                        .and_then(|x| x.split(' ').next())
-                        .and_then(|x| x.parse::<usize>().ok());
+                    let i = match kind {
+                        BurstKind::Reply if v["type"] == "reply" => v["text"]
+                            .as_str()
+                            .and_then(|x| x.strip_prefix('b'))
+                            .and_then(|x| x.split(' ').next())
+                            .and_then(|x| x.parse::<usize>().ok()),
+                        BurstKind::Permission if v["type"] == "permission_request" => {
+                            v["request_id"]
+                                .as_str()
+                                .and_then(request_index)
+                                .and_then(|k| k.checked_sub(BURST_RID_BASE))
+                        }
+                        _ => None,
+                    };
                     if let Some(i) = i.filter(|&i| i < n && !seen[i]) {
                         seen[i] = true;
                         events_seen += 1;
@@ -333,10 +366,7 @@ fn burst_replies(s: &mut Server, n: usize) -> Result<Burst, String> {
                     }
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    eprintln!(
-                        "  {}: the SSE stream closed during the reply burst",
-                        s.label
-                    );
+                    eprintln!("  {}: the SSE stream closed during a burst", s.label);
                     break;
                 }
                 Err(_) => {}
@@ -362,6 +392,23 @@ fn burst_replies(s: &mut Server, n: usize) -> Result<Burst, String> {
         per_s: events_seen as f64 / wall,
         server_cpu_us: cpu as f64 / 1e3 / events_seen.max(1) as f64,
         missing: n - events_seen.min(results_seen),
+    })
+}
+
+fn permission_request(rid: &str, i: usize) -> String {
+    format!(
+        r#"{{"jsonrpc":"2.0","method":"notifications/claude/channel/permission_request","params":{{"request_id":"{rid}","tool_name":"BenchProbe","description":"benchmark probe {i}","input_preview":"{{\"probe\":{i}}}"}}}}"#
+    )
+}
+
+/// The counter a [`request_id`] was made from.
+pub fn request_index(id: &str) -> Option<usize> {
+    const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyz";
+    if id.len() != 5 {
+        return None;
+    }
+    id.bytes().try_fold(0usize, |n, c| {
+        Some(n * ALPHABET.len() + ALPHABET.iter().position(|&a| a == c)?)
     })
 }
 
@@ -393,9 +440,7 @@ fn sequential_permissions(s: &mut Server, load: &Load) -> Result<Latency, String
             self0 = procfs::self_cpu_ns();
         }
         let rid = request_id(base + i);
-        let msg = format!(
-            r#"{{"jsonrpc":"2.0","method":"notifications/claude/channel/permission_request","params":{{"request_id":"{rid}","tool_name":"BenchProbe","description":"benchmark probe {i}","input_preview":"{{\"probe\":{i}}}"}}}}"#
-        );
+        let msg = permission_request(&rid, i);
         let t0 = Instant::now();
         s.send(&msg)
             .map_err(|e| format!("{}: stdin: {e}", s.label))?;
@@ -569,6 +614,13 @@ mod tests {
 
     #[test]
     fn request_ids() {
+        assert_eq!(request_index(&request_id(123_456)), Some(123_456));
+        assert_eq!(
+            request_index(&request_id(BURST_RID_BASE + 7)),
+            Some(BURST_RID_BASE + 7)
+        );
+        assert_eq!(request_index("abcdl"), None);
+        assert_eq!(request_index("abc"), None);
         assert_eq!(request_id(0), "aaaaa");
         assert_eq!(request_id(11), "aaaam");
         let ids: std::collections::HashSet<String> = (0..5000).map(request_id).collect();
