@@ -249,6 +249,17 @@ fn a_panic_message_reaches_the_error_and_the_log_and_the_instance_is_replaced() 
 }
 
 #[test]
+fn a_filter_gets_no_environment_files_or_network() {
+    let setup = Setup::new();
+    let chain = setup.chain(&entry("probe", "panicky", r#"["inject"]"#, ""));
+    assert!(std::env::vars().count() > 0);
+    assert_eq!(
+        chain.on_inject(message("probe", "ana")),
+        Verdict::Pass(message("env=0 file=false net=false", "ana"))
+    );
+}
+
+#[test]
 fn an_open_filter_that_fails_lets_the_message_through_unfiltered() {
     let setup = Setup::new();
     let toml = [

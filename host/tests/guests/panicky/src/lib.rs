@@ -1,4 +1,5 @@
-//! Panics on an inject whose content is "panic". Numbers replies, so a test
+//! Panics on an inject whose content is "panic"; reports what the sandbox
+//! allows on an inject saying "probe". Numbers replies, so a test
 //! can see that an instance is replaced (the count restarts). Floods stdout
 //! and logs on a permission request for the tool "chatty".
 
@@ -18,6 +19,16 @@ impl Filter for Panicky {
     fn on_inject(&mut self, message: Message) -> InjectVerdict {
         if message.content == "panic" {
             panic!("boom: the filter gave up on {:?}", message.content);
+        }
+        if message.content == "probe" {
+            // What the sandbox lets through: nothing, by design.
+            let env = std::env::vars().count();
+            let file = std::fs::read("/etc/hostname").is_ok() || std::fs::read_dir(".").is_ok();
+            let net = std::net::TcpStream::connect("127.0.0.1:9").is_ok();
+            return InjectVerdict::Pass(Message {
+                content: format!("env={env} file={file} net={net}"),
+                meta: message.meta,
+            });
         }
         InjectVerdict::Pass(message)
     }
