@@ -96,10 +96,11 @@ impl EventLog {
         // Under the lock, so ids reach subscribers in order.
         self.head.send_replace(id);
         for r in st.readers.values() {
-            if r.behind(id) > self.lag_limit && !r.lagged.swap(true, Ordering::SeqCst) {
-                if let Some(cut) = &r.cut_off {
-                    cut.notify_one();
-                }
+            if r.behind(id) > self.lag_limit
+                && !r.lagged.swap(true, Ordering::SeqCst)
+                && let Some(cut) = &r.cut_off
+            {
+                cut.notify_one();
             }
         }
         id
