@@ -142,14 +142,19 @@ pub fn table(rows: &[Row]) -> String {
     out
 }
 
-/// A Markdown table of the same rows, for the README.
+/// A Markdown table of the same rows, for the README: one bold row per
+/// section.
 pub fn markdown(rows: &[Row]) -> String {
     let mut out =
         String::from("| measurement | opzero-host | floor | target | |\n|---|---:|---:|---|---|\n");
+    let mut section = "";
     for r in rows {
+        if r.section != section {
+            section = &r.section;
+            out.push_str(&format!("| **{section}** | | | | |\n"));
+        }
         out.push_str(&format!(
-            "| {}: {} | {} | {} | {} | {} |\n",
-            r.section,
+            "| {} | {} | {} | {} | {} |\n",
             r.what,
             cell(r.host, &r.host_text, r.unit),
             cell(r.floor, &r.floor_text, r.unit),
