@@ -331,6 +331,7 @@ fn send_reports_refusals_and_exits_non_zero() {
         config: Some("[limits]\nmax_content_chars = 5\n".into()),
         ..Default::default()
     });
+    h.discovery();
     let out = cli(&h, &["send", &h.session, "far too long"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);

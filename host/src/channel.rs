@@ -10,10 +10,10 @@ use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ClientJsonRpcMessage, ClientRequest,
     ContentBlock, CustomNotification, GetMeta, Implementation, JsonRpcMessage, ListToolsResult,
     PaginatedRequestParams, ProtocolVersion, ServerCapabilities, ServerConfig,
-    ServerJsonRpcMessage, ServerNotification, Tool, ToolsCapability,
+    ServerJsonRpcMessage, Tool, ToolsCapability,
 };
 use rmcp::service::{NotificationContext, RequestContext};
-use rmcp::{ErrorData as McpError, Peer, RoleServer, ServerHandler, ServiceExt};
+use rmcp::{ErrorData as McpError, RoleServer, ServerHandler, ServiceExt};
 use serde_json::{json, Map, Value};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -195,37 +195,31 @@ where
 {
     let (initialized, ready) = watch::channel(false);
     let transport = LineTransport::new(reader, writer);
+    let lines = transport.writer.clone().expect("a new transport has its writer");
     let service = Channel { core, initialized }.serve(transport).await?;
-    tokio::spawn(deliver(service.peer().clone(), outbound, ready));
+    tokio::spawn(deliver(lines, outbound, ready));
     service.waiting().await?;
     Ok(())
 }
 
-/// Writes queued notifications in order, each awaited before the next, but
-/// only after `notifications/initialized`: Claude Code drops earlier ones.
+/// Passes queued notification lines to the stdout writer in order, but only
+/// after `notifications/initialized`: Claude Code drops earlier ones. They
+/// bypass rmcp's service loop (they need no answer), and share the one
+/// writer with rmcp's own messages, so every line still goes out whole.
 async fn deliver(
-    peer: Peer<RoleServer>,
+    lines: mpsc::UnboundedSender<Outbound>,
     mut outbound: mpsc::UnboundedReceiver<Outbound>,
     mut ready: watch::Receiver<bool>,
 ) {
     if ready.wait_for(|r| *r).await.is_err() {
         return;
     }
-    while let Some(Outbound {
-        notification,
-        written,
-    }) = outbound.recv().await
-    {
-        let n = CustomNotification::new(notification.method(), Some(notification.params()));
-        let ok = peer
-            .send_notification(ServerNotification::CustomNotification(n))
-            .await
-            .is_ok();
-        if !ok {
+    while let Some(job) = outbound.recv().await {
+        if let Err(mpsc::error::SendError(job)) = lines.send(job) {
             tracing::warn!("could not write to Claude Code (stdout closed)");
-        }
-        if let Some(w) = written {
-            let _ = w.send(ok);
+            if let Some(w) = job.written {
+                let _ = w.send(Err(std::io::ErrorKind::BrokenPipe.into()));
+            }
         }
     }
 }
@@ -260,12 +254,7 @@ struct LineTransport<R> {
     discarding: bool,
     /// Before rmcp's handshake is over (see above).
     handshake: bool,
-    writer: Option<mpsc::UnboundedSender<WriteJob>>,
-}
-
-struct WriteJob {
-    line: Vec<u8>,
-    done: Option<oneshot::Sender<std::io::Result<()>>>,
+    writer: Option<mpsc::UnboundedSender<Outbound>>,
 }
 
 enum LineRead {
@@ -340,7 +329,7 @@ impl<R: AsyncRead + Send + Unpin> LineTransport<R> {
             error: json!({"code": code, "message": message}),
         };
         if let (Some(w), Ok(line)) = (&self.writer, serde_json::to_vec(&line)) {
-            let _ = w.send(WriteJob { line, done: None });
+            let _ = w.send(Outbound { line, written: None });
         }
     }
 
@@ -430,7 +419,7 @@ impl<R: AsyncRead + Send + Unpin> rmcp::transport::Transport<RoleServer> for Lin
             Ok(line) => self
                 .writer
                 .as_ref()
-                .is_some_and(|w| w.send(WriteJob { line, done: Some(done) }).is_ok()),
+                .is_some_and(|w| w.send(Outbound { line, written: Some(done) }).is_ok()),
             Err(e) => {
                 tracing::error!("cannot serialize an outgoing message: {e}");
                 false
@@ -495,27 +484,43 @@ impl<R: AsyncRead + Send + Unpin> rmcp::transport::Transport<RoleServer> for Lin
     }
 }
 
-/// Writes each queued line whole, then its newline. After a failed write,
-/// every later send fails too.
-async fn write_lines<W: AsyncWrite + Unpin>(mut out: W, mut jobs: mpsc::UnboundedReceiver<WriteJob>) {
+/// Lines written in one go at most (a burst of injects under load).
+const MAX_BATCH: usize = 256;
+
+/// Writes queued lines whole, each with its newline, in queue order. What is
+/// queued by the time a write starts goes out in that one write; each line's
+/// sender hears back once the write holding it is done. After a failed
+/// write, every later one fails too.
+async fn write_lines<W: AsyncWrite + Unpin>(mut out: W, mut jobs: mpsc::UnboundedReceiver<Outbound>) {
     let mut broken = false;
-    while let Some(WriteJob { mut line, done }) = jobs.recv().await {
+    let mut batch: Vec<Outbound> = Vec::new();
+    let mut buf: Vec<u8> = Vec::new();
+    while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let result = if broken {
-            Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "stdout is closed"))
+            Err(std::io::ErrorKind::BrokenPipe)
         } else {
-            line.push(b'\n');
-            let r = match out.write_all(&line).await {
+            buf.clear();
+            for job in &batch {
+                buf.extend_from_slice(&job.line);
+                buf.push(b'\n');
+            }
+            let r = match out.write_all(&buf).await {
                 Ok(()) => out.flush().await,
                 Err(e) => Err(e),
             };
-            if let Err(e) = &r {
+            r.map_err(|e| {
                 tracing::warn!("cannot write to stdout: {e}");
                 broken = true;
-            }
-            r
+                e.kind()
+            })
         };
-        if let Some(done) = done {
-            let _ = done.send(result);
+        for job in batch.drain(..) {
+            if let Some(w) = job.written {
+                let _ = w.send(result.map_err(std::io::Error::from));
+            }
+        }
+        if buf.capacity() > 1024 * 1024 {
+            buf = Vec::new();
         }
     }
 }

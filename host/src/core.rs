@@ -35,22 +35,51 @@ impl Notification {
         }
     }
 
-    pub fn params(&self) -> Value {
-        match self {
-            Notification::Channel { content, meta } => json!({ "content": content, "meta": meta }),
-            Notification::Verdict {
-                request_id,
-                behavior,
-            } => json!({ "request_id": request_id, "behavior": behavior.as_str() }),
+    /// The JSON-RPC line (without newline), serialized straight from the
+    /// borrowed fields: this is on every inject's path.
+    pub fn to_line(&self) -> Vec<u8> {
+        #[derive(serde::Serialize)]
+        struct Line<P> {
+            jsonrpc: &'static str,
+            method: &'static str,
+            params: P,
         }
+        #[derive(serde::Serialize)]
+        struct ChannelParams<'a> {
+            content: &'a str,
+            meta: &'a Map<String, Value>,
+        }
+        #[derive(serde::Serialize)]
+        struct VerdictParams<'a> {
+            request_id: &'a str,
+            behavior: &'static str,
+        }
+        let method = self.method();
+        let mut out = Vec::with_capacity(128);
+        let written = match self {
+            Notification::Channel { content, meta } => serde_json::to_writer(
+                &mut out,
+                &Line { jsonrpc: "2.0", method, params: ChannelParams { content, meta } },
+            ),
+            Notification::Verdict { request_id, behavior } => serde_json::to_writer(
+                &mut out,
+                &Line {
+                    jsonrpc: "2.0",
+                    method,
+                    params: VerdictParams { request_id, behavior: behavior.as_str() },
+                },
+            ),
+        };
+        written.expect("strings and maps always serialize");
+        out
     }
 }
 
-/// One entry of the queue to Claude. `written` is answered once the line is
-/// on stdout (true) or stdout is gone (false).
+/// One line for Claude Code's stdin. `written` is answered once the line is
+/// on stdout (Ok) or stdout is gone (Err).
 pub struct Outbound {
-    pub notification: Notification,
-    pub written: Option<oneshot::Sender<bool>>,
+    pub line: Vec<u8>,
+    pub written: Option<oneshot::Sender<std::io::Result<()>>>,
 }
 
 /// A parsed `POST /inject` body.
@@ -134,27 +163,19 @@ impl Core {
     /// once while Claude Code is still initializing (it is then held and sent
     /// in order after initialization). False if Claude Code is gone.
     async fn send_to_claude(&self, notification: Notification) -> bool {
+        let line = notification.to_line();
         if !self.initialized.load(Ordering::SeqCst) {
-            return self
-                .outbound
-                .send(Outbound {
-                    notification,
-                    written: None,
-                })
-                .is_ok();
+            return self.outbound.send(Outbound { line, written: None }).is_ok();
         }
         let (tx, rx) = oneshot::channel();
         if self
             .outbound
-            .send(Outbound {
-                notification,
-                written: Some(tx),
-            })
+            .send(Outbound { line, written: Some(tx) })
             .is_err()
         {
             return false;
         }
-        rx.await.unwrap_or(false)
+        matches!(rx.await, Ok(Ok(())))
     }
 
     pub async fn inject(&self, req: InjectRequest) -> InjectOutcome {
