@@ -59,7 +59,7 @@ impl Channel {
         )
     }
 
-    fn reply(&self, args: Option<Map<String, Value>>) -> CallToolResult {
+    async fn reply(&self, args: Option<Map<String, Value>>) -> CallToolResult {
         let args = args.unwrap_or_default();
         let arg = |name: &str| match args.get(name) {
             Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
@@ -76,7 +76,7 @@ impl Channel {
                 return CallToolResult::error(vec![ContentBlock::text(e)]);
             }
         };
-        let (ok, message) = match self.core.reply(chat_id, text) {
+        let (ok, message) = match self.core.reply(chat_id, text).await {
             ReplyOutcome::Sent => (true, "sent".to_string()),
             ReplyOutcome::Queued => (true, "queued (no client connected)".to_string()),
             ReplyOutcome::Dropped { filter, reason } => (
@@ -154,7 +154,7 @@ impl ServerHandler for Channel {
                 None,
             ));
         }
-        Ok(self.reply(request.arguments).into())
+        Ok(self.reply(request.arguments).await.into())
     }
 
     async fn on_initialized(&self, _context: NotificationContext<RoleServer>) {

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::{json, Map, Value};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::Config;
+use crate::config::{Config, Hooks};
 use crate::discovery::now_ms;
 use crate::events::{EventLog, Subscription};
 use crate::filters::{self, FilterChain, PermissionVerdict, Verdict};
@@ -125,7 +125,9 @@ pub struct Core {
     pub config: Config,
     pub events: Arc<EventLog>,
     pub permissions: Permissions,
-    filters: FilterChain,
+    filters: Arc<FilterChain>,
+    /// The hooks some filter runs on: the others skip the chain entirely.
+    hooks: Hooks,
     outbound: mpsc::UnboundedSender<Outbound>,
     initialized: AtomicBool,
     recent_ids: Mutex<RecentIds>,
@@ -146,7 +148,8 @@ impl Core {
             config,
             events,
             permissions: Permissions::default(),
-            filters,
+            hooks: filters.hooks(),
+            filters: Arc::new(filters),
             outbound: tx,
             initialized: AtomicBool::new(false),
             recent_ids,
@@ -176,6 +179,18 @@ impl Core {
             return false;
         }
         matches!(rx.await, Ok(Ok(())))
+    }
+
+    /// Runs `call` on the filter chain on a blocking-pool thread. Guests'
+    /// WASI calls (a stderr write, the clock, randomness) block on a tokio
+    /// runtime of their own, which panics on a thread that is driving ours;
+    /// and a filter running to its deadline must not stall the bridge.
+    async fn filter<T: Send + 'static>(&self, call: impl FnOnce(&FilterChain) -> T + Send + 'static) -> T {
+        let chain = self.filters.clone();
+        match tokio::task::spawn_blocking(move || call(&chain)).await {
+            Ok(t) => t,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
     }
 
     pub async fn inject(&self, req: InjectRequest) -> InjectOutcome {
@@ -241,7 +256,7 @@ impl Core {
         meta.insert("chat_id".into(), Value::String(scrub(&chat_id)));
         let mut content = req.content;
 
-        if !self.filters.is_empty() {
+        if self.hooks.inject {
             let message = filters::Message {
                 content,
                 meta: meta
@@ -249,7 +264,7 @@ impl Core {
                     .map(|(k, v)| (k, v.as_str().unwrap_or_default().to_string()))
                     .collect(),
             };
-            match self.filters.on_inject(message) {
+            match self.filter(move |chain| chain.on_inject(message)).await {
                 Verdict::Pass(m) => {
                     content = m.content;
                     let raw: Map<String, Value> =
@@ -287,8 +302,14 @@ impl Core {
     }
 
     /// Claude called the `reply` tool.
-    pub fn reply(&self, chat_id: String, text: String) -> ReplyOutcome {
-        let (chat_id, text) = match self.filters.on_reply(filters::Reply { chat_id, text }) {
+    pub async fn reply(&self, chat_id: String, text: String) -> ReplyOutcome {
+        let reply = filters::Reply { chat_id, text };
+        let verdict = if self.hooks.reply {
+            self.filter(move |chain| chain.on_reply(reply)).await
+        } else {
+            Verdict::Pass(reply)
+        };
+        let (chat_id, text) = match verdict {
             Verdict::Pass(r) => (r.chat_id, r.text),
             Verdict::Drop { filter, reason } => return ReplyOutcome::Dropped { filter, reason },
             Verdict::Reject { filter, reason } => return ReplyOutcome::Rejected { filter, reason },
@@ -317,39 +338,23 @@ impl Core {
             tracing::warn!(request_id = %request.request_id, "permission relay is off; ignoring request");
             return;
         }
-        let filtered = self.filters.on_permission(&filters::PermissionRequest {
-            request_id: request.request_id.clone(),
-            tool_name: request.tool_name.clone(),
-            description: request.description.clone(),
-            input_preview: request.input_preview.clone(),
-        });
-        let ts = now_ms();
+        let filtered = if self.hooks.permission {
+            let asked = filters::PermissionRequest {
+                request_id: request.request_id.clone(),
+                tool_name: request.tool_name.clone(),
+                description: request.description.clone(),
+                input_preview: request.input_preview.clone(),
+            };
+            self.filter(move |chain| chain.on_permission(&asked)).await
+        } else {
+            PermissionVerdict::Relay
+        };
         let (behavior, filter, reason) = match filtered {
-            PermissionVerdict::Relay => {
-                self.permissions.add(request.clone(), ts);
-                self.events.publish(&json!({
-                    "type": "permission_request",
-                    "request_id": request.request_id,
-                    "tool_name": request.tool_name,
-                    "description": request.description,
-                    "input_preview": request.input_preview,
-                    "ts": ts,
-                }));
-                return;
-            }
+            PermissionVerdict::Relay => return self.relay_permission(request),
             PermissionVerdict::Failed { filter, error } => {
                 // Failing safe for a prompt means asking the human.
                 tracing::error!(filter, "permission filter failed, relaying the prompt: {error}");
-                self.permissions.add(request.clone(), ts);
-                self.events.publish(&json!({
-                    "type": "permission_request",
-                    "request_id": request.request_id,
-                    "tool_name": request.tool_name,
-                    "description": request.description,
-                    "input_preview": request.input_preview,
-                    "ts": ts,
-                }));
-                return;
+                return self.relay_permission(request);
             }
             PermissionVerdict::Allow { filter, reason } => (Behavior::Allow, filter, reason),
             PermissionVerdict::Deny { filter, reason } => (Behavior::Deny, filter, reason),
@@ -367,6 +372,22 @@ impl Core {
             "by": format!("filter:{filter}"),
             "reason": reason,
             "ts": now_ms(),
+        }));
+    }
+
+    /// Puts a prompt in front of the phone's user.
+    fn relay_permission(&self, request: permissions::Request) {
+        let ts = now_ms();
+        // Pending before anyone hears of it, so a client that sees the event
+        // finds it in `GET /permissions`.
+        self.permissions.add(request.clone(), ts);
+        self.events.publish(&json!({
+            "type": "permission_request",
+            "request_id": request.request_id,
+            "tool_name": request.tool_name,
+            "description": request.description,
+            "input_preview": request.input_preview,
+            "ts": ts,
         }));
     }
 

@@ -34,6 +34,9 @@ pub struct Host {
 #[derive(Default)]
 pub struct Options {
     pub config: Option<String>,
+    /// Share this compiled-filter cache (linked as `$OPZERO_HOME/cache`), so
+    /// each test does not compile the same components again.
+    pub filter_cache: Option<PathBuf>,
     pub env: Vec<(String, String)>,
     pub args: Vec<String>,
 }
@@ -55,6 +58,10 @@ impl Host {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        if let Some(cache) = &opts.filter_cache {
+            std::fs::create_dir_all(cache).unwrap();
+            std::os::unix::fs::symlink(cache, home.path().join("cache")).unwrap();
+        }
         if let Some(text) = &opts.config {
             let path = home.path().join("opzero.toml");
             std::fs::write(&path, text).unwrap();

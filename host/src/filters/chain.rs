@@ -13,7 +13,7 @@ use super::engine::{Runtime, runtime};
 use super::error::FilterError;
 use super::instance::{Settings, Slot};
 use super::{Message, PermissionRequest, PermissionVerdict, Reply, Verdict};
-use crate::config::{Diagnostic, FilterSpec, OnError};
+use crate::config::{Diagnostic, FilterSpec, Hooks, OnError};
 
 /// The filters of one opzero.toml, ready to run. `Send + Sync`: each filter
 /// instance sits behind its own lock.
@@ -95,6 +95,15 @@ impl FilterChain {
             .iter()
             .map(|s| s.settings.name.to_string())
             .collect()
+    }
+
+    /// Which hooks any filter in the chain runs on.
+    pub fn hooks(&self) -> Hooks {
+        self.slots.iter().fold(Hooks::default(), |h, s| Hooks {
+            inject: h.inject || s.settings.hooks.inject,
+            reply: h.reply || s.settings.hooks.reply,
+            permission: h.permission || s.settings.hooks.permission,
+        })
     }
 
     pub fn load_stats(&self) -> LoadStats {

@@ -1,0 +1,202 @@
+//! Filter chains through the real binary: real components built from
+//! `filters/`, `examples/` and the misbehaving test guests, loaded by
+//! `opzero-host serve` from an `opzero.toml`, with this test playing Claude
+//! Code on stdio and the phone's server on HTTP.
+
+mod support;
+#[path = "../host/tests/filters_support/mod.rs"]
+mod filters_support;
+
+use std::time::Duration;
+
+use filters_support::{entry, wasm_dir};
+use serde_json::json;
+use support::{without_ts, Host, Options};
+
+fn host(config: String) -> Host {
+    let mut h = Host::spawn_with(Options {
+        config: Some(config),
+        filter_cache: Some(wasm_dir().join("test-cache")),
+        ..Options::default()
+    });
+    h.initialize();
+    h
+}
+
+#[test]
+fn an_inject_transformed_by_the_chain_reaches_stdout_changed_in_file_order() {
+    let config = entry("hello", "hello_filter", r#"["inject"]"#, "[filter.config]\ngreeting = \"Hi!\"")
+        + &entry(
+            "short",
+            "max_length",
+            r#"["inject"]"#,
+            "[filter.config]\ninject = { max_chars = 12 }\nmarker = \"...\"",
+        );
+    let h = host(config);
+    let r = h.post("/inject", &json!({"content": "hello world", "chat_id": "c1", "meta": {"user": "ann"}}));
+    assert_eq!(r.pair(), (202, json!({"ok": true})));
+    // "Hi! hello world" (hello ran first), then cut to 12 characters, marker included.
+    assert_eq!(
+        h.recv_line(),
+        r#"{"jsonrpc":"2.0","method":"notifications/claude/channel","params":{"content":"Hi! hello...","meta":{"chat_id":"c1","user":"ann"}}}"#
+    );
+}
+
+#[test]
+fn a_reply_with_a_fake_key_reaches_sse_redacted() {
+    let mut h = host(entry("redact", "redact_secrets", r#"["reply"]"#, ""));
+    let mut sse = h.sse("/events", &[]);
+    let r = h.call_reply(json!({"chat_id": "c1", "text": "the key is AKIAABCDEFGHIJKLMNOP, keep it safe"}));
+    assert_eq!(r["result"]["content"][0]["text"], "sent");
+    assert_eq!(
+        without_ts(sse.event().1),
+        json!({"type": "reply", "chat_id": "c1", "text": "the key is [REDACTED:aws-access-key-id], keep it safe"})
+    );
+}
+
+#[test]
+fn a_permission_request_auto_denied_by_policy_gets_the_verdict_notification() {
+    let policy = r#"[filter.config]
+allow_tools = ["Read"]
+[[filter.config.deny]]
+tool = "Bash"
+pattern = "rm\\s+-rf"
+reason = "no recursive deletes from the phone""#;
+    let mut h = host(entry("policy", "permission_policy", r#"["permission"]"#, policy));
+    let mut sse = h.sse("/events", &[]);
+    let request = |id: &str, tool: &str, preview: &str| {
+        json!({"jsonrpc": "2.0", "method": "notifications/claude/channel/permission_request",
+               "params": {"request_id": id, "tool_name": tool, "description": "d", "input_preview": preview}})
+    };
+
+    h.send(request("abcde", "Bash", r#"{"command":"rm -rf /tmp/x"}"#));
+    assert_eq!(
+        h.recv_line(),
+        r#"{"jsonrpc":"2.0","method":"notifications/claude/channel/permission","params":{"request_id":"abcde","behavior":"deny"}}"#
+    );
+    let (_, resolved) = sse.event();
+    assert_eq!(
+        without_ts(resolved),
+        json!({"type": "permission_resolved", "request_id": "abcde", "behavior": "deny", "by": "filter:policy", "reason": "no recursive deletes from the phone"})
+    );
+
+    h.send(request("fghij", "Read", r#"{"file_path":"a.txt"}"#));
+    assert_eq!(
+        h.recv_line(),
+        r#"{"jsonrpc":"2.0","method":"notifications/claude/channel/permission","params":{"request_id":"fghij","behavior":"allow"}}"#
+    );
+    assert_eq!(sse.event().1["by"], "filter:policy");
+
+    // Anything else still goes to the phone.
+    h.send(request("kmnop", "Bash", r#"{"command":"ls"}"#));
+    assert_eq!(
+        without_ts(sse.event().1),
+        json!({"type": "permission_request", "request_id": "kmnop", "tool_name": "Bash", "description": "d", "input_preview": "{\"command\":\"ls\"}"})
+    );
+    assert_eq!(h.try_recv_line(Duration::from_millis(100)), None);
+    // Decided prompts are not pending; the relayed one is.
+    let pending = h.get("/permissions").json();
+    assert_eq!(pending["pending"].as_array().unwrap().len(), 1);
+    assert_eq!(pending["pending"][0]["request_id"], "kmnop");
+}
+
+#[test]
+fn drop_and_reject_answer_the_phone_and_reach_nothing() {
+    let h = host(
+        entry("allow", "sender_allowlist", r#"["inject"]"#, "[filter.config]\nusers = [\"ann\"]\naction = \"drop\"")
+            + &entry("loud", "hello_filter", r#"["inject"]"#, "[filter.config]\ngreeting = \"Hi!\"\nno_shouting = true"),
+    );
+    let r = h.post("/inject", &json!({"content": "hi", "meta": {"user": "bob"}}));
+    let (status, body) = r.pair();
+    assert_eq!(status, 202);
+    assert_eq!(body["ok"], true);
+    assert_eq!(body["delivered"], false);
+    assert_eq!(body["filter"], "allow");
+    assert!(body["reason"].as_str().unwrap().contains("bob"), "{body}");
+
+    let r = h.post("/inject", &json!({"content": "HELLO", "meta": {"user": "ann"}}));
+    assert_eq!(r.pair(), (422, json!({"error": "please don't shout", "filter": "loud"})));
+    assert_eq!(h.try_recv_line(Duration::from_millis(200)), None, "nothing reached Claude");
+
+    h.post("/inject", &json!({"content": "hello", "meta": {"user": "ann"}}));
+    assert_eq!(h.recv()["params"]["content"], "Hi! hello");
+}
+
+#[test]
+fn a_reply_dropped_or_rejected_by_a_filter_tells_claude_and_sends_nothing() {
+    let mut h = host(entry(
+        "short",
+        "max_length",
+        r#"["reply"]"#,
+        "[filter.config]\nreply = { max_chars = 5, action = \"reject\" }",
+    ));
+    let mut sse = h.sse("/events", &[]);
+    let r = h.call_reply(json!({"chat_id": "c", "text": "far too long"}));
+    assert_eq!(r["result"]["isError"], true);
+    let text = r["result"]["content"][0]["text"].as_str().unwrap();
+    assert!(text.starts_with("not delivered: filter \"short\" rejected the reply: "), "{text}");
+    h.call_reply(json!({"chat_id": "c", "text": "ok"}));
+    // The rejected reply never reached SSE: the first event is the next one.
+    let (id, event) = sse.event();
+    assert_eq!((id, without_ts(event)), (Some(1), json!({"type": "reply", "chat_id": "c", "text": "ok"})));
+}
+
+#[test]
+fn a_failing_filter_is_a_named_502_when_closed_and_skipped_when_open() {
+    let h = host(
+        entry("spin", "loop_forever", r#"["inject"]"#, "timeout_ms = 20")
+            + &entry("boom", "panicky", r#"["inject"]"#, ""),
+    );
+    for _ in 0..2 {
+        let r = h.post("/inject", &json!({"content": "loop"}));
+        assert_eq!(
+            r.pair(),
+            (502, json!({"error": "filter \"spin\" timed out after 20 ms", "filter": "spin"}))
+        );
+    }
+    let (status, body) = h.post("/inject", &json!({"content": "panic"})).pair();
+    assert_eq!((status, &body["filter"]), (502, &json!("boom")));
+    let error = body["error"].as_str().unwrap();
+    assert!(error.starts_with("filter \"boom\" panicked: boom: the filter gave up on \"panic\""), "{error}");
+    assert!(h.stderr().contains("timed out after 20 ms") && h.stderr().contains("boom: the filter gave up"));
+    // Fresh instances took over: the host and both filters still serve.
+    let r = h.post("/inject", &json!({"content": "fine"}));
+    assert_eq!(r.pair(), (202, json!({"ok": true})));
+    assert_eq!(h.recv()["params"]["content"], "fine");
+    assert_eq!(h.try_recv_line(Duration::from_millis(100)), None, "failed injects reached nothing");
+
+    let h = host(entry("spin", "loop_forever", r#"["inject"]"#, "timeout_ms = 20\non_error = \"open\""));
+    let r = h.post("/inject", &json!({"content": "loop"}));
+    assert_eq!(r.pair(), (202, json!({"ok": true})));
+    assert_eq!(h.recv()["params"]["content"], "loop");
+    assert!(h.stderr().contains("timed out after 20 ms"));
+}
+
+#[test]
+fn serve_refuses_a_chain_that_does_not_load_with_positioned_errors() {
+    let home = tempfile::tempdir().unwrap();
+    let config = home.path().join("opzero.toml");
+    let text = entry("wrong", "wrong_world", r#"["inject"]"#, "")
+        + "[[filter]]\nname = \"gone\"\npath = \"missing.wasm\"\nhooks = [\"reply\"]\n";
+    std::fs::write(&config, &text).unwrap();
+    let out = std::process::Command::new(support::BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("OPZERO_HOME", home.path())
+        .env("OPZERO_CHANNEL_SESSION_ID", support::new_session_id())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let p = config.display();
+    assert!(err.contains(&format!("{p}:3:8: filter[0].path: ")) && err.contains("wasi:cli/run"), "{err}");
+    assert!(err.contains(&format!("{p}:8:8: filter[1].path: ")), "{err}");
+    assert!(!home.path().join("channels").exists());
+
+    // validate says the same, and exits 2.
+    let out = std::process::Command::new(support::BIN).arg("validate").arg(&config).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("{p}:8:8: filter[1].path: ")));
+}
