@@ -30,6 +30,7 @@ command -v tmux >/dev/null || { echo "tmux is needed for the terminal-UI levels 
 
 host="$root/target/debug/opzero-host"
 cargo build -p opzero-host --locked
+cargo build-filters --locked   # the repo's opzero.toml names two of them
 passed=0; failed=0
 run_e2e() {
   local label=$1; shift
@@ -37,5 +38,6 @@ run_e2e() {
   if "$harness/run_all.sh" -- "$host" serve "$@"; then passed=$((passed+1)); else failed=$((failed+1)); fi
 }
 run_e2e "no config" --config /dev/null
+run_e2e "the repo's opzero.toml, with its filter chain" --config "$root/opzero.toml"
 echo "claude-e2e: $passed passed, $failed failed"
 [ $failed = 0 ]
