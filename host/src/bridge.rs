@@ -56,21 +56,18 @@ pub fn router(core: Arc<Core>, secret: String, port: u16) -> Router {
             format!("[::1]:{port}"),
         ],
     });
-    let authed = Router::new()
+    Router::new()
+        .route("/status", get(status))
         .route("/inject", post(inject))
         .route("/events", get(events))
         .route("/sse", get(events))
         .route("/permission", post(permission))
         .route("/permissions", get(permissions))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_secret));
-    Router::new()
-        .route("/status", get(status))
-        .merge(authed)
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not found") })
         .method_not_allowed_fallback(|| async {
             error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         })
-        .layer(middleware::from_fn_with_state(state.clone(), check_host))
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
 }
 
@@ -116,40 +113,45 @@ pub async fn serve(listener: TcpListener, router: Router, read_timeout: Duration
     }
 }
 
-/// Only loopback names are served: a page in the user's browser that
-/// rebinds its own domain to 127.0.0.1 still sends its own Host.
-async fn check_host(State(b): State<Shared>, req: Request, next: Next) -> Response {
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("");
-    if b.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
-        next.run(req).await
-    } else {
-        error(
-            StatusCode::MISDIRECTED_REQUEST,
-            format!("host {host:?} is not served here; use {}", b.hosts[0]),
-        )
+/// Whether a request is for a route that needs the secret (all but
+/// `/status`). A wrong method is not: it gets 405 with or without one.
+fn needs_secret(method: &axum::http::Method, path: &str) -> bool {
+    use axum::http::Method;
+    match path {
+        "/inject" | "/permission" => method == Method::POST,
+        "/events" | "/sse" | "/permissions" => method == Method::GET || method == Method::HEAD,
+        _ => false,
     }
 }
 
-async fn require_secret(State(b): State<Shared>, req: Request, next: Next) -> Response {
+/// One gate for every request (one middleware, not two: this is on every
+/// inject's path). Only loopback names are served, since a page in the
+/// user's browser that rebinds its own domain to 127.0.0.1 still sends its
+/// own Host; then the secret, compared in constant time.
+async fn guard(State(b): State<Shared>, req: Request, next: Next) -> Response {
     let h = req.headers();
-    let given = h
-        .get("x-opzero-secret")
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| {
-            h.get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-        })
-        .unwrap_or("");
-    if bool::from(given.as_bytes().ct_eq(b.secret.as_bytes())) {
-        next.run(req).await
-    } else {
-        error(StatusCode::FORBIDDEN, "forbidden")
+    let host = h.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    if !b.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+        return error(
+            StatusCode::MISDIRECTED_REQUEST,
+            format!("host {host:?} is not served here; use {}", b.hosts[0]),
+        );
     }
+    if needs_secret(req.method(), req.uri().path()) {
+        let given = h
+            .get("x-opzero-secret")
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| {
+                h.get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+            })
+            .unwrap_or("");
+        if !bool::from(given.as_bytes().ct_eq(b.secret.as_bytes())) {
+            return error(StatusCode::FORBIDDEN, "forbidden");
+        }
+    }
+    next.run(req).await
 }
 
 async fn status(State(b): State<Shared>) -> Response {
@@ -314,6 +316,7 @@ async fn inject(State(b): State<Shared>, headers: HeaderMap, body: Body) -> Resp
             .into_response(),
         InjectOutcome::TooLarge(m) => error(StatusCode::PAYLOAD_TOO_LARGE, m),
         InjectOutcome::Invalid(m) => error(StatusCode::BAD_REQUEST, m),
+        InjectOutcome::Backlog(m) => error(StatusCode::SERVICE_UNAVAILABLE, m),
         InjectOutcome::Closed => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "Claude Code is not connected (the session is ending)",

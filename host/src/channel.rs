@@ -1,6 +1,6 @@
 //! The MCP side: what Claude Code sees over stdio. It declares the channel
 //! capabilities, serves the `reply` tool, takes permission requests, and
-//! writes the queued notifications once the session is initialized. It knows
+//! hands the stdout writer to the core once the session is initialized. It knows
 //! nothing of HTTP.
 
 use std::borrow::Cow;
@@ -16,7 +16,7 @@ use rmcp::service::{NotificationContext, RequestContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler, ServiceExt};
 use serde_json::{json, Map, Value};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::core::{Core, Outbound, ReplyOutcome};
 use crate::permissions;
@@ -32,7 +32,8 @@ pub const MAX_PROTOCOL: ProtocolVersion = ProtocolVersion::V_2025_11_25;
 
 pub struct Channel {
     core: Arc<Core>,
-    initialized: watch::Sender<bool>,
+    /// The stdout writer, handed to the core once Claude Code is initialized.
+    lines: mpsc::UnboundedSender<Outbound>,
 }
 
 impl Channel {
@@ -159,8 +160,9 @@ impl ServerHandler for Channel {
 
     async fn on_initialized(&self, _context: NotificationContext<RoleServer>) {
         tracing::info!("Claude Code initialized the session");
-        self.core.mark_initialized();
-        self.initialized.send_replace(true);
+        // Notification lines bypass rmcp's service loop (they need no
+        // answer) and share the one writer with rmcp's own messages.
+        self.core.claude_initialized(self.lines.clone());
     }
 
     async fn on_custom_notification(
@@ -183,45 +185,16 @@ impl ServerHandler for Channel {
 
 /// Serves MCP on `reader`/`writer` (stdin/stdout) until Claude Code closes
 /// `reader` (EOF). Malformed input never ends the session.
-pub async fn run<R, W>(
-    core: Arc<Core>,
-    outbound: mpsc::UnboundedReceiver<Outbound>,
-    reader: R,
-    writer: W,
-) -> anyhow::Result<()>
+pub async fn run<R, W>(core: Arc<Core>, reader: R, writer: W) -> anyhow::Result<()>
 where
     R: AsyncRead + Send + Unpin + 'static,
     W: AsyncWrite + Send + Unpin + 'static,
 {
-    let (initialized, ready) = watch::channel(false);
     let transport = LineTransport::new(reader, writer);
     let lines = transport.writer.clone().expect("a new transport has its writer");
-    let service = Channel { core, initialized }.serve(transport).await?;
-    tokio::spawn(deliver(lines, outbound, ready));
+    let service = Channel { core, lines }.serve(transport).await?;
     service.waiting().await?;
     Ok(())
-}
-
-/// Passes queued notification lines to the stdout writer in order, but only
-/// after `notifications/initialized`: Claude Code drops earlier ones. They
-/// bypass rmcp's service loop (they need no answer), and share the one
-/// writer with rmcp's own messages, so every line still goes out whole.
-async fn deliver(
-    lines: mpsc::UnboundedSender<Outbound>,
-    mut outbound: mpsc::UnboundedReceiver<Outbound>,
-    mut ready: watch::Receiver<bool>,
-) {
-    if ready.wait_for(|r| *r).await.is_err() {
-        return;
-    }
-    while let Some(job) = outbound.recv().await {
-        if let Err(mpsc::error::SendError(job)) = lines.send(job) {
-            tracing::warn!("could not write to Claude Code (stdout closed)");
-            if let Some(w) = job.written {
-                let _ = w.send(Err(std::io::ErrorKind::BrokenPipe.into()));
-            }
-        }
-    }
 }
 
 /// Longer stdin lines are discarded (and answered with an error).

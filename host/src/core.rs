@@ -3,12 +3,11 @@
 //! `permission_request`, `verdict`, `subscribe`.
 //!
 //! Everything bound for Claude (channel messages and permission verdicts)
-//! goes through one ordered queue that the channel drains after the MCP
-//! session is initialized; everything bound for the phone goes into the
-//! event log.
+//! is held in order until the MCP session is initialized, then goes straight
+//! to the stdout writer; everything bound for the phone goes into the event
+//! log.
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Map, Value};
@@ -107,6 +106,8 @@ pub enum InjectOutcome {
     Invalid(String),
     /// Claude Code has gone away.
     Closed,
+    /// Claude Code has not initialized and too much is already held.
+    Backlog(String),
 }
 
 #[derive(Debug, PartialEq)]
@@ -128,19 +129,12 @@ pub struct Core {
     filters: Arc<FilterChain>,
     /// The hooks some filter runs on: the others skip the chain entirely.
     hooks: Hooks,
-    outbound: mpsc::UnboundedSender<Outbound>,
-    initialized: AtomicBool,
+    to_claude: Mutex<Route>,
     recent_ids: Mutex<RecentIds>,
 }
 
 impl Core {
-    /// The core and the receiving end of the queue to Claude.
-    pub fn new(
-        session_id: String,
-        config: Config,
-        filters: FilterChain,
-    ) -> (Arc<Core>, mpsc::UnboundedReceiver<Outbound>) {
-        let (tx, rx) = mpsc::unbounded_channel();
+    pub fn new(session_id: String, config: Config, filters: FilterChain) -> Arc<Core> {
         let events = EventLog::new(config.events.replay_buffer, config.events.subscriber_lag);
         let recent_ids = Mutex::new(RecentIds::new(config.limits.idempotency_window));
         let core = Arc::new(Core {
@@ -150,35 +144,49 @@ impl Core {
             permissions: Permissions::default(),
             hooks: filters.hooks(),
             filters: Arc::new(filters),
-            outbound: tx,
-            initialized: AtomicBool::new(false),
+            to_claude: Mutex::new(Route::Held(Vec::new())),
             recent_ids,
         });
-        (core, rx)
+        core
     }
 
-    /// Called by the channel once Claude Code sent `notifications/initialized`.
-    pub fn mark_initialized(&self) {
-        self.initialized.store(true, Ordering::SeqCst);
+    /// Called by the channel once Claude Code sent `notifications/initialized`:
+    /// what was held goes to `writer` first, then everything else directly.
+    pub fn claude_initialized(&self, writer: mpsc::UnboundedSender<Outbound>) {
+        let mut route = self.to_claude.lock().unwrap();
+        if let Route::Held(held) = std::mem::replace(&mut *route, Route::Open(writer.clone())) {
+            for line in held {
+                let _ = writer.send(Outbound { line, written: None });
+            }
+        }
     }
 
-    /// Queues `n` for Claude. Returns once it is written to stdout, or at
-    /// once while Claude Code is still initializing (it is then held and sent
-    /// in order after initialization). False if Claude Code is gone.
-    async fn send_to_claude(&self, notification: Notification) -> bool {
+    /// Sends `n` to Claude. Returns once it is written to stdout, or at once
+    /// while Claude Code is still initializing (it is then held, and sent in
+    /// order after initialization).
+    async fn send_to_claude(&self, notification: Notification) -> Result<(), Undelivered> {
         let line = notification.to_line();
-        if !self.initialized.load(Ordering::SeqCst) {
-            return self.outbound.send(Outbound { line, written: None }).is_ok();
+        let written = {
+            let mut route = self.to_claude.lock().unwrap();
+            match &mut *route {
+                Route::Held(held) if held.len() >= MAX_HELD => return Err(Undelivered::Backlog),
+                Route::Held(held) => {
+                    held.push(line);
+                    return Ok(());
+                }
+                Route::Open(writer) => {
+                    let (tx, rx) = oneshot::channel();
+                    writer
+                        .send(Outbound { line, written: Some(tx) })
+                        .map_err(|_| Undelivered::Closed)?;
+                    rx
+                }
+            }
+        };
+        match written.await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(Undelivered::Closed),
         }
-        let (tx, rx) = oneshot::channel();
-        if self
-            .outbound
-            .send(Outbound { line, written: Some(tx) })
-            .is_err()
-        {
-            return false;
-        }
-        matches!(rx.await, Ok(Ok(())))
     }
 
     /// Runs `call` on the filter chain on a blocking-pool thread. Guests'
@@ -294,10 +302,12 @@ impl Core {
             }
         }
 
-        if self.send_to_claude(Notification::Channel { content, meta }).await {
-            InjectOutcome::Accepted { dropped_meta }
-        } else {
-            InjectOutcome::Closed
+        match self.send_to_claude(Notification::Channel { content, meta }).await {
+            Ok(()) => InjectOutcome::Accepted { dropped_meta },
+            Err(Undelivered::Closed) => InjectOutcome::Closed,
+            Err(Undelivered::Backlog) => InjectOutcome::Backlog(format!(
+                "Claude Code has not finished starting and {MAX_HELD} messages are already waiting; try again shortly"
+            )),
         }
     }
 
@@ -360,11 +370,15 @@ impl Core {
             PermissionVerdict::Deny { filter, reason } => (Behavior::Deny, filter, reason),
         };
         tracing::info!(request_id = %request.request_id, filter, reason, behavior = behavior.as_str(), "permission decided by filter");
-        self.send_to_claude(Notification::Verdict {
-            request_id: request.request_id.clone(),
-            behavior,
-        })
-        .await;
+        if let Err(e) = self
+            .send_to_claude(Notification::Verdict {
+                request_id: request.request_id.clone(),
+                behavior,
+            })
+            .await
+        {
+            tracing::warn!(request_id = %request.request_id, "verdict not delivered to Claude Code: {e:?}");
+        }
         self.events.publish(&json!({
             "type": "permission_resolved",
             "request_id": request.request_id,
@@ -406,7 +420,8 @@ impl Core {
                 request_id: request_id.to_string(),
                 behavior,
             })
-            .await;
+            .await
+            .is_ok();
         self.events.publish(&json!({
             "type": "permission_resolved",
             "request_id": request_id,
@@ -435,6 +450,23 @@ impl Core {
     pub fn subscribe(&self, since: Option<u64>, cut_off: Option<Arc<tokio::sync::Notify>>) -> Subscription {
         self.events.subscribe(since, cut_off)
     }
+}
+
+/// Lines held for Claude Code before it initializes, at most.
+const MAX_HELD: usize = 10_000;
+
+/// Where lines for Claude go.
+enum Route {
+    /// Before `notifications/initialized`: Claude Code would drop them.
+    Held(Vec<Vec<u8>>),
+    /// The stdout writer.
+    Open(mpsc::UnboundedSender<Outbound>),
+}
+
+#[derive(Debug)]
+enum Undelivered {
+    Closed,
+    Backlog,
 }
 
 #[derive(Debug)]

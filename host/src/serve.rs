@@ -67,7 +67,7 @@ fn new_secret() -> anyhow::Result<String> {
 pub async fn run(session_id: String, config: Config, filters: FilterChain) -> anyhow::Result<()> {
     let dir = discovery::channels_dir(&config);
     let expire_every = (config.permissions.expire_after / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
-    let (core, outbound) = Core::new(session_id.clone(), config, filters);
+    let core = Core::new(session_id.clone(), config, filters);
 
     let listener = TcpListener::bind(("127.0.0.1", 0))
         .await
@@ -111,7 +111,7 @@ pub async fn run(session_id: String, config: Config, filters: FilterChain) -> an
     let mut sigint = signal(SignalKind::interrupt())?;
     let (reader, writer) = rmcp::transport::io::stdio_pipes();
     let result = tokio::select! {
-        r = channel::run(Arc::clone(&core), outbound, reader, writer) => {
+        r = channel::run(Arc::clone(&core), reader, writer) => {
             match &r {
                 Ok(()) => tracing::info!("stdin closed (Claude Code exited); shutting down"),
                 Err(e) => tracing::info!("MCP session ended: {e:#}; shutting down"),
