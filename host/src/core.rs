@@ -261,7 +261,7 @@ impl Core {
             .filter(|c| !c.is_empty())
             .unwrap_or_else(|| "inject".to_string());
         let (mut meta, mut dropped_meta) = clean_meta(req.meta);
-        meta.insert("chat_id".into(), Value::String(scrub(&chat_id)));
+        meta.insert("chat_id".into(), Value::String(scrub(chat_id.clone())));
         let mut content = req.content;
 
         if self.hooks.inject {
@@ -281,7 +281,7 @@ impl Core {
                     meta = clean;
                     dropped_meta.extend(dropped);
                     if !meta.contains_key("chat_id") {
-                        meta.insert("chat_id".into(), Value::String(scrub(&chat_id)));
+                        meta.insert("chat_id".into(), Value::String(scrub(chat_id.clone())));
                     }
                 }
                 Verdict::Drop { filter, reason } => {
@@ -481,7 +481,11 @@ pub fn valid_meta_key(k: &str) -> bool {
 }
 
 /// Characters that could break out of a `<channel k="v">` attribute.
-pub fn scrub(v: &str) -> String {
+pub fn scrub(v: String) -> String {
+    let unsafe_char = |c: char| matches!(c, '<' | '>' | '[' | ']' | '"' | '\r' | '\n');
+    if !v.contains(unsafe_char) {
+        return v; // the usual case: no copy
+    }
     v.chars()
         .filter_map(|c| match c {
             '<' | '>' | '[' | ']' | '"' => None,
@@ -506,7 +510,7 @@ fn clean_meta(raw: Map<String, Value>) -> (Map<String, Value>, Vec<String>) {
             Value::String(s) => s,
             other => other.to_string(),
         };
-        meta.insert(k, Value::String(scrub(&s)));
+        meta.insert(k, Value::String(scrub(s)));
     }
     (meta, dropped)
 }
