@@ -20,7 +20,7 @@ use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
-use crate::core::{Core, InjectOutcome, InjectRequest, VerdictOutcome};
+use crate::core::{json_kind, Core, InjectOutcome, InjectRequest, VerdictOutcome};
 use crate::events::{Closed, Item, Subscription};
 use crate::permissions::{Behavior, VerdictError};
 
@@ -198,7 +198,7 @@ async fn json_object(b: &Bridge, headers: &HeaderMap, body: Body) -> Result<Map<
         Ok(Value::Object(o)) => Ok(o),
         Ok(other) => Err(error(
             StatusCode::BAD_REQUEST,
-            format!("invalid json body: expected an object, got {}", kind(&other)),
+            format!("invalid json body: expected an object, got {}", json_kind(&other)),
         )),
         Err(_) => Err(error(StatusCode::BAD_REQUEST, "invalid json body")),
     }
@@ -215,16 +215,6 @@ fn is_length_limit(e: &axum::Error) -> bool {
     false
 }
 
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
 
 /// Scalars become their text; anything else is refused.
 fn scalar_string(v: Value) -> Option<Option<String>> {
@@ -255,7 +245,7 @@ async fn inject(State(b): State<Shared>, headers: HeaderMap, body: Body) -> Resp
         Some(other) => {
             return error(
                 StatusCode::BAD_REQUEST,
-                format!("meta must be an object, got {}", kind(&other)),
+                format!("meta must be an object, got {}", json_kind(&other)),
             );
         }
     };

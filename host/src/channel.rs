@@ -18,7 +18,7 @@ use serde_json::{json, Map, Value};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::core::{Core, Outbound, ReplyOutcome};
+use crate::core::{json_kind, Core, Outbound, ReplyOutcome};
 use crate::permissions;
 
 /// Claude Code is started with `server:opzero-channel`, and `<channel source=...>` carries it.
@@ -67,7 +67,7 @@ impl Channel {
             Some(Value::String(_)) => Err(format!("argument {name:?} must not be empty")),
             Some(other) => Err(format!(
                 "argument {name:?} must be a string, got {}",
-                json_type(other)
+                json_kind(other)
             )),
             None => Err(format!("argument {name:?} is required")),
         };
@@ -101,16 +101,6 @@ impl Channel {
     }
 }
 
-fn json_type(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
 
 impl ServerHandler for Channel {
     fn get_info(&self) -> ServerConfig {
@@ -319,7 +309,7 @@ impl<R: AsyncRead + Send + Unpin> LineTransport<R> {
             let what = match &value {
                 Value::Array(a) if a.is_empty() => "an empty array",
                 Value::Array(_) => "a batch (MCP does not use JSON-RPC batches)",
-                other => json_type(other),
+                other => json_kind(other),
             };
             return self.answer(
                 Value::Null,

@@ -475,6 +475,18 @@ pub enum VerdictOutcome {
     Closed,
 }
 
+/// "a string", "an array", ...: for error messages about JSON input.
+pub fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 /// Meta keys Claude Code accepts: `^[A-Za-z0-9_]+$`.
 pub fn valid_meta_key(k: &str) -> bool {
     !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')

@@ -363,37 +363,7 @@ pub struct Sse {
 
 impl Sse {
     pub fn open(port: u16, path: &str, headers: &[(&str, &str)]) -> Sse {
-        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.set_read_timeout(Some(WAIT)).unwrap();
-        let mut req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n");
-        for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        req.push_str("\r\n");
-        s.write_all(req.as_bytes()).unwrap();
-        let mut reader = BufReader::new(s);
-        let mut status_line = String::new();
-        reader.read_line(&mut status_line).unwrap();
-        let status = status_line.split(' ').nth(1).unwrap().parse().unwrap();
-        let mut headers = Vec::new();
-        loop {
-            let mut l = String::new();
-            reader.read_line(&mut l).unwrap();
-            let l = l.trim_end();
-            if l.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = l.split_once(": ") {
-                headers.push((k.to_string(), v.to_string()));
-            }
-        }
-        Sse {
-            status,
-            headers,
-            reader,
-            chunk_left: 0,
-            pending: Vec::new(),
-        }
+        Sse::over(TcpStream::connect(("127.0.0.1", port)).unwrap(), port, path, headers)
     }
 
     /// The next body line (without its newline), de-chunked.
