@@ -137,7 +137,7 @@ impl Core {
     pub fn new(session_id: String, config: Config, filters: FilterChain) -> Arc<Core> {
         let events = EventLog::new(config.events.replay_buffer, config.events.subscriber_lag);
         let recent_ids = Mutex::new(RecentIds::new(config.limits.idempotency_window));
-        let core = Arc::new(Core {
+        Arc::new(Core {
             session_id,
             config,
             events,
@@ -146,8 +146,7 @@ impl Core {
             filters: Arc::new(filters),
             to_claude: Mutex::new(Route::Held(Vec::new())),
             recent_ids,
-        });
-        core
+        })
     }
 
     /// Called by the channel once Claude Code sent `notifications/initialized`:

@@ -124,10 +124,10 @@ impl DiscoveryFile {
     pub fn remove(&mut self) {
         if !self.removed {
             self.removed = true;
-            if let Err(e) = fs::remove_file(&self.path) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!(path = %self.path.display(), "could not remove discovery file: {e}");
-                }
+            if let Err(e) = fs::remove_file(&self.path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %self.path.display(), "could not remove discovery file: {e}");
             }
         }
     }
