@@ -84,13 +84,16 @@ enum Command {
     },
 }
 
-fn init_logging() {
+/// `OPZERO_LOG` wins; otherwise `serve` logs at info (its stderr is a log
+/// Claude Code keeps) and the commands a person types only warn.
+fn init_logging(default: tracing::Level) {
     let level = match std::env::var("OPZERO_LOG").as_deref() {
         Ok("error") => tracing::Level::ERROR,
         Ok("warn") => tracing::Level::WARN,
+        Ok("info") => tracing::Level::INFO,
         Ok("debug") => tracing::Level::DEBUG,
         Ok("trace") => tracing::Level::TRACE,
-        _ => tracing::Level::INFO,
+        _ => default,
     };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -114,7 +117,10 @@ fn channels_dir(config: Option<PathBuf>) -> Result<PathBuf, UserError> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(match cli.command {
+        Command::Serve { .. } => tracing::Level::INFO,
+        _ => tracing::Level::WARN,
+    });
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
