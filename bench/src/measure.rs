@@ -34,6 +34,20 @@ pub struct Latency {
     pub failures: usize,
 }
 
+impl Latency {
+    /// Per-message figures from the samples and the CPU clocks read
+    /// (`cpu0` for the server's tree, `self0` for the harness) before the run.
+    fn finish(pid: u32, cpu0: u64, self0: u64, samples: &mut [f64], failures: usize) -> Latency {
+        let n = samples.len().max(1) as f64;
+        Latency {
+            server_cpu_us: (procfs::tree_cpu_ns(pid) - cpu0) as f64 / 1e3 / n,
+            harness_cpu_us: (procfs::self_cpu_ns() - self0) as f64 / 1e3 / n,
+            us: stats::summarize(samples),
+            failures,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Throughput {
     pub conns: usize,
@@ -206,13 +220,7 @@ fn sequential_injects(s: &Server, load: &Load) -> Result<Latency, String> {
             None => failures += 1,
         }
     }
-    let n = samples.len().max(1) as f64;
-    Ok(Latency {
-        server_cpu_us: (procfs::tree_cpu_ns(s.pid) - cpu0) as f64 / 1e3 / n,
-        harness_cpu_us: (procfs::self_cpu_ns() - self0) as f64 / 1e3 / n,
-        us: stats::summarize(&mut samples),
-        failures,
-    })
+    Ok(Latency::finish(s.pid, cpu0, self0, &mut samples, failures))
 }
 
 fn reply_call(id: u64, text: &str) -> String {
@@ -285,13 +293,7 @@ fn sequential_replies(s: &mut Server, load: &Load) -> Result<Latency, String> {
             }
         }
     }
-    let n = samples.len().max(1) as f64;
-    Ok(Latency {
-        server_cpu_us: (procfs::tree_cpu_ns(s.pid) - cpu0) as f64 / 1e3 / n,
-        harness_cpu_us: (procfs::self_cpu_ns() - self0) as f64 / 1e3 / n,
-        us: stats::summarize(&mut samples),
-        failures,
-    })
+    Ok(Latency::finish(s.pid, cpu0, self0, &mut samples, failures))
 }
 
 /// Messages kept in flight at once in a burst: well under the host's
@@ -476,13 +478,7 @@ fn sequential_permissions(s: &mut Server, load: &Load) -> Result<Latency, String
             }
         }
     }
-    let n = samples.len().max(1) as f64;
-    Ok(Latency {
-        server_cpu_us: (procfs::tree_cpu_ns(s.pid) - cpu0) as f64 / 1e3 / n,
-        harness_cpu_us: (procfs::self_cpu_ns() - self0) as f64 / 1e3 / n,
-        us: stats::summarize(&mut samples),
-        failures,
-    })
+    Ok(Latency::finish(s.pid, cpu0, self0, &mut samples, failures))
 }
 
 /// `messages` injects over `conns` keep-alive connections, each one request
