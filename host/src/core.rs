@@ -255,12 +255,13 @@ impl Core {
             };
         }
 
-        let chat_id = req
-            .chat_id
-            .filter(|c| !c.is_empty())
-            .unwrap_or_else(|| "inject".to_string());
+        let chat_id = scrub(
+            req.chat_id
+                .filter(|c| !c.is_empty())
+                .unwrap_or_else(|| "inject".to_string()),
+        );
         let (mut meta, mut dropped_meta) = clean_meta(req.meta);
-        meta.insert("chat_id".into(), Value::String(scrub(chat_id.clone())));
+        meta.insert("chat_id".into(), Value::String(chat_id.clone()));
         let mut content = req.content;
 
         if self.hooks.inject {
@@ -280,21 +281,13 @@ impl Core {
                     meta = clean;
                     dropped_meta.extend(dropped);
                     if !meta.contains_key("chat_id") {
-                        meta.insert("chat_id".into(), Value::String(scrub(chat_id.clone())));
+                        meta.insert("chat_id".into(), Value::String(chat_id));
                     }
                 }
-                Verdict::Drop { filter, reason } => {
-                    tracing::info!(filter, reason, "inject dropped by filter");
-                    return InjectOutcome::Dropped { filter, reason };
-                }
-                Verdict::Reject { filter, reason } => {
-                    tracing::info!(filter, reason, "inject rejected by filter");
-                    return InjectOutcome::Rejected { filter, reason };
-                }
-                Verdict::Failed { filter, error } => {
-                    tracing::error!(filter, "inject not delivered: {error}");
-                    return InjectOutcome::FilterFailed { filter, error };
-                }
+                // The chain has logged each of these.
+                Verdict::Drop { filter, reason } => return InjectOutcome::Dropped { filter, reason },
+                Verdict::Reject { filter, reason } => return InjectOutcome::Rejected { filter, reason },
+                Verdict::Failed { filter, error } => return InjectOutcome::FilterFailed { filter, error },
             }
             if content.is_empty() {
                 return InjectOutcome::Invalid("content is empty after filtering".into());
@@ -322,10 +315,7 @@ impl Core {
             Verdict::Pass(r) => (r.chat_id, r.text),
             Verdict::Drop { filter, reason } => return ReplyOutcome::Dropped { filter, reason },
             Verdict::Reject { filter, reason } => return ReplyOutcome::Rejected { filter, reason },
-            Verdict::Failed { filter, error } => {
-                tracing::error!(filter, "reply not delivered: {error}");
-                return ReplyOutcome::FilterFailed { filter, error };
-            }
+            Verdict::Failed { filter, error } => return ReplyOutcome::FilterFailed { filter, error },
         };
         let connected = self.events.subscribers() > 0;
         self.events.publish(&json!({
@@ -359,16 +349,13 @@ impl Core {
             PermissionVerdict::Relay
         };
         let (behavior, filter, reason) = match filtered {
-            PermissionVerdict::Relay => return self.relay_permission(request),
-            PermissionVerdict::Failed { filter, error } => {
-                // Failing safe for a prompt means asking the human.
-                tracing::error!(filter, "permission filter failed, relaying the prompt: {error}");
+            // Failing safe for a prompt means asking the human.
+            PermissionVerdict::Relay | PermissionVerdict::Failed { .. } => {
                 return self.relay_permission(request);
             }
             PermissionVerdict::Allow { filter, reason } => (Behavior::Allow, filter, reason),
             PermissionVerdict::Deny { filter, reason } => (Behavior::Deny, filter, reason),
         };
-        tracing::info!(request_id = %request.request_id, filter, reason, behavior = behavior.as_str(), "permission decided by filter");
         if let Err(e) = self
             .send_to_claude(Notification::Verdict {
                 request_id: request.request_id.clone(),

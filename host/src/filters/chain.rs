@@ -136,7 +136,7 @@ impl FilterChain {
                     };
                 }
                 Err(error) => {
-                    if let Some(failed) = failed(slot, error, "inject") {
+                    if let Some(failed) = failed(slot, error, "inject", "the inject is stopped") {
                         return Verdict::Failed {
                             filter: name.to_string(),
                             error: failed,
@@ -176,7 +176,7 @@ impl FilterChain {
                     };
                 }
                 Err(error) => {
-                    if let Some(failed) = failed(slot, error, "reply") {
+                    if let Some(failed) = failed(slot, error, "reply", "the reply is stopped") {
                         return Verdict::Failed {
                             filter: name.to_string(),
                             error: failed,
@@ -230,7 +230,7 @@ impl FilterChain {
                     };
                 }
                 Err(error) => {
-                    if let Some(failed) = failed(slot, error, "permission request") {
+                    if let Some(failed) = failed(slot, error, "permission request", "the prompt goes to the phone instead") {
                         return PermissionVerdict::Failed {
                             filter: name.to_string(),
                             error: failed,
@@ -244,13 +244,15 @@ impl FilterChain {
 }
 
 /// Logs a failed call; `Some(message)` if the filter fails closed.
-fn failed(slot: &Slot, error: FilterError, what: &str) -> Option<String> {
+/// Logs a failed call (the one place that does) and says whether it stops
+/// the chain; `closed` is what then happens to the message.
+fn failed(slot: &Slot, error: FilterError, what: &str, closed: &str) -> Option<String> {
     let filter = &*slot.settings.name;
     match slot.settings.on_error {
         OnError::Closed => {
             tracing::error!(
                 filter,
-                "{error}; the {what} is stopped (on_error = \"closed\")"
+                "{error}; {closed} (on_error = \"closed\")"
             );
             Some(error.to_string())
         }
