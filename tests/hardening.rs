@@ -812,3 +812,142 @@ fn session_ids_that_could_be_paths_are_refused() {
     h.initialize();
     h.assert_still_serving();
 }
+
+/// A plain inject is answered by the host's fast path, anything else by
+/// the HTTP library and the router (see host/src/bridge/fast.rs). These
+/// two tests hold the two to one behaviour.
+fn inject_request(port: u16, secret: &str, body: &[u8], chunked: bool) -> Vec<u8> {
+    let framing = if chunked {
+        "Transfer-Encoding: chunked".to_string()
+    } else {
+        format!("Content-Length: {}", body.len())
+    };
+    let mut r = format!(
+        "POST /inject HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-OPZero-Secret: {secret}\r\n{framing}\r\nConnection: close\r\n\r\n"
+    )
+    .into_bytes();
+    if chunked {
+        r.extend_from_slice(format!("{:x}\r\n", body.len()).as_bytes());
+        r.extend_from_slice(body);
+        r.extend_from_slice(b"\r\n0\r\n\r\n");
+    } else {
+        r.extend_from_slice(body);
+    }
+    r
+}
+
+/// Status line, headers but `date`, and body.
+fn without_date(raw: &[u8]) -> (u16, Vec<(String, String)>, String) {
+    let r = support::parse_response(raw);
+    let headers = r.headers.iter().filter(|(k, _)| !k.eq_ignore_ascii_case("date")).cloned().collect();
+    (r.status, headers, String::from_utf8(r.body).unwrap())
+}
+
+#[test]
+fn inject_answers_do_not_depend_on_how_the_request_is_framed() {
+    let mut h = with_config("[limits]\nmax_content_chars = 20\n");
+    h.initialize();
+    let (port, secret) = (h.port(), h.secret());
+    for body in [
+        &br#"{"content":"plain","chat_id":"c","meta":{"user":"ann"}}"#[..],
+        br#"{"content":"x","meta":{"bad-key":"v","n":1}}"#,
+        br#"{"content":"far too long for the limit"}"#,
+        br#"{"content":""}"#,
+        br#"{"content":"x","meta":[1]}"#,
+        br#"{"content":"x","chat_id":{}}"#,
+        br#"{"content":"x","message_id":[]}"#,
+        b"[1]",
+        b"{bad",
+        b"{\"content\":\"caf\xe9\"}",
+    ] {
+        let fast = raw(port, &inject_request(port, &secret, body, false));
+        let fast_line = h.try_recv_line(Duration::from_millis(100));
+        let slow = raw(port, &inject_request(port, &secret, body, true));
+        let slow_line = h.try_recv_line(Duration::from_millis(100));
+        assert_eq!(without_date(&fast), without_date(&slow), "{}", String::from_utf8_lossy(body));
+        assert_eq!(fast_line, slow_line);
+        assert!(fast.windows(8).any(|w| w == b"\r\ndate: "), "{}", String::from_utf8_lossy(&fast));
+    }
+    // One store of message ids behind both.
+    let once = br#"{"content":"once","message_id":"m"}"#;
+    assert_eq!(parsed(&raw(port, &inject_request(port, &secret, once, false))).0, 202);
+    assert_eq!(h.recv()["params"]["content"], "once");
+    assert_eq!(parsed(&raw(port, &inject_request(port, &secret, once, true))), (200, json!({"ok": true, "duplicate": true})));
+    nothing_on_stdout(&h);
+    h.assert_still_serving();
+}
+
+/// Reads one response off a kept-alive connection.
+fn read_response(r: &mut std::io::BufReader<TcpStream>) -> (u16, Value) {
+    use std::io::BufRead;
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = r.read_until(b'\n', &mut head).unwrap();
+        assert!(n > 0, "closed mid-answer: {}", String::from_utf8_lossy(&head));
+    }
+    let text = String::from_utf8(head).unwrap();
+    let length: usize = text
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ").map(|v| v.parse().unwrap()))
+        .unwrap_or_else(|| panic!("no length in {text}"));
+    let mut body = vec![0; length];
+    r.read_exact(&mut body).unwrap();
+    let status = text.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, serde_json::from_slice(&body).unwrap())
+}
+
+#[test]
+fn kept_alive_injects_pipeline_in_order_and_any_request_may_follow() {
+    let mut h = Host::spawn();
+    h.initialize();
+    let (port, secret) = (h.port(), h.secret());
+    let inject = |content: &str, auth: &str| {
+        let body = json!({"content": content}).to_string();
+        format!("POST /inject HTTP/1.1\r\nHost: localhost:{port}\r\n{auth}\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+    };
+    let ours = format!("X-OPZero-Secret: {secret}");
+    let ok = (202, json!({"ok": true}));
+
+    // Three injects in one write, a status check, then more: every one is
+    // answered, in order, on the one connection.
+    let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let mut r = std::io::BufReader::new(s);
+    let burst = format!("{}{}{}", inject("a", &ours), inject("b", &format!("Authorization: Bearer {secret}")), inject("c", &ours));
+    w.write_all(burst.as_bytes()).unwrap();
+    for _ in 0..3 {
+        assert_eq!(read_response(&mut r), ok);
+    }
+    w.write_all(format!("GET /status HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n").as_bytes()).unwrap();
+    assert_eq!(read_response(&mut r).0, 200);
+    w.write_all(inject("d", &ours).as_bytes()).unwrap();
+    assert_eq!(read_response(&mut r), ok);
+    // A wrong secret is refused, and the connection still serves.
+    w.write_all(inject("forged", "X-OPZero-Secret: nope").as_bytes()).unwrap();
+    assert_eq!(read_response(&mut r), (403, json!({"error": "forbidden"})));
+    w.write_all(inject("e", &ours).as_bytes()).unwrap();
+    assert_eq!(read_response(&mut r), ok);
+    for want in ["a", "b", "c", "d", "e"] {
+        assert_eq!(h.recv()["params"]["content"], want);
+    }
+
+    // A request that arrives in pieces is put back together.
+    let whole = inject("pieces", &ours);
+    let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let mut r = std::io::BufReader::new(s);
+    for piece in whole.as_bytes().chunks(whole.len() / 5 + 1) {
+        w.write_all(piece).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(read_response(&mut r), ok);
+    assert_eq!(h.recv()["params"]["content"], "pieces");
+    // HTTP/1.0 is answered too, in its own version.
+    let old = raw(port, whole.replace("HTTP/1.1", "HTTP/1.0").as_bytes());
+    assert!(old.starts_with(b"HTTP/1.0 202 "), "{}", String::from_utf8_lossy(&old));
+    assert_eq!(h.recv()["params"]["content"], "pieces");
+    nothing_on_stdout(&h);
+    h.assert_still_serving();
+}

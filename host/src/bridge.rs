@@ -1,12 +1,16 @@
 //! The HTTP side: the loopback bridge the phone's server talks to. It checks
 //! the Host header and the secret, enforces size limits, turns every refusal
 //! into a JSON error, and calls the core. It knows nothing of JSON-RPC.
+//!
+//! `fast.rs` answers plain injects before hyper sees them; `inject.rs` is
+//! what both it and the router do with an inject's body.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
+use bytes::Bytes;
 use axum::extract::{RawQuery, Request, State};
 use axum::Extension;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -20,9 +24,12 @@ use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
-use crate::core::{json_kind, Core, InjectOutcome, InjectRequest, VerdictOutcome};
+use crate::core::{json_kind, Core, VerdictOutcome};
 use crate::events::{Closed, Item, Subscription};
 use crate::permissions::{Behavior, VerdictError};
+
+mod fast;
+mod inject;
 
 const PING_EVERY: Duration = Duration::from_secs(20);
 
@@ -46,16 +53,7 @@ pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
-pub fn router(core: Arc<Core>, secret: String, port: u16) -> Router {
-    let state: Shared = Arc::new(Bridge {
-        core,
-        secret,
-        hosts: [
-            format!("127.0.0.1:{port}"),
-            format!("localhost:{port}"),
-            format!("[::1]:{port}"),
-        ],
-    });
+fn router(state: Shared) -> Router {
     Router::new()
         .route("/status", get(status))
         .route("/inject", post(inject))
@@ -71,15 +69,29 @@ pub fn router(core: Arc<Core>, secret: String, port: u16) -> Router {
         .with_state(state)
 }
 
-/// Serves `router` on `listener` until the process ends. Connections are
-/// served one task each; a request's headers must arrive within
-/// `read_timeout` (an idle kept-alive connection is closed after as long).
-pub async fn serve(listener: TcpListener, router: Router, read_timeout: Duration) {
+/// Serves the bridge on `listener` until the process ends, with `secret`.
+/// Connections are served one task each: first by the inject fast path
+/// (`fast.rs`), then, from the first request that is not a plain inject,
+/// by hyper and the router. A request's headers must arrive within the
+/// read timeout, and an idle kept-alive connection is closed after as long.
+pub async fn serve(listener: TcpListener, core: Arc<Core>, secret: String) {
     use hyper::service::Service;
     use hyper_util::rt::{TokioIo, TokioTimer};
     use hyper_util::service::TowerToHyperService;
+    let port = listener.local_addr().map_or(0, |a| a.port());
+    let read_timeout = core.config.limits.read_timeout;
+    let bridge: Shared = Arc::new(Bridge {
+        core,
+        secret,
+        hosts: [
+            format!("127.0.0.1:{port}"),
+            format!("localhost:{port}"),
+            format!("[::1]:{port}"),
+        ],
+    });
+    let router = router(bridge.clone());
     loop {
-        let stream = match listener.accept().await {
+        let mut stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(e) => {
                 // Out of file descriptors and the like: back off, keep serving.
@@ -89,18 +101,27 @@ pub async fn serve(listener: TcpListener, router: Router, read_timeout: Duration
             }
         };
         let _ = stream.set_nodelay(true);
-        let cut_off = CutOff(Arc::new(Notify::new()));
-        let inner = TowerToHyperService::new(router.clone());
-        let cut = cut_off.clone();
-        let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(cut.clone());
-            inner.call(req)
-        });
+        let bridge = bridge.clone();
+        let router = router.clone();
         tokio::spawn(async move {
+            let read = match fast::serve(&mut stream, &bridge, read_timeout).await {
+                fast::Outcome::HandOff(read) => read,
+                fast::Outcome::Closed => {
+                    let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
+                    return;
+                }
+            };
+            let cut_off = CutOff(Arc::new(Notify::new()));
+            let inner = TowerToHyperService::new(router);
+            let cut = cut_off.clone();
+            let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(cut.clone());
+                inner.call(req)
+            });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(read_timeout)
-                .serve_connection(TokioIo::new(stream), service);
+                .serve_connection(TokioIo::new(fast::Rewind { read, stream }), service);
             tokio::select! {
                 r = conn => {
                     if let Err(e) = r {
@@ -164,43 +185,49 @@ async fn status(State(b): State<Shared>) -> Response {
     .into_response()
 }
 
-/// Reads a body of at most the configured size and parses it as a JSON object.
-async fn json_object(b: &Bridge, headers: &HeaderMap, body: Body) -> Result<Map<String, Value>, Response> {
+/// Reads a body of at most the configured size, within the read timeout.
+async fn read_body(b: &Bridge, headers: &HeaderMap, body: Body) -> Result<Bytes, Response> {
     let limit = b.core.config.limits.max_body_bytes;
-    let too_large = || {
-        error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body is larger than the limit of {limit} bytes"),
-        )
-    };
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
+        return Err(too_large(limit));
     }
     let timeout = b.core.config.limits.read_timeout;
-    let bytes = match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
-        Ok(Ok(b)) => b,
-        Ok(Err(e)) if is_length_limit(&e) => return Err(too_large()),
-        Ok(Err(e)) => {
-            return Err(error(StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}")));
-        }
-        Err(_) => {
-            return Err(error(
-                StatusCode::REQUEST_TIMEOUT,
-                format!("the request body did not arrive within {} ms", timeout.as_millis()),
-            ));
-        }
-    };
-    match serde_json::from_slice::<Value>(&bytes) {
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(e)) if is_length_limit(&e) => Err(too_large(limit)),
+        Ok(Err(e)) => Err(error(StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}"))),
+        Err(_) => Err(body_timeout(timeout)),
+    }
+}
+
+fn too_large(limit: usize) -> Response {
+    error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("request body is larger than the limit of {limit} bytes"),
+    )
+}
+
+pub(super) fn body_timeout_message(timeout: Duration) -> String {
+    format!("the request body did not arrive within {} ms", timeout.as_millis())
+}
+
+fn body_timeout(timeout: Duration) -> Response {
+    error(StatusCode::REQUEST_TIMEOUT, body_timeout_message(timeout))
+}
+
+/// Parses a body as a JSON object.
+fn json_object(bytes: &[u8]) -> Result<Map<String, Value>, (StatusCode, String)> {
+    match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Object(o)) => Ok(o),
-        Ok(other) => Err(error(
+        Ok(other) => Err((
             StatusCode::BAD_REQUEST,
             format!("invalid json body: expected an object, got {}", json_kind(&other)),
         )),
-        Err(_) => Err(error(StatusCode::BAD_REQUEST, "invalid json body")),
+        Err(_) => Err((StatusCode::BAD_REQUEST, "invalid json body".into())),
     }
 }
 
@@ -215,117 +242,27 @@ fn is_length_limit(e: &axum::Error) -> bool {
     false
 }
 
-
-/// Scalars become their text; anything else is refused.
-fn scalar_string(v: Value) -> Option<Option<String>> {
-    match v {
-        Value::Null => Some(None),
-        Value::String(s) => Some(Some(s)),
-        Value::Number(n) => Some(Some(n.to_string())),
-        Value::Bool(b) => Some(Some(b.to_string())),
-        _ => None,
-    }
-}
-
 async fn inject(State(b): State<Shared>, headers: HeaderMap, body: Body) -> Response {
-    let mut obj = match json_object(&b, &headers, body).await {
-        Ok(o) => o,
+    let bytes = match read_body(&b, &headers, body).await {
+        Ok(bytes) => bytes,
         Err(r) => return r,
     };
-    let content = match obj.remove("content") {
-        Some(Value::String(s)) if !s.is_empty() => s,
-        _ => return error(StatusCode::BAD_REQUEST, "content required"),
-    };
-    let Some(chat_id) = obj.remove("chat_id").map_or(Some(None), scalar_string) else {
-        return error(StatusCode::BAD_REQUEST, "chat_id must be a string");
-    };
-    let meta = match obj.remove("meta") {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(m)) => m,
-        Some(other) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("meta must be an object, got {}", json_kind(&other)),
-            );
-        }
-    };
-    let Some(body_id) = obj.remove("message_id").map_or(Some(None), scalar_string) else {
-        return error(StatusCode::BAD_REQUEST, "message_id must be a string");
-    };
-    let header_id = match headers.get("idempotency-key").map(|v| std::str::from_utf8(v.as_bytes())) {
-        None => None,
-        Some(Ok(v)) => Some(v.trim().to_string()),
-        Some(Err(_)) => return error(StatusCode::BAD_REQUEST, "Idempotency-Key must be UTF-8"),
-    };
-    // An empty id names nothing: treating it as an id would make every
-    // later empty one a "duplicate" and drop it.
-    let message_id = body_id.filter(|s| !s.is_empty()).or(header_id.filter(|s| !s.is_empty()));
-    let outcome = b
-        .core
-        .inject(InjectRequest {
-            content,
-            chat_id,
-            meta,
-            message_id,
-        })
-        .await;
-    match outcome {
-        InjectOutcome::Accepted { dropped_meta } if dropped_meta.is_empty() => (
-            // The common answer, as bytes: it is on every inject's path.
-            StatusCode::ACCEPTED,
-            [(header::CONTENT_TYPE, "application/json")],
-            r#"{"ok":true}"#,
-        )
-            .into_response(),
-        InjectOutcome::Accepted { dropped_meta } => (
-            StatusCode::ACCEPTED,
-            Json(json!({ "ok": true, "dropped_meta": dropped_meta })),
-        )
-            .into_response(),
-        InjectOutcome::Duplicate => {
-            (StatusCode::OK, Json(json!({ "ok": true, "duplicate": true }))).into_response()
-        }
-        InjectOutcome::Verdict {
-            request_id,
-            behavior,
-        } => (
-            StatusCode::ACCEPTED,
-            Json(json!({ "ok": true, "verdict": behavior.as_str(), "request_id": request_id })),
-        )
-            .into_response(),
-        InjectOutcome::Dropped { filter, reason } => (
-            StatusCode::ACCEPTED,
-            Json(json!({ "ok": true, "delivered": false, "filter": filter, "reason": reason })),
-        )
-            .into_response(),
-        InjectOutcome::Rejected { filter, reason } => (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Json(json!({ "error": reason, "filter": filter })),
-        )
-            .into_response(),
-        InjectOutcome::FilterFailed { filter, error } => (
-            StatusCode::BAD_GATEWAY,
-            Json(json!({ "error": error, "filter": filter })),
-        )
-            .into_response(),
-        InjectOutcome::TooLarge(m) => error(StatusCode::PAYLOAD_TOO_LARGE, m),
-        InjectOutcome::Invalid(m) => error(StatusCode::BAD_REQUEST, m),
-        InjectOutcome::Backlog(m) => error(StatusCode::SERVICE_UNAVAILABLE, m),
-        InjectOutcome::Closed => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Claude Code is not connected (the session is ending)",
-        ),
-    }
+    let key = headers.get("idempotency-key").map(|v| v.as_bytes());
+    let (status, body) = inject::inject_body(&b.core, key, &bytes).await;
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 async fn permission(State(b): State<Shared>, headers: HeaderMap, body: Body) -> Response {
     const USAGE: &str = "request_id and behavior (allow|deny) required";
-    let obj = match json_object(&b, &headers, body).await {
-        Ok(o) => o,
+    let bytes = match read_body(&b, &headers, body).await {
+        Ok(bytes) => bytes,
         Err(r) if r.status() == StatusCode::BAD_REQUEST => {
             return error(StatusCode::BAD_REQUEST, USAGE);
         }
         Err(r) => return r,
+    };
+    let Ok(obj) = json_object(&bytes) else {
+        return error(StatusCode::BAD_REQUEST, USAGE);
     };
     let request_id = obj.get("request_id").and_then(Value::as_str).filter(|s| !s.is_empty());
     let behavior = obj.get("behavior").and_then(Value::as_str).and_then(Behavior::parse);

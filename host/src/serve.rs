@@ -74,12 +74,7 @@ pub async fn run(session_id: String, config: Config, filters: FilterChain) -> an
         .context("cannot bind the HTTP bridge on 127.0.0.1")?;
     let port = listener.local_addr()?.port();
     let secret = new_secret()?;
-    let read_timeout = core.config.limits.read_timeout;
-    tokio::spawn(bridge::serve(
-        listener,
-        bridge::router(core.clone(), secret.clone(), port),
-        read_timeout,
-    ));
+    tokio::spawn(bridge::serve(listener, core.clone(), secret.clone()));
 
     // Only now: a reader must never find a dead port.
     let mut file = DiscoveryFile::write(

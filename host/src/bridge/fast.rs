@@ -1,0 +1,293 @@
+//! The inject fast path. Every connection starts here. A plain
+//! `POST /inject` (HTTP/1.1, a `Content-Length` body within the limit, a
+//! loopback Host and the right secret) is parsed with httparse and answered
+//! from this loop. The first request that is anything else goes, with the
+//! rest of the connection, to hyper and the router, which answer it exactly
+//! as they answer everything.
+//!
+//! Why: each message from the phone takes this path, and hyper's and
+//! axum's request handling cost more CPU than all the rest of an inject's
+//! work (bench/README.md). Both paths call the same
+//! [`inject_body`](super::inject::inject_body), so they cannot answer differently.
+//! The fast path only takes requests the guard would pass; it leaves
+//! everything it is unsure of to hyper.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use axum::http::StatusCode;
+use bytes::{Buf, Bytes, BytesMut};
+use subtle::ConstantTimeEq;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
+
+use super::Bridge;
+
+/// What the fast path did with a connection.
+pub(super) enum Outcome {
+    /// It is closed (the client left, or timed out).
+    Closed,
+    /// Hyper takes it from here, starting with these bytes.
+    HandOff(Bytes),
+}
+
+/// The longest head the fast path waits for. A real inject's head is a few
+/// hundred bytes; anything longer is left to hyper and its own limits.
+const MAX_HEAD: usize = 8 * 1024;
+/// Headers the fast path parses, at most (hyper takes up to 100).
+const MAX_HEADERS: usize = 24;
+const PREFIX: &[u8] = b"POST /inject ";
+
+/// Serves injects on `stream` until a request is not one, the client
+/// leaves, or it goes quiet for `read_timeout`.
+pub(super) async fn serve(stream: &mut TcpStream, b: &Bridge, read_timeout: Duration) -> Outcome {
+    let mut buf = BytesMut::with_capacity(4096);
+    let timer = tokio::time::sleep(read_timeout);
+    tokio::pin!(timer);
+    loop {
+        // Waiting for a request: a connection idle this long is closed,
+        // as hyper closes one.
+        if buf.is_empty() && !read(stream, &mut buf, Instant::now() + read_timeout, timer.as_mut()).await {
+            return Outcome::Closed;
+        }
+        let started = Instant::now();
+        let request = loop {
+            match parse(&buf, b) {
+                Parse::Inject(r) => break r,
+                Parse::Other => return Outcome::HandOff(buf.freeze()),
+                // A head that trickles in for longer than the timeout is
+                // cut off, as hyper cuts one off.
+                Parse::Partial => {
+                    if !read(stream, &mut buf, started + read_timeout, timer.as_mut()).await {
+                        return Outcome::Closed;
+                    }
+                }
+            }
+        };
+        let end = request.head + request.body;
+        while buf.len() < end {
+            if !read(stream, &mut buf, started + read_timeout, timer.as_mut()).await {
+                let answer = super::inject::error_answer(
+                    StatusCode::REQUEST_TIMEOUT,
+                    super::body_timeout_message(read_timeout),
+                );
+                let _ = write(stream, answer, true).await;
+                return Outcome::Closed;
+            }
+        }
+        let key = request.idempotency_key.map(|(from, to)| &buf[from..to]);
+        let answer = super::inject::inject_body(&b.core, key, &buf[request.head..end]).await;
+        buf.advance(end);
+        if write(stream, answer, request.close).await.is_err() || request.close {
+            return Outcome::Closed;
+        }
+    }
+}
+
+/// Reads more into `buf` before `deadline`. False when the client has left,
+/// the read failed, or the deadline passed.
+///
+/// `timer` is the connection's one timer, set at or before `deadline`
+/// (deadlines only move later) and moved on when it fires early: a read
+/// that has to wait costs no timer of its own.
+async fn read(stream: &mut TcpStream, buf: &mut BytesMut, deadline: Instant, mut timer: Pin<&mut Sleep>) -> bool {
+    if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(4096);
+    }
+    loop {
+        tokio::select! {
+            biased;
+            read = stream.read_buf(buf) => return matches!(read, Ok(n) if n > 0),
+            () = timer.as_mut() => {
+                if Instant::now() >= deadline {
+                    return false;
+                }
+                timer.as_mut().reset(deadline);
+            }
+        }
+    }
+}
+
+/// A request the fast path answers. Offsets are into the read buffer.
+struct Inject {
+    /// The head's length; the body follows it.
+    head: usize,
+    body: usize,
+    idempotency_key: Option<(usize, usize)>,
+    /// `Connection: close`.
+    close: bool,
+}
+
+enum Parse {
+    Inject(Inject),
+    /// Not enough bytes yet to tell.
+    Partial,
+    /// Anything else: hyper's.
+    Other,
+}
+
+fn parse(buf: &[u8], b: &Bridge) -> Parse {
+    let n = buf.len().min(PREFIX.len());
+    if buf[..n] != PREFIX[..n] {
+        return Parse::Other;
+    }
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let head = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Parse::Partial,
+        _ => return Parse::Other,
+    };
+    if req.path != Some("/inject") || req.version != Some(1) {
+        return Parse::Other;
+    }
+    // Each header the answer depends on must appear at most once, in a form
+    // with one reading; otherwise hyper and the router decide.
+    let (mut host, mut secret, mut bearer, mut length, mut key, mut close) = (None, None, None, None, None, false);
+    for h in req.headers.iter() {
+        let slot = match h.name.len() {
+            4 if h.name.eq_ignore_ascii_case("host") => &mut host,
+            15 if h.name.eq_ignore_ascii_case("x-opzero-secret") => &mut secret,
+            13 if h.name.eq_ignore_ascii_case("authorization") => &mut bearer,
+            14 if h.name.eq_ignore_ascii_case("content-length") => &mut length,
+            15 if h.name.eq_ignore_ascii_case("idempotency-key") => &mut key,
+            10 if h.name.eq_ignore_ascii_case("connection") => {
+                if h.value.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if !h.value.eq_ignore_ascii_case(b"keep-alive") {
+                    return Parse::Other;
+                }
+                continue;
+            }
+            17 if h.name.eq_ignore_ascii_case("transfer-encoding") => return Parse::Other,
+            6 if h.name.eq_ignore_ascii_case("expect") => return Parse::Other,
+            7 if h.name.eq_ignore_ascii_case("upgrade") => return Parse::Other,
+            _ => continue,
+        };
+        if slot.replace(h.value).is_some() {
+            return Parse::Other;
+        }
+    }
+    let host_ok = host.is_some_and(|v| b.hosts.iter().any(|h| h.as_bytes().eq_ignore_ascii_case(v)));
+    let given = match (secret, bearer) {
+        (Some(s), _) => s,
+        (None, Some(a)) => a.strip_prefix(b"Bearer ").unwrap_or(b""),
+        (None, None) => b"",
+    };
+    let secret_ok = same_secret(given, b.secret.as_bytes());
+    let body = length
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .filter(|v| !v.is_empty() && v.bytes().all(|c| c.is_ascii_digit()))
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n <= b.core.config.limits.max_body_bytes);
+    let (true, true, Some(body)) = (host_ok, secret_ok, body) else {
+        return Parse::Other;
+    };
+    let idempotency_key = key.map(|v| {
+        let from = v.as_ptr() as usize - buf.as_ptr() as usize;
+        (from, from + v.len())
+    });
+    Parse::Inject(Inject { head, body, idempotency_key, close })
+}
+
+/// `given == secret`, in time that does not depend on where they differ.
+/// Compared a word at a time: subtle's per-byte comparison of a 64-byte
+/// secret cost more than parsing the request.
+fn same_secret(given: &[u8], secret: &[u8]) -> bool {
+    if given.len() != secret.len() {
+        return false;
+    }
+    let word = |c: &[u8]| {
+        let mut w = [0u8; 8];
+        w[..c.len()].copy_from_slice(c);
+        u64::from_le_bytes(w)
+    };
+    let mut same = subtle::Choice::from(1);
+    for (g, s) in given.chunks(8).zip(secret.chunks(8)) {
+        same &= word(g).ct_eq(&word(s));
+    }
+    bool::from(same)
+}
+
+/// Writes `answer` as hyper would (same headers, in the same order).
+async fn write(stream: &mut TcpStream, (status, body): super::inject::Answer, close: bool) -> std::io::Result<()> {
+    let mut out = Vec::with_capacity(160 + body.len());
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\ncontent-type: application/json\r\ncontent-length: ");
+    out.extend_from_slice(body.len().to_string().as_bytes());
+    if close {
+        out.extend_from_slice(b"\r\nconnection: close");
+    }
+    out.extend_from_slice(b"\r\ndate: ");
+    http_date(&mut out);
+    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(&body);
+    stream.write_all(&out).await
+}
+
+/// Appends the `Date` header's value, formatted once a second.
+fn http_date(out: &mut Vec<u8>) {
+    use std::cell::RefCell;
+    thread_local! {
+        static CACHED: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
+    }
+    let now = SystemTime::now();
+    let secs = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    CACHED.with_borrow_mut(|(at, date)| {
+        if *at != secs || date.is_empty() {
+            *at = secs;
+            *date = httpdate::fmt_http_date(now);
+        }
+        out.extend_from_slice(date.as_bytes());
+    })
+}
+
+/// The connection as hyper sees it after a hand-off: the bytes the fast
+/// path read but did not answer come first.
+pub(super) struct Rewind {
+    pub read: Bytes,
+    pub stream: TcpStream,
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        if self.read.is_empty() {
+            return Pin::new(&mut self.stream).poll_read(cx, out);
+        }
+        let n = self.read.len().min(out.remaining());
+        out.put_slice(&self.read[..n]);
+        self.read.advance(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, data)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
