@@ -34,42 +34,47 @@ impl Notification {
         }
     }
 
-    /// The JSON-RPC line (without newline), serialized straight from the
+    /// The JSON-RPC line (without newline), written straight from the
     /// borrowed fields: this is on every inject's path.
     pub fn to_line(&self) -> Vec<u8> {
-        #[derive(serde::Serialize)]
-        struct Line<P> {
-            jsonrpc: &'static str,
-            method: &'static str,
-            params: P,
-        }
-        #[derive(serde::Serialize)]
-        struct ChannelParams<'a> {
-            content: &'a str,
-            meta: &'a Map<String, Value>,
-        }
-        #[derive(serde::Serialize)]
-        struct VerdictParams<'a> {
-            request_id: &'a str,
-            behavior: &'static str,
-        }
-        let method = self.method();
-        let mut out = Vec::with_capacity(128);
-        let written = match self {
-            Notification::Channel { content, meta } => serde_json::to_writer(
-                &mut out,
-                &Line { jsonrpc: "2.0", method, params: ChannelParams { content, meta } },
-            ),
-            Notification::Verdict { request_id, behavior } => serde_json::to_writer(
-                &mut out,
-                &Line {
-                    jsonrpc: "2.0",
-                    method,
-                    params: VerdictParams { request_id, behavior: behavior.as_str() },
-                },
-            ),
+        use crate::escape::json_str;
+        let size = match self {
+            Notification::Channel { content, meta } => {
+                let meta: usize = meta.iter().map(|(k, v)| k.len() + v.as_str().map_or(16, str::len) + 8).sum();
+                content.len() + meta + 128
+            }
+            Notification::Verdict { request_id, .. } => request_id.len() + 128,
         };
-        written.expect("strings and maps always serialize");
+        let mut out = Vec::with_capacity(size);
+        out.extend_from_slice(br#"{"jsonrpc":"2.0","method":""#);
+        out.extend_from_slice(self.method().as_bytes());
+        out.extend_from_slice(br#"","params":{"#);
+        match self {
+            Notification::Channel { content, meta } => {
+                out.extend_from_slice(br#""content":"#);
+                json_str(&mut out, content);
+                out.extend_from_slice(br#","meta":{"#);
+                for (i, (k, v)) in meta.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    json_str(&mut out, k);
+                    out.push(b':');
+                    match v {
+                        Value::String(s) => json_str(&mut out, s),
+                        other => serde_json::to_writer(&mut out, other).expect("a Value always serializes"),
+                    }
+                }
+                out.extend_from_slice(b"}}}");
+            }
+            Notification::Verdict { request_id, behavior } => {
+                out.extend_from_slice(br#""request_id":"#);
+                json_str(&mut out, request_id);
+                out.extend_from_slice(br#","behavior":"#);
+                json_str(&mut out, behavior.as_str());
+                out.extend_from_slice(b"}}");
+            }
+        }
         out
     }
 }
@@ -260,7 +265,8 @@ impl Core {
                 .filter(|c| !c.is_empty())
                 .unwrap_or_else(|| "inject".to_string()),
         );
-        let (mut meta, mut dropped_meta) = clean_meta(req.meta);
+        let mut meta = req.meta;
+        let mut dropped_meta = clean_meta(&mut meta);
         meta.insert("chat_id".into(), Value::String(chat_id.clone()));
         let mut content = req.content;
 
@@ -275,11 +281,8 @@ impl Core {
             match self.filter(move |chain| chain.on_inject(message)).await {
                 Verdict::Pass(m) => {
                     content = m.content;
-                    let raw: Map<String, Value> =
-                        m.meta.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
-                    let (clean, dropped) = clean_meta(raw);
-                    meta = clean;
-                    dropped_meta.extend(dropped);
+                    meta = m.meta.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+                    dropped_meta.extend(clean_meta(&mut meta));
                     if !meta.contains_key("chat_id") {
                         meta.insert("chat_id".into(), Value::String(chat_id));
                     }
@@ -495,22 +498,21 @@ pub fn scrub(v: String) -> String {
 
 /// Drops keys Claude Code would drop (returned, sorted) and null values,
 /// stringifies other values and scrubs them.
-fn clean_meta(raw: Map<String, Value>) -> (Map<String, Value>, Vec<String>) {
-    let mut meta = Map::new();
+fn clean_meta(meta: &mut Map<String, Value>) -> Vec<String> {
     let mut dropped = Vec::new();
-    for (k, v) in raw {
-        if !valid_meta_key(&k) {
-            dropped.push(k);
-            continue;
+    meta.retain(|k, v| {
+        if !valid_meta_key(k) {
+            dropped.push(k.clone());
+            return false;
         }
-        let s = match v {
-            Value::Null => continue,
-            Value::String(s) => s,
-            other => other.to_string(),
-        };
-        meta.insert(k, Value::String(scrub(s)));
-    }
-    (meta, dropped)
+        match v {
+            Value::Null => return false,
+            Value::String(s) => *s = scrub(std::mem::take(s)),
+            other => *other = Value::String(scrub(other.to_string())),
+        }
+        true
+    });
+    dropped
 }
 
 /// The last N message ids, for duplicate detection. Kept as SHA-256
@@ -565,16 +567,33 @@ mod tests {
 
     #[test]
     fn meta_rules() {
-        let raw: Map<String, Value> = serde_json::from_str(
+        let mut meta: Map<String, Value> = serde_json::from_str(
             r#"{"user":"ann","bad-key":"x","n":3,"b":true,"gone":null,"o":{"a":1},"q":"a\"<b>[c]\r\nd"}"#,
         )
         .unwrap();
-        let (meta, dropped) = clean_meta(raw);
+        let dropped = clean_meta(&mut meta);
         assert_eq!(
             Value::Object(meta),
             json!({"user":"ann","n":"3","b":"true","o":"{a:1}","q":"abc  d"})
         );
         assert_eq!(dropped, ["bad-key"]);
+    }
+
+    #[test]
+    fn lines_are_the_json_rpc_notifications() {
+        let meta: Map<String, Value> =
+            serde_json::from_str(r#"{"chat_id":"c\"1","n":3,"z":"\u0001\n","a":""}"#).unwrap();
+        let content = "line one\nline \"two\" \\ é 🎉 \u{7}";
+        let channel = Notification::Channel { content: content.into(), meta: meta.clone() };
+        let want = json!({"jsonrpc": "2.0", "method": channel.method(), "params": {"content": content, "meta": meta}});
+        assert_eq!(String::from_utf8(channel.to_line()).unwrap(), want.to_string());
+        let empty = Notification::Channel { content: "x".into(), meta: Map::new() };
+        assert_eq!(empty.to_line(), br#"{"jsonrpc":"2.0","method":"notifications/claude/channel","params":{"content":"x","meta":{}}}"#);
+        let verdict = Notification::Verdict { request_id: "r\"1".into(), behavior: Behavior::Deny };
+        assert_eq!(
+            String::from_utf8(verdict.to_line()).unwrap(),
+            r#"{"jsonrpc":"2.0","method":"notifications/claude/channel/permission","params":{"request_id":"r\"1","behavior":"deny"}}"#
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod client;
 pub mod config;
 pub mod core;
 pub mod discovery;
+pub mod escape;
 pub mod events;
 pub mod filters;
 pub mod launcher;

@@ -140,12 +140,18 @@ impl Permissions {
 
 /// `yes abcde` / `no abcde` (any case) typed on the phone.
 pub fn parse_text_verdict(content: &str) -> Option<(Behavior, String)> {
+    // Checked without copying: every inject comes through here.
     let (word, id) = content.split_once(' ')?;
-    let behavior = match word.to_ascii_lowercase().as_str() {
-        "yes" => Behavior::Allow,
-        "no" => Behavior::Deny,
-        _ => return None,
+    let behavior = if word.eq_ignore_ascii_case("yes") {
+        Behavior::Allow
+    } else if word.eq_ignore_ascii_case("no") {
+        Behavior::Deny
+    } else {
+        return None;
     };
+    if id.len() != 5 {
+        return None;
+    }
     let id = id.to_ascii_lowercase();
     is_request_id(&id).then_some((behavior, id))
 }
