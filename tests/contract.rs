@@ -482,3 +482,32 @@ fn permission_capability_is_absent_when_relay_is_off() {
         json!({"experimental": {"claude/channel": {}}, "tools": {}})
     );
 }
+
+/// Claude Code hands its servers socket pairs (every test above uses them);
+/// other MCP clients use pipes, which take another path through the host.
+#[test]
+fn pipes_work_like_sockets() {
+    let mut h = Host::spawn_with(Options { pipes: true, ..Options::default() });
+    h.initialize();
+    assert_eq!(h.post("/inject", &json!({"content": "over a pipe"})).pair(), (202, json!({"ok": true})));
+    assert_eq!(
+        h.recv_line(),
+        r#"{"jsonrpc":"2.0","method":"notifications/claude/channel","params":{"content":"over a pipe","meta":{"chat_id":"inject"}}}"#
+    );
+    let mut sse = h.sse("/events", &[]);
+    assert_eq!(sse.line(), ": connected");
+    let r = h.call_reply(json!({"chat_id": "p", "text": "back over a pipe"}));
+    assert_eq!(support::reply_text(&r), "sent");
+    assert_eq!(without_ts(sse.event().1), json!({"type": "reply", "chat_id": "p", "text": "back over a pipe"}));
+    let path = h.discovery_path();
+    h.close_stdin();
+    assert!(h.wait_exit(Duration::from_secs(5)).is_some_and(|s| s.success()), "{}", h.stderr());
+    assert!(!path.exists());
+    // Sockets are read and written by the reactor, pipes by rmcp's pipe
+    // transport: the debug log says which.
+    const SOCKETS: &str = "stdin and stdout are sockets";
+    assert!(!h.stderr().contains(SOCKETS), "{}", h.stderr());
+    let mut s = Host::spawn();
+    s.initialize();
+    assert!(s.stderr().contains(SOCKETS), "{}", s.stderr());
+}

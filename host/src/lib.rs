@@ -16,3 +16,4 @@ pub mod filters;
 pub mod launcher;
 pub mod permissions;
 pub mod serve;
+pub mod stdio;

@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::core::Core;
 use crate::discovery::{self, DiscoveryFile, Record};
 use crate::filters::FilterChain;
-use crate::{bridge, channel};
+use crate::{bridge, channel, stdio};
 
 pub const SESSION_ENV: &str = "OPZERO_CHANNEL_SESSION_ID";
 
@@ -104,7 +104,7 @@ pub async fn run(session_id: String, config: Config, filters: FilterChain) -> an
 
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
-    let (reader, writer) = rmcp::transport::io::stdio_pipes();
+    let (reader, writer) = stdio::streams();
     let result = tokio::select! {
         r = channel::run(Arc::clone(&core), reader, writer) => {
             match &r {

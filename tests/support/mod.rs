@@ -1,5 +1,6 @@
 //! Test harness: spawns the real `opzero-host serve` the way Claude Code
-//! does (stdio pipes, env session id), plays Claude Code with raw JSON-RPC
+//! does (a socket pair for stdin and for stdout, env session id; pipes on
+//! request, as other MCP clients use), plays Claude Code with raw JSON-RPC
 //! lines, and plays the phone's server with raw HTTP/1.1 on loopback, so
 //! tests can assert the exact bytes each peer sees.
 #![allow(dead_code)]
@@ -7,7 +8,8 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::os::unix::net::UnixStream;
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,7 +27,7 @@ pub struct Host {
     pub child: Child,
     pub home: tempfile::TempDir,
     pub session: String,
-    stdin: Option<ChildStdin>,
+    stdin: Option<Box<dyn Write + Send>>,
     lines: Receiver<String>,
     pub stderr: Arc<Mutex<String>>,
     next_id: u64,
@@ -39,6 +41,8 @@ pub struct Options {
     pub filter_cache: Option<PathBuf>,
     pub env: Vec<(String, String)>,
     pub args: Vec<String>,
+    /// stdin and stdout are pipes, not Claude Code's socket pairs.
+    pub pipes: bool,
 }
 
 impl Host {
@@ -55,9 +59,18 @@ impl Host {
             .env("OPZERO_CHANNEL_SESSION_ID", &session)
             .env("OPZERO_HOME", home.path())
             .env("OPZERO_LOG", "debug")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        // Our ends of stdin and stdout, when they are sockets.
+        let mut sockets = None;
+        if opts.pipes {
+            cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
+        } else {
+            let (stdin, their_stdin) = UnixStream::pair().unwrap();
+            let (stdout, their_stdout) = UnixStream::pair().unwrap();
+            cmd.stdin(std::os::fd::OwnedFd::from(their_stdin))
+                .stdout(std::os::fd::OwnedFd::from(their_stdout));
+            sockets = Some((stdin, stdout));
+        }
         if let Some(cache) = &opts.filter_cache {
             std::fs::create_dir_all(cache).unwrap();
             std::os::unix::fs::symlink(cache, home.path().join("cache")).unwrap();
@@ -72,7 +85,11 @@ impl Host {
         }
         cmd.args(&opts.args);
         let mut child = cmd.spawn().expect("spawn opzero-host");
-        let stdout = child.stdout.take().unwrap();
+        drop(cmd); // closes our copies of the child's ends
+        let (stdin, stdout): (Box<dyn Write + Send>, Box<dyn Read + Send>) = match sockets {
+            Some((stdin, stdout)) => (Box::new(stdin), Box::new(stdout)),
+            None => (Box::new(child.stdin.take().unwrap()), Box::new(child.stdout.take().unwrap())),
+        };
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
@@ -94,12 +111,11 @@ impl Host {
                 sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         });
-        let stdin = child.stdin.take();
         Host {
             child,
             home,
             session,
-            stdin,
+            stdin: Some(stdin),
             lines,
             stderr,
             next_id: 1,
