@@ -80,6 +80,10 @@ struct Cli {
     /// Keep the scratch directory (configs, stderr logs) and print its path
     #[arg(long)]
     keep: bool,
+    /// Give the servers pipes for stdin and stdout, as some MCP clients do
+    /// (by default they get socket pairs, as Claude Code gives them)
+    #[arg(long)]
+    pipes: bool,
 }
 
 #[derive(Subcommand)]
@@ -115,6 +119,9 @@ struct Results {
     date: String,
     machine: Machine,
     host_bin: Option<String>,
+    /// What the servers' stdin and stdout were: "sockets" (as Claude Code
+    /// gives them) or "pipes".
+    stdio: &'static str,
     load: Option<Load>,
     runs: usize,
     startup_ms: Startup,
@@ -213,6 +220,7 @@ fn bench(cli: &Cli) -> Result<(), String> {
         program: me,
         args: vec!["floor-serve".into()],
         home: home("floor"),
+        pipes: cli.pipes,
     };
 
     // Absolute: the servers run in their own scratch directories.
@@ -235,6 +243,7 @@ fn bench(cli: &Cli) -> Result<(), String> {
             program: bin.clone(),
             args: vec!["serve".into()],
             home: home("host"),
+            pipes: cli.pipes,
         })
     };
 
@@ -242,6 +251,7 @@ fn bench(cli: &Cli) -> Result<(), String> {
         date: report::today(),
         machine: machine(),
         host_bin: host_spec.as_ref().map(|_| bin.display().to_string()),
+        stdio: if cli.pipes { "pipes" } else { "sockets" },
         load: Some(load.clone()),
         runs,
         ..Results::default()
@@ -271,6 +281,7 @@ fn bench(cli: &Cli) -> Result<(), String> {
                     config.display().to_string(),
                 ],
                 home: cached.clone(),
+                pipes: cli.pipes,
             };
             if missing.is_empty() {
                 let all = filters::write(&cfg, "four.toml", &filters::toml(&found))?;
@@ -380,7 +391,7 @@ fn bench(cli: &Cli) -> Result<(), String> {
             results.date, results.machine.cpu_model, results.machine.cpus, results.machine.kernel
         );
         if let Some(b) = &results.host_bin {
-            println!("host: {b}");
+            println!("host: {b} (stdin and stdout: {})", results.stdio);
         }
         println!(
             "floor: the bench's own trivial responder (floor-serve), measured by the same harness\n"

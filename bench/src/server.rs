@@ -4,7 +4,8 @@
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::os::unix::net::UnixStream;
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,8 @@ pub struct Spec {
     /// Per-start home: `HOME`, `XDG_CACHE_HOME` and `OPZERO_HOME` live in it,
     /// so a fresh directory means an empty compile cache.
     pub home: PathBuf,
+    /// stdin and stdout are pipes, not the socket pairs Claude Code gives.
+    pub pipes: bool,
 }
 
 /// A running server that has answered `/status`.
@@ -26,7 +29,7 @@ pub struct Server {
     pub label: String,
     child: Child,
     pub pid: u32,
-    stdin: Option<ChildStdin>,
+    stdin: Option<Box<dyn Write + Send>>,
     /// stdout lines, stamped with the time their bytes were read.
     pub lines: Receiver<(Instant, String)>,
     pub port: u16,
@@ -69,14 +72,28 @@ impl Server {
             .env("OPZERO_CHANNEL_SESSION_ID", &session)
             // No ./opzero.toml is picked up by accident.
             .current_dir(&spec.home)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
             .stderr(stderr);
+        // Claude Code gives its servers a socket pair for each stream.
+        let mut sockets = None;
+        if spec.pipes {
+            cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
+        } else {
+            let (stdin, theirs_in) = UnixStream::pair().map_err(|e| e.to_string())?;
+            let (stdout, theirs_out) = UnixStream::pair().map_err(|e| e.to_string())?;
+            cmd.stdin(std::os::fd::OwnedFd::from(theirs_in))
+                .stdout(std::os::fd::OwnedFd::from(theirs_out));
+            sockets = Some((stdin, stdout));
+        }
 
         let t0 = Instant::now();
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("cannot run {}: {e}", spec.program.display()))?;
+        drop(cmd); // our copies of the child's ends
+        let (stdin, stdout): (Box<dyn Write + Send>, Box<dyn Read + Send>) = match sockets {
+            Some((i, o)) => (Box::new(i), Box::new(o)),
+            None => (Box::new(child.stdin.take().expect("piped")), Box::new(child.stdout.take().expect("piped"))),
+        };
         let pid = child.id();
         let deadline = t0 + Duration::from_secs(20);
         let stderr_tail = |p: &Path| {
@@ -126,7 +143,6 @@ impl Server {
             ));
         }
 
-        let stdout = child.stdout.take().expect("piped");
         let (tx, lines) = mpsc::channel();
         std::thread::Builder::new()
             .name(format!("stdout-{pid}"))
@@ -134,7 +150,7 @@ impl Server {
             .map_err(|e| e.to_string())?;
         Ok(Server {
             label: spec.label.clone(),
-            stdin: child.stdin.take(),
+            stdin: Some(stdin),
             child,
             pid,
             lines,
