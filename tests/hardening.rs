@@ -951,3 +951,31 @@ fn kept_alive_injects_pipeline_in_order_and_any_request_may_follow() {
     nothing_on_stdout(&h);
     h.assert_still_serving();
 }
+
+#[test]
+fn a_claude_code_that_stops_reading_stdout_delays_injects_and_loses_none() {
+    let mut h = Host::spawn();
+    h.initialize();
+    h.pause_stdout();
+    let (port, secret) = (h.port(), h.secret());
+    // Far more than a socket holds: the host's writes must wait for room.
+    let sender = std::thread::spawn(move || {
+        (0..60)
+            .map(|i| {
+                let body = json!({"content": format!("{i}:{}", "x".repeat(16_000))}).to_string();
+                support::http(port, "POST", "/inject", &[("X-OPZero-Secret", &secret)], Some(body.as_bytes())).pair()
+            })
+            .collect::<Vec<_>>()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!sender.is_finished(), "60 × 16 kB went through a stdout nobody read");
+    h.resume_stdout();
+    let answers = sender.join().unwrap();
+    assert!(answers.iter().all(|a| *a == (202, json!({"ok": true}))), "{answers:?}");
+    for i in 0..60 {
+        let content = h.recv()["params"]["content"].as_str().unwrap().to_string();
+        assert!(content.starts_with(&format!("{i}:")) && content.len() == 16_000 + format!("{i}:").len());
+    }
+    nothing_on_stdout(&h);
+    h.assert_still_serving();
+}

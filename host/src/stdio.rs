@@ -23,30 +23,37 @@ pub type Writer = Box<dyn AsyncWrite + Send + Unpin>;
 
 /// This process's stdin and stdout. Needs a tokio runtime with IO enabled.
 pub fn streams() -> (Reader, Writer) {
-    if let (Some(r), Some(w)) = (Socket::of(0, Interest::READABLE), Socket::of(1, Interest::WRITABLE)) {
-        tracing::debug!("stdin and stdout are sockets: served by the reactor");
-        return (Box::new(r), Box::new(w));
+    if let (Some(r), Some(w)) = (socket(0), socket(1)) {
+        // SAFETY: `r` is an open descriptor this handle owns.
+        if let Ok(r) = unsafe { AsyncFd::register_with_interest(r, Interest::READABLE) } {
+            tracing::debug!("stdin and stdout are sockets: served by the reactor");
+            return (Box::new(SocketReader(r)), Box::new(SocketWriter { fd: Some(w), waiting: None }));
+        }
     }
     let (r, w) = rmcp::transport::io::stdio_pipes();
     (Box::new(r), Box::new(w))
 }
 
-/// One standard stream that is a socket, on its own descriptor.
-struct Socket(AsyncFd<OwnedFd>);
+/// A duplicate of standard stream `fd`, if it is a socket.
+fn socket(fd: RawFd) -> Option<OwnedFd> {
+    // SAFETY: 0 and 1 stay open for the life of the process; the borrow
+    // only lives long enough to duplicate them.
+    let own = unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned().ok()?;
+    let file = std::fs::File::from(own.try_clone().ok()?);
+    file.metadata().ok()?.file_type().is_socket().then_some(own)
+}
 
-impl Socket {
-    fn of(fd: RawFd, interest: Interest) -> Option<Socket> {
-        // SAFETY: 0 and 1 stay open for the life of the process; the
-        // borrow only lives long enough to duplicate them.
-        let own = unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned().ok()?;
-        let file = std::fs::File::from(own.try_clone().ok()?);
-        if !file.metadata().ok()?.file_type().is_socket() {
-            return None;
-        }
-        // SAFETY: `own` is an open descriptor this handle owns, so it stays
-        // the same descriptor until the AsyncFd drops it.
-        unsafe { AsyncFd::register_with_interest(own, interest) }.ok().map(Socket)
-    }
+/// stdin: registered with the reactor for reading.
+struct SocketReader(AsyncFd<OwnedFd>);
+
+/// stdout: written directly, and registered with the reactor only while a
+/// write waits for room. A unix socket registered for writing wakes its
+/// owner each time the peer reads, which for a line-at-a-time peer is a
+/// wake-up of both processes per message, for nothing.
+struct SocketWriter {
+    /// Ours while nothing waits (always one of the two).
+    fd: Option<OwnedFd>,
+    waiting: Option<AsyncFd<OwnedFd>>,
 }
 
 /// `n` from a libc call that returns -1 and sets errno on failure.
@@ -54,7 +61,7 @@ fn check(n: isize) -> io::Result<usize> {
     if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
 }
 
-impl AsyncRead for Socket {
+impl AsyncRead for SocketReader {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         loop {
             let mut ready = ready!(self.0.poll_read_ready(cx))?;
@@ -81,26 +88,37 @@ impl AsyncRead for Socket {
     }
 }
 
-impl AsyncWrite for Socket {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+impl AsyncWrite for SocketWriter {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         loop {
-            let mut ready = ready!(self.0.poll_write_ready(cx))?;
+            if let Some(waiting) = &self.waiting {
+                ready!(waiting.poll_write_ready(cx))?.clear_ready();
+                let fd = self.waiting.take().expect("just seen").into_inner();
+                self.fd = Some(fd);
+            }
+            let fd = self.fd.as_ref().expect("ours when not waiting").as_raw_fd();
             // SAFETY: send reads at most `data.len()` bytes from `data`.
-            let sent = ready.try_io(|fd| {
-                check(unsafe {
-                    libc::send(fd.as_raw_fd(), data.as_ptr().cast(), data.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
-                })
+            let sent = check(unsafe {
+                libc::send(fd, data.as_ptr().cast(), data.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
             });
             match sent {
-                Ok(Ok(n)) => {
-                    if n > 0 && n < data.len() {
-                        ready.clear_ready();
+                Ok(n) => return Poll::Ready(Ok(n)),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // Registering reports the socket's state as it is now, so
+                    // room made since the send is not missed.
+                    let fd = self.fd.take().expect("ours when not waiting");
+                    // SAFETY: `fd` is an open descriptor this handle owns.
+                    match unsafe { AsyncFd::register_with_interest(fd, Interest::WRITABLE) } {
+                        Ok(waiting) => self.waiting = Some(waiting),
+                        Err(e) => {
+                            let (fd, e) = e.into_parts();
+                            self.fd = Some(fd);
+                            return Poll::Ready(Err(e));
+                        }
                     }
-                    return Poll::Ready(Ok(n));
                 }
-                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Ok(Err(e)) => return Poll::Ready(Err(e)),
-                Err(_would_block) => continue,
+                Err(e) => return Poll::Ready(Err(e)),
             }
         }
     }

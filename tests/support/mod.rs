@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::os::unix::net::UnixStream;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -29,6 +29,8 @@ pub struct Host {
     pub session: String,
     stdin: Option<Box<dyn Write + Send>>,
     lines: Receiver<String>,
+    /// While true, stdout is not read (see [`Host::pause_stdout`]).
+    stdout_paused: Arc<(Mutex<bool>, Condvar)>,
     pub stderr: Arc<Mutex<String>>,
     next_id: u64,
 }
@@ -91,12 +93,16 @@ impl Host {
             None => (Box::new(child.stdin.take().unwrap()), Box::new(child.stdout.take().unwrap())),
         };
         let (tx, lines) = mpsc::channel();
+        let stdout_paused = Arc::new((Mutex::new(false), Condvar::new()));
+        let paused = stdout_paused.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 if tx.send(line).is_err() {
                     break;
                 }
+                let (lock, resumed) = &*paused;
+                let _unpaused = resumed.wait_while(lock.lock().unwrap(), |p| *p).unwrap();
             }
         });
         let stderr = Arc::new(Mutex::new(String::new()));
@@ -119,6 +125,7 @@ impl Host {
             lines,
             stderr,
             next_id: 1,
+            stdout_paused,
         }
     }
 
@@ -165,6 +172,18 @@ impl Host {
 
     pub fn send(&mut self, msg: Value) {
         self.write_line(&msg.to_string());
+    }
+
+    /// Stops reading stdout after the current line (and what is already
+    /// buffered), like a Claude Code that is busy: the host's writes then
+    /// fill the socket and wait.
+    pub fn pause_stdout(&self) {
+        *self.stdout_paused.0.lock().unwrap() = true;
+    }
+
+    pub fn resume_stdout(&self) {
+        *self.stdout_paused.0.lock().unwrap() = false;
+        self.stdout_paused.1.notify_all();
     }
 
     pub fn close_stdin(&mut self) {
