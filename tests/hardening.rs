@@ -250,7 +250,7 @@ fn invalid_utf8_is_refused_wherever_it_is() {
     assert_eq!(parsed(&raw(port, host)).0, 421);
     // A request line that is not valid is refused by the HTTP parser.
     let r = raw(port, b"GET /inj\xffect HTTP/1.1\r\nHost: x\r\n\r\n");
-    assert_eq!(support::parse_response(&r).status, 400);
+    assert_eq!(parsed(&r), (400, json!({"error": "malformed HTTP request: invalid token"})));
     nothing_on_stdout(&h);
     h.assert_still_serving();
 }
@@ -976,6 +976,41 @@ fn a_claude_code_that_stops_reading_stdout_delays_injects_and_loses_none() {
         let content = h.recv()["params"]["content"].as_str().unwrap().to_string();
         assert!(content.starts_with(&format!("{i}:")) && content.len() == 16_000 + format!("{i}:").len());
     }
+    nothing_on_stdout(&h);
+    h.assert_still_serving();
+}
+
+#[test]
+fn requests_that_are_not_http_get_a_json_error() {
+    let mut h = Host::spawn();
+    h.initialize();
+    let port = h.port();
+    for garbage in [&b"hello\r\n\r\n"[..], b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", b"GET / HTTP/1.1\r\nBad Header\r\n\r\n"] {
+        let (status, body) = parsed(&raw(port, garbage));
+        assert_eq!(status, 400, "{garbage:?}");
+        let message = body["error"].as_str().unwrap_or_else(|| panic!("{body}"));
+        assert!(message.starts_with("malformed HTTP request: "), "{message}");
+    }
+    // Up to 100 headers is HTTP's business (hyper's limit); more is refused.
+    let with_headers = |n: usize, path: &str, extra: &str| {
+        let mut r = format!("{path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{extra}Connection: close\r\n");
+        for i in 0..n {
+            r.push_str(&format!("X-Filler-{i}: {i}\r\n"));
+        }
+        r.push_str("\r\n");
+        r
+    };
+    assert_eq!(parsed(&raw(port, with_headers(98, "GET /status", "").as_bytes())).0, 200);
+    assert_eq!(
+        parsed(&raw(port, with_headers(100, "GET /status", "").as_bytes())),
+        (431, json!({"error": "the request has more than 100 headers"}))
+    );
+    // An inject with more headers than the fast path reads is still an inject.
+    let auth = format!("X-OPZero-Secret: {}\r\nContent-Length: 17\r\n", h.secret());
+    let mut many = with_headers(40, "POST /inject", &auth).into_bytes();
+    many.extend_from_slice(br#"{"content":"man"}"#);
+    assert_eq!(parsed(&raw(port, &many)), (202, json!({"ok": true})));
+    assert_eq!(h.recv()["params"]["content"], "man");
     nothing_on_stdout(&h);
     h.assert_still_serving();
 }

@@ -3,14 +3,15 @@
 //! loopback Host and the right secret) is parsed with httparse and answered
 //! from this loop. The first request that is anything else goes, with the
 //! rest of the connection, to hyper and the router, which answer it exactly
-//! as they answer everything.
+//! as they answer everything; one that is not HTTP at all is answered here
+//! with a JSON error (hyper's would be empty).
 //!
 //! Why: each message from the phone takes this path, and hyper's and
 //! axum's request handling cost more CPU than all the rest of an inject's
 //! work (bench/README.md). Both paths call the same
-//! [`inject_body`](super::inject::inject_body), so they cannot answer differently.
-//! The fast path only takes requests the guard would pass; it leaves
-//! everything it is unsure of to hyper.
+//! [`inject_body`](super::inject::inject_body), so they cannot answer
+//! differently. The fast path only takes requests the guard would pass; it
+//! leaves everything it is unsure of to hyper.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -57,6 +58,11 @@ pub(super) async fn serve(stream: &mut TcpStream, b: &Bridge, read_timeout: Dura
             match parse(&buf, b) {
                 Parse::Inject(r) => break r,
                 Parse::Other => return Outcome::HandOff(buf.freeze()),
+                Parse::Malformed(status, message) => {
+                    let answer = super::inject::error_answer(status, message);
+                    let _ = write(stream, answer, true).await;
+                    return Outcome::Closed;
+                }
                 // A head that trickles in for longer than the timeout is
                 // cut off, as hyper cuts one off.
                 Parse::Partial => {
@@ -126,19 +132,23 @@ enum Parse {
     Partial,
     /// Anything else: hyper's.
     Other,
+    /// Not HTTP/1: answered here, in JSON, where hyper would send an
+    /// empty 400 or 431.
+    Malformed(StatusCode, String),
 }
 
 fn parse(buf: &[u8], b: &Bridge) -> Parse {
     let n = buf.len().min(PREFIX.len());
     if buf[..n] != PREFIX[..n] {
-        return Parse::Other;
+        return malformed_or_other(buf);
     }
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let head = match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Parse::Partial,
-        _ => return Parse::Other,
+        Ok(httparse::Status::Partial) => return Parse::Other,
+        Err(_) => return malformed_or_other(buf),
     };
     if req.path != Some("/inject") || req.version != Some(1) {
         return Parse::Other;
@@ -209,6 +219,22 @@ fn same_secret(given: &[u8], secret: &[u8]) -> bool {
         same &= word(g).ct_eq(&word(s));
     }
     bool::from(same)
+}
+
+/// What hyper's parser (httparse, with hyper's default of at most 100
+/// headers) says of a request it would refuse, as a JSON answer; anything
+/// it would take is left to it.
+fn malformed_or_other(buf: &[u8]) -> Parse {
+    const HYPER_MAX_HEADERS: usize = 100;
+    let mut headers = [httparse::EMPTY_HEADER; HYPER_MAX_HEADERS];
+    match httparse::Request::new(&mut headers).parse(buf) {
+        Ok(_) => Parse::Other,
+        Err(httparse::Error::TooManyHeaders) => Parse::Malformed(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!("the request has more than {HYPER_MAX_HEADERS} headers"),
+        ),
+        Err(e) => Parse::Malformed(StatusCode::BAD_REQUEST, format!("malformed HTTP request: {e}")),
+    }
 }
 
 /// Writes `answer` as hyper would (same headers, in the same order).
