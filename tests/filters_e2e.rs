@@ -200,3 +200,30 @@ fn serve_refuses_a_chain_that_does_not_load_with_positioned_errors() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("{p}:8:8: filter[1].path: ")));
 }
+
+/// Filter calls run on the host's own thread and yield at every epoch tick:
+/// one spinning to its deadline holds up nothing else.
+#[test]
+fn a_filter_spinning_to_its_deadline_stalls_nothing_else() {
+    let mut h = host(entry("spin", "loop_forever", r#"["inject"]"#, "timeout_ms = 3000"));
+    let (port, secret) = (h.port(), h.secret());
+    let spinning = std::thread::spawn(move || {
+        let body = json!({"content": "loop"}).to_string();
+        support::http(port, "POST", "/inject", &[("X-OPZero-Secret", &secret)], Some(body.as_bytes())).pair()
+    });
+    std::thread::sleep(Duration::from_millis(300)); // the guest is spinning now
+    let started = std::time::Instant::now();
+    assert_eq!(h.get("/status").status, 200);
+    let mut sse = h.sse("/events", &[]);
+    assert_eq!(sse.line(), ": connected");
+    let r = h.call_reply(json!({"chat_id": "c", "text": "while it spins"}));
+    assert_eq!(support::reply_text(&r), "sent");
+    assert_eq!(sse.event().1["text"], "while it spins");
+    let took = started.elapsed();
+    assert!(!spinning.is_finished(), "the spinning call ended early");
+    assert!(took < Duration::from_millis(1500), "the host answered others only after {took:?}");
+    assert_eq!(
+        spinning.join().unwrap(),
+        (502, json!({"error": "filter \"spin\" timed out after 3000 ms", "filter": "spin"}))
+    );
+}

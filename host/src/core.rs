@@ -193,18 +193,6 @@ impl Core {
         }
     }
 
-    /// Runs `call` on the filter chain on a blocking-pool thread. Guests'
-    /// WASI calls (a stderr write, the clock, randomness) block on a tokio
-    /// runtime of their own, which panics on a thread that is driving ours;
-    /// and a filter running to its deadline must not stall the bridge.
-    async fn filter<T: Send + 'static>(&self, call: impl FnOnce(&FilterChain) -> T + Send + 'static) -> T {
-        let chain = self.filters.clone();
-        match tokio::task::spawn_blocking(move || call(&chain)).await {
-            Ok(t) => t,
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
-        }
-    }
-
     pub async fn inject(&self, req: InjectRequest) -> InjectOutcome {
         let limits = &self.config.limits;
         let chars = req.content.chars().count();
@@ -278,7 +266,7 @@ impl Core {
                     .map(|(k, v)| (k, v.as_str().unwrap_or_default().to_string()))
                     .collect(),
             };
-            match self.filter(move |chain| chain.on_inject(message)).await {
+            match self.filters.on_inject(message).await {
                 Verdict::Pass(m) => {
                     content = m.content;
                     meta = m.meta.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
@@ -310,7 +298,7 @@ impl Core {
     pub async fn reply(&self, chat_id: String, text: String) -> ReplyOutcome {
         let reply = filters::Reply { chat_id, text };
         let verdict = if self.hooks.reply {
-            self.filter(move |chain| chain.on_reply(reply)).await
+            self.filters.on_reply(reply).await
         } else {
             Verdict::Pass(reply)
         };
@@ -347,7 +335,7 @@ impl Core {
                 description: request.description.clone(),
                 input_preview: request.input_preview.clone(),
             };
-            self.filter(move |chain| chain.on_permission(&asked)).await
+            self.filters.on_permission(&asked).await
         } else {
             PermissionVerdict::Relay
         };

@@ -6,7 +6,7 @@ mod filters_support;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use filters_support::{Setup, entry, wasm};
+use filters_support::{Setup, entry, run, wasm};
 use opzero_host::filters::{
     FilterChain, LoadStats, Message, PermissionRequest, PermissionVerdict, Reply, Verdict, check,
 };
@@ -102,10 +102,10 @@ fn built_in_filters_run_in_file_order() {
     );
 
     // Redacted, then greeted, then truncated to 48 characters.
-    let verdict = chain.on_inject(message(
+    let verdict = run(chain.on_inject(message(
         "my key is AKIAIOSFODNN7EXAMPLE, please rotate it today",
         "ana",
-    ));
+    )));
     assert_eq!(
         verdict,
         Verdict::Pass(Message {
@@ -118,7 +118,7 @@ fn built_in_filters_run_in_file_order() {
     );
 
     assert_eq!(
-        chain.on_inject(message("hello", "mallory")),
+        run(chain.on_inject(message("hello", "mallory"))),
         Verdict::Reject {
             filter: "allowlist".into(),
             reason: "sender \"mallory\" is not on the allowlist".into(),
@@ -126,14 +126,14 @@ fn built_in_filters_run_in_file_order() {
     );
 
     assert_eq!(
-        chain.on_reply(reply("sk-ant-api03-AbCdEfGhIjKlMnOpQrStUvWxYz")),
+        run(chain.on_reply(reply("sk-ant-api03-AbCdEfGhIjKlMnOpQrStUvWxYz"))),
         Verdict::Reject {
             filter: "max-length".into(),
             reason: "reply is 21 characters; the limit is 10".into(),
         },
         "redacted first, then measured"
     );
-    assert_eq!(chain.on_reply(reply("ok")), Verdict::Pass(reply("ok")));
+    assert_eq!(run(chain.on_reply(reply("ok"))), Verdict::Pass(reply("ok")));
 }
 
 #[test]
@@ -142,14 +142,14 @@ fn a_reply_with_a_fake_key_goes_out_redacted() {
     let chain = setup.chain(&entry("redact", "redact_secrets", r#"["reply"]"#, ""));
     let text = "Found it in .env:\nAWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE\nAuthorization: Bearer eyJhbGciOi.abc123456";
     assert_eq!(
-        chain.on_reply(reply(text)),
+        run(chain.on_reply(reply(text))),
         Verdict::Pass(reply(
             "Found it in .env:\nAWS_ACCESS_KEY_ID=[REDACTED:aws-access-key-id]\nAuthorization: Bearer [REDACTED:bearer-token]"
         ))
     );
     // Not hooked on inject: injects pass untouched.
     let m = message("AKIAIOSFODNN7EXAMPLE", "ana");
-    assert_eq!(chain.on_inject(m.clone()), Verdict::Pass(m));
+    assert_eq!(run(chain.on_inject(m.clone())), Verdict::Pass(m));
 }
 
 #[test]
@@ -157,21 +157,21 @@ fn permission_policy_allows_denies_and_relays() {
     let setup = Setup::new();
     let chain = setup.chain(&builtins_toml());
     assert_eq!(
-        chain.on_permission(&request("Read", "src/main.rs")),
+        run(chain.on_permission(&request("Read", "src/main.rs"))),
         PermissionVerdict::Allow {
             filter: "policy".into(),
             reason: "Read is on the allow list".into(),
         }
     );
     assert_eq!(
-        chain.on_permission(&request("Bash", "rm -rf /tmp/build")),
+        run(chain.on_permission(&request("Bash", "rm -rf /tmp/build"))),
         PermissionVerdict::Deny {
             filter: "policy".into(),
             reason: "Bash input matches the deny pattern \"rm -rf\"".into(),
         }
     );
     assert_eq!(
-        chain.on_permission(&request("Bash", "cargo test")),
+        run(chain.on_permission(&request("Bash", "cargo test"))),
         PermissionVerdict::Relay
     );
 }
@@ -186,21 +186,21 @@ fn a_timeout_is_named_and_the_filter_keeps_serving() {
         "timeout_ms = 50",
     ));
     assert_eq!(
-        chain.on_inject(message("loop", "ana")),
+        run(chain.on_inject(message("loop", "ana"))),
         Verdict::Failed {
             filter: "looper".into(),
             error: "filter \"looper\" timed out after 50 ms".into(),
         }
     );
     let m = message("hello", "ana");
-    assert_eq!(chain.on_inject(m.clone()), Verdict::Pass(m));
+    assert_eq!(run(chain.on_inject(m.clone())), Verdict::Pass(m));
     // And again: the replacement instance can time out and be replaced too.
     assert!(matches!(
-        chain.on_inject(message("loop", "ana")),
+        run(chain.on_inject(message("loop", "ana"))),
         Verdict::Failed { .. }
     ));
     let m = message("still here", "ana");
-    assert_eq!(chain.on_inject(m.clone()), Verdict::Pass(m));
+    assert_eq!(run(chain.on_inject(m.clone())), Verdict::Pass(m));
 }
 
 #[test]
@@ -213,24 +213,24 @@ fn running_out_of_memory_is_named_and_the_filter_keeps_serving() {
         "memory_mb = 16",
     ));
     assert_eq!(
-        chain.on_inject(message("grow", "ana")),
+        run(chain.on_inject(message("grow", "ana"))),
         Verdict::Failed {
             filter: "hoarder".into(),
             error: "filter \"hoarder\" ran out of memory (limit 16 MiB)".into(),
         }
     );
     let m = message("hello", "ana");
-    assert_eq!(chain.on_inject(m.clone()), Verdict::Pass(m));
+    assert_eq!(run(chain.on_inject(m.clone())), Verdict::Pass(m));
 }
 
 #[test]
 fn a_panic_message_reaches_the_error_and_the_log_and_the_instance_is_replaced() {
     let setup = Setup::new();
     let chain = setup.chain(&entry("panicky", "panicky", r#"["inject", "reply"]"#, ""));
-    assert_eq!(chain.on_reply(reply("a")), Verdict::Pass(reply("a #1")));
-    assert_eq!(chain.on_reply(reply("b")), Verdict::Pass(reply("b #2")));
+    assert_eq!(run(chain.on_reply(reply("a"))), Verdict::Pass(reply("a #1")));
+    assert_eq!(run(chain.on_reply(reply("b"))), Verdict::Pass(reply("b #2")));
 
-    let (verdict, logs) = logs_of(|| chain.on_inject(message("panic", "ana")));
+    let (verdict, logs) = logs_of(|| run(chain.on_inject(message("panic", "ana"))));
     assert_eq!(
         verdict,
         Verdict::Failed {
@@ -245,7 +245,7 @@ fn a_panic_message_reaches_the_error_and_the_log_and_the_instance_is_replaced() 
     );
 
     // A fresh, freshly configured instance: the reply count starts over.
-    assert_eq!(chain.on_reply(reply("c")), Verdict::Pass(reply("c #1")));
+    assert_eq!(run(chain.on_reply(reply("c"))), Verdict::Pass(reply("c #1")));
 }
 
 #[test]
@@ -254,7 +254,7 @@ fn a_filter_gets_no_environment_files_or_network() {
     let chain = setup.chain(&entry("probe", "panicky", r#"["inject"]"#, ""));
     assert!(std::env::vars().count() > 0);
     assert_eq!(
-        chain.on_inject(message("probe", "ana")),
+        run(chain.on_inject(message("probe", "ana"))),
         Verdict::Pass(message("env=0 file=false net=false", "ana"))
     );
 }
@@ -278,7 +278,7 @@ fn an_open_filter_that_fails_lets_the_message_through_unfiltered() {
     ]
     .concat();
     let chain = setup.chain(&toml);
-    let (verdict, logs) = logs_of(|| chain.on_inject(message("loop", "ana")));
+    let (verdict, logs) = logs_of(|| run(chain.on_inject(message("loop", "ana"))));
     assert_eq!(verdict, Verdict::Pass(message("Hi! loop", "ana")));
     assert!(
         logs.contains("timed out after 20 ms") && logs.contains("goes on unfiltered"),
@@ -296,7 +296,7 @@ fn guest_output_is_captured_bounded_and_logged_with_the_filter_name() {
         r#"["permission"]"#,
         "timeout_ms = 10000",
     ));
-    let (verdict, logs) = logs_of(|| chain.on_permission(&request("chatty", "")));
+    let (verdict, logs) = logs_of(|| run(chain.on_permission(&request("chatty", ""))));
     assert_eq!(verdict, PermissionVerdict::Relay);
     assert!(
         logs.contains("about to flood stdout"),
@@ -366,8 +366,8 @@ fn a_second_load_uses_the_cache_instead_of_compiling() {
     );
     // The cached chain behaves like the compiled one.
     assert_eq!(
-        second.on_inject(message("hello", "mallory")),
-        first.on_inject(message("hello", "mallory"))
+        run(second.on_inject(message("hello", "mallory"))),
+        run(first.on_inject(message("hello", "mallory")))
     );
 
     // A file someone else could have written is not trusted.
@@ -413,7 +413,7 @@ fn the_same_component_twice_is_compiled_once() {
         }
     );
     assert_eq!(
-        chain.on_reply(reply("abcdefgh")),
+        run(chain.on_reply(reply("abcdefgh"))),
         Verdict::Pass(reply("abcd")),
         "each entry keeps its own config (marker longer than the limit is dropped)"
     );
@@ -567,9 +567,9 @@ fn an_empty_chain_passes_everything() {
     let chain = FilterChain::load(&[], std::path::Path::new("/nonexistent")).unwrap();
     assert!(chain.is_empty());
     let m = message("x", "y");
-    assert_eq!(chain.on_inject(m.clone()), Verdict::Pass(m));
+    assert_eq!(run(chain.on_inject(m.clone())), Verdict::Pass(m));
     assert_eq!(
-        chain.on_permission(&request("Bash", "ls")),
+        run(chain.on_permission(&request("Bash", "ls"))),
         PermissionVerdict::Relay
     );
 }
@@ -587,7 +587,7 @@ fn the_chain_is_shared_across_threads() {
             std::thread::spawn(move || {
                 for _ in 0..25 {
                     let m = message(&format!("t{i}"), "ana");
-                    assert_eq!(chain.on_inject(m.clone()), Verdict::Pass(m));
+                    assert_eq!(run(chain.on_inject(m.clone())), Verdict::Pass(m));
                 }
             })
         })
@@ -596,6 +596,6 @@ fn the_chain_is_shared_across_threads() {
         t.join().unwrap();
     }
     // One instance served all 100 injects; its reply counter is untouched.
-    assert_eq!(chain.on_reply(reply("r")), Verdict::Pass(reply("r #1")));
+    assert_eq!(run(chain.on_reply(reply("r"))), Verdict::Pass(reply("r #1")));
     assert!(wasm("panicky").is_file());
 }

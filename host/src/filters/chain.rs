@@ -57,7 +57,7 @@ impl FilterChain {
 
     /// Loads every filter, compiling (or reading from `cache_dir`) each
     /// component, and configures one instance of each. Reports all problems
-    /// at once.
+    /// at once. Not from inside a tokio runtime: it runs one of its own.
     pub fn load(specs: &[FilterSpec], cache_dir: &Path) -> Result<FilterChain, Vec<Diagnostic>> {
         if specs.is_empty() {
             return Ok(FilterChain::empty());
@@ -67,8 +67,14 @@ impl FilterChain {
         let mut compiled: HashMap<Vec<u8>, Component> = HashMap::new();
         let mut chain = FilterChain::default();
         let mut diagnostics = Vec::new();
+        // Starting an instance runs the guest's configure, which is async;
+        // loading happens before serving, so on a runtime of its own.
+        let starter = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| vec![specs[0].at.diagnostic("filter", format!("cannot start a runtime: {e}"))])?;
         for (index, spec) in specs.iter().enumerate() {
-            match load_one(rt, &cache, &mut compiled, &mut chain.stats, spec) {
+            match starter.block_on(load_one(rt, &cache, &mut compiled, &mut chain.stats, spec)) {
                 Ok(slot) => chain.slots.push(slot),
                 Err(error) => diagnostics.push(diagnostic(index, spec, &error)),
             }
@@ -112,14 +118,19 @@ impl FilterChain {
 
     /// Runs the `inject` filters in file order. The first drop, reject or
     /// (closed) failure ends the chain.
-    pub fn on_inject(&self, msg: Message) -> Verdict<Message> {
+    pub async fn on_inject(&self, msg: Message) -> Verdict<Message> {
         let mut current = bindings::Message {
             content: msg.content,
             meta: msg.meta,
         };
-        for slot in self.slots.iter().filter(|s| s.settings.hooks.inject) {
+        // Plain loops: an iterator adapter's closure held across an await
+        // makes the future not provably Send.
+        for slot in &self.slots {
+            if !slot.settings.hooks.inject {
+                continue;
+            }
             let name = &slot.settings.name;
-            match slot.call(|f, store| f.opzero_filter_filter().call_on_inject(store, &current)) {
+            match slot.call(&current).await {
                 Ok(bindings::InjectVerdict::Pass(next)) => current = next,
                 Ok(bindings::InjectVerdict::Drop(reason)) => {
                     tracing::info!(filter = &**name, %reason, "inject dropped");
@@ -152,14 +163,17 @@ impl FilterChain {
     }
 
     /// Runs the `reply` filters in file order.
-    pub fn on_reply(&self, reply: Reply) -> Verdict<Reply> {
+    pub async fn on_reply(&self, reply: Reply) -> Verdict<Reply> {
         let mut current = bindings::Reply {
             chat_id: reply.chat_id,
             text: reply.text,
         };
-        for slot in self.slots.iter().filter(|s| s.settings.hooks.reply) {
+        for slot in &self.slots {
+            if !slot.settings.hooks.reply {
+                continue;
+            }
             let name = &slot.settings.name;
-            match slot.call(|f, store| f.opzero_filter_filter().call_on_reply(store, &current)) {
+            match slot.call(&current).await {
                 Ok(bindings::ReplyVerdict::Pass(next)) => current = next,
                 Ok(bindings::ReplyVerdict::Drop(reason)) => {
                     tracing::info!(filter = &**name, %reason, "reply dropped");
@@ -193,13 +207,8 @@ impl FilterChain {
 
     /// Runs the `permission` filters in file order; the first allow or deny
     /// decides, `relay` asks the next filter, and in the end the phone.
-    pub fn on_permission(&self, req: &PermissionRequest) -> PermissionVerdict {
-        let mut slots = self
-            .slots
-            .iter()
-            .filter(|s| s.settings.hooks.permission)
-            .peekable();
-        if slots.peek().is_none() {
+    pub async fn on_permission(&self, req: &PermissionRequest) -> PermissionVerdict {
+        if !self.slots.iter().any(|s| s.settings.hooks.permission) {
             return PermissionVerdict::Relay;
         }
         let request = bindings::PermissionRequest {
@@ -208,12 +217,12 @@ impl FilterChain {
             description: req.description.clone(),
             input_preview: req.input_preview.clone(),
         };
-        for slot in slots {
+        for slot in &self.slots {
+            if !slot.settings.hooks.permission {
+                continue;
+            }
             let name = &slot.settings.name;
-            match slot.call(|f, store| {
-                f.opzero_filter_filter()
-                    .call_on_permission_request(store, &request)
-            }) {
+            match slot.call(&request).await {
                 Ok(bindings::PermissionVerdict::Relay) => {}
                 Ok(bindings::PermissionVerdict::Allow(reason)) => {
                     tracing::info!(filter = &**name, tool = %req.tool_name, %reason, "permission allowed");
@@ -266,7 +275,7 @@ fn failed(slot: &Slot, error: FilterError, what: &str, closed: &str) -> Option<S
     }
 }
 
-fn load_one(
+async fn load_one(
     rt: &Runtime,
     cache: &Cache,
     compiled: &mut HashMap<Vec<u8>, Component>,
@@ -341,7 +350,7 @@ fn load_one(
         on_error: spec.on_error,
         config_json: spec.config.to_string(),
     };
-    Slot::start(settings, pre)
+    Slot::start(settings, pre).await
 }
 
 /// Tells a core module or a non-wasm file from a component by the header,

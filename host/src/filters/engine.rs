@@ -13,8 +13,8 @@ use super::bindings::OpzeroFilter;
 use super::error::FilterError;
 use super::instance::StoreState;
 
-/// One epoch tick. A deadline of `timeout_ms` is `timeout_ms + 1` ticks, so
-/// a call is never stopped before its time is up.
+/// One epoch tick: a running guest yields to the runtime this often, and
+/// its deadline is checked as often.
 pub const TICK: Duration = Duration::from_millis(1);
 
 pub struct Runtime {
@@ -45,7 +45,9 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         // WASI p2 is linked so a Rust guest's std works (its panic message
         // reaches stderr), but the context grants nothing: see StoreState.
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        // The async bindings: the sync ones block on a tokio runtime of
+        // their own, which panics on a thread that drives ours.
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         OpzeroFilter::add_to_linker::<_, HasSelf<StoreState>>(&mut linker, |state| state)?;
 
         let ticker = Ticker::start(engine.clone());
@@ -142,9 +144,4 @@ impl Drop for TickGuard<'_> {
     fn drop(&mut self) {
         self.ticker.shared.active.fetch_sub(1, Ordering::SeqCst);
     }
-}
-
-/// Epoch ticks for a deadline of `ms` milliseconds.
-pub fn ticks_for(ms: u64) -> u64 {
-    (ms / TICK.as_millis() as u64).max(1) + 1
 }

@@ -1,17 +1,19 @@
 //! One loaded filter: its sandbox (store, WASI context, limits, captured
 //! output), the running instance, and turning traps into named errors.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use wasmtime::component::ResourceTable;
-use wasmtime::{ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime::{ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings::{self, Level, OpzeroFilter, OpzeroFilterPre};
-use super::engine::{runtime, ticks_for};
+use super::engine::runtime;
 use super::error::FilterError;
 use crate::config::{Hooks, OnError};
 
@@ -32,6 +34,8 @@ pub struct StoreState {
     limiter: Limiter,
     stdout: Capture,
     stderr: Capture,
+    /// When the running call times out.
+    deadline: Instant,
 }
 
 impl StoreState {
@@ -52,6 +56,7 @@ impl StoreState {
             limiter: Limiter::new(memory_mb),
             stdout,
             stderr,
+            deadline: Instant::now(),
         }
     }
 
@@ -287,52 +292,103 @@ struct Live {
     bindings: OpzeroFilter,
 }
 
+/// A hook's input: it knows which export to call and what comes back.
+pub trait Hook: Sync {
+    type Verdict;
+    fn call<'a>(
+        &'a self,
+        filter: &'a bindings::Guest,
+        store: &'a mut Store<StoreState>,
+    ) -> impl Future<Output = wasmtime::Result<Self::Verdict>> + Send + 'a;
+}
+
+impl Hook for bindings::Message {
+    type Verdict = bindings::InjectVerdict;
+    fn call<'a>(
+        &'a self,
+        filter: &'a bindings::Guest,
+        store: &'a mut Store<StoreState>,
+    ) -> impl Future<Output = wasmtime::Result<Self::Verdict>> + Send + 'a {
+        filter.call_on_inject(store, self)
+    }
+}
+
+impl Hook for bindings::Reply {
+    type Verdict = bindings::ReplyVerdict;
+    fn call<'a>(
+        &'a self,
+        filter: &'a bindings::Guest,
+        store: &'a mut Store<StoreState>,
+    ) -> impl Future<Output = wasmtime::Result<Self::Verdict>> + Send + 'a {
+        filter.call_on_reply(store, self)
+    }
+}
+
+impl Hook for bindings::PermissionRequest {
+    type Verdict = bindings::PermissionVerdict;
+    fn call<'a>(
+        &'a self,
+        filter: &'a bindings::Guest,
+        store: &'a mut Store<StoreState>,
+    ) -> impl Future<Output = wasmtime::Result<Self::Verdict>> + Send + 'a {
+        filter.call_on_permission_request(store, self)
+    }
+}
+
 /// One filter of the chain: how to make instances, and the current one.
 pub struct Slot {
     pub settings: Settings,
     pre: OpzeroFilterPre<StoreState>,
-    live: Mutex<Option<Live>>,
+    /// Held across a call, which may yield: an async lock.
+    live: tokio::sync::Mutex<Option<Live>>,
 }
 
 impl Slot {
     /// Makes the first instance and configures it, so a bad config or a
     /// filter that cannot start is reported at load time.
-    pub fn start(
+    pub async fn start(
         settings: Settings,
         pre: OpzeroFilterPre<StoreState>,
     ) -> Result<Slot, FilterError> {
         let slot = Slot {
             settings,
             pre,
-            live: Mutex::new(None),
+            live: tokio::sync::Mutex::new(None),
         };
-        let live = slot.instantiate()?;
-        *slot.lock() = Some(live);
+        let live = slot.instantiate().await?;
+        *slot.live.lock().await = Some(live);
         Ok(slot)
     }
 
-    fn lock(&self) -> MutexGuard<'_, Option<Live>> {
-        // A panic while holding the lock cannot leave a half-made instance
-        // behind (it is only ever replaced whole), so poisoning is ignored.
-        self.live.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn instantiate(&self) -> Result<Live, FilterError> {
+    async fn instantiate(&self) -> Result<Live, FilterError> {
         let rt = runtime()?;
         let s = &self.settings;
         let mut store = Store::new(&rt.engine, StoreState::new(s.name.clone(), s.memory_mb));
         store.limiter(|state| &mut state.limiter);
+        // At each epoch tick a running guest yields to the runtime (so a
+        // long call holds up nothing else), until its deadline: then it
+        // traps.
+        store.epoch_deadline_callback(|ctx| {
+            Ok(if Instant::now() >= ctx.data().deadline {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Yield(1)
+            })
+        });
         let timeout_ms = s.timeout_ms.max(CONFIGURE_TIMEOUT_MS);
-        store.set_epoch_deadline(ticks_for(timeout_ms));
+        arm(&mut store, timeout_ms);
 
         let result = {
             let _ticking = rt.ticker.enter();
-            self.pre.instantiate(&mut store).and_then(|bindings| {
+            async {
+                let bindings = self.pre.instantiate_async(&mut store).await?;
                 let configured = bindings
                     .opzero_filter_filter()
-                    .call_configure(&mut store, &s.config_json)?;
-                Ok((bindings, configured))
-            })
+                    .call_configure(&mut store, &s.config_json)
+                    .await?;
+                Ok::<_, wasmtime::Error>((bindings, configured))
+            }
+            .await
         };
         let stderr = store.data_mut().flush_output();
         match result {
@@ -348,30 +404,27 @@ impl Slot {
     /// Calls into the current instance (making one if the last trapped).
     /// After a failure the instance is replaced at once, so the next call
     /// finds a fresh, configured one.
-    pub fn call<R>(
-        &self,
-        hook: impl FnOnce(&OpzeroFilter, &mut Store<StoreState>) -> wasmtime::Result<R>,
-    ) -> Result<R, FilterError> {
+    pub async fn call<H: Hook>(&self, input: &H) -> Result<H::Verdict, FilterError> {
         let rt = runtime()?;
-        let mut live = self.lock();
+        let mut live = self.live.lock().await;
         if live.is_none() {
-            *live = Some(self.instantiate()?);
+            *live = Some(self.instantiate().await?);
         }
         let current = live.as_mut().expect("an instance was just made");
-        current
-            .store
-            .set_epoch_deadline(ticks_for(self.settings.timeout_ms));
+        arm(&mut current.store, self.settings.timeout_ms);
         let result = {
             let _ticking = rt.ticker.enter();
-            hook(&current.bindings, &mut current.store)
+            input
+                .call(current.bindings.opzero_filter_filter(), &mut current.store)
+                .await
         };
         let stderr = current.store.data_mut().flush_output();
         match result {
-            Ok(value) => Ok(value),
+            Ok(verdict) => Ok(verdict),
             Err(e) => {
                 let error = self.classify(e, &current.store, &stderr, self.settings.timeout_ms);
                 *live = None;
-                match self.instantiate() {
+                match self.instantiate().await {
                     Ok(fresh) => *live = Some(fresh),
                     Err(again) => tracing::warn!(
                         filter = &*self.settings.name,
@@ -412,6 +465,12 @@ impl Slot {
         };
         FilterError::Trapped { filter, message }
     }
+}
+
+/// Gives the next call `timeout_ms`, counted from now.
+fn arm(store: &mut Store<StoreState>, timeout_ms: u64) {
+    store.data_mut().deadline = Instant::now() + Duration::from_millis(timeout_ms);
+    store.set_epoch_deadline(1);
 }
 
 /// The message of a Rust panic as std prints it:

@@ -7,8 +7,10 @@
 //! - `instance`: one filter's sandbox; traps become named errors.
 //! - `chain`: loading with positioned diagnostics, and running the hooks.
 //!
-//! Calls are synchronous and short (a few microseconds); each is bounded by
-//! the filter's `timeout_ms` and `memory_mb`.
+//! Calls are short (a few microseconds) and run on the host's own thread:
+//! they are async, and a guest yields to the runtime at every epoch tick
+//! (1 ms), so one running to its `timeout_ms` holds up nothing else. Each is
+//! bounded by the filter's `timeout_ms` and `memory_mb`.
 
 mod bindings;
 mod cache;

@@ -147,3 +147,13 @@ pub fn entry(name: &str, wasm_stem: &str, hooks: &str, extra: &str) -> String {
         wasm(wasm_stem).display()
     )
 }
+
+/// Runs one filter call to completion (the chain's hooks are async: in the
+/// host they run on its runtime), on a runtime of its own.
+pub fn run<F: std::future::Future>(call: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a test runtime")
+        .block_on(call)
+}
