@@ -227,3 +227,24 @@ fn a_filter_spinning_to_its_deadline_stalls_nothing_else() {
         (502, json!({"error": "filter \"spin\" timed out after 3000 ms", "filter": "spin"}))
     );
 }
+
+/// A client that hangs up while its inject is in a filter does not cut the
+/// guest off mid-call: the filter and the host go on serving.
+#[test]
+fn a_client_hanging_up_mid_filter_leaves_the_filter_whole() {
+    let h = host(entry("spin", "loop_forever", r#"["inject"]"#, "timeout_ms = 500"));
+    let (port, secret) = (h.port(), h.secret());
+    for framing in ["Content-Length: 18", "Transfer-Encoding: chunked"] {
+        let body = if framing.starts_with("Content") { "{\"content\":\"loop\"}".to_string() } else { "12\r\n{\"content\":\"loop\"}\r\n0\r\n\r\n".to_string() };
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        use std::io::Write;
+        write!(s, "POST /inject HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-OPZero-Secret: {secret}\r\n{framing}\r\n\r\n{body}").unwrap();
+        std::thread::sleep(Duration::from_millis(100)); // the guest is spinning
+        support::reset(s);
+        std::thread::sleep(Duration::from_millis(700)); // past its deadline
+        let r = h.post("/inject", &json!({"content": "after"}));
+        assert_eq!(r.pair(), (202, json!({"ok": true})), "{framing}\n{}", h.stderr());
+        assert_eq!(h.recv()["params"]["content"], "after");
+    }
+    assert!(!h.stderr().contains("panicked"), "{}", h.stderr());
+}

@@ -193,6 +193,21 @@ impl Core {
         }
     }
 
+    /// Runs `call` on the filter chain as a task of its own on this
+    /// runtime: a caller that stops waiting (an HTTP client that hangs up,
+    /// a cancelled tool call) must not cut a guest off mid-call, which
+    /// would leave its instance unusable.
+    async fn filter<T, F>(&self, call: impl FnOnce(Arc<FilterChain>) -> F) -> T
+    where
+        F: std::future::Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        match tokio::spawn(call(self.filters.clone())).await {
+            Ok(t) => t,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+
     pub async fn inject(&self, req: InjectRequest) -> InjectOutcome {
         let limits = &self.config.limits;
         let chars = req.content.chars().count();
@@ -266,7 +281,7 @@ impl Core {
                     .map(|(k, v)| (k, v.as_str().unwrap_or_default().to_string()))
                     .collect(),
             };
-            match self.filters.on_inject(message).await {
+            match self.filter(move |chain| async move { chain.on_inject(message).await }).await {
                 Verdict::Pass(m) => {
                     content = m.content;
                     meta = m.meta.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
@@ -298,7 +313,7 @@ impl Core {
     pub async fn reply(&self, chat_id: String, text: String) -> ReplyOutcome {
         let reply = filters::Reply { chat_id, text };
         let verdict = if self.hooks.reply {
-            self.filters.on_reply(reply).await
+            self.filter(move |chain| async move { chain.on_reply(reply).await }).await
         } else {
             Verdict::Pass(reply)
         };
@@ -335,7 +350,7 @@ impl Core {
                 description: request.description.clone(),
                 input_preview: request.input_preview.clone(),
             };
-            self.filters.on_permission(&asked).await
+            self.filter(move |chain| async move { chain.on_permission(&asked).await }).await
         } else {
             PermissionVerdict::Relay
         };

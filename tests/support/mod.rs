@@ -469,6 +469,23 @@ pub fn reply_text(response: &Value) -> String {
         .to_string()
 }
 
+/// Closes `s` with a TCP reset, as a crashed client would.
+pub fn reset(s: TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: setting an option on a socket this function owns.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &linger as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(r, 0, "setsockopt: {}", std::io::Error::last_os_error());
+}
+
 /// Writes `bytes` as is on a fresh connection and reads until the server
 /// closes it (or [`WAIT`] passes).
 pub fn raw(port: u16, bytes: &[u8]) -> Vec<u8> {
@@ -561,19 +578,7 @@ impl Sse {
 
     /// Closes the connection with a TCP reset, as a crashed client would.
     pub fn reset(self) {
-        use std::os::fd::AsRawFd;
-        let linger = libc::linger { l_onoff: 1, l_linger: 0 };
-        // SAFETY: setting an option on a socket this Sse owns.
-        let r = unsafe {
-            libc::setsockopt(
-                self.reader.get_ref().as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_LINGER,
-                &linger as *const _ as *const libc::c_void,
-                std::mem::size_of::<libc::linger>() as libc::socklen_t,
-            )
-        };
-        assert_eq!(r, 0, "setsockopt: {}", std::io::Error::last_os_error());
+        reset(self.reader.into_inner());
     }
 
     /// Every complete event (`id`, `data`) until the stream ends; a partial
