@@ -210,7 +210,9 @@ fn running_out_of_memory_is_named_and_the_filter_keeps_serving() {
         "hoarder",
         "alloc_forever",
         r#"["inject"]"#,
-        "memory_mb = 16",
+        // A deadline far off: on a loaded machine the default 50 ms could
+        // pass before the 16 MiB are reached.
+        "memory_mb = 16\ntimeout_ms = 5000",
     ));
     assert_eq!(
         run(chain.on_inject(message("grow", "ana"))),
