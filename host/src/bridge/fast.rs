@@ -73,6 +73,7 @@ pub(super) async fn serve(stream: &mut TcpStream, b: &Bridge, read_timeout: Dura
             }
         };
         let end = request.head + request.body;
+        buf.reserve(end.saturating_sub(buf.len())); // a large body: one allocation
         while buf.len() < end {
             if !read(stream, &mut buf, started + read_timeout, timer.as_mut()).await {
                 let answer = super::inject::error_answer(
