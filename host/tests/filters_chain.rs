@@ -204,6 +204,25 @@ fn a_timeout_is_named_and_the_filter_keeps_serving() {
 }
 
 #[test]
+fn a_filter_waiting_in_a_host_call_times_out_too() {
+    // The epoch deadline is only checked in guest code; a sleep waits in
+    // WASI's clock, on the host's side.
+    let setup = Setup::new();
+    let chain = setup.chain(&entry("sleepy", "sleepy", r#"["inject"]"#, "timeout_ms = 100"));
+    let started = std::time::Instant::now();
+    assert_eq!(
+        run(chain.on_inject(message("sleep", "ana"))),
+        Verdict::Failed {
+            filter: "sleepy".into(),
+            error: "filter \"sleepy\" timed out after 100 ms".into(),
+        }
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(2), "{:?}", started.elapsed());
+    let m = message("hello", "ana");
+    assert_eq!(run(chain.on_inject(m.clone())), Verdict::Pass(m));
+}
+
+#[test]
 fn running_out_of_memory_is_named_and_the_filter_keeps_serving() {
     let setup = Setup::new();
     let chain = setup.chain(&entry(

@@ -378,17 +378,18 @@ impl Slot {
         let timeout_ms = s.timeout_ms.max(CONFIGURE_TIMEOUT_MS);
         arm(&mut store, timeout_ms);
 
+        let deadline = store.data().deadline;
         let result = {
             let _ticking = rt.ticker.enter();
-            async {
+            let start = async {
                 let bindings = self.pre.instantiate_async(&mut store).await?;
                 let configured = bindings
                     .opzero_filter_filter()
                     .call_configure(&mut store, &s.config_json)
                     .await?;
                 Ok::<_, wasmtime::Error>((bindings, configured))
-            }
-            .await
+            };
+            within(deadline, start).await
         };
         let stderr = store.data_mut().flush_output();
         match result {
@@ -412,11 +413,11 @@ impl Slot {
         }
         let current = live.as_mut().expect("an instance was just made");
         arm(&mut current.store, self.settings.timeout_ms);
+        let deadline = current.store.data().deadline;
         let result = {
             let _ticking = rt.ticker.enter();
-            input
-                .call(current.bindings.opzero_filter_filter(), &mut current.store)
-                .await
+            let call = input.call(current.bindings.opzero_filter_filter(), &mut current.store);
+            within(deadline, call).await
         };
         let stderr = current.store.data_mut().flush_output();
         match result {
@@ -464,6 +465,16 @@ impl Slot {
             None => error.root_cause().to_string(),
         };
         FilterError::Trapped { filter, message }
+    }
+}
+
+/// `call`, stopped at `deadline` even while the guest waits in a host call
+/// (a sleep, say), where the epoch callback never runs: as a timeout trap.
+/// The instance is then unusable, and is replaced like after any trap.
+async fn within<T>(deadline: Instant, call: impl Future<Output = wasmtime::Result<T>>) -> wasmtime::Result<T> {
+    match tokio::time::timeout_at(deadline.into(), call).await {
+        Ok(result) => result,
+        Err(_) => Err(Trap::Interrupt.into()),
     }
 }
 

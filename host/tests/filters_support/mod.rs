@@ -27,6 +27,7 @@ const PACKAGES: &[&str] = &[
     "opzero-test-panicky",
     "opzero-test-bad-config",
     "opzero-test-wrong-world",
+    "opzero-test-sleepy",
 ];
 
 pub fn workspace() -> PathBuf {
