@@ -248,3 +248,25 @@ fn a_client_hanging_up_mid_filter_leaves_the_filter_whole() {
     }
     assert!(!h.stderr().contains("panicked"), "{}", h.stderr());
 }
+
+/// Replies Claude sends at once go through the reply filters and reach the
+/// phone in the order they were sent.
+#[test]
+fn replies_sent_at_once_through_filters_arrive_in_order() {
+    let mut h = host(
+        entry("redact", "redact_secrets", r#"["reply"]"#, "")
+            + &entry("short", "max_length", r#"["reply"]"#, "[filter.config]\nreply = { max_chars = 1000 }"),
+    );
+    let mut sse = h.sse("/events", &[]);
+    assert_eq!(sse.line(), ": connected");
+    let mut burst = String::new();
+    for i in 0..100 {
+        let call = json!({"jsonrpc": "2.0", "id": 1000 + i, "method": "tools/call",
+            "params": {"name": "reply", "arguments": {"chat_id": "c", "text": format!("reply {i}")}}});
+        burst.push_str(&format!("{call}\n"));
+    }
+    h.write_raw(burst.as_bytes());
+    let texts: Vec<String> = sse.events(100).into_iter().map(|(_, e)| e["text"].as_str().unwrap().to_string()).collect();
+    let want: Vec<String> = (0..100).map(|i| format!("reply {i}")).collect();
+    assert_eq!(texts, want);
+}
