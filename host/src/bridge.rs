@@ -50,7 +50,12 @@ type Shared = Arc<Bridge>;
 
 /// `{"error": message}` with `status`.
 pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": message.into() }))).into_response()
+    respond(inject::error_answer(status, message))
+}
+
+/// A JSON answer as a response.
+fn respond((status, body): inject::Answer) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 fn router(state: Shared) -> Router {
@@ -248,8 +253,7 @@ async fn inject(State(b): State<Shared>, headers: HeaderMap, body: Body) -> Resp
         Err(r) => return r,
     };
     let key = headers.get("idempotency-key").map(|v| v.as_bytes());
-    let (status, body) = inject::inject_body(&b.core, key, &bytes).await;
-    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+    respond(inject::inject_body(&b.core, key, &bytes).await)
 }
 
 async fn permission(State(b): State<Shared>, headers: HeaderMap, body: Body) -> Response {
