@@ -19,7 +19,6 @@ use std::time::{Duration, SystemTime};
 
 use axum::http::StatusCode;
 use bytes::{Buf, Bytes, BytesMut};
-use subtle::ConstantTimeEq;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
@@ -181,13 +180,13 @@ fn parse(buf: &[u8], b: &Bridge) -> Parse {
             return Parse::Other;
         }
     }
-    let host_ok = host.is_some_and(|v| b.hosts.iter().any(|h| h.as_bytes().eq_ignore_ascii_case(v)));
+    let host_ok = host.is_some_and(|v| b.serves_host(v));
     let given = match (secret, bearer) {
         (Some(s), _) => s,
         (None, Some(a)) => a.strip_prefix(b"Bearer ").unwrap_or(b""),
         (None, None) => b"",
     };
-    let secret_ok = same_secret(given, b.secret.as_bytes());
+    let secret_ok = b.is_secret(given);
     let body = length
         .and_then(|v| std::str::from_utf8(v).ok())
         .filter(|v| !v.is_empty() && v.bytes().all(|c| c.is_ascii_digit()))
@@ -201,25 +200,6 @@ fn parse(buf: &[u8], b: &Bridge) -> Parse {
         (from, from + v.len())
     });
     Parse::Inject(Inject { head, body, idempotency_key, close })
-}
-
-/// `given == secret`, in time that does not depend on where they differ.
-/// Compared a word at a time: subtle's per-byte comparison of a 64-byte
-/// secret cost more than parsing the request.
-fn same_secret(given: &[u8], secret: &[u8]) -> bool {
-    if given.len() != secret.len() {
-        return false;
-    }
-    let word = |c: &[u8]| {
-        let mut w = [0u8; 8];
-        w[..c.len()].copy_from_slice(c);
-        u64::from_le_bytes(w)
-    };
-    let mut same = subtle::Choice::from(1);
-    for (g, s) in given.chunks(8).zip(secret.chunks(8)) {
-        same &= word(g).ct_eq(&word(s));
-    }
-    bool::from(same)
 }
 
 /// What hyper's parser (httparse, with hyper's default of at most 100
