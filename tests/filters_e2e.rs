@@ -158,7 +158,7 @@ fn a_failing_filter_is_a_named_502_when_closed_and_skipped_when_open() {
     assert_eq!((status, &body["filter"]), (502, &json!("boom")));
     let error = body["error"].as_str().unwrap();
     assert!(error.starts_with("filter \"boom\" panicked: boom: the filter gave up on \"panic\""), "{error}");
-    assert!(h.stderr().contains("timed out after 20 ms") && h.stderr().contains("boom: the filter gave up"));
+    assert!(h.stderr_shows("timed out after 20 ms") && h.stderr_shows("boom: the filter gave up"));
     // Fresh instances took over: the host and both filters still serve.
     let r = h.post("/inject", &json!({"content": "fine"}));
     assert_eq!(r.pair(), (202, json!({"ok": true})));
@@ -169,7 +169,7 @@ fn a_failing_filter_is_a_named_502_when_closed_and_skipped_when_open() {
     let r = h.post("/inject", &json!({"content": "loop"}));
     assert_eq!(r.pair(), (202, json!({"ok": true})));
     assert_eq!(h.recv()["params"]["content"], "loop");
-    assert!(h.stderr().contains("timed out after 20 ms"));
+    assert!(h.stderr_shows("timed out after 20 ms"));
 }
 
 #[test]

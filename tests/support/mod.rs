@@ -158,6 +158,20 @@ impl Host {
         self.discovery()["secret"].as_str().unwrap().to_string()
     }
 
+    /// Whether `needle` shows up in stderr within [`WAIT`]: a thread
+    /// collects stderr as it comes, so a line the host just wrote may not be
+    /// in [`Host::stderr`] yet.
+    pub fn stderr_shows(&self, needle: &str) -> bool {
+        let deadline = Instant::now() + WAIT;
+        while !self.stderr().contains(needle) {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
+    }
+
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
