@@ -38,8 +38,9 @@ pub struct Host {
 #[derive(Default)]
 pub struct Options {
     pub config: Option<String>,
-    /// Share this compiled-filter cache (linked as `$OPZERO_HOME/cache`), so
-    /// each test does not compile the same components again.
+    /// Seed `$OPZERO_HOME/cache` from this compiled-filter cache (its files
+    /// hard-linked in), so each test does not compile the same components
+    /// again.
     pub filter_cache: Option<PathBuf>,
     pub env: Vec<(String, String)>,
     pub args: Vec<String>,
@@ -74,8 +75,16 @@ impl Host {
             sockets = Some((stdin, stdout));
         }
         if let Some(cache) = &opts.filter_cache {
-            std::fs::create_dir_all(cache).unwrap();
-            std::os::unix::fs::symlink(cache, home.path().join("cache")).unwrap();
+            // The host trusts only a real 0700 directory of its own (not a
+            // symlink): it gets one, with the shared cache's files linked in.
+            use std::os::unix::fs::DirBuilderExt;
+            let own = home.path().join("cache");
+            std::fs::DirBuilder::new().mode(0o700).create(&own).unwrap();
+            for entry in std::fs::read_dir(cache).into_iter().flatten().flatten() {
+                if entry.path().extension().is_some_and(|e| e == "cwasm") {
+                    let _ = std::fs::hard_link(entry.path(), own.join(entry.file_name()));
+                }
+            }
         }
         if let Some(text) = &opts.config {
             let path = home.path().join("opzero.toml");
