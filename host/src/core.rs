@@ -7,26 +7,28 @@
 //! to the stdout writer; everything bound for the phone goes into the event
 //! log.
 
+use std::borrow::Cow;
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{Config, Hooks};
 use crate::discovery::now_ms;
 use crate::events::{EventLog, Subscription};
 use crate::filters::{self, FilterChain, PermissionVerdict, Verdict};
+use crate::meta::{scrub, Meta, RawMeta};
 use crate::permissions::{self, Behavior, Permissions, VerdictError};
 
 /// A notification for Claude Code.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Notification {
-    Channel { content: String, meta: Map<String, Value> },
-    Verdict { request_id: String, behavior: Behavior },
+pub enum Notification<'a> {
+    Channel { content: &'a str, meta: &'a Meta<'a> },
+    Verdict { request_id: &'a str, behavior: Behavior },
 }
 
-impl Notification {
+impl Notification<'_> {
     pub fn method(&self) -> &'static str {
         match self {
             Notification::Channel { .. } => "notifications/claude/channel",
@@ -40,7 +42,7 @@ impl Notification {
         use crate::escape::json_str;
         let size = match self {
             Notification::Channel { content, meta } => {
-                let meta: usize = meta.iter().map(|(k, v)| k.len() + v.as_str().map_or(16, str::len) + 8).sum();
+                let meta: usize = meta.iter().map(|(k, v)| k.len() + v.len() + 8).sum();
                 content.len() + meta + 128
             }
             Notification::Verdict { request_id, .. } => request_id.len() + 128,
@@ -60,10 +62,7 @@ impl Notification {
                     }
                     json_str(&mut out, k);
                     out.push(b':');
-                    match v {
-                        Value::String(s) => json_str(&mut out, s),
-                        other => serde_json::to_writer(&mut out, other).expect("a Value always serializes"),
-                    }
+                    json_str(&mut out, v);
                 }
                 out.extend_from_slice(b"}}}");
             }
@@ -86,14 +85,14 @@ pub struct Outbound {
     pub written: Option<oneshot::Sender<std::io::Result<()>>>,
 }
 
-/// A parsed `POST /inject` body.
+/// A parsed `POST /inject` body, borrowing from it where it can.
 #[derive(Debug, Default)]
-pub struct InjectRequest {
-    pub content: String,
-    pub chat_id: Option<String>,
-    pub meta: Map<String, Value>,
+pub struct InjectRequest<'a> {
+    pub content: Cow<'a, str>,
+    pub chat_id: Option<Cow<'a, str>>,
+    pub meta: RawMeta<'a>,
     /// From the body's `message_id` or the `Idempotency-Key` header.
-    pub message_id: Option<String>,
+    pub message_id: Option<Cow<'a, str>>,
 }
 
 #[derive(Debug, PartialEq)]
@@ -168,7 +167,7 @@ impl Core {
     /// Sends `n` to Claude. Returns once it is written to stdout, or at once
     /// while Claude Code is still initializing (it is then held, and sent in
     /// order after initialization).
-    async fn send_to_claude(&self, notification: Notification) -> Result<(), Undelivered> {
+    async fn send_to_claude(&self, notification: Notification<'_>) -> Result<(), Undelivered> {
         let line = notification.to_line();
         let written = {
             let mut route = self.to_claude.lock().unwrap();
@@ -208,10 +207,13 @@ impl Core {
         }
     }
 
-    pub async fn inject(&self, req: InjectRequest) -> InjectOutcome {
+    pub async fn inject(&self, req: InjectRequest<'_>) -> InjectOutcome {
         let limits = &self.config.limits;
-        let chars = req.content.chars().count();
-        if chars > limits.max_content_chars {
+        // A string has at most as many characters as bytes: most need no count.
+        if req.content.len() > limits.max_content_chars
+            && let chars = req.content.chars().count()
+            && chars > limits.max_content_chars
+        {
             return InjectOutcome::TooLarge(format!(
                 "content is {chars} characters; the limit is {}",
                 limits.max_content_chars
@@ -247,7 +249,7 @@ impl Core {
         outcome
     }
 
-    async fn inject_claimed(&self, req: InjectRequest) -> InjectOutcome {
+    async fn inject_claimed(&self, req: InjectRequest<'_>) -> InjectOutcome {
         if self.config.permissions.relay
             && let Some((behavior, request_id)) = permissions::parse_text_verdict(&req.content)
             && self.permissions.is_pending(&request_id)
@@ -263,31 +265,24 @@ impl Core {
             };
         }
 
-        let chat_id = scrub(
-            req.chat_id
-                .filter(|c| !c.is_empty())
-                .unwrap_or_else(|| "inject".to_string()),
-        );
-        let mut meta = req.meta;
-        let mut dropped_meta = clean_meta(&mut meta);
-        meta.insert("chat_id".into(), Value::String(chat_id.clone()));
+        let chat_id = scrub(req.chat_id.filter(|c| !c.is_empty()).unwrap_or(Cow::Borrowed("inject")));
+        let (mut meta, mut dropped_meta) = req.meta.clean();
+        meta.insert("chat_id", chat_id.clone());
         let mut content = req.content;
 
         if self.hooks.inject {
             let message = filters::Message {
-                content,
-                meta: meta
-                    .into_iter()
-                    .map(|(k, v)| (k, v.as_str().unwrap_or_default().to_string()))
-                    .collect(),
+                content: content.into_owned(),
+                meta: meta.to_pairs(),
             };
             match self.filter(move |chain| async move { chain.on_inject(message).await }).await {
                 Verdict::Pass(m) => {
-                    content = m.content;
-                    meta = m.meta.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
-                    dropped_meta.extend(clean_meta(&mut meta));
+                    content = Cow::Owned(m.content);
+                    let dropped;
+                    (meta, dropped) = Meta::from_pairs(m.meta);
+                    dropped_meta.extend(dropped);
                     if !meta.contains_key("chat_id") {
-                        meta.insert("chat_id".into(), Value::String(chat_id));
+                        meta.insert("chat_id", chat_id);
                     }
                 }
                 // The chain has logged each of these.
@@ -300,7 +295,7 @@ impl Core {
             }
         }
 
-        match self.send_to_claude(Notification::Channel { content, meta }).await {
+        match self.send_to_claude(Notification::Channel { content: &content, meta: &meta }).await {
             Ok(()) => InjectOutcome::Accepted { dropped_meta },
             Err(Undelivered::Closed) => InjectOutcome::Closed,
             Err(Undelivered::Backlog) => InjectOutcome::Backlog(format!(
@@ -363,10 +358,7 @@ impl Core {
             PermissionVerdict::Deny { filter, reason } => (Behavior::Deny, filter, reason),
         };
         if let Err(e) = self
-            .send_to_claude(Notification::Verdict {
-                request_id: request.request_id.clone(),
-                behavior,
-            })
+            .send_to_claude(Notification::Verdict { request_id: &request.request_id, behavior })
             .await
         {
             tracing::warn!(request_id = %request.request_id, "verdict not delivered to Claude Code: {e:?}");
@@ -408,10 +400,7 @@ impl Core {
             .decide(request_id)
             .map_err(VerdictOutcome::Refused)?;
         let written = self
-            .send_to_claude(Notification::Verdict {
-                request_id: request_id.to_string(),
-                behavior,
-            })
+            .send_to_claude(Notification::Verdict { request_id, behavior })
             .await
             .is_ok();
         self.events.publish(&json!({
@@ -479,45 +468,6 @@ pub fn json_kind(v: &Value) -> &'static str {
     }
 }
 
-/// Meta keys Claude Code accepts: `^[A-Za-z0-9_]+$`.
-pub fn valid_meta_key(k: &str) -> bool {
-    !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-}
-
-/// Characters that could break out of a `<channel k="v">` attribute.
-pub fn scrub(v: String) -> String {
-    let unsafe_char = |c: char| matches!(c, '<' | '>' | '[' | ']' | '"' | '\r' | '\n');
-    if !v.contains(unsafe_char) {
-        return v; // the usual case: no copy
-    }
-    v.chars()
-        .filter_map(|c| match c {
-            '<' | '>' | '[' | ']' | '"' => None,
-            '\r' | '\n' => Some(' '),
-            c => Some(c),
-        })
-        .collect()
-}
-
-/// Drops keys Claude Code would drop (returned, sorted) and null values,
-/// stringifies other values and scrubs them.
-fn clean_meta(meta: &mut Map<String, Value>) -> Vec<String> {
-    let mut dropped = Vec::new();
-    meta.retain(|k, v| {
-        if !valid_meta_key(k) {
-            dropped.push(k.clone());
-            return false;
-        }
-        match v {
-            Value::Null => return false,
-            Value::String(s) => *s = scrub(std::mem::take(s)),
-            other => *other = Value::String(scrub(other.to_string())),
-        }
-        true
-    });
-    dropped
-}
-
 /// The last N message ids, for duplicate detection. Kept as SHA-256
 /// digests, so the memory they take does not depend on how long ids are.
 struct RecentIds {
@@ -569,30 +519,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn meta_rules() {
-        let mut meta: Map<String, Value> = serde_json::from_str(
-            r#"{"user":"ann","bad-key":"x","n":3,"b":true,"gone":null,"o":{"a":1},"q":"a\"<b>[c]\r\nd"}"#,
-        )
-        .unwrap();
-        let dropped = clean_meta(&mut meta);
-        assert_eq!(
-            Value::Object(meta),
-            json!({"user":"ann","n":"3","b":"true","o":"{a:1}","q":"abc  d"})
-        );
-        assert_eq!(dropped, ["bad-key"]);
-    }
-
-    #[test]
     fn lines_are_the_json_rpc_notifications() {
-        let meta: Map<String, Value> =
-            serde_json::from_str(r#"{"chat_id":"c\"1","n":3,"z":"\u0001\n","a":""}"#).unwrap();
+        let pairs = [("chat_id", "c\"1"), ("n", "3"), ("z", "\u{1}\t"), ("a", "")];
+        let (meta, _) = Meta::from_pairs(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
         let content = "line one\nline \"two\" \\ é 🎉 \u{7}";
-        let channel = Notification::Channel { content: content.into(), meta: meta.clone() };
-        let want = json!({"jsonrpc": "2.0", "method": channel.method(), "params": {"content": content, "meta": meta}});
+        let channel = Notification::Channel { content, meta: &meta };
+        let want_meta: serde_json::Map<String, Value> = meta.iter().map(|(k, v)| (k.into(), v.into())).collect();
+        let want = json!({"jsonrpc": "2.0", "method": channel.method(), "params": {"content": content, "meta": want_meta}});
         assert_eq!(String::from_utf8(channel.to_line()).unwrap(), want.to_string());
-        let empty = Notification::Channel { content: "x".into(), meta: Map::new() };
+        let empty = Notification::Channel { content: "x", meta: &Meta::default() };
         assert_eq!(empty.to_line(), br#"{"jsonrpc":"2.0","method":"notifications/claude/channel","params":{"content":"x","meta":{}}}"#);
-        let verdict = Notification::Verdict { request_id: "r\"1".into(), behavior: Behavior::Deny };
+        let verdict = Notification::Verdict { request_id: "r\"1", behavior: Behavior::Deny };
         assert_eq!(
             String::from_utf8(verdict.to_line()).unwrap(),
             r#"{"jsonrpc":"2.0","method":"notifications/claude/channel/permission","params":{"request_id":"r\"1","behavior":"deny"}}"#

@@ -14,6 +14,7 @@ pub mod escape;
 pub mod events;
 pub mod filters;
 pub mod launcher;
+pub mod meta;
 pub mod permissions;
 pub mod serve;
 pub mod stdio;
