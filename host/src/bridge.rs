@@ -50,29 +50,35 @@ type Shared = Arc<Bridge>;
 impl Bridge {
     /// Whether `host` (a Host header) names this bridge.
     fn serves_host(&self, host: &[u8]) -> bool {
-        self.hosts.iter().any(|h| h.as_bytes().eq_ignore_ascii_case(host))
+        // Clients send them as we print them: an exact match is the quick test.
+        self.hosts.iter().any(|h| h.as_bytes() == host)
+            || self.hosts.iter().any(|h| h.as_bytes().eq_ignore_ascii_case(host))
     }
 
-    /// `given == secret`, in time that does not depend on where they
-    /// differ. Compared a word at a time: subtle's per-byte comparison of
-    /// the 64-byte secret cost more than parsing an inject's headers.
     fn is_secret(&self, given: &[u8]) -> bool {
-        use subtle::ConstantTimeEq;
-        let secret = self.secret.as_bytes();
-        if given.len() != secret.len() {
-            return false;
-        }
-        let word = |c: &[u8]| {
-            let mut w = [0u8; 8];
-            w[..c.len()].copy_from_slice(c);
-            u64::from_le_bytes(w)
-        };
-        let mut same = subtle::Choice::from(1);
-        for (g, s) in given.chunks(8).zip(secret.chunks(8)) {
-            same &= word(g).ct_eq(&word(s));
-        }
-        bool::from(same)
+        same_secret(given, self.secret.as_bytes())
     }
+}
+
+/// `given == secret`, in time that does not depend on where they differ:
+/// the words' differences are OR-ed together and the result compared once,
+/// with subtle. (subtle's per-byte comparison of the 64-byte secret cost
+/// more than parsing an inject's headers.)
+fn same_secret(given: &[u8], secret: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    if given.len() != secret.len() {
+        return false;
+    }
+    let (g_words, g_rest) = given.as_chunks::<8>();
+    let (s_words, s_rest) = secret.as_chunks::<8>();
+    let mut diff = 0u64;
+    for (g, s) in g_words.iter().zip(s_words) {
+        diff |= u64::from_ne_bytes(*g) ^ u64::from_ne_bytes(*s);
+    }
+    for (g, s) in g_rest.iter().zip(s_rest) {
+        diff |= u64::from(g ^ s);
+    }
+    bool::from(diff.ct_eq(&0))
 }
 
 /// `{"error": message}` with `status`.
@@ -384,4 +390,24 @@ async fn events(
     Sse::new(connected.chain(stream))
         .keep_alive(KeepAlive::new().interval(PING_EVERY).text("ping"))
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_secret_matches_only_itself() {
+        for len in [0, 1, 7, 8, 9, 63, 64, 65] {
+            let secret: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+            assert!(super::same_secret(&secret, &secret), "len {len}");
+            for at in 0..len {
+                for bit in 0..8 {
+                    let mut given = secret.clone();
+                    given[at] ^= 1 << bit;
+                    assert!(!super::same_secret(&given, &secret), "len {len}, byte {at}, bit {bit}");
+                }
+            }
+            assert!(!super::same_secret(&secret[..len.saturating_sub(1)], &secret) || len == 0);
+            assert!(!super::same_secret(&[secret.as_slice(), b"x"].concat(), &secret));
+        }
+    }
 }

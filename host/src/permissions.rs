@@ -140,7 +140,10 @@ impl Permissions {
 
 /// `yes abcde` / `no abcde` (any case) typed on the phone.
 pub fn parse_text_verdict(content: &str) -> Option<(Behavior, String)> {
-    // Checked without copying: every inject comes through here.
+    // Every inject comes through here: most are told apart by length.
+    if !matches!(content.len(), 8 | 9) {
+        return None; // "no abcde", "yes abcde"
+    }
     let (word, id) = content.split_once(' ')?;
     let behavior = if word.eq_ignore_ascii_case("yes") {
         Behavior::Allow

@@ -44,6 +44,7 @@ const PREFIX: &[u8] = b"POST /inject ";
 /// leaves, or it goes quiet for `read_timeout`.
 pub(super) async fn serve(stream: &mut TcpStream, b: &Bridge, read_timeout: Duration) -> Outcome {
     let mut buf = BytesMut::with_capacity(4096);
+    let mut out = Vec::with_capacity(256); // answers are built here
     let timer = tokio::time::sleep(read_timeout);
     tokio::pin!(timer);
     loop {
@@ -59,7 +60,7 @@ pub(super) async fn serve(stream: &mut TcpStream, b: &Bridge, read_timeout: Dura
                 Parse::Other => return Outcome::HandOff(buf.freeze()),
                 Parse::Malformed(status, message) => {
                     let answer = super::inject::error_answer(status, message);
-                    let _ = write(stream, answer, true).await;
+                    let _ = write(stream, &mut out, answer, true).await;
                     return Outcome::Closed;
                 }
                 // A head that trickles in for longer than the timeout is
@@ -79,14 +80,14 @@ pub(super) async fn serve(stream: &mut TcpStream, b: &Bridge, read_timeout: Dura
                     StatusCode::REQUEST_TIMEOUT,
                     super::body_timeout_message(read_timeout),
                 );
-                let _ = write(stream, answer, true).await;
+                let _ = write(stream, &mut out, answer, true).await;
                 return Outcome::Closed;
             }
         }
         let key = request.idempotency_key.map(|(from, to)| &buf[from..to]);
         let answer = super::inject::inject_body(&b.core, key, &buf[request.head..end]).await;
         buf.advance(end);
-        if write(stream, answer, request.close).await.is_err() || request.close {
+        if write(stream, &mut out, answer, request.close).await.is_err() || request.close {
             return Outcome::Closed;
         }
     }
@@ -218,23 +219,29 @@ fn malformed_or_other(buf: &[u8]) -> Parse {
     }
 }
 
-/// Writes `answer` as hyper would (same headers, in the same order).
-async fn write(stream: &mut TcpStream, (status, body): super::inject::Answer, close: bool) -> std::io::Result<()> {
-    let mut out = Vec::with_capacity(160 + body.len());
+/// Writes `answer` as hyper would (same headers, in the same order),
+/// building it in `out`.
+async fn write(
+    stream: &mut TcpStream,
+    out: &mut Vec<u8>,
+    (status, body): super::inject::Answer,
+    close: bool,
+) -> std::io::Result<()> {
+    out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\ncontent-type: application/json\r\ncontent-length: ");
-    out.extend_from_slice(body.len().to_string().as_bytes());
+    out.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
     if close {
         out.extend_from_slice(b"\r\nconnection: close");
     }
     out.extend_from_slice(b"\r\ndate: ");
-    http_date(&mut out);
+    http_date(out);
     out.extend_from_slice(b"\r\n\r\n");
     out.extend_from_slice(&body);
-    stream.write_all(&out).await
+    stream.write_all(out).await
 }
 
 /// Appends the `Date` header's value, formatted once a second.

@@ -270,7 +270,12 @@ pub(super) async fn inject_body(core: &Core, idempotency_key: Option<&[u8]>, bod
 /// The request in `body`, or the answer that refuses it.
 fn parse<'a>(idempotency_key: Option<&'a [u8]>, body: &'a [u8]) -> Result<InjectRequest<'a>, Answer> {
     let refuse = |message: String| Err(error_answer(StatusCode::BAD_REQUEST, message));
-    let fields = match serde_json::from_slice::<InjectBody>(body) {
+    // JSON text is UTF-8: checked once for the whole body, it need not be
+    // checked again string by string (which from_slice would do).
+    let Ok(body) = std::str::from_utf8(body) else {
+        return refuse("invalid json body".into());
+    };
+    let fields = match serde_json::from_str::<InjectBody>(body) {
         Ok(InjectBody::Object(fields)) => fields,
         Ok(InjectBody::Not(kind)) => return refuse(format!("invalid json body: expected an object, got {kind}")),
         Err(_) => return refuse("invalid json body".into()),
