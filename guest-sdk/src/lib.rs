@@ -59,7 +59,8 @@
 //!
 //! [`trace!`], [`debug!`], [`info!`], [`warn!`] and [`error!`] take
 //! `format!` arguments and end up in the host's log (stderr) with the filter's
-//! name. The host drops lines below its log level. Under `cargo test` (a
+//! name. The host drops lines below its log level, cuts a line at 4 KiB, and
+//! keeps 100 lines a call (it logs how many more it dropped). Under `cargo test` (a
 //! native build) they print to stderr instead, so a filter's logic can be
 //! unit-tested as plain Rust.
 //!

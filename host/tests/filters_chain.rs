@@ -346,6 +346,15 @@ fn guest_output_is_captured_bounded_and_logged_with_the_filter_name() {
         "{logs:.2000}"
     );
     assert!(logs.contains("and some stderr") || logs.contains("stream=\"stderr\""));
+    // 10,000 log lines in one call: the first 100 (the one above among
+    // them) are kept, and the rest counted.
+    let log_lines = logs.lines().filter(|l| l.contains("log line ")).count();
+    assert_eq!(log_lines, 99, "{logs:.2000}");
+    assert!(logs.contains("log line 98") && !logs.contains("log line 99"));
+    assert!(logs.contains("9901 more log lines dropped (at most 100 a call)"), "{logs:.2000}");
+    // The count starts again at the next call.
+    let (_, logs) = logs_of(|| run(chain.on_permission(&request("chatty", ""))));
+    assert_eq!(logs.lines().filter(|l| l.contains("log line ")).count(), 99);
 }
 
 #[test]

@@ -22,6 +22,9 @@ use crate::config::{Hooks, OnError};
 const CAPTURE_LIMIT: usize = 64 * 1024;
 /// A `log` line longer than this is cut.
 const LOG_LINE_LIMIT: usize = 4 * 1024;
+/// `log` lines kept per call (and per `configure`); the rest are counted
+/// and dropped, so a guest cannot flood the host's log.
+const LOG_LINES_PER_CALL: usize = 100;
 /// `configure` may compile patterns or build tables: give it at least this
 /// long whatever the per-call `timeout_ms`.
 const CONFIGURE_TIMEOUT_MS: u64 = 1000;
@@ -34,6 +37,9 @@ pub struct StoreState {
     limiter: Limiter,
     stdout: Capture,
     stderr: Capture,
+    /// `log` lines kept and dropped in the running call.
+    logged: usize,
+    log_dropped: usize,
     /// When the running call times out.
     deadline: Instant,
 }
@@ -56,6 +62,8 @@ impl StoreState {
             limiter: Limiter::new(memory_mb),
             stdout,
             stderr,
+            logged: 0,
+            log_dropped: 0,
             deadline: Instant::now(),
         }
     }
@@ -76,6 +84,11 @@ impl StoreState {
                 tracing::warn!(filter, stream, "{dropped} more bytes of output dropped");
             }
         }
+        let dropped = std::mem::take(&mut self.log_dropped);
+        if dropped > 0 {
+            tracing::warn!(filter, "{dropped} more log lines dropped (at most {LOG_LINES_PER_CALL} a call)");
+        }
+        self.logged = 0;
         err
     }
 }
@@ -91,6 +104,23 @@ impl WasiView for StoreState {
 
 impl bindings::Host for StoreState {
     fn log(&mut self, level: Level, mut message: String) {
+        // tracing drops events below the subscriber's level: that is the
+        // level gate, and lines it drops do not count.
+        let enabled = match level {
+            Level::Trace => tracing::enabled!(tracing::Level::TRACE),
+            Level::Debug => tracing::enabled!(tracing::Level::DEBUG),
+            Level::Info => tracing::enabled!(tracing::Level::INFO),
+            Level::Warn => tracing::enabled!(tracing::Level::WARN),
+            Level::Error => tracing::enabled!(tracing::Level::ERROR),
+        };
+        if !enabled {
+            return;
+        }
+        if self.logged == LOG_LINES_PER_CALL {
+            self.log_dropped += 1;
+            return;
+        }
+        self.logged += 1;
         if message.len() > LOG_LINE_LIMIT {
             let mut end = LOG_LINE_LIMIT;
             while !message.is_char_boundary(end) {
@@ -100,8 +130,6 @@ impl bindings::Host for StoreState {
             message.push_str(" [...]");
         }
         let filter = &*self.filter;
-        // tracing drops events below the subscriber's level: that is the
-        // level gate.
         match level {
             Level::Trace => tracing::trace!(filter, "{message}"),
             Level::Debug => tracing::debug!(filter, "{message}"),

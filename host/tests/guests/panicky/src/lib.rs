@@ -1,7 +1,7 @@
 //! Panics on an inject whose content is "panic"; reports what the sandbox
 //! allows on an inject saying "probe". Numbers replies, so a test
 //! can see that an instance is replaced (the count restarts). Floods stdout
-//! and logs on a permission request for the tool "chatty".
+//! and the log on a permission request for the tool "chatty".
 
 use opzero_guest_sdk::prelude::*;
 
@@ -46,6 +46,9 @@ impl Filter for Panicky {
                 println!("line {i} of a filter that talks too much");
             }
             eprintln!("and some stderr");
+            for i in 0..10_000 {
+                info!("log line {i}");
+            }
         }
         PermissionVerdict::Relay
     }
