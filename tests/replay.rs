@@ -252,3 +252,27 @@ fn a_subscriber_that_stops_reading_blocks_nobody_and_resumes_by_id() {
     let (id, data) = resumed.event();
     assert_eq!((id, support::without_ts(data)), (Some(N as u64 + 1), json!({"type": "reply", "chat_id": "c", "text": "after"})));
 }
+
+/// Claude may send many replies at once (they queue up on stdin while it
+/// works). A subscriber that reads them all as they come is not "behind",
+/// however many there are.
+#[test]
+fn a_burst_of_replies_larger_than_the_lag_limit_reaches_a_reading_subscriber() {
+    const N: usize = 300;
+    let mut h = with_config("[events]\nsubscriber_lag = 8\n");
+    h.initialize();
+    let mut sse = h.sse("/events", &[]);
+    assert_eq!(sse.line(), ": connected");
+    let mut burst = String::new();
+    for n in 1..=N {
+        let call = json!({"jsonrpc": "2.0", "id": 1000 + n, "method": "tools/call",
+            "params": {"name": "reply", "arguments": {"chat_id": "c", "text": format!("r{n}")}}});
+        burst.push_str(&format!("{call}\n"));
+    }
+    h.write_raw(burst.as_bytes());
+    for n in 1..=N {
+        let (id, data) = sse.event();
+        assert_eq!((id, support::without_ts(data)), (Some(n as u64), reply(n)), "{}", h.stderr());
+    }
+    assert!(!h.stderr().contains("stopped reading"), "{}", h.stderr());
+}

@@ -399,6 +399,13 @@ impl<R: AsyncRead + Send + Unpin> rmcp::transport::Transport<RoleServer> for Lin
     }
 
     async fn receive(&mut self) -> Option<ClientJsonRpcMessage> {
+        if !self.read.buffer().is_empty() {
+            // A burst (Claude sent many messages at once): let what the
+            // last one started run first. Its reply reaches the phone's
+            // subscribers now, not after the whole burst, which would put
+            // them "behind" and cut them off.
+            tokio::task::yield_now().await;
+        }
         loop {
             match self.read_line().await {
                 Ok(LineRead::Line) => {}
