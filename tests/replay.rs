@@ -258,19 +258,24 @@ fn a_subscriber_that_stops_reading_blocks_nobody_and_resumes_by_id() {
 /// however many there are.
 #[test]
 fn a_burst_of_replies_larger_than_the_lag_limit_reaches_a_reading_subscriber() {
-    const N: usize = 300;
-    let mut h = with_config("[events]\nsubscriber_lag = 8\n");
+    // A small limit, and the default one (256).
+    burst_reaches_a_reading_subscriber("[events]\nsubscriber_lag = 8\n", 300);
+    burst_reaches_a_reading_subscriber("", 600);
+}
+
+fn burst_reaches_a_reading_subscriber(config: &str, n_replies: usize) {
+    let mut h = with_config(config);
     h.initialize();
     let mut sse = h.sse("/events", &[]);
     assert_eq!(sse.line(), ": connected");
     let mut burst = String::new();
-    for n in 1..=N {
+    for n in 1..=n_replies {
         let call = json!({"jsonrpc": "2.0", "id": 1000 + n, "method": "tools/call",
             "params": {"name": "reply", "arguments": {"chat_id": "c", "text": format!("r{n}")}}});
         burst.push_str(&format!("{call}\n"));
     }
     h.write_raw(burst.as_bytes());
-    for n in 1..=N {
+    for n in 1..=n_replies {
         let (id, data) = sse.event();
         assert_eq!((id, support::without_ts(data)), (Some(n as u64), reply(n)), "{}", h.stderr());
     }

@@ -180,7 +180,10 @@ where
     R: AsyncRead + Send + Unpin + 'static,
     W: AsyncWrite + Send + Unpin + 'static,
 {
-    let transport = LineTransport::new(reader, writer);
+    // A quarter of the lag limit: a burst never takes a reading subscriber
+    // near it. At most 64, so a burst's stdout writes still batch.
+    let yield_every = (core.config.events.subscriber_lag / 4).clamp(1, 64);
+    let transport = LineTransport::new(reader, writer, yield_every);
     let lines = transport.writer.clone().expect("a new transport has its writer");
     let service = Channel { core, lines }.serve(transport).await?;
     service.waiting().await?;
@@ -218,6 +221,9 @@ struct LineTransport<R> {
     /// Before rmcp's handshake is over (see above).
     handshake: bool,
     writer: Option<mpsc::UnboundedSender<Outbound>>,
+    /// Messages handed to rmcp, and how often to yield (see `receive`).
+    received: usize,
+    yield_every: usize,
 }
 
 enum LineRead {
@@ -227,7 +233,9 @@ enum LineRead {
 }
 
 impl<R: AsyncRead + Send + Unpin> LineTransport<R> {
-    fn new<W: AsyncWrite + Send + Unpin + 'static>(reader: R, writer: W) -> Self {
+    /// `yield_every`: at most this many messages' work runs before SSE
+    /// subscribers are polled again; keep it well below their lag limit.
+    fn new<W: AsyncWrite + Send + Unpin + 'static>(reader: R, writer: W, yield_every: usize) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(write_lines(writer, rx));
         LineTransport {
@@ -236,6 +244,8 @@ impl<R: AsyncRead + Send + Unpin> LineTransport<R> {
             discarding: false,
             handshake: true,
             writer: Some(tx),
+            received: 0,
+            yield_every: yield_every.max(1),
         }
     }
 
@@ -399,11 +409,13 @@ impl<R: AsyncRead + Send + Unpin> rmcp::transport::Transport<RoleServer> for Lin
     }
 
     async fn receive(&mut self) -> Option<ClientJsonRpcMessage> {
-        if !self.read.buffer().is_empty() {
-            // A burst (Claude sent many messages at once): let what the
-            // last one started run first. Its reply reaches the phone's
-            // subscribers now, not after the whole burst, which would put
-            // them "behind" and cut them off.
+        // Claude may send many messages at once; rmcp starts each one's work
+        // as a task of its own, and all of them would run before any SSE
+        // subscriber is polled, putting a subscriber that reads everything
+        // "behind" by the whole burst (and cutting it off). So every few
+        // messages the tasks they started, and the subscribers, run first.
+        self.received += 1;
+        if self.received.is_multiple_of(self.yield_every) {
             tokio::task::yield_now().await;
         }
         loop {
