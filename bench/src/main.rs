@@ -590,18 +590,21 @@ fn rows(r: &Results, load: &Load) -> Vec<Row> {
                 _ => None,
             };
             let floor_or_none = |v| if tag.is_empty() { v } else { None };
-            rows.push(
-                Row::new(s, format!("{c} conns{tag}: messages/s"), "/s")
-                    .host(tp(runs, |t| t.msgs_per_s))
-                    .floor(floor_or_none(tp(f, |t| t.msgs_per_s)))
-                    .target("harness-bound", bound),
-            );
-            rows.push(
-                Row::new(s, format!("{c} conns{tag}: server CPU per inject"), "µs")
-                    .host(host_cpu)
-                    .floor(floor_or_none(tp(f, |t| t.server_cpu_us)))
-                    .at_most(8.0, "≤ 8 µs"),
-            );
+            // The CPU and throughput targets are the host's own, the
+            // figures the Bun plugin is compared with; with filters the
+            // rows show what the filters add (README: Targets).
+            let mut rate = Row::new(s, format!("{c} conns{tag}: messages/s"), "/s")
+                .host(tp(runs, |t| t.msgs_per_s))
+                .floor(floor_or_none(tp(f, |t| t.msgs_per_s)));
+            let mut cpu = Row::new(s, format!("{c} conns{tag}: server CPU per inject"), "µs")
+                .host(host_cpu)
+                .floor(floor_or_none(tp(f, |t| t.server_cpu_us)));
+            if tag.is_empty() {
+                rate = rate.target("harness-bound", bound);
+                cpu = cpu.at_most(8.0, "≤ 8 µs");
+            }
+            rows.push(rate);
+            rows.push(cpu);
             rows.push(
                 Row::new(s, format!("{c} conns{tag}: harness CPU per inject"), "µs")
                     .host(harness_cpu)
@@ -685,12 +688,13 @@ fn rows(r: &Results, load: &Load) -> Vec<Row> {
                 .host(burst(runs, |b| b.per_s))
                 .floor(floor_or_none(burst(f, |b| b.per_s))),
         );
-        rows.push(
-            Row::new(s, format!("server CPU per reply, back to back{tag}"), "µs")
-                .host(burst(runs, |b| b.server_cpu_us))
-                .floor(floor_or_none(burst(f, |b| b.server_cpu_us)))
-                .at_most(20.0, "≤ 20 µs"),
-        );
+        let mut cpu = Row::new(s, format!("server CPU per reply, back to back{tag}"), "µs")
+            .host(burst(runs, |b| b.server_cpu_us))
+            .floor(floor_or_none(burst(f, |b| b.server_cpu_us)));
+        if tag == ", no filters" {
+            cpu = cpu.at_most(20.0, "≤ 20 µs");
+        }
+        rows.push(cpu);
         let missing: usize = runs
             .iter()
             .filter_map(|x| x.reply_burst.as_ref().map(|b| b.missing))
