@@ -605,6 +605,16 @@ fn rows(r: &Results, load: &Load) -> Vec<Row> {
             }
             rows.push(rate);
             rows.push(cpu);
+            if tag.is_empty() {
+                // Runs alternate floor and host, so each pair saw the same
+                // machine: the steadiest figure of what the host adds.
+                let cpu_of = |run: &Run| run.throughput.iter().find(|t| t.conns == c).map(|t| t.server_cpu_us);
+                let added: Vec<f64> = h.iter().zip(f).filter_map(|(hr, fr)| Some(cpu_of(hr)? - cpu_of(fr)?)).collect();
+                rows.push(
+                    Row::new(s, format!("{c} conns: server CPU per inject above the floor's, run by run"), "µs")
+                        .host(stats::median(&added)),
+                );
+            }
             rows.push(
                 Row::new(s, format!("{c} conns{tag}: harness CPU per inject"), "µs")
                     .host(harness_cpu)
