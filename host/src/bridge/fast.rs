@@ -53,7 +53,9 @@ pub(super) async fn serve(stream: &mut TcpStream, b: &Bridge, read_timeout: Dura
         if buf.is_empty() && !read(stream, &mut buf, Instant::now() + read_timeout, timer.as_mut()).await {
             return Outcome::Closed;
         }
-        let started = Instant::now();
+        // The request's start, for its deadline: the clock is read only if
+        // the request has to be waited for (most arrive whole).
+        let mut started = None;
         let request = loop {
             match parse(&buf, b) {
                 Parse::Inject(r) => break r,
@@ -66,6 +68,7 @@ pub(super) async fn serve(stream: &mut TcpStream, b: &Bridge, read_timeout: Dura
                 // A head that trickles in for longer than the timeout is
                 // cut off, as hyper cuts one off.
                 Parse::Partial => {
+                    let started = *started.get_or_insert_with(Instant::now);
                     if !read(stream, &mut buf, started + read_timeout, timer.as_mut()).await {
                         return Outcome::Closed;
                     }
@@ -75,6 +78,7 @@ pub(super) async fn serve(stream: &mut TcpStream, b: &Bridge, read_timeout: Dura
         let end = request.head + request.body;
         buf.reserve(end.saturating_sub(buf.len())); // a large body: one allocation
         while buf.len() < end {
+            let started = *started.get_or_insert_with(Instant::now);
             if !read(stream, &mut buf, started + read_timeout, timer.as_mut()).await {
                 let answer = super::inject::error_answer(
                     StatusCode::REQUEST_TIMEOUT,
