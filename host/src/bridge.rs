@@ -27,6 +27,7 @@ use crate::core::{json_kind, Core, VerdictOutcome};
 use crate::events::{Closed, Item, Subscription};
 use crate::permissions::{Behavior, VerdictError};
 
+mod body;
 mod fast;
 mod inject;
 
