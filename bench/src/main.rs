@@ -416,6 +416,14 @@ fn diff(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     Some(a? - b?)
 }
 
+/// The median of `g(a[i]) - g(b[i])`: runs of the same round, one just after
+/// the other, so each pair saw the same machine. A busy spell moves this far
+/// less than it moves a difference of two medians.
+fn paired(a: &[Run], b: &[Run], g: impl Fn(&Run) -> Option<f64>) -> Option<f64> {
+    let d: Vec<f64> = a.iter().zip(b).filter_map(|(x, y)| Some(g(x)? - g(y)?)).collect();
+    stats::median(&d)
+}
+
 /// The table: each figure with the floor's where it means something, and
 /// the target with a mark.
 fn rows(r: &Results, load: &Load) -> Vec<Row> {
@@ -606,13 +614,11 @@ fn rows(r: &Results, load: &Load) -> Vec<Row> {
             rows.push(rate);
             rows.push(cpu);
             if tag.is_empty() {
-                // Runs alternate floor and host, so each pair saw the same
-                // machine: the steadiest figure of what the host adds.
+                // The steadiest figure of what the host adds.
                 let cpu_of = |run: &Run| run.throughput.iter().find(|t| t.conns == c).map(|t| t.server_cpu_us);
-                let added: Vec<f64> = h.iter().zip(f).filter_map(|(hr, fr)| Some(cpu_of(hr)? - cpu_of(fr)?)).collect();
                 rows.push(
                     Row::new(s, format!("{c} conns: server CPU per inject above the floor's, run by run"), "µs")
-                        .host(stats::median(&added)),
+                        .host(paired(h, f, cpu_of)),
                 );
             }
             rows.push(
@@ -721,20 +727,11 @@ fn rows(r: &Results, load: &Load) -> Vec<Row> {
     // Marginal CPU figures, steadier than one-at-a-time ones: the first
     // throughput run's CPU per inject, and the back-to-back bursts.
     let c0 = load.conns.first().copied().unwrap_or(0);
-    let tp_cpu = |runs: &[Run]| {
-        med(runs, |x| {
-            x.throughput
-                .iter()
-                .find(|t| t.conns == c0)
-                .map(|t| t.server_cpu_us)
-        })
-    };
-    let reply_cpu = |runs: &[Run]| med(runs, |x| x.reply_burst.as_ref().map(|b| b.server_cpu_us));
-    let perm_cpu = |runs: &[Run]| {
-        med(runs, |x| {
-            x.permission_burst.as_ref().map(|b| b.server_cpu_us)
-        })
-    };
+    let tp_one = |x: &Run| x.throughput.iter().find(|t| t.conns == c0).map(|t| t.server_cpu_us);
+    let reply_one = |x: &Run| x.reply_burst.as_ref().map(|b| b.server_cpu_us);
+    let perm_one = |x: &Run| x.permission_burst.as_ref().map(|b| b.server_cpu_us);
+    let perm_cpu = |runs: &[Run]| med(runs, perm_one);
+    let p50_one = |x: &Run| inj(x).map(|l| l.us.p50);
 
     if load.permissions > 0 {
         let s_owned = format!(
@@ -775,19 +772,16 @@ fn rows(r: &Results, load: &Load) -> Vec<Row> {
     }
 
     let s_owned = format!(
-        "filter overhead (added to the no-filter host; CPU from the {c0}-connection and back-to-back runs)"
+        "filter overhead (added to the no-filter host, run by run; CPU from the {c0}-connection and back-to-back runs)"
     );
     let s = s_owned.as_str();
     if has4 {
-        rows.push(Row::new(s, "4 filters: inject p50", "µs").host(diff(h4p50, hp50)));
-        rows.push(Row::new(s, "4 filters: CPU per inject", "µs").host(diff(tp_cpu(h4), tp_cpu(h))));
-        rows.push(
-            Row::new(s, "4 filters: CPU per reply", "µs").host(diff(reply_cpu(h4), reply_cpu(h))),
-        );
+        rows.push(Row::new(s, "4 filters: inject p50", "µs").host(paired(h4, h, p50_one)));
+        rows.push(Row::new(s, "4 filters: CPU per inject", "µs").host(paired(h4, h, tp_one)));
+        rows.push(Row::new(s, "4 filters: CPU per reply", "µs").host(paired(h4, h, reply_one)));
         if load.permissions > 0 {
             rows.push(
-                Row::new(s, "4 filters: CPU per permission request", "µs")
-                    .host(diff(perm_cpu(h4), perm_cpu(h))),
+                Row::new(s, "4 filters: CPU per permission request", "µs").host(paired(h4, h, perm_one)),
             );
         }
     }
@@ -797,7 +791,7 @@ fn rows(r: &Results, load: &Load) -> Vec<Row> {
             .find(|b| b.name == name)
             .map(|b| b.hooks)
             .unwrap_or(&[]);
-        // "About 3 µs": a difference of two medians carries about ±1 µs.
+        // "About 3 µs": even paired, a difference moves by about ±0.5 µs.
         let per_call = |d: Option<f64>| d.map(|d| d <= 3.5);
         let mut call_row = |hook: &str, d: Option<f64>| {
             rows.push(
@@ -807,19 +801,16 @@ fn rows(r: &Results, load: &Load) -> Vec<Row> {
             );
         };
         if hooks.contains(&"inject") {
-            call_row("inject", diff(tp_cpu(runs), tp_cpu(h)));
+            call_row("inject", paired(runs, h, tp_one));
         }
         if hooks.contains(&"reply") {
-            call_row("reply", diff(reply_cpu(runs), reply_cpu(h)));
+            call_row("reply", paired(runs, h, reply_one));
         }
         if hooks.contains(&"permission") && load.permissions > 0 {
-            call_row("permission", diff(perm_cpu(runs), perm_cpu(h)));
+            call_row("permission", paired(runs, h, perm_one));
         }
         if hooks.contains(&"inject") {
-            rows.push(
-                Row::new(s, format!("{name}: inject p50"), "µs")
-                    .host(diff(lat(runs, inj, |l| l.us.p50), hp50)),
-            );
+            rows.push(Row::new(s, format!("{name}: inject p50"), "µs").host(paired(runs, h, p50_one)));
         }
     }
 
