@@ -674,7 +674,8 @@ fn rows(r: &Results, load: &Load) -> Vec<Row> {
 
     let s_owned = format!(
         "reply (tools/call reply on stdin → SSE event), {} sequential, then {} back to back (64 in flight)",
-        load.replies, load.replies
+        load.replies,
+        load.replies * 4
     );
     let s = s_owned.as_str();
     for (runs, tag) in variants(", no filters") {

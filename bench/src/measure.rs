@@ -140,7 +140,9 @@ pub fn run(spec: &Spec, load: &Load, depth: Depth) -> Result<Run, String> {
         out.permission = Some(sequential_permissions(&mut s, load)?);
     }
     if load.replies > 0 {
-        out.reply_burst = Some(burst(&mut s, load.replies, BurstKind::Reply)?);
+        // Four times as many: a burst is over in milliseconds, and a short
+        // window is what a busy machine disturbs most.
+        out.reply_burst = Some(burst(&mut s, load.replies * 4, BurstKind::Reply)?);
     }
     if load.permissions > 0 {
         out.permission_burst = Some(burst(&mut s, load.permissions * 4, BurstKind::Permission)?);
