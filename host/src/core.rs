@@ -192,16 +192,24 @@ impl Core {
         }
     }
 
-    /// Runs `call` on the filter chain as a task of its own on this
-    /// runtime: a caller that stops waiting (an HTTP client that hangs up,
-    /// a cancelled tool call) must not cut a guest off mid-call, which
-    /// would leave its instance unusable.
+    /// Runs `call` on the filter chain. A caller that stops waiting (an
+    /// HTTP client that hangs up, a cancelled tool call) must not cut a
+    /// guest off mid-call, which would leave its instance unusable: a call
+    /// that does not finish at once (a guest yielding at an epoch tick, a
+    /// filter busy with another message) goes on as a task of its own.
+    /// Most finish at once, and then cost no task.
     async fn filter<T, F>(&self, call: impl FnOnce(Arc<FilterChain>) -> F) -> T
     where
         F: std::future::Future<Output = T> + Send + 'static,
         T: Send + 'static,
     {
-        match tokio::spawn(call(self.filters.clone())).await {
+        use std::task::Poll;
+        let mut call = Box::pin(call(self.filters.clone()));
+        // One poll, with no await before it: nothing can cancel it.
+        if let Poll::Ready(t) = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await {
+            return t;
+        }
+        match tokio::spawn(call).await {
             Ok(t) => t,
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         }
