@@ -1005,6 +1005,41 @@ fn requests_that_are_not_http_get_a_json_error() {
         parsed(&raw(port, with_headers(100, "GET /status", "").as_bytes())),
         (431, json!({"error": "the request has more than 100 headers"}))
     );
+    // The same after an earlier request on the connection, which hyper
+    // serves: sent together, or once the first answer is in.
+    let status = format!("GET /status HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n");
+    let second_answer = |first: &[u8], second: &[u8], together: bool| -> (u16, Value) {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        let mut out = Vec::new();
+        if together {
+            s.write_all(&[first, second].concat()).unwrap();
+        } else {
+            s.write_all(first).unwrap();
+            let mut buf = [0u8; 4096];
+            let n = s.read(&mut buf).unwrap();
+            out.extend_from_slice(&buf[..n]);
+            s.write_all(second).unwrap();
+        }
+        let _ = s.read_to_end(&mut out);
+        let first = support::parse_response(&out);
+        assert_eq!(first.status, 200, "{}", String::from_utf8_lossy(&out));
+        let length: usize = first.header("content-length").unwrap().parse().unwrap();
+        let head_end = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        parsed(&out[head_end + length..])
+    };
+    for together in [true, false] {
+        assert_eq!(
+            second_answer(status.as_bytes(), b"hello\r\n\r\n", together),
+            (400, json!({"error": "malformed HTTP request"})),
+            "together: {together}"
+        );
+        assert_eq!(
+            second_answer(status.as_bytes(), with_headers(100, "GET /status", "").as_bytes(), together),
+            (431, json!({"error": "the request's header section is too large"})),
+            "together: {together}"
+        );
+    }
     // An inject with more headers than the fast path reads is still an inject.
     let auth = format!("X-OPZero-Secret: {}\r\nContent-Length: 17\r\n", h.secret());
     let mut many = with_headers(40, "POST /inject", &auth).into_bytes();

@@ -160,7 +160,7 @@ pub async fn serve(listener: TcpListener, core: Arc<Core>, secret: String) {
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(read_timeout)
-                .serve_connection(TokioIo::new(fast::Rewind { read, stream }), service);
+                .serve_connection(TokioIo::new(fast::Rewind::new(read, stream)), service);
             tokio::select! {
                 r = conn => {
                     if let Err(e) = r {

@@ -4,7 +4,8 @@
 //! from this loop. The first request that is anything else goes, with the
 //! rest of the connection, to hyper and the router, which answer it exactly
 //! as they answer everything; one that is not HTTP at all is answered here
-//! with a JSON error (hyper's would be empty).
+//! with a JSON error. (hyper's would be empty: after a hand-off, [`Rewind`]
+//! gives hyper's a JSON body.)
 //!
 //! Why: each message from the phone takes this path, and hyper's and
 //! axum's request handling cost more CPU than all the rest of an inject's
@@ -266,10 +267,84 @@ fn http_date(out: &mut Vec<u8>) {
 }
 
 /// The connection as hyper sees it after a hand-off: the bytes the fast
-/// path read but did not answer come first.
+/// path read but did not answer come first. One thing is changed on the
+/// way out: hyper answers a request it cannot parse with an empty error
+/// (`400`, `431`, ...) and closes; that answer goes out with a JSON body,
+/// like every other error of the bridge.
 pub(super) struct Rewind {
-    pub read: Bytes,
-    pub stream: TcpStream,
+    read: Bytes,
+    stream: TcpStream,
+    /// A rewritten answer, still to be written.
+    pending: Bytes,
+}
+
+impl Rewind {
+    pub fn new(read: Bytes, stream: TcpStream) -> Rewind {
+        Rewind {
+            read,
+            stream,
+            pending: Bytes::new(),
+        }
+    }
+
+    fn poll_pending(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while !self.pending.is_empty() {
+            let n = std::task::ready!(Pin::new(&mut self.stream).poll_write(cx, &self.pending))?;
+            if n == 0 {
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+            }
+            self.pending.advance(n);
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Takes `bufs` (all of them count as written) if they end with one of
+    /// hyper's empty error answers, and starts writing them rewritten.
+    fn take_error_answer(&mut self, cx: &mut Context<'_>, bufs: &[&[u8]]) -> Option<Poll<std::io::Result<usize>>> {
+        let rewritten = with_json_error(bufs)?;
+        self.pending = rewritten;
+        Some(match self.poll_pending(cx) {
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            // The rest goes out on flush or shutdown.
+            _ => Poll::Ready(Ok(bufs.iter().map(|b| b.len()).sum())),
+        })
+    }
+}
+
+/// `bufs` with a JSON body given to the empty error answer they end with,
+/// if they end with one. Everything the bridge itself sends has a JSON
+/// body, so an empty `4xx`/`5xx` with `connection: close` is hyper's.
+fn with_json_error(bufs: &[&[u8]]) -> Option<Bytes> {
+    const LENGTH_0: &[u8] = b"\r\ncontent-length: 0\r\n";
+    let find = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).position(|w| w == needle);
+    // A cheap look first: this runs on every write of a handed-off connection.
+    let last = bufs.iter().rev().find(|b| !b.is_empty())?;
+    if !last.ends_with(b"\r\n\r\n") || find(last, b"\r\nconnection: close\r\n").is_none() {
+        return None;
+    }
+    let all = bufs.concat();
+    let start = all.windows(9).rposition(|w| w == b"HTTP/1.1 ")?;
+    let head = &all[start..];
+    let code = head.get(9..12)?;
+    let length = find(head, LENGTH_0)?;
+    if find(head, b"\r\n\r\n")? != head.len() - 4 || !matches!(code[0], b'4' | b'5') {
+        return None;
+    }
+    let message = match code {
+        b"400" => "malformed HTTP request",
+        b"414" => "the request's URI is too long",
+        b"431" => "the request's header section is too large",
+        b"505" => "HTTP version not supported: use HTTP/1.1",
+        _ => "the request could not be read",
+    };
+    let (_, body) = super::inject::error_answer(StatusCode::from_bytes(code).ok()?, message);
+    let mut out = all[..start].to_vec();
+    out.extend_from_slice(&head[..length]);
+    out.extend_from_slice(b"\r\ncontent-type: application/json\r\ncontent-length: ");
+    out.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
+    out.extend_from_slice(&head[length + LENGTH_0.len() - 2..]);
+    out.extend_from_slice(&body);
+    Some(out.into())
 }
 
 impl AsyncRead for Rewind {
@@ -286,6 +361,10 @@ impl AsyncRead for Rewind {
 
 impl AsyncWrite for Rewind {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+        std::task::ready!(self.poll_pending(cx))?;
+        if let Some(taken) = self.take_error_answer(cx, &[data]) {
+            return taken;
+        }
         Pin::new(&mut self.stream).poll_write(cx, data)
     }
 
@@ -294,6 +373,11 @@ impl AsyncWrite for Rewind {
         cx: &mut Context<'_>,
         data: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
+        std::task::ready!(self.poll_pending(cx))?;
+        let slices: Vec<&[u8]> = data.iter().map(|b| &**b).collect();
+        if let Some(taken) = self.take_error_answer(cx, &slices) {
+            return taken;
+        }
         Pin::new(&mut self.stream).poll_write_vectored(cx, data)
     }
 
@@ -302,10 +386,51 @@ impl AsyncWrite for Rewind {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        std::task::ready!(self.poll_pending(cx))?;
         Pin::new(&mut self.stream).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        std::task::ready!(self.poll_pending(cx))?;
         Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_json_error;
+
+    const HYPER_400: &[u8] = b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\ndate: Tue, 24 Nov 2026 05:04:58 GMT\r\n\r\n";
+
+    #[test]
+    fn hypers_empty_error_answers_get_a_json_body() {
+        let body = br#"{"error":"malformed HTTP request"}"#;
+        let want = [
+            &b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: "[..],
+            body.len().to_string().as_bytes(),
+            b"\r\ndate: Tue, 24 Nov 2026 05:04:58 GMT\r\n\r\n",
+            body,
+        ]
+        .concat();
+        assert_eq!(with_json_error(&[HYPER_400]).as_deref(), Some(&want[..]));
+        // After an earlier answer in the same write, or in pieces.
+        let earlier = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
+        let got = with_json_error(&[earlier, b"", HYPER_400]).unwrap();
+        assert_eq!(got, [&earlier[..], &want].concat());
+        let too_large = String::from_utf8_lossy(HYPER_400).replace("400 Bad Request", "431 Request Header Fields Too Large");
+        let got = with_json_error(&[too_large.as_bytes()]).unwrap();
+        assert!(got.ends_with(br#"{"error":"the request's header section is too large"}"#));
+    }
+
+    #[test]
+    fn everything_else_goes_out_as_it_is() {
+        let keep_alive = String::from_utf8_lossy(HYPER_400).replace("connection: close\r\n", "");
+        let with_body = [HYPER_400, b"{}"].concat();
+        let ok = String::from_utf8_lossy(HYPER_400).replace("400 Bad Request", "200 OK");
+        let json_error = b"HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: 21\r\n\r\n{\"error\":\"not found\"}";
+        let sse_end = b"0\r\n\r\n";
+        for bytes in [keep_alive.as_bytes(), &with_body, ok.as_bytes(), json_error, sse_end, b""] {
+            assert_eq!(with_json_error(&[bytes]), None, "{}", String::from_utf8_lossy(bytes));
+        }
     }
 }
