@@ -316,10 +316,7 @@ impl Rewind {
 /// body, so an empty `4xx`/`5xx` with `connection: close` is hyper's.
 fn with_json_error(bufs: &[&[u8]]) -> Option<Bytes> {
     const LENGTH_0: &[u8] = b"\r\ncontent-length: 0\r\n";
-    let find = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).position(|w| w == needle);
-    // A cheap look first: this runs on every write of a handed-off connection.
-    let last = bufs.iter().rev().find(|b| !b.is_empty())?;
-    if !last.ends_with(b"\r\n\r\n") || find(last, b"\r\nconnection: close\r\n").is_none() {
+    if !ends_with_a_closing_head(bufs.iter().copied()) {
         return None;
     }
     let all = bufs.concat();
@@ -345,6 +342,19 @@ fn with_json_error(bufs: &[&[u8]]) -> Option<Bytes> {
     out.extend_from_slice(&head[length + LENGTH_0.len() - 2..]);
     out.extend_from_slice(&body);
     Some(out.into())
+}
+
+/// A cheap look, for every write of a handed-off connection: whether the
+/// last bytes are a head (no body after it) that closes the connection.
+fn ends_with_a_closing_head<'a>(bufs: impl DoubleEndedIterator<Item = &'a [u8]>) -> bool {
+    let mut bufs = bufs;
+    bufs.rfind(|b| !b.is_empty()).is_some_and(|last| {
+        last.ends_with(b"\r\n\r\n") && find(last, b"\r\nconnection: close\r\n").is_some()
+    })
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 impl AsyncRead for Rewind {
@@ -374,9 +384,11 @@ impl AsyncWrite for Rewind {
         data: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         std::task::ready!(self.poll_pending(cx))?;
-        let slices: Vec<&[u8]> = data.iter().map(|b| &**b).collect();
-        if let Some(taken) = self.take_error_answer(cx, &slices) {
-            return taken;
+        if ends_with_a_closing_head(data.iter().map(|b| &**b)) {
+            let slices: Vec<&[u8]> = data.iter().map(|b| &**b).collect();
+            if let Some(taken) = self.take_error_answer(cx, &slices) {
+                return taken;
+            }
         }
         Pin::new(&mut self.stream).poll_write_vectored(cx, data)
     }
