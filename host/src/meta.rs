@@ -105,14 +105,6 @@ impl<'a> Meta<'a> {
         self.0.iter().map(|(k, v)| (&**k, &**v))
     }
 
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     /// A copy for a filter.
     pub fn to_pairs(&self) -> Vec<(String, String)> {
         self.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
