@@ -9,6 +9,7 @@
 
 use std::borrow::Cow;
 use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
@@ -135,6 +136,9 @@ pub struct Core {
     hooks: Hooks,
     to_claude: Mutex<Route>,
     recent_ids: Mutex<RecentIds>,
+    /// Filter calls running as tasks of their own whose callers have not
+    /// had the result yet (see [`Core::filter`]).
+    filter_tasks: AtomicUsize,
 }
 
 impl Core {
@@ -150,6 +154,7 @@ impl Core {
             filters: Arc::new(filters),
             to_claude: Mutex::new(Route::Held(Vec::new())),
             recent_ids,
+            filter_tasks: AtomicUsize::new(0),
         })
     }
 
@@ -198,6 +203,11 @@ impl Core {
     /// that does not finish at once (a guest yielding at an epoch tick, a
     /// filter busy with another message) goes on as a task of its own.
     /// Most finish at once, and then cost no task.
+    ///
+    /// Results reach callers in the order the calls were made (replies
+    /// reach the phone in the order Claude sent them): while any call is in
+    /// a task, later ones go to tasks too, behind it, since one that
+    /// finished at once would overtake it.
     async fn filter<T, F>(&self, call: impl FnOnce(Arc<FilterChain>) -> F) -> T
     where
         F: std::future::Future<Output = T> + Send + 'static,
@@ -206,9 +216,21 @@ impl Core {
         use std::task::Poll;
         let mut call = Box::pin(call(self.filters.clone()));
         // One poll, with no await before it: nothing can cancel it.
-        if let Poll::Ready(t) = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await {
+        if self.filter_tasks.load(Ordering::SeqCst) == 0
+            && let Poll::Ready(t) = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await
+        {
             return t;
         }
+        /// Counts a call in a task until its caller has the result (or
+        /// stops waiting for it).
+        struct InTask<'a>(&'a AtomicUsize);
+        impl Drop for InTask<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.filter_tasks.fetch_add(1, Ordering::SeqCst);
+        let _in_task = InTask(&self.filter_tasks);
         match tokio::spawn(call).await {
             Ok(t) => t,
             Err(e) => std::panic::resume_unwind(e.into_panic()),
