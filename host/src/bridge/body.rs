@@ -12,31 +12,72 @@ use serde_json::Value;
 
 use crate::meta::RawValue;
 
-/// An inject body, read in one pass into the four fields that matter, as
-/// a whole `Value` would read it: a repeated key's last value wins, and
-/// other keys are parsed (so must be valid JSON) and dropped. Strings
-/// without escapes are borrowed from the body.
-pub(super) enum InjectBody<'a> {
-    Object(InjectFields<'a>),
-    /// Valid JSON that is not an object: "an array", ...
+/// A JSON object read by `T`, or the kind of JSON that came instead ("an
+/// array", "null", ...), for the error message.
+pub(super) enum Object<T> {
+    Read(T),
     Not(&'static str),
 }
 
+/// An inject body's four fields, read in one pass as a whole `Value` would
+/// read them: a repeated key's last value wins, and other keys are parsed
+/// (so must be valid JSON) and dropped. Strings without escapes are
+/// borrowed from the body.
 #[derive(Default)]
 pub(super) struct InjectFields<'a> {
     pub content: Option<Field<'a>>,
     pub chat_id: Option<Field<'a>>,
-    pub meta: Option<MetaField<'a>>,
+    pub meta: Option<Object<MetaEntries<'a>>>,
     pub message_id: Option<Field<'a>>,
 }
 
 /// A value: a string (borrowed if it can be), or any other JSON.
 pub(super) type Field<'a> = RawValue<'a>;
 
-/// `meta`: an object's entries in the order sent, or what it was instead.
-pub(super) enum MetaField<'a> {
-    Entries(Vec<(Cow<'a, str>, Field<'a>)>),
-    Not(Value),
+/// `meta`'s entries in the order sent.
+pub(super) struct MetaEntries<'a>(pub Vec<(Cow<'a, str>, Field<'a>)>);
+
+/// What reads an object's entries, for [`Object`].
+trait FromMap<'de>: Sized {
+    fn from_map<A: MapAccess<'de>>(map: A) -> Result<Self, A::Error>;
+}
+
+impl<'de, T: FromMap<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: FromMap<'de>> Visitor<'de> for V<T> {
+            type Value = Object<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("JSON")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Object<T>, A::Error> {
+                T::from_map(map).map(Object::Read)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Object<T>, A::Error> {
+                while seq.next_element::<Value>()?.is_some() {}
+                Ok(Object::Not("an array"))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Object<T>, E> {
+                Ok(Object::Not("a string"))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Object<T>, E> {
+                Ok(Object::Not("a boolean"))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Object<T>, E> {
+                Ok(Object::Not("a number"))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Object<T>, E> {
+                Ok(Object::Not("a number"))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Object<T>, E> {
+                Ok(Object::Not("a number"))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Object<T>, E> {
+                Ok(Object::Not("null"))
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
 }
 
 /// A string, borrowed from the body when it has no escapes.
@@ -113,55 +154,18 @@ impl<'de> de::DeserializeSeed<'de> for FieldSeed {
     }
 }
 
-struct MetaSeed;
-
-impl<'de> de::DeserializeSeed<'de> for MetaSeed {
-    type Value = MetaField<'de>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<MetaField<'de>, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = MetaField<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("JSON")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<MetaField<'de>, A::Error> {
-                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(4));
-                while let Some(Text(k)) = map.next_key::<Text>()? {
-                    entries.push((k, map.next_value_seed(FieldSeed)?));
-                }
-                Ok(MetaField::Entries(entries))
-            }
-            fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<MetaField<'de>, E> {
-                self.visit_str(s)
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<MetaField<'de>, E> {
-                Ok(MetaField::Not(Value::String(s.into())))
-            }
-            fn visit_bool<E: de::Error>(self, b: bool) -> Result<MetaField<'de>, E> {
-                Ok(MetaField::Not(Value::Bool(b)))
-            }
-            fn visit_i64<E: de::Error>(self, n: i64) -> Result<MetaField<'de>, E> {
-                Ok(MetaField::Not(Value::from(n)))
-            }
-            fn visit_u64<E: de::Error>(self, n: u64) -> Result<MetaField<'de>, E> {
-                Ok(MetaField::Not(Value::from(n)))
-            }
-            fn visit_f64<E: de::Error>(self, n: f64) -> Result<MetaField<'de>, E> {
-                Ok(MetaField::Not(Value::from(n)))
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<MetaField<'de>, E> {
-                Ok(MetaField::Not(Value::Null))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<MetaField<'de>, A::Error> {
-                Value::deserialize(SeqAccessDeserializer::new(seq)).map(MetaField::Not)
-            }
+impl<'de> FromMap<'de> for MetaEntries<'de> {
+    fn from_map<A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+        let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(4));
+        while let Some(Text(k)) = map.next_key::<Text>()? {
+            entries.push((k, map.next_value_seed(FieldSeed)?));
         }
-        d.deserialize_any(V)
+        Ok(MetaEntries(entries))
     }
 }
 
-impl<'de> Deserialize<'de> for InjectBody<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+impl<'de> FromMap<'de> for InjectFields<'de> {
+    fn from_map<A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
         /// A key, without allocating one.
         enum Key {
             Content,
@@ -192,55 +196,23 @@ impl<'de> Deserialize<'de> for InjectBody<'de> {
             }
         }
 
-        struct BodyVisitor;
-        impl<'de> Visitor<'de> for BodyVisitor {
-            type Value = InjectBody<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("JSON")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<InjectBody<'de>, A::Error> {
-                let mut fields = InjectFields::default();
-                while let Some(key) = map.next_key::<Key>()? {
-                    let slot = match key {
-                        Key::Content => &mut fields.content,
-                        Key::ChatId => &mut fields.chat_id,
-                        Key::MessageId => &mut fields.message_id,
-                        Key::Meta => {
-                            fields.meta = Some(map.next_value_seed(MetaSeed)?);
-                            continue;
-                        }
-                        Key::Other => {
-                            map.next_value::<Value>()?;
-                            continue;
-                        }
-                    };
-                    *slot = Some(map.next_value_seed(FieldSeed)?);
+        let mut fields = InjectFields::default();
+        while let Some(key) = map.next_key::<Key>()? {
+            let slot = match key {
+                Key::Content => &mut fields.content,
+                Key::ChatId => &mut fields.chat_id,
+                Key::MessageId => &mut fields.message_id,
+                Key::Meta => {
+                    fields.meta = Some(map.next_value()?);
+                    continue;
                 }
-                Ok(InjectBody::Object(fields))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<InjectBody<'de>, A::Error> {
-                while seq.next_element::<Value>()?.is_some() {}
-                Ok(InjectBody::Not("an array"))
-            }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<InjectBody<'de>, E> {
-                Ok(InjectBody::Not("a string"))
-            }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<InjectBody<'de>, E> {
-                Ok(InjectBody::Not("a boolean"))
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<InjectBody<'de>, E> {
-                Ok(InjectBody::Not("a number"))
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<InjectBody<'de>, E> {
-                Ok(InjectBody::Not("a number"))
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<InjectBody<'de>, E> {
-                Ok(InjectBody::Not("a number"))
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<InjectBody<'de>, E> {
-                Ok(InjectBody::Not("null"))
-            }
+                Key::Other => {
+                    map.next_value::<Value>()?;
+                    continue;
+                }
+            };
+            *slot = Some(map.next_value_seed(FieldSeed)?);
         }
-        d.deserialize_any(BodyVisitor)
+        Ok(fields)
     }
 }

@@ -8,8 +8,8 @@ use std::borrow::Cow;
 use axum::http::StatusCode;
 use serde_json::{json, Value};
 
-use super::body::{Field, InjectBody, MetaField};
-use crate::core::{json_kind, Core, InjectOutcome, InjectRequest};
+use super::body::{Field, InjectFields, MetaEntries, Object};
+use crate::core::{Core, InjectOutcome, InjectRequest};
 use crate::meta::RawMeta;
 
 /// A JSON answer: its status and body bytes.
@@ -39,9 +39,9 @@ fn parse<'a>(idempotency_key: Option<&'a [u8]>, body: &'a [u8]) -> Result<Inject
     let Ok(body) = std::str::from_utf8(body) else {
         return refuse("invalid json body".into());
     };
-    let fields = match serde_json::from_str::<InjectBody>(body) {
-        Ok(InjectBody::Object(fields)) => fields,
-        Ok(InjectBody::Not(kind)) => return refuse(format!("invalid json body: expected an object, got {kind}")),
+    let fields = match serde_json::from_str::<Object<InjectFields>>(body) {
+        Ok(Object::Read(fields)) => fields,
+        Ok(Object::Not(kind)) => return refuse(format!("invalid json body: expected an object, got {kind}")),
         Err(_) => return refuse("invalid json body".into()),
     };
     let content = match fields.content {
@@ -52,9 +52,9 @@ fn parse<'a>(idempotency_key: Option<&'a [u8]>, body: &'a [u8]) -> Result<Inject
         return refuse("chat_id must be a string".into());
     };
     let meta = match fields.meta {
-        None | Some(MetaField::Not(Value::Null)) => RawMeta::default(),
-        Some(MetaField::Entries(entries)) => RawMeta::from_entries(entries),
-        Some(MetaField::Not(other)) => return refuse(format!("meta must be an object, got {}", json_kind(&other))),
+        None | Some(Object::Not("null")) => RawMeta::default(),
+        Some(Object::Read(MetaEntries(entries))) => RawMeta::from_entries(entries),
+        Some(Object::Not(kind)) => return refuse(format!("meta must be an object, got {kind}")),
     };
     let Some(body_id) = fields.message_id.map_or(Some(None), scalar_string) else {
         return refuse("message_id must be a string".into());
@@ -127,6 +127,7 @@ fn scalar_string(v: Field<'_>) -> Option<Option<Cow<'_, str>>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::json_kind;
     use crate::meta::RawValue;
     use serde_json::Map;
 
