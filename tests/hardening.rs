@@ -1009,24 +1009,18 @@ fn requests_that_are_not_http_get_a_json_error() {
     // serves: sent together, or once the first answer is in.
     let status = format!("GET /status HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n");
     let second_answer = |first: &[u8], second: &[u8], together: bool| -> (u16, Value) {
-        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.set_read_timeout(Some(WAIT)).unwrap();
-        let mut out = Vec::new();
+        let mut w = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        w.set_read_timeout(Some(WAIT)).unwrap();
+        let mut r = std::io::BufReader::new(w.try_clone().unwrap());
         if together {
-            s.write_all(&[first, second].concat()).unwrap();
+            w.write_all(&[first, second].concat()).unwrap();
+            assert_eq!(read_response(&mut r).0, 200);
         } else {
-            s.write_all(first).unwrap();
-            let mut buf = [0u8; 4096];
-            let n = s.read(&mut buf).unwrap();
-            out.extend_from_slice(&buf[..n]);
-            s.write_all(second).unwrap();
+            w.write_all(first).unwrap();
+            assert_eq!(read_response(&mut r).0, 200);
+            w.write_all(second).unwrap();
         }
-        let _ = s.read_to_end(&mut out);
-        let first = support::parse_response(&out);
-        assert_eq!(first.status, 200, "{}", String::from_utf8_lossy(&out));
-        let length: usize = first.header("content-length").unwrap().parse().unwrap();
-        let head_end = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-        parsed(&out[head_end + length..])
+        read_response(&mut r)
     };
     for together in [true, false] {
         assert_eq!(
