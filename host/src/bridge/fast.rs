@@ -346,8 +346,7 @@ fn with_json_error(bufs: &[&[u8]]) -> Option<Bytes> {
 
 /// A cheap look, for every write of a handed-off connection: whether the
 /// last bytes are a head (no body after it) that closes the connection.
-fn ends_with_a_closing_head<'a>(bufs: impl DoubleEndedIterator<Item = &'a [u8]>) -> bool {
-    let mut bufs = bufs;
+fn ends_with_a_closing_head<'a>(mut bufs: impl DoubleEndedIterator<Item = &'a [u8]>) -> bool {
     bufs.rfind(|b| !b.is_empty()).is_some_and(|last| {
         last.ends_with(b"\r\n\r\n") && find(last, b"\r\nconnection: close\r\n").is_some()
     })
