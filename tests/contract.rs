@@ -165,7 +165,7 @@ fn permission_relay_round_trip() {
     assert_eq!(r.pair(), (202, json!({"ok": true})));
     assert_eq!(
         h.recv_line(),
-        r#"{"jsonrpc":"2.0","method":"notifications/claude/channel/permission","params":{"request_id":"abcde","behavior":"allow"}}"#
+        r#"{"jsonrpc":"2.0","method":"notifications/claude/channel/permission","params":{"behavior":"allow","request_id":"abcde"}}"#
     );
     assert_eq!(
         without_ts(sse.event().1),

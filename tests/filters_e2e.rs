@@ -72,7 +72,7 @@ reason = "no recursive deletes from the phone""#;
     h.send(request("abcde", "Bash", r#"{"command":"rm -rf /tmp/x"}"#));
     assert_eq!(
         h.recv_line(),
-        r#"{"jsonrpc":"2.0","method":"notifications/claude/channel/permission","params":{"request_id":"abcde","behavior":"deny"}}"#
+        r#"{"jsonrpc":"2.0","method":"notifications/claude/channel/permission","params":{"behavior":"deny","request_id":"abcde"}}"#
     );
     let (_, resolved) = sse.event();
     assert_eq!(
@@ -83,7 +83,7 @@ reason = "no recursive deletes from the phone""#;
     h.send(request("fghij", "Read", r#"{"file_path":"a.txt"}"#));
     assert_eq!(
         h.recv_line(),
-        r#"{"jsonrpc":"2.0","method":"notifications/claude/channel/permission","params":{"request_id":"fghij","behavior":"allow"}}"#
+        r#"{"jsonrpc":"2.0","method":"notifications/claude/channel/permission","params":{"behavior":"allow","request_id":"fghij"}}"#
     );
     assert_eq!(sse.event().1["by"], "filter:policy");
 
@@ -179,14 +179,19 @@ fn serve_refuses_a_chain_that_does_not_load_with_positioned_errors() {
     let text = entry("wrong", "wrong_world", r#"["inject"]"#, "")
         + "[[filter]]\nname = \"gone\"\npath = \"missing.wasm\"\nhooks = [\"reply\"]\n";
     std::fs::write(&config, &text).unwrap();
-    let out = std::process::Command::new(support::BIN)
+    // stdin stays open, as Claude Code keeps it: the host must end itself.
+    let mut child = std::process::Command::new(support::BIN)
         .args(["serve", "--config"])
         .arg(&config)
         .env("OPZERO_HOME", home.path())
         .env("OPZERO_CHANNEL_SESSION_ID", support::new_session_id())
-        .stdin(std::process::Stdio::null())
-        .output()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    let _claude = child.stdin.take();
+    let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(out.stdout.is_empty());
     let err = String::from_utf8_lossy(&out.stderr);

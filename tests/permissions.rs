@@ -12,7 +12,7 @@ use support::{without_ts, Host, Options};
 const VERDICT: &str = "notifications/claude/channel/permission";
 
 fn verdict_line(id: &str, behavior: &str) -> String {
-    format!(r#"{{"jsonrpc":"2.0","method":"{VERDICT}","params":{{"request_id":"{id}","behavior":"{behavior}"}}}}"#)
+    format!(r#"{{"jsonrpc":"2.0","method":"{VERDICT}","params":{{"behavior":"{behavior}","request_id":"{id}"}}}}"#)
 }
 
 fn channel_line(content: &str) -> String {

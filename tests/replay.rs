@@ -37,6 +37,8 @@ fn every_event_carries_the_next_id() {
     assert_eq!(sse.line(), "");
     h.call_reply(json!({"chat_id": "c", "text": "one"}));
     h.permission_request("abcde", "Bash");
+    // Answered once it is pending, as a phone that saw it would.
+    h.wait_pending("abcde");
     assert_eq!(h.post("/permission", &json!({"request_id": "abcde", "behavior": "deny"})).status, 202);
     h.recv(); // the verdict, on stdout
     h.call_reply(json!({"chat_id": "c", "text": "two"}));

@@ -63,8 +63,12 @@ pattern = "rm\\s+-rf"
     );
     let config = Config::parse(&config_text, &root.join("opzero.toml")).expect("config parses");
 
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
     let started = Instant::now();
-    let chain = FilterChain::load(&config.filters, &cache).unwrap_or_else(|d| {
+    let chain = runtime.block_on(FilterChain::load(&config.filters, &cache)).unwrap_or_else(|d| {
         for d in d {
             eprintln!("{d}");
         }
@@ -84,7 +88,7 @@ pattern = "rm\\s+-rf"
     let mut cached = Vec::new();
     for _ in 0..10 {
         let started = Instant::now();
-        let chain = FilterChain::load(&config.filters, &cache).unwrap();
+        let chain = runtime.block_on(FilterChain::load(&config.filters, &cache)).unwrap();
         cached.push(started.elapsed());
         assert_eq!(chain.load_stats().compiled, 0);
     }
@@ -93,7 +97,7 @@ pattern = "rm\\s+-rf"
         ms(median(&mut cached))
     );
 
-    let chain = FilterChain::load(&config.filters, &cache).unwrap();
+    let chain = runtime.block_on(FilterChain::load(&config.filters, &cache)).unwrap();
     println!(
         "RSS with 4 filters loaded: {}",
         rss().unwrap_or_else(|| "unknown".into())
@@ -111,10 +115,6 @@ pattern = "rm\\s+-rf"
     };
     // Calls are async (the host makes them on its runtime): each batch
     // runs inside one block_on, so the figure is the call's own cost.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
     let per_call = |chain: &FilterChain| {
         runtime.block_on(async {
             for _ in 0..1_000 {
@@ -132,7 +132,7 @@ pattern = "rm\\s+-rf"
             median(&mut samples)
         })
     };
-    let empty = per_call(&FilterChain::empty());
+    let empty = per_call(&FilterChain::default());
     println!(
         "on_inject, empty chain (the clone of the message): {:.2} µs",
         us(empty)
@@ -144,7 +144,7 @@ pattern = "rm\\s+-rf"
             .filter(|f| f.name == name)
             .cloned()
             .collect();
-        let chain = FilterChain::load(&one, &cache).unwrap();
+        let chain = runtime.block_on(FilterChain::load(&one, &cache)).unwrap();
         println!(
             "on_inject through {name:<10} 200-byte message: {:.2} µs",
             us(per_call(&chain))

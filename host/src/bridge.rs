@@ -1,35 +1,30 @@
-//! The HTTP side: the loopback bridge the phone's server talks to. It checks
-//! the Host header and the secret, enforces size limits, turns every refusal
-//! into a JSON error, and calls the core. It knows nothing of JSON-RPC.
-//!
-//! `fast.rs` answers plain injects before hyper sees them; `inject.rs` is
-//! what both it and the router do with an inject's body.
+//! The HTTP side: the loopback bridge the phone's server talks to, on hyper
+//! and axum. One middleware checks the Host header and the secret;
+//! tower-http bounds bodies in size and time; every answer of ours, and
+//! every refusal of the libraries', is JSON `{"error": ...}`. It calls the
+//! core and knows nothing of JSON-RPC.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::extract::{RawQuery, Request, State};
-use axum::Extension;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
-use bytes::Bytes;
+use axum::{Extension, Json, Router};
 use serde_json::{json, Map, Value};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 
-use crate::core::{json_kind, Core, VerdictOutcome};
-use crate::events::{Closed, Item, Subscription};
+use crate::core::{Core, InjectOutcome, InjectRequest, VerdictOutcome};
+use crate::events::{Closed, Item};
 use crate::permissions::{Behavior, VerdictError};
-
-mod body;
-mod fast;
-mod inject;
 
 const PING_EVERY: Duration = Duration::from_secs(20);
 
@@ -48,51 +43,25 @@ struct Bridge {
 
 type Shared = Arc<Bridge>;
 
-impl Bridge {
-    /// Whether `host` (a Host header) names this bridge.
-    fn serves_host(&self, host: &[u8]) -> bool {
-        // Clients send them as we print them: an exact match is the quick test.
-        self.hosts.iter().any(|h| h.as_bytes() == host)
-            || self.hosts.iter().any(|h| h.as_bytes().eq_ignore_ascii_case(host))
+/// "a string", "an array", ...: for error messages about JSON input.
+pub fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
     }
-
-    fn is_secret(&self, given: &[u8]) -> bool {
-        same_secret(given, self.secret.as_bytes())
-    }
-}
-
-/// `given == secret`, in time that does not depend on where they differ:
-/// the words' differences are OR-ed together and the result compared once,
-/// with subtle. (subtle's per-byte comparison of the 64-byte secret cost
-/// more than parsing an inject's headers.)
-fn same_secret(given: &[u8], secret: &[u8]) -> bool {
-    use subtle::ConstantTimeEq;
-    if given.len() != secret.len() {
-        return false;
-    }
-    let (g_words, g_rest) = given.as_chunks::<8>();
-    let (s_words, s_rest) = secret.as_chunks::<8>();
-    let mut diff = 0u64;
-    for (g, s) in g_words.iter().zip(s_words) {
-        diff |= u64::from_ne_bytes(*g) ^ u64::from_ne_bytes(*s);
-    }
-    for (g, s) in g_rest.iter().zip(s_rest) {
-        diff |= u64::from(g ^ s);
-    }
-    bool::from(diff.ct_eq(&0))
 }
 
 /// `{"error": message}` with `status`.
-pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    respond(inject::error_answer(status, message))
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
-/// A JSON answer as a response.
-fn respond((status, body): inject::Answer) -> Response {
-    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
-}
-
-fn router(state: Shared) -> Router {
+fn router(bridge: Shared) -> Router {
+    let limits = &bridge.core.config.limits;
     Router::new()
         .route("/status", get(status))
         .route("/inject", post(inject))
@@ -101,18 +70,17 @@ fn router(state: Shared) -> Router {
         .route("/permission", post(permission))
         .route("/permissions", get(permissions))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not found") })
-        .method_not_allowed_fallback(|| async {
-            error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
-        })
-        .layer(middleware::from_fn_with_state(state.clone(), guard))
-        .with_state(state)
+        .method_not_allowed_fallback(|| async { error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed") })
+        .layer(RequestBodyTimeoutLayer::new(limits.read_timeout))
+        .layer(RequestBodyLimitLayer::new(limits.max_body_bytes))
+        .layer(middleware::map_response_with_state(bridge.clone(), json_errors))
+        .layer(middleware::from_fn_with_state(bridge.clone(), guard))
+        .with_state(bridge)
 }
 
-/// Serves the bridge on `listener` until the process ends, with `secret`.
-/// Connections are served one task each: first by the inject fast path
-/// (`fast.rs`), then, from the first request that is not a plain inject,
-/// by hyper and the router. A request's headers must arrive within the
-/// read timeout, and an idle kept-alive connection is closed after as long.
+/// Serves the bridge on `listener` until the process ends. A request's
+/// headers must arrive within the read timeout, and an idle kept-alive
+/// connection is closed after as long (hyper's timers).
 pub async fn serve(listener: TcpListener, core: Arc<Core>, secret: String) {
     use hyper::service::Service;
     use hyper_util::rt::{TokioIo, TokioTimer};
@@ -122,15 +90,11 @@ pub async fn serve(listener: TcpListener, core: Arc<Core>, secret: String) {
     let bridge: Shared = Arc::new(Bridge {
         core,
         secret,
-        hosts: [
-            format!("127.0.0.1:{port}"),
-            format!("localhost:{port}"),
-            format!("[::1]:{port}"),
-        ],
+        hosts: [format!("127.0.0.1:{port}"), format!("localhost:{port}"), format!("[::1]:{port}")],
     });
-    let router = router(bridge.clone());
+    let router = router(bridge);
     loop {
-        let mut stream = match listener.accept().await {
+        let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(e) => {
                 // Out of file descriptors and the like: back off, keep serving.
@@ -140,33 +104,21 @@ pub async fn serve(listener: TcpListener, core: Arc<Core>, secret: String) {
             }
         };
         let _ = stream.set_nodelay(true);
-        let bridge = bridge.clone();
-        let router = router.clone();
+        let cut_off = CutOff(Arc::new(Notify::new()));
+        let (inner, cut) = (TowerToHyperService::new(router.clone()), cut_off.clone());
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(cut.clone());
+            inner.call(req)
+        });
         tokio::spawn(async move {
-            let read = match fast::serve(&mut stream, &bridge, read_timeout).await {
-                fast::Outcome::HandOff(read) => read,
-                fast::Outcome::Closed => {
-                    let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
-                    return;
-                }
-            };
-            let cut_off = CutOff(Arc::new(Notify::new()));
-            let inner = TowerToHyperService::new(router);
-            let cut = cut_off.clone();
-            let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(cut.clone());
-                inner.call(req)
-            });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(read_timeout)
-                .serve_connection(TokioIo::new(fast::Rewind::new(read, stream)), service);
+                .serve_connection(TokioIo::new(stream), service);
             tokio::select! {
-                r = conn => {
-                    if let Err(e) = r {
-                        tracing::debug!("connection ended: {e}");
-                    }
-                }
+                r = conn => if let Err(e) = r {
+                    tracing::debug!("connection ended: {e}");
+                },
                 () = cut_off.0.notified() => tracing::info!("closed the connection of a subscriber that stopped reading"),
             }
         });
@@ -175,8 +127,7 @@ pub async fn serve(listener: TcpListener, core: Arc<Core>, secret: String) {
 
 /// Whether a request is for a route that needs the secret (all but
 /// `/status`). A wrong method is not: it gets 405 with or without one.
-fn needs_secret(method: &axum::http::Method, path: &str) -> bool {
-    use axum::http::Method;
+fn needs_secret(method: &Method, path: &str) -> bool {
     match path {
         "/inject" | "/permission" => method == Method::POST,
         "/events" | "/sse" | "/permissions" => method == Method::GET || method == Method::HEAD,
@@ -184,34 +135,82 @@ fn needs_secret(method: &axum::http::Method, path: &str) -> bool {
     }
 }
 
-/// One gate for every request (one middleware, not two: this is on every
-/// inject's path). Only loopback names are served, since a page in the
-/// user's browser that rebinds its own domain to 127.0.0.1 still sends its
-/// own Host; then the secret, compared in constant time.
+/// The one gate for every request. Only loopback names are served, since a
+/// page in the user's browser that rebinds its own domain to 127.0.0.1
+/// still sends its own Host; then the secret, compared in constant time.
 async fn guard(State(b): State<Shared>, req: Request, next: Next) -> Response {
     let h = req.headers();
     let host = h.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
-    if !b.serves_host(host.as_bytes()) {
+    if !b.hosts.iter().any(|name| name.eq_ignore_ascii_case(host)) {
         return error(
             StatusCode::MISDIRECTED_REQUEST,
             format!("host {host:?} is not served here; use {}", b.hosts[0]),
         );
     }
     if needs_secret(req.method(), req.uri().path()) {
+        use subtle::ConstantTimeEq;
         let given = h
             .get("x-opzero-secret")
-            .and_then(|v| v.to_str().ok())
-            .or_else(|| {
-                h.get(header::AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("Bearer "))
-            })
-            .unwrap_or("");
-        if !b.is_secret(given.as_bytes()) {
+            .map(HeaderValue::as_bytes)
+            .or_else(|| h.get(header::AUTHORIZATION).and_then(|v| v.as_bytes().strip_prefix(b"Bearer ")))
+            .unwrap_or_default();
+        if !bool::from(given.ct_eq(b.secret.as_bytes())) {
             return error(StatusCode::FORBIDDEN, "forbidden");
         }
     }
     next.run(req).await
+}
+
+/// Refusals that come from the libraries (tower-http's 413 for a declared
+/// length over the limit, say) become JSON errors like ours.
+async fn json_errors(State(b): State<Shared>, response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|t| t.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    match status {
+        StatusCode::PAYLOAD_TOO_LARGE => too_large(&b),
+        _ => error(status, status.canonical_reason().unwrap_or("error").to_lowercase()),
+    }
+}
+
+fn too_large(b: &Bridge) -> Response {
+    let limit = b.core.config.limits.max_body_bytes;
+    error(StatusCode::PAYLOAD_TOO_LARGE, format!("request body is larger than the limit of {limit} bytes"))
+}
+
+/// The whole body, within tower-http's size and time limits, or the JSON
+/// answer that says which was broken.
+async fn read_body(b: &Bridge, body: Body) -> Result<Bytes, Response> {
+    let e = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(bytes) => return Ok(bytes),
+        Err(e) => e,
+    };
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(s) = source {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return Err(too_large(b));
+        }
+        if s.is::<tower_http::timeout::TimeoutError>() {
+            let ms = b.core.config.limits.read_timeout.as_millis();
+            return Err(error(StatusCode::REQUEST_TIMEOUT, format!("the request body did not arrive within {ms} ms")));
+        }
+        source = s.source();
+    }
+    Err(error(StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}")))
+}
+
+/// A body that must be a JSON object.
+fn json_object(bytes: &[u8]) -> Result<Map<String, Value>, String> {
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(o)) => Ok(o),
+        Ok(other) => Err(format!("invalid json body: expected an object, got {}", json_kind(&other))),
+        Err(_) => Err("invalid json body".into()),
+    }
 }
 
 async fn status(State(b): State<Shared>) -> Response {
@@ -224,79 +223,101 @@ async fn status(State(b): State<Shared>) -> Response {
     .into_response()
 }
 
-/// Reads a body of at most the configured size, within the read timeout.
-async fn read_body(b: &Bridge, headers: &HeaderMap, body: Body) -> Result<Bytes, Response> {
-    let limit = b.core.config.limits.max_body_bytes;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large(limit));
-    }
-    let timeout = b.core.config.limits.read_timeout;
-    match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
-        Ok(Ok(b)) => Ok(b),
-        Ok(Err(e)) if is_length_limit(&e) => Err(too_large(limit)),
-        Ok(Err(e)) => Err(error(StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}"))),
-        Err(_) => Err(body_timeout(timeout)),
-    }
+/// `POST /inject`'s body. Fields are read as JSON values first, so each
+/// wrong one gets an answer that names it.
+#[derive(serde::Deserialize)]
+struct InjectBody {
+    #[serde(default)]
+    content: Value,
+    #[serde(default)]
+    chat_id: Value,
+    #[serde(default)]
+    meta: Value,
+    #[serde(default)]
+    message_id: Value,
 }
 
-fn too_large(limit: usize) -> Response {
-    error(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        format!("request body is larger than the limit of {limit} bytes"),
-    )
-}
-
-pub(super) fn body_timeout_message(timeout: Duration) -> String {
-    format!("the request body did not arrive within {} ms", timeout.as_millis())
-}
-
-fn body_timeout(timeout: Duration) -> Response {
-    error(StatusCode::REQUEST_TIMEOUT, body_timeout_message(timeout))
-}
-
-/// Parses a body as a JSON object.
-fn json_object(bytes: &[u8]) -> Result<Map<String, Value>, (StatusCode, String)> {
-    match serde_json::from_slice::<Value>(bytes) {
-        Ok(Value::Object(o)) => Ok(o),
-        Ok(other) => Err((
-            StatusCode::BAD_REQUEST,
-            format!("invalid json body: expected an object, got {}", json_kind(&other)),
-        )),
-        Err(_) => Err((StatusCode::BAD_REQUEST, "invalid json body".into())),
+/// A scalar as its text (`None` for null or absent); anything else is refused.
+fn scalar_text(v: Value) -> Result<Option<String>, ()> {
+    match v {
+        Value::Null => Ok(None),
+        Value::String(s) => Ok(Some(s)),
+        Value::Number(n) => Ok(Some(n.to_string())),
+        Value::Bool(b) => Ok(Some(b.to_string())),
+        _ => Err(()),
     }
 }
 
-fn is_length_limit(e: &axum::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(s) = source {
-        if s.is::<http_body_util::LengthLimitError>() {
-            return true;
-        }
-        source = s.source();
-    }
-    false
+fn inject_request(headers: &HeaderMap, bytes: &[u8]) -> Result<InjectRequest, String> {
+    let body: InjectBody = serde_json::from_value(Value::Object(json_object(bytes)?)).map_err(|e| e.to_string())?;
+    let content = match body.content {
+        Value::String(s) if !s.is_empty() => s,
+        _ => return Err("content required".into()),
+    };
+    let chat_id = scalar_text(body.chat_id).map_err(|()| "chat_id must be a string")?;
+    let meta = match body.meta {
+        Value::Null => Map::new(),
+        Value::Object(m) => m,
+        other => return Err(format!("meta must be an object, got {}", json_kind(&other))),
+    };
+    let body_id = scalar_text(body.message_id).map_err(|()| "message_id must be a string")?;
+    let header_id = match headers.get("idempotency-key").map(|v| std::str::from_utf8(v.as_bytes())) {
+        None => None,
+        Some(Ok(v)) => Some(v.trim().to_string()),
+        Some(Err(_)) => return Err("Idempotency-Key must be UTF-8".into()),
+    };
+    // An empty id names nothing: treating it as an id would make every
+    // later empty one a "duplicate" and drop it.
+    let message_id = body_id.filter(|s| !s.is_empty()).or(header_id.filter(|s| !s.is_empty()));
+    Ok(InjectRequest { content, chat_id, meta, message_id })
 }
 
 async fn inject(State(b): State<Shared>, headers: HeaderMap, body: Body) -> Response {
-    let bytes = match read_body(&b, &headers, body).await {
+    let bytes = match read_body(&b, body).await {
         Ok(bytes) => bytes,
         Err(r) => return r,
     };
-    let key = headers.get("idempotency-key").map(|v| v.as_bytes());
-    respond(inject::inject_body(&b.core, key, &bytes).await)
+    let request = match inject_request(&headers, &bytes) {
+        Ok(r) => r,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    let answer = |status: StatusCode, body: Value| (status, Json(body)).into_response();
+    match b.core.inject(request).await {
+        InjectOutcome::Accepted { dropped_meta } if dropped_meta.is_empty() => answer(StatusCode::ACCEPTED, json!({ "ok": true })),
+        InjectOutcome::Accepted { dropped_meta } => {
+            answer(StatusCode::ACCEPTED, json!({ "ok": true, "dropped_meta": dropped_meta }))
+        }
+        InjectOutcome::Duplicate => answer(StatusCode::OK, json!({ "ok": true, "duplicate": true })),
+        InjectOutcome::Verdict { request_id, behavior } => answer(
+            StatusCode::ACCEPTED,
+            json!({ "ok": true, "verdict": behavior.as_str(), "request_id": request_id }),
+        ),
+        InjectOutcome::Dropped { filter, reason } => answer(
+            StatusCode::ACCEPTED,
+            json!({ "ok": true, "delivered": false, "filter": filter, "reason": reason }),
+        ),
+        InjectOutcome::Rejected { filter, reason } => {
+            answer(StatusCode::UNPROCESSABLE_ENTITY, json!({ "error": reason, "filter": filter }))
+        }
+        InjectOutcome::FilterFailed { filter, error } => {
+            answer(StatusCode::BAD_GATEWAY, json!({ "error": error, "filter": filter }))
+        }
+        InjectOutcome::TooLarge(m) => error(StatusCode::PAYLOAD_TOO_LARGE, m),
+        InjectOutcome::Invalid(m) => error(StatusCode::BAD_REQUEST, m),
+        InjectOutcome::Backlog(m) => error(StatusCode::SERVICE_UNAVAILABLE, m),
+        InjectOutcome::Closed => not_connected(),
+    }
 }
 
-async fn permission(State(b): State<Shared>, headers: HeaderMap, body: Body) -> Response {
+fn not_connected() -> Response {
+    error(StatusCode::SERVICE_UNAVAILABLE, "Claude Code is not connected (the session is ending)")
+}
+
+async fn permission(State(b): State<Shared>, body: Body) -> Response {
     const USAGE: &str = "request_id and behavior (allow|deny) required";
-    let bytes = match read_body(&b, &headers, body).await {
+    let bytes = match read_body(&b, body).await {
         Ok(bytes) => bytes,
-        Err(r) if r.status() == StatusCode::BAD_REQUEST => {
-            return error(StatusCode::BAD_REQUEST, USAGE);
-        }
+        Err(r) if r.status() == StatusCode::BAD_REQUEST => return error(StatusCode::BAD_REQUEST, USAGE),
         Err(r) => return r,
     };
     let Ok(obj) = json_object(&bytes) else {
@@ -309,16 +330,9 @@ async fn permission(State(b): State<Shared>, headers: HeaderMap, body: Body) -> 
     };
     match b.core.verdict(request_id, behavior, "remote").await {
         Ok(()) => (StatusCode::ACCEPTED, Json(json!({ "ok": true }))).into_response(),
-        Err(VerdictOutcome::Refused(e @ VerdictError::NotPending(_))) => {
-            error(StatusCode::NOT_FOUND, e.to_string())
-        }
-        Err(VerdictOutcome::Refused(e @ VerdictError::AlreadyDecided(_))) => {
-            error(StatusCode::CONFLICT, e.to_string())
-        }
-        Err(VerdictOutcome::Closed) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Claude Code is not connected (the session is ending)",
-        ),
+        Err(VerdictOutcome::Refused(e @ VerdictError::NotPending(_))) => error(StatusCode::NOT_FOUND, e.to_string()),
+        Err(VerdictOutcome::Refused(e @ VerdictError::AlreadyDecided(_))) => error(StatusCode::CONFLICT, e.to_string()),
+        Err(VerdictOutcome::Closed) => not_connected(),
     }
 }
 
@@ -330,16 +344,11 @@ async fn events(
     State(b): State<Shared>,
     cut_off: Option<Extension<CutOff>>,
     headers: HeaderMap,
-    RawQuery(query): RawQuery,
+    Query(query): Query<Vec<(String, String)>>,
 ) -> Response {
-    // Read by hand: axum's `Query` answers its own errors in plain text.
-    let mut from_query = query
-        .as_deref()
-        .unwrap_or("")
-        .split('&')
-        .filter_map(|pair| pair.strip_prefix("since="));
-    let since_param = from_query.next().map(str::to_string);
-    if from_query.next().is_some() {
+    let mut since_params = query.into_iter().filter(|(k, _)| k == "since").map(|(_, v)| v);
+    let since_param = since_params.next();
+    if since_params.next().is_some() {
         return error(StatusCode::BAD_REQUEST, "since is given more than once");
     }
     let since = headers
@@ -350,65 +359,31 @@ async fn events(
         None => None,
         Some(Ok(n)) => Some(n),
         Some(Err(_)) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "Last-Event-ID / since must be an event id (a whole number)",
-            );
+            return error(StatusCode::BAD_REQUEST, "Last-Event-ID / since must be an event id (a whole number)");
         }
     };
     let sub = b.core.subscribe(since, cut_off.map(|Extension(c)| c.0));
-    let connected = futures_util::stream::once(async {
-        Ok::<_, Infallible>(Event::default().comment("connected"))
-    });
+    let connected = futures_util::stream::once(async { Ok::<_, Infallible>(Event::default().comment("connected")) });
     let stream = futures_util::stream::unfold(Some(sub), |sub| async move {
-        let mut sub: Subscription = sub?;
-        match sub.next().await {
-            Ok(Item::Event(e)) => Some((
-                Ok(Event::default().id(e.id.to_string()).data(&e.data)),
-                Some(sub),
-            )),
+        let mut sub = sub?;
+        let event = match sub.next().await {
+            Ok(Item::Event(e)) => Event::default().id(e.id.to_string()).data(&e.data),
             // Its id is the last one it stands for, so a client resuming
             // from it does not ask for the missing events again.
-            Ok(Item::Gap { from, to }) => Some((
-                Ok(Event::default()
-                    .id(to.to_string())
-                    .data(json!({ "type": "gap", "from": from, "to": to }).to_string())),
-                Some(sub),
-            )),
+            Ok(Item::Gap { from, to }) => Event::default()
+                .id(to.to_string())
+                .data(json!({ "type": "gap", "from": from, "to": to }).to_string()),
             Err(Closed::Lagged { behind }) => {
                 tracing::info!(behind, "disconnecting a subscriber that fell behind");
-                Some((
-                    Ok(Event::default().comment(format!(
-                        "too far behind ({behind} events); reconnect with Last-Event-ID"
-                    ))),
-                    None,
-                ))
+                let why = format!("too far behind ({behind} events); reconnect with Last-Event-ID");
+                return Some((Ok(Event::default().comment(why)), None));
             }
-            Err(Closed::Shutdown) => None,
-        }
+            Err(Closed::Shutdown) => return None,
+        };
+        Some((Ok(event), Some(sub)))
     });
     use futures_util::StreamExt;
     Sse::new(connected.chain(stream))
         .keep_alive(KeepAlive::new().interval(PING_EVERY).text("ping"))
         .into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn a_secret_matches_only_itself() {
-        for len in [0, 1, 7, 8, 9, 63, 64, 65] {
-            let secret: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
-            assert!(super::same_secret(&secret, &secret), "len {len}");
-            for at in 0..len {
-                for bit in 0..8 {
-                    let mut given = secret.clone();
-                    given[at] ^= 1 << bit;
-                    assert!(!super::same_secret(&given, &secret), "len {len}, byte {at}, bit {bit}");
-                }
-            }
-            assert!(!super::same_secret(&secret[..len.saturating_sub(1)], &secret) || len == 0);
-            assert!(!super::same_secret(&[secret.as_slice(), b"x"].concat(), &secret));
-        }
-    }
 }

@@ -13,8 +13,9 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
 
-use crate::discovery::{self, now_ms, Entry};
-use crate::serve::UserError;
+use crate::discovery::{self, Entry};
+use crate::events::now_ms;
+use crate::UserError;
 
 /// The live session whose id starts with `prefix`.
 pub fn find(dir: &Path, prefix: &str) -> Result<Entry, UserError> {

@@ -3,97 +3,46 @@
 //! `permission_request`, `verdict`, `subscribe`.
 //!
 //! Everything bound for Claude (channel messages and permission verdicts)
-//! is held in order until the MCP session is initialized, then goes straight
-//! to the stdout writer; everything bound for the phone goes into the event
-//! log.
+//! is held in order until the MCP session is initialized, then goes to
+//! Claude Code through rmcp's peer; everything bound for the phone goes
+//! into the event log.
+//!
+//! Work that goes through filters is queued, one queue per hook, and each
+//! queue's jobs are done one at a time, in order, to the end (see
+//! [`Queue`]): that is what keeps replies in order, and a guest whole when
+//! the caller stops waiting.
 
-use std::borrow::Cow;
 use std::collections::{HashSet, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 
-use serde_json::{json, Value};
+use rmcp::model::{CustomNotification, ServerNotification};
+use rmcp::{Peer, RoleServer};
+use serde_json::{json, Map, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{Config, Hooks};
-use crate::discovery::now_ms;
-use crate::events::{EventLog, Subscription};
+use crate::events::{now_ms, EventLog, Subscription};
 use crate::filters::{self, FilterChain, PermissionVerdict, Verdict};
-use crate::meta::{scrub, Meta, RawMeta};
+use crate::meta::{self, scrub, Meta};
 use crate::permissions::{self, Behavior, Permissions, VerdictError};
 
-/// A notification for Claude Code.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Notification<'a> {
-    Channel { content: &'a str, meta: &'a Meta<'a> },
-    Verdict { request_id: &'a str, behavior: Behavior },
-}
+pub const CHANNEL: &str = "notifications/claude/channel";
+pub const PERMISSION: &str = "notifications/claude/channel/permission";
 
-impl Notification<'_> {
-    pub fn method(&self) -> &'static str {
-        match self {
-            Notification::Channel { .. } => "notifications/claude/channel",
-            Notification::Verdict { .. } => "notifications/claude/channel/permission",
-        }
-    }
+/// Messages held for Claude Code before it initializes, at most, by count
+/// and by size.
+const MAX_HELD: usize = 10_000;
+const MAX_HELD_BYTES: usize = 64 * 1024 * 1024;
 
-    /// The JSON-RPC line (without newline), written straight from the
-    /// borrowed fields: this is on every inject's path.
-    pub fn to_line(&self) -> Vec<u8> {
-        use crate::escape::json_str;
-        let size = match self {
-            Notification::Channel { content, meta } => {
-                let meta: usize = meta.iter().map(|(k, v)| k.len() + v.len() + 8).sum();
-                content.len() + meta + 128
-            }
-            Notification::Verdict { request_id, .. } => request_id.len() + 128,
-        };
-        let mut out = Vec::with_capacity(size);
-        out.extend_from_slice(br#"{"jsonrpc":"2.0","method":""#);
-        out.extend_from_slice(self.method().as_bytes());
-        out.extend_from_slice(br#"","params":{"#);
-        match self {
-            Notification::Channel { content, meta } => {
-                out.extend_from_slice(br#""content":"#);
-                json_str(&mut out, content);
-                out.extend_from_slice(br#","meta":{"#);
-                for (i, (k, v)) in meta.iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
-                    json_str(&mut out, k);
-                    out.push(b':');
-                    json_str(&mut out, v);
-                }
-                out.extend_from_slice(b"}}}");
-            }
-            Notification::Verdict { request_id, behavior } => {
-                out.extend_from_slice(br#""request_id":"#);
-                json_str(&mut out, request_id);
-                out.extend_from_slice(br#","behavior":"#);
-                json_str(&mut out, behavior.as_str());
-                out.extend_from_slice(b"}}");
-            }
-        }
-        out
-    }
-}
-
-/// One line for Claude Code's stdin. `written` is answered once the line is
-/// on stdout (Ok) or stdout is gone (Err).
-pub struct Outbound {
-    pub line: Vec<u8>,
-    pub written: Option<oneshot::Sender<std::io::Result<()>>>,
-}
-
-/// A parsed `POST /inject` body, borrowing from it where it can.
+/// A `POST /inject` body.
 #[derive(Debug, Default)]
-pub struct InjectRequest<'a> {
-    pub content: Cow<'a, str>,
-    pub chat_id: Option<Cow<'a, str>>,
-    pub meta: RawMeta<'a>,
+pub struct InjectRequest {
+    pub content: String,
+    pub chat_id: Option<String>,
+    pub meta: Map<String, Value>,
     /// From the body's `message_id` or the `Idempotency-Key` header.
-    pub message_id: Option<Cow<'a, str>>,
+    pub message_id: Option<String>,
 }
 
 #[derive(Debug, PartialEq)]
@@ -126,124 +75,164 @@ pub enum ReplyOutcome {
     FilterFailed { filter: String, error: String },
 }
 
+#[derive(Debug)]
+pub enum VerdictOutcome {
+    Refused(VerdictError),
+    Closed,
+}
+
+#[derive(Debug)]
+enum Undelivered {
+    Closed,
+    Backlog(String),
+}
+
+/// Where notifications for Claude go.
+enum ToClaude {
+    /// Before `notifications/initialized`: Claude Code would drop them.
+    Held { queue: Vec<ServerNotification>, bytes: usize },
+    Open(Peer<RoleServer>),
+}
+
+struct InjectJob {
+    message: filters::Message,
+    chat_id: String,
+    dropped_meta: Vec<String>,
+    done: oneshot::Sender<InjectOutcome>,
+}
+
+struct ReplyJob {
+    reply: filters::Reply,
+    done: oneshot::Sender<ReplyOutcome>,
+}
+
 pub struct Core {
     pub session_id: String,
     pub config: Config,
     pub events: Arc<EventLog>,
     pub permissions: Permissions,
-    filters: Arc<FilterChain>,
     /// The hooks some filter runs on: the others skip the chain entirely.
     hooks: Hooks,
-    to_claude: Mutex<Route>,
+    to_claude: Mutex<ToClaude>,
     recent_ids: Mutex<RecentIds>,
-    /// Filter calls running as tasks of their own whose callers have not
-    /// had the result yet (see [`Core::filter`]).
-    filter_tasks: AtomicUsize,
+    injects: Queue<InjectJob>,
+    replies: Queue<ReplyJob>,
+    prompts: Queue<permissions::Request>,
 }
 
 impl Core {
-    pub fn new(session_id: String, config: Config, filters: FilterChain) -> Arc<Core> {
-        let events = EventLog::new(config.events.replay_buffer, config.events.subscriber_lag);
-        let recent_ids = Mutex::new(RecentIds::new(config.limits.idempotency_window));
+    /// A core whose filtered work waits in its queues until
+    /// [`Core::start_filters`] hands it the loaded chain.
+    pub fn new(session_id: String, config: Config) -> Arc<Core> {
+        let hooks = config.filters.iter().fold(Hooks::default(), |h, f| Hooks {
+            inject: h.inject || f.hooks.inject,
+            reply: h.reply || f.hooks.reply,
+            permission: h.permission || f.hooks.permission,
+        });
         Arc::new(Core {
             session_id,
+            events: EventLog::new(config.events.replay_buffer, config.events.subscriber_lag),
+            recent_ids: Mutex::new(RecentIds::new(config.limits.idempotency_window)),
             config,
-            events,
             permissions: Permissions::default(),
-            hooks: filters.hooks(),
-            filters: Arc::new(filters),
-            to_claude: Mutex::new(Route::Held(Vec::new())),
-            recent_ids,
-            filter_tasks: AtomicUsize::new(0),
+            hooks,
+            to_claude: Mutex::new(ToClaude::Held { queue: Vec::new(), bytes: 0 }),
+            injects: Queue::new(),
+            replies: Queue::new(),
+            prompts: Queue::new(),
         })
     }
 
-    /// Called by the channel once Claude Code sent `notifications/initialized`:
-    /// what was held goes to `writer` first, then everything else directly.
-    pub fn claude_initialized(&self, writer: mpsc::UnboundedSender<Outbound>) {
-        let mut route = self.to_claude.lock().unwrap();
-        if let Route::Held(held) = std::mem::replace(&mut *route, Route::Open(writer.clone())) {
-            for line in held {
-                let _ = writer.send(Outbound { line, written: None });
+    /// Starts the work through `chain`, what was queued before included.
+    pub fn start_filters(self: &Arc<Self>, chain: FilterChain) {
+        let chain = Arc::new(chain);
+        let (core, c) = (self.clone(), chain.clone());
+        self.injects.start(move |job: InjectJob| {
+            let (core, chain) = (core.clone(), c.clone());
+            async move {
+                let verdict = chain.on_inject(job.message).await;
+                let _ = job.done.send(core.filtered_inject(verdict, job.chat_id, job.dropped_meta).await);
+            }
+        });
+        let (core, c) = (self.clone(), chain.clone());
+        self.replies.start(move |job: ReplyJob| {
+            let (core, chain) = (core.clone(), c.clone());
+            async move {
+                let verdict = chain.on_reply(job.reply).await;
+                let _ = job.done.send(core.publish_reply(verdict));
+            }
+        });
+        let core = self.clone();
+        self.prompts.start(move |request: permissions::Request| {
+            let (core, chain) = (core.clone(), chain.clone());
+            async move {
+                let verdict = chain.on_permission(request.clone()).await;
+                core.decide_permission(request, verdict).await;
+            }
+        });
+    }
+
+    /// Claude Code sent `notifications/initialized`: what was held goes to
+    /// `peer` first, in order, then everything else directly.
+    pub async fn claude_initialized(&self, peer: Peer<RoleServer>) {
+        loop {
+            // Held stays the route until nothing is left, so a message that
+            // comes while these are written is held behind them.
+            let batch = {
+                let mut to = self.to_claude.lock().unwrap();
+                match &mut *to {
+                    ToClaude::Held { queue, bytes } if !queue.is_empty() => {
+                        *bytes = 0;
+                        std::mem::take(queue)
+                    }
+                    _ => {
+                        *to = ToClaude::Open(peer);
+                        return;
+                    }
+                }
+            };
+            for notification in batch {
+                if peer.send_notification(notification).await.is_err() {
+                    return;
+                }
             }
         }
     }
 
-    /// Sends `n` to Claude. Returns once it is written to stdout, or at once
-    /// while Claude Code is still initializing (it is then held, and sent in
-    /// order after initialization).
-    async fn send_to_claude(&self, notification: Notification<'_>) -> Result<(), Undelivered> {
-        let line = notification.to_line();
-        let written = {
-            let mut route = self.to_claude.lock().unwrap();
-            match &mut *route {
-                Route::Held(held) if held.len() >= MAX_HELD => return Err(Undelivered::Backlog),
-                Route::Held(held) => {
-                    held.push(line);
+    /// Sends a notification to Claude. Returns once it is written to
+    /// stdout, or at once while Claude Code is still initializing (it is
+    /// then held, and sent in order after initialization).
+    async fn send_to_claude(&self, method: &str, params: Value) -> Result<(), Undelivered> {
+        let held_size = |params: &Value| params.to_string().len();
+        let notification = |params| ServerNotification::CustomNotification(CustomNotification::new(method, Some(params)));
+        let peer = {
+            let mut to = self.to_claude.lock().unwrap();
+            match &mut *to {
+                ToClaude::Held { queue, bytes } => {
+                    let size = held_size(&params);
+                    if queue.len() >= MAX_HELD {
+                        return Err(Undelivered::Backlog(format!("{MAX_HELD} messages are already waiting")));
+                    }
+                    if *bytes + size > MAX_HELD_BYTES {
+                        return Err(Undelivered::Backlog(format!(
+                            "the messages already waiting take {} MiB, the most it holds",
+                            MAX_HELD_BYTES >> 20
+                        )));
+                    }
+                    *bytes += size;
+                    queue.push(notification(params));
                     return Ok(());
                 }
-                Route::Open(writer) => {
-                    let (tx, rx) = oneshot::channel();
-                    writer
-                        .send(Outbound { line, written: Some(tx) })
-                        .map_err(|_| Undelivered::Closed)?;
-                    rx
-                }
+                ToClaude::Open(peer) => peer.clone(),
             }
         };
-        match written.await {
-            Ok(Ok(())) => Ok(()),
-            _ => Err(Undelivered::Closed),
-        }
+        peer.send_notification(notification(params)).await.map_err(|_| Undelivered::Closed)
     }
 
-    /// Runs `call` on the filter chain. A caller that stops waiting (an
-    /// HTTP client that hangs up, a cancelled tool call) must not cut a
-    /// guest off mid-call, which would leave its instance unusable: a call
-    /// that does not finish at once (a guest yielding at an epoch tick, a
-    /// filter busy with another message) goes on as a task of its own.
-    /// Most finish at once, and then cost no task.
-    ///
-    /// Results reach callers in the order the calls were made (replies
-    /// reach the phone in the order Claude sent them): while any call is in
-    /// a task, later ones go to tasks too, behind it, since one that
-    /// finished at once would overtake it.
-    async fn filter<T, F>(&self, call: impl FnOnce(Arc<FilterChain>) -> F) -> T
-    where
-        F: std::future::Future<Output = T> + Send + 'static,
-        T: Send + 'static,
-    {
-        use std::task::Poll;
-        let mut call = Box::pin(call(self.filters.clone()));
-        // One poll, with no await before it: nothing can cancel it.
-        if self.filter_tasks.load(Ordering::SeqCst) == 0
-            && let Poll::Ready(t) = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await
-        {
-            return t;
-        }
-        /// Counts a call in a task until its caller has the result (or
-        /// stops waiting for it).
-        struct InTask<'a>(&'a AtomicUsize);
-        impl Drop for InTask<'_> {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, Ordering::SeqCst);
-            }
-        }
-        self.filter_tasks.fetch_add(1, Ordering::SeqCst);
-        let _in_task = InTask(&self.filter_tasks);
-        match tokio::spawn(call).await {
-            Ok(t) => t,
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
-        }
-    }
-
-    pub async fn inject(&self, req: InjectRequest<'_>) -> InjectOutcome {
+    pub async fn inject(&self, req: InjectRequest) -> InjectOutcome {
         let limits = &self.config.limits;
-        // A string has at most as many characters as bytes: most need no count.
-        if req.content.len() > limits.max_content_chars
-            && let chars = req.content.chars().count()
-            && chars > limits.max_content_chars
-        {
+        let chars = req.content.chars().count();
+        if chars > limits.max_content_chars {
             return InjectOutcome::TooLarge(format!(
                 "content is {chars} characters; the limit is {}",
                 limits.max_content_chars
@@ -256,7 +245,6 @@ impl Core {
                 limits.max_meta_keys
             ));
         }
-
         // Claimed before anything else, so the retry of a text verdict is a
         // duplicate too (and not, its prompt being gone, a message to Claude).
         let claim = match &req.message_id {
@@ -279,57 +267,55 @@ impl Core {
         outcome
     }
 
-    async fn inject_claimed(&self, req: InjectRequest<'_>) -> InjectOutcome {
+    async fn inject_claimed(&self, req: InjectRequest) -> InjectOutcome {
         if self.config.permissions.relay
             && let Some((behavior, request_id)) = permissions::parse_text_verdict(&req.content)
             && self.permissions.is_pending(&request_id)
         {
             return match self.verdict(&request_id, behavior, "remote").await {
-                Ok(()) => InjectOutcome::Verdict {
-                    request_id,
-                    behavior,
-                },
+                Ok(()) => InjectOutcome::Verdict { request_id, behavior },
                 Err(VerdictOutcome::Closed) => InjectOutcome::Closed,
                 // Answered elsewhere between the check and now: say so.
                 Err(VerdictOutcome::Refused(e)) => InjectOutcome::Invalid(e.to_string()),
             };
         }
-
-        let chat_id = scrub(req.chat_id.filter(|c| !c.is_empty()).unwrap_or(Cow::Borrowed("inject")));
-        let (mut meta, mut dropped_meta) = req.meta.clean();
-        meta.insert("chat_id", chat_id.clone());
-        let mut content = req.content;
-
-        if self.hooks.inject {
-            let message = filters::Message {
-                content: content.into_owned(),
-                meta: meta.to_pairs(),
-            };
-            match self.filter(move |chain| async move { chain.on_inject(message).await }).await {
-                Verdict::Pass(m) => {
-                    content = Cow::Owned(m.content);
-                    let dropped;
-                    (meta, dropped) = Meta::from_pairs(m.meta);
-                    dropped_meta.extend(dropped);
-                    if !meta.contains_key("chat_id") {
-                        meta.insert("chat_id", chat_id);
-                    }
-                }
-                // The chain has logged each of these.
-                Verdict::Drop { filter, reason } => return InjectOutcome::Dropped { filter, reason },
-                Verdict::Reject { filter, reason } => return InjectOutcome::Rejected { filter, reason },
-                Verdict::Failed { filter, error } => return InjectOutcome::FilterFailed { filter, error },
-            }
-            if content.is_empty() {
-                return InjectOutcome::Invalid("content is empty after filtering".into());
-            }
+        let chat_id = scrub(req.chat_id.as_deref().filter(|c| !c.is_empty()).unwrap_or("inject"));
+        let (mut meta, dropped_meta) = meta::clean(req.meta);
+        meta.insert("chat_id".into(), chat_id.clone());
+        if !self.hooks.inject {
+            return self.deliver(req.content, meta, dropped_meta).await;
         }
+        let (done, outcome) = oneshot::channel();
+        let message = filters::Message { content: req.content, meta: meta.into_iter().collect() };
+        self.injects.push(InjectJob { message, chat_id, dropped_meta, done });
+        outcome.await.unwrap_or(InjectOutcome::Closed)
+    }
 
-        match self.send_to_claude(Notification::Channel { content: &content, meta: &meta }).await {
+    /// What the inject filters decided, carried out.
+    async fn filtered_inject(&self, verdict: Verdict<filters::Message>, chat_id: String, mut dropped: Vec<String>) -> InjectOutcome {
+        let message = match verdict {
+            Verdict::Pass(m) => m,
+            // The chain has logged each of these.
+            Verdict::Drop { filter, reason } => return InjectOutcome::Dropped { filter, reason },
+            Verdict::Reject { filter, reason } => return InjectOutcome::Rejected { filter, reason },
+            Verdict::Failed { filter, error } => return InjectOutcome::FilterFailed { filter, error },
+        };
+        if message.content.is_empty() {
+            return InjectOutcome::Invalid("content is empty after filtering".into());
+        }
+        // The filters' meta goes by the phone's rules.
+        let (mut meta, more) = meta::clean(message.meta.into_iter().map(|(k, v)| (k, Value::String(v))));
+        dropped.extend(more);
+        meta.entry("chat_id".into()).or_insert(chat_id);
+        self.deliver(message.content, meta, dropped).await
+    }
+
+    async fn deliver(&self, content: String, meta: Meta, dropped_meta: Vec<String>) -> InjectOutcome {
+        match self.send_to_claude(CHANNEL, json!({ "content": content, "meta": meta })).await {
             Ok(()) => InjectOutcome::Accepted { dropped_meta },
             Err(Undelivered::Closed) => InjectOutcome::Closed,
-            Err(Undelivered::Backlog) => InjectOutcome::Backlog(format!(
-                "Claude Code has not finished starting and {MAX_HELD} messages are already waiting; try again shortly"
+            Err(Undelivered::Backlog(why)) => InjectOutcome::Backlog(format!(
+                "Claude Code has not finished starting and {why}; try again shortly"
             )),
         }
     }
@@ -337,13 +323,20 @@ impl Core {
     /// Claude called the `reply` tool.
     pub async fn reply(&self, chat_id: String, text: String) -> ReplyOutcome {
         let reply = filters::Reply { chat_id, text };
-        let verdict = if self.hooks.reply {
-            self.filter(move |chain| async move { chain.on_reply(reply).await }).await
-        } else {
-            Verdict::Pass(reply)
-        };
-        let (chat_id, text) = match verdict {
-            Verdict::Pass(r) => (r.chat_id, r.text),
+        if !self.hooks.reply {
+            return self.publish_reply(Verdict::Pass(reply));
+        }
+        let (done, outcome) = oneshot::channel();
+        self.replies.push(ReplyJob { reply, done });
+        outcome.await.unwrap_or_else(|_| ReplyOutcome::FilterFailed {
+            filter: "(chain)".into(),
+            error: "the host is shutting down".into(),
+        })
+    }
+
+    fn publish_reply(&self, verdict: Verdict<filters::Reply>) -> ReplyOutcome {
+        let reply = match verdict {
+            Verdict::Pass(r) => r,
             Verdict::Drop { filter, reason } => return ReplyOutcome::Dropped { filter, reason },
             Verdict::Reject { filter, reason } => return ReplyOutcome::Rejected { filter, reason },
             Verdict::Failed { filter, error } => return ReplyOutcome::FilterFailed { filter, error },
@@ -351,46 +344,34 @@ impl Core {
         let connected = self.events.subscribers() > 0;
         self.events.publish(&json!({
             "type": "reply",
-            "chat_id": chat_id,
-            "text": text,
+            "chat_id": reply.chat_id,
+            "text": reply.text,
             "ts": now_ms(),
         }));
-        if connected {
-            ReplyOutcome::Sent
-        } else {
-            ReplyOutcome::Queued
-        }
+        if connected { ReplyOutcome::Sent } else { ReplyOutcome::Queued }
     }
 
     /// Claude Code asks the user to approve a tool call.
     pub async fn permission_request(&self, request: permissions::Request) {
         if !self.config.permissions.relay {
             tracing::warn!(request_id = %request.request_id, "permission relay is off; ignoring request");
-            return;
-        }
-        let filtered = if self.hooks.permission {
-            let asked = filters::PermissionRequest {
-                request_id: request.request_id.clone(),
-                tool_name: request.tool_name.clone(),
-                description: request.description.clone(),
-                input_preview: request.input_preview.clone(),
-            };
-            self.filter(move |chain| async move { chain.on_permission(&asked).await }).await
+        } else if self.hooks.permission {
+            self.prompts.push(request);
         } else {
-            PermissionVerdict::Relay
-        };
-        let (behavior, filter, reason) = match filtered {
+            self.decide_permission(request, PermissionVerdict::Relay).await;
+        }
+    }
+
+    /// What the permission filters decided, carried out.
+    async fn decide_permission(&self, request: permissions::Request, verdict: PermissionVerdict) {
+        let (behavior, filter, reason) = match verdict {
             // Failing safe for a prompt means asking the human.
-            PermissionVerdict::Relay | PermissionVerdict::Failed { .. } => {
-                return self.relay_permission(request);
-            }
+            PermissionVerdict::Relay | PermissionVerdict::Failed { .. } => return self.relay_permission(request),
             PermissionVerdict::Allow { filter, reason } => (Behavior::Allow, filter, reason),
             PermissionVerdict::Deny { filter, reason } => (Behavior::Deny, filter, reason),
         };
-        if let Err(e) = self
-            .send_to_claude(Notification::Verdict { request_id: &request.request_id, behavior })
-            .await
-        {
+        let params = json!({ "request_id": request.request_id, "behavior": behavior.as_str() });
+        if let Err(e) = self.send_to_claude(PERMISSION, params).await {
             tracing::warn!(request_id = %request.request_id, "verdict not delivered to Claude Code: {e:?}");
         }
         self.events.publish(&json!({
@@ -420,19 +401,10 @@ impl Core {
     }
 
     /// A verdict from the phone (`by` is "remote").
-    pub async fn verdict(
-        &self,
-        request_id: &str,
-        behavior: Behavior,
-        by: &str,
-    ) -> Result<(), VerdictOutcome> {
-        self.permissions
-            .decide(request_id)
-            .map_err(VerdictOutcome::Refused)?;
-        let written = self
-            .send_to_claude(Notification::Verdict { request_id, behavior })
-            .await
-            .is_ok();
+    pub async fn verdict(&self, request_id: &str, behavior: Behavior, by: &str) -> Result<(), VerdictOutcome> {
+        self.permissions.decide(request_id).map_err(VerdictOutcome::Refused)?;
+        let params = json!({ "request_id": request_id, "behavior": behavior.as_str() });
+        let written = self.send_to_claude(PERMISSION, params).await.is_ok();
         self.events.publish(&json!({
             "type": "permission_resolved",
             "request_id": request_id,
@@ -443,17 +415,19 @@ impl Core {
         if written { Ok(()) } else { Err(VerdictOutcome::Closed) }
     }
 
-    /// Drops prompts nobody answered in time (Claude Code never says when the
-    /// terminal answered one).
-    pub fn expire_permissions(&self) {
-        for request in self.permissions.expire(self.config.permissions.expire_after) {
-            tracing::info!(request_id = %request.request_id, "permission request expired");
-            self.events.publish(&json!({
-                "type": "permission_expired",
-                "request_id": request.request_id,
-                "by": "expired",
-                "ts": now_ms(),
-            }));
+    /// Drops prompts nobody answered in time (Claude Code never says when
+    /// the terminal answered one), for as long as the host runs.
+    pub async fn expire_permissions(&self) {
+        loop {
+            for request in self.permissions.expired(self.config.permissions.expire_after).await {
+                tracing::info!(request_id = %request.request_id, "permission request expired");
+                self.events.publish(&json!({
+                    "type": "permission_expired",
+                    "request_id": request.request_id,
+                    "by": "expired",
+                    "ts": now_ms(),
+                }));
+            }
         }
     }
 
@@ -463,38 +437,36 @@ impl Core {
     }
 }
 
-/// Lines held for Claude Code before it initializes, at most.
-const MAX_HELD: usize = 10_000;
-
-/// Where lines for Claude go.
-enum Route {
-    /// Before `notifications/initialized`: Claude Code would drop them.
-    Held(Vec<Vec<u8>>),
-    /// The stdout writer.
-    Open(mpsc::UnboundedSender<Outbound>),
+/// Jobs done one at a time, in the order they were pushed, each to its
+/// end even if whoever pushed it stops waiting: a filter call cut off
+/// half-way would leave its instance unusable. Jobs pushed before
+/// [`Queue::start`] wait for it.
+struct Queue<J> {
+    tx: mpsc::UnboundedSender<J>,
+    rx: Mutex<Option<mpsc::UnboundedReceiver<J>>>,
 }
 
-#[derive(Debug)]
-enum Undelivered {
-    Closed,
-    Backlog,
-}
+impl<J: Send + 'static> Queue<J> {
+    fn new() -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Queue { tx, rx: Mutex::new(Some(rx)) }
+    }
 
-#[derive(Debug)]
-pub enum VerdictOutcome {
-    Refused(VerdictError),
-    Closed,
-}
+    fn push(&self, job: J) {
+        // The receiver lives as long as the runtime: nothing to report.
+        let _ = self.tx.send(job);
+    }
 
-/// "a string", "an array", ...: for error messages about JSON input.
-pub fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+    fn start<F>(&self, mut work: impl FnMut(J) -> F + Send + 'static)
+    where
+        F: Future<Output = ()> + Send,
+    {
+        let Some(mut jobs) = self.rx.lock().unwrap().take() else { return };
+        tokio::spawn(async move {
+            while let Some(job) = jobs.recv().await {
+                work(job).await;
+            }
+        });
     }
 }
 
@@ -510,11 +482,7 @@ type IdKey = [u8; 32];
 
 impl RecentIds {
     fn new(capacity: usize) -> Self {
-        RecentIds {
-            order: VecDeque::new(),
-            set: HashSet::new(),
-            capacity,
-        }
+        RecentIds { order: VecDeque::new(), set: HashSet::new(), capacity }
     }
 
     /// `Some(key)` if `id` is new (and now remembered under `key`).
@@ -524,16 +492,15 @@ impl RecentIds {
         if self.capacity == 0 {
             return Some(key);
         }
-        if self.set.contains(&key) {
+        if !self.set.insert(key) {
             return None;
         }
-        if self.order.len() == self.capacity
+        self.order.push_back(key);
+        if self.order.len() > self.capacity
             && let Some(old) = self.order.pop_front()
         {
             self.set.remove(&old);
         }
-        self.order.push_back(key);
-        self.set.insert(key);
         Some(key)
     }
 
@@ -547,24 +514,6 @@ impl RecentIds {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn lines_are_the_json_rpc_notifications() {
-        let pairs = [("chat_id", "c\"1"), ("n", "3"), ("z", "\u{1}\t"), ("a", "")];
-        let (meta, _) = Meta::from_pairs(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
-        let content = "line one\nline \"two\" \\ é 🎉 \u{7}";
-        let channel = Notification::Channel { content, meta: &meta };
-        let want_meta: serde_json::Map<String, Value> = meta.iter().map(|(k, v)| (k.into(), v.into())).collect();
-        let want = json!({"jsonrpc": "2.0", "method": channel.method(), "params": {"content": content, "meta": want_meta}});
-        assert_eq!(String::from_utf8(channel.to_line()).unwrap(), want.to_string());
-        let empty = Notification::Channel { content: "x", meta: &Meta::default() };
-        assert_eq!(empty.to_line(), br#"{"jsonrpc":"2.0","method":"notifications/claude/channel","params":{"content":"x","meta":{}}}"#);
-        let verdict = Notification::Verdict { request_id: "r\"1", behavior: Behavior::Deny };
-        assert_eq!(
-            String::from_utf8(verdict.to_line()).unwrap(),
-            r#"{"jsonrpc":"2.0","method":"notifications/claude/channel/permission","params":{"request_id":"r\"1","behavior":"deny"}}"#
-        );
-    }
 
     #[test]
     fn recent_ids_forget_the_oldest() {

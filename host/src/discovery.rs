@@ -1,19 +1,16 @@
 //! Discovery files: `<dir>/<sessionId>.json`, how the opzero-claude server
 //! (and `opzero-host send/tail/...`) finds a running host.
 //!
-//! The directory is 0700 and the file 0600 from the moment they exist; the
-//! file is written to a private temp name and renamed into place, so a reader
-//! never sees a partial file.
+//! The directory is 0700 and the file 0600 from the moment they exist, and
+//! a reader never sees a partial file (see `private`).
 
-use std::fs::{self, DirBuilder, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::{home_dir, Config};
+use crate::private;
 
 /// Exactly what the opzero-claude server reads (CONTRACT.md §2).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,23 +64,6 @@ pub fn channels_dir(config: &Config) -> PathBuf {
         .unwrap_or_else(|| opzero_home().join("channels"))
 }
 
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// Creates `dir` (and parents) as 0700, and tightens it if it already existed.
-pub fn ensure_private_dir(dir: &Path) -> std::io::Result<()> {
-    DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-    let mode = fs::metadata(dir)?.permissions().mode() & 0o777;
-    if mode != 0o700 {
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
-    }
-    Ok(())
-}
-
 /// A written discovery file; removed by [`DiscoveryFile::remove`] or on drop.
 #[derive(Debug)]
 pub struct DiscoveryFile {
@@ -93,28 +73,10 @@ pub struct DiscoveryFile {
 
 impl DiscoveryFile {
     pub fn write(dir: &Path, record: &Record) -> std::io::Result<DiscoveryFile> {
-        ensure_private_dir(dir)?;
+        private::create_dir(dir)?;
         let path = dir.join(format!("{}.json", record.session_id));
-        let tmp = dir.join(format!(".{}.json.{}.tmp", record.session_id, record.pid));
-        let _ = fs::remove_file(&tmp);
-        let result = (|| {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(&serde_json::to_vec(record).expect("record serializes"))?;
-            f.sync_all()?;
-            fs::rename(&tmp, &path)
-        })();
-        if let Err(e) = result {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
-        Ok(DiscoveryFile {
-            path,
-            removed: false,
-        })
+        private::write_file(&path, &serde_json::to_vec(record).expect("record serializes"))?;
+        Ok(DiscoveryFile { path, removed: false })
     }
 
     pub fn path(&self) -> &Path {
@@ -140,12 +102,14 @@ impl Drop for DiscoveryFile {
 }
 
 pub fn pid_alive(pid: u32) -> bool {
-    if pid == 0 || pid > i32::MAX as u32 {
+    let Some(pid) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) else {
         return false;
+    };
+    // Signal 0 only asks whether it exists (EPERM: it does, as another user).
+    match rustix::process::test_kill_process(pid) {
+        Ok(()) => true,
+        Err(e) => e == rustix::io::Errno::PERM,
     }
-    // SAFETY: kill with signal 0 only checks for existence and permission.
-    let rc = unsafe { libc::kill(pid as libc::pid_t, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// One `*.json` file in the discovery directory.

@@ -21,6 +21,13 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{watch, Notify};
 
+/// Milliseconds since the epoch: every event's `ts`.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 #[derive(Debug)]
 pub struct Event {
     pub id: u64,

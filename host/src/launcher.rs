@@ -8,7 +8,8 @@ use std::process::Command;
 use serde_json::json;
 
 use crate::channel::{REPLY_TOOL, SERVER_NAME};
-use crate::serve::{UserError, SESSION_ENV};
+use crate::serve::SESSION_ENV;
+use crate::UserError;
 
 /// Channels need Claude Code 2.1.80 or newer.
 pub const MIN_CLAUDE: (u64, u64, u64) = (2, 1, 80);
@@ -101,7 +102,7 @@ pub fn plan(launch: Launch) -> Result<Plan, UserError> {
         None => Some(here.join("opzero.toml")).filter(|p| p.is_file()),
     };
     if let Some(c) = &config {
-        crate::serve::load(Some(c))?;
+        crate::serve::check(Some(c))?;
     }
     let exe = std::env::current_exe()
         .map_err(|e| UserError(format!("cannot find this executable: {e}")))?;

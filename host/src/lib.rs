@@ -10,11 +10,15 @@ pub mod client;
 pub mod config;
 pub mod core;
 pub mod discovery;
-pub mod escape;
 pub mod events;
 pub mod filters;
 pub mod launcher;
 pub mod meta;
 pub mod permissions;
+pub mod private;
 pub mod serve;
-pub mod stdio;
+
+/// A problem to show the user as is: `opzero-host: <message>`, exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UserError(pub String);

@@ -7,9 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use opzero_host::config::Config;
-use opzero_host::serve::UserError;
-use opzero_host::{client, discovery, launcher, serve};
+use opzero_host::{client, discovery, launcher, serve, UserError};
 
 #[derive(Parser)]
 #[command(name = "opzero-host", version, about = "Talk to a live Claude Code session from your phone: a native channel host")]
@@ -111,8 +109,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn channels_dir(config: Option<PathBuf>) -> Result<PathBuf, UserError> {
-    let config = Config::resolve(config.as_deref()).map_err(|e| UserError(e.to_string()))?;
-    Ok(discovery::channels_dir(&config))
+    Ok(discovery::channels_dir(&serve::config(config.as_deref())?))
 }
 
 fn main() -> ExitCode {
@@ -123,14 +120,21 @@ fn main() -> ExitCode {
     });
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            if let Some(user) = e.downcast_ref::<UserError>() {
-                eprintln!("opzero-host: {user}");
-                ExitCode::from(2)
-            } else {
-                eprintln!("opzero-host: {e:#}");
-                ExitCode::FAILURE
-            }
+        Err(e) => ExitCode::from(report(&e)),
+    }
+}
+
+/// Says what went wrong on stderr; the exit code is 2 for a problem the
+/// user can fix as told, 1 for anything else.
+fn report(e: &anyhow::Error) -> u8 {
+    match e.downcast_ref::<UserError>() {
+        Some(user) => {
+            eprintln!("opzero-host: {user}");
+            2
+        }
+        None => {
+            eprintln!("opzero-host: {e:#}");
+            1
         }
     }
 }
@@ -139,16 +143,13 @@ fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve { config, session_id } => {
             let session_id = serve::session_id(session_id.as_deref())?;
-            let (config, filters) = serve::load(config.as_deref())?;
-            let result = runtime().block_on(serve::run(session_id, config, filters));
+            let config = serve::config(config.as_deref())?;
+            let result = runtime().block_on(serve::run(session_id, config));
             // Don't wait for the runtime's blocking threads (a stdin read may
             // still be parked there): the discovery file is gone, we are done.
             std::process::exit(match result {
                 Ok(()) => 0,
-                Err(e) => {
-                    eprintln!("opzero-host: {e:#}");
-                    1
-                }
+                Err(e) => report(&e).into(),
             });
         }
         Command::Launch {
@@ -195,7 +196,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             if !file.is_file() {
                 return Err(UserError(format!("{}: no such config file", file.display())).into());
             }
-            let (config, filters) = serve::load(Some(&file))?;
+            let (config, filters) = serve::check(Some(&file))?;
             let names = filters.names();
             println!(
                 "{}: ok ({} filter{}{}; permission relay {})",

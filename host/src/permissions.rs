@@ -6,8 +6,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use tokio::sync::Notify;
 
-/// `notifications/claude/channel/permission_request` params.
+/// `notifications/claude/channel/permission_request` params: the one type
+/// for a prompt, from Claude Code through the filters to the phone.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Request {
     pub request_id: String,
@@ -69,6 +71,8 @@ const DECIDED_MEMORY: usize = 1024;
 #[derive(Default)]
 pub struct Permissions {
     inner: Mutex<Inner>,
+    /// Fired when a prompt is added, so expiry can wait for the next one.
+    added: Notify,
 }
 
 #[derive(Default)]
@@ -90,6 +94,7 @@ impl Permissions {
                 arrived: Instant::now(),
             },
         );
+        self.added.notify_one();
     }
 
     /// Marks `id` decided. Only a pending id can be decided, once.
@@ -120,6 +125,28 @@ impl Permissions {
         let mut v: Vec<Pending> = inner.pending.values().cloned().collect();
         v.sort_by_key(|p| p.arrived);
         v
+    }
+
+    /// Waits until a prompt has been pending for `max_age`, then removes
+    /// and returns every such prompt. With none pending it sleeps until one
+    /// is added: an idle host has no timer to wake it.
+    pub async fn expired(&self, max_age: Duration) -> Vec<Request> {
+        loop {
+            let oldest = self.inner.lock().unwrap().pending.values().map(|p| p.arrived).min();
+            match oldest {
+                Some(arrived) => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until((arrived + max_age).into()) => {}
+                        () = self.added.notified() => continue,
+                    }
+                    let expired = self.expire(max_age);
+                    if !expired.is_empty() {
+                        return expired;
+                    }
+                }
+                None => self.added.notified().await,
+            }
+        }
     }
 
     /// Removes and returns prompts pending longer than `max_age`.

@@ -1,10 +1,9 @@
-//! `opzero-host serve`: what Claude Code spawns. Binds the bridge, writes the
-//! discovery file once the port is live, serves MCP on stdio, and cleans up
-//! on stdin EOF, SIGINT or SIGTERM.
+//! `opzero-host serve`: what Claude Code spawns. It answers Claude Code at
+//! once and loads the filters alongside; once they are ready it writes the
+//! discovery file, so no inject can arrive before them. It cleans up on
+//! stdin EOF, SIGINT or SIGTERM.
 
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -13,15 +12,11 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::config::Config;
 use crate::core::Core;
 use crate::discovery::{self, DiscoveryFile, Record};
+use crate::events::now_ms;
 use crate::filters::FilterChain;
-use crate::{bridge, channel, stdio};
+use crate::{bridge, channel, UserError};
 
 pub const SESSION_ENV: &str = "OPZERO_CHANNEL_SESSION_ID";
-
-/// A problem to show the user as is, with exit code 2.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UserError(pub String);
 
 /// The session id from `--session-id`, else the environment.
 pub fn session_id(flag: Option<&str>) -> Result<String, UserError> {
@@ -38,24 +33,33 @@ pub fn session_id(flag: Option<&str>) -> Result<String, UserError> {
         .map_err(|e| UserError(e.to_string()))
 }
 
-/// The config and its filters, loaded as `serve` and `validate` both need them.
-pub fn load(config: Option<&std::path::Path>) -> Result<(Config, FilterChain), UserError> {
-    let config = Config::resolve(config).map_err(|e| UserError(e.to_string()))?;
-    let chain = FilterChain::load(&config.filters, &cache_dir()).map_err(|diags| {
-        UserError(
-            diags
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n"),
-        )
-    })?;
-    Ok((config, chain))
+/// `--config FILE`, else `./opzero.toml` if present, else the defaults.
+pub fn config(path: Option<&Path>) -> Result<Config, UserError> {
+    Config::resolve(path).map_err(|e| UserError(e.to_string()))
 }
 
 /// Compiled filters are cached here.
 pub fn cache_dir() -> PathBuf {
     discovery::opzero_home().join("cache")
+}
+
+/// The config's filters, loaded and configured; every problem at once.
+pub async fn load_filters(config: &Config) -> Result<FilterChain, UserError> {
+    FilterChain::load(&config.filters, &cache_dir()).await.map_err(|diags| {
+        UserError(diags.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
+    })
+}
+
+/// Loads a config and its filters as `serve` would, for `validate` and
+/// `launch`, on a runtime of the command's own.
+pub fn check(path: Option<&Path>) -> Result<(Config, FilterChain), UserError> {
+    let config = config(path)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| UserError(format!("cannot start a runtime: {e}")))?;
+    let chain = runtime.block_on(load_filters(&config))?;
+    Ok((config, chain))
 }
 
 fn new_secret() -> anyhow::Result<String> {
@@ -64,59 +68,56 @@ fn new_secret() -> anyhow::Result<String> {
     Ok(hex::encode(bytes))
 }
 
-pub async fn run(session_id: String, config: Config, filters: FilterChain) -> anyhow::Result<()> {
+pub async fn run(session_id: String, config: Config) -> anyhow::Result<()> {
     let dir = discovery::channels_dir(&config);
-    let expire_every = (config.permissions.expire_after / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
-    let core = Core::new(session_id.clone(), config, filters);
-
+    let core = Core::new(session_id.clone(), config);
     let listener = TcpListener::bind(("127.0.0.1", 0))
         .await
         .context("cannot bind the HTTP bridge on 127.0.0.1")?;
     let port = listener.local_addr()?.port();
     let secret = new_secret()?;
     tokio::spawn(bridge::serve(listener, core.clone(), secret.clone()));
+    tokio::spawn({
+        let core = core.clone();
+        async move { core.expire_permissions().await }
+    });
 
-    // Only now: a reader must never find a dead port.
-    let mut file = DiscoveryFile::write(
-        &dir,
-        &Record {
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let ended = async {
+        tokio::select! {
+            r = channel::run(core.clone()) => match r {
+                Ok(()) => tracing::info!("stdin closed (Claude Code exited); shutting down"),
+                Err(e) => tracing::info!("MCP session ended: {e:#}; shutting down"),
+            },
+            _ = sigterm.recv() => tracing::info!("SIGTERM; shutting down"),
+            _ = sigint.recv() => tracing::info!("SIGINT; shutting down"),
+        }
+    };
+    tokio::pin!(ended);
+    let announce = async {
+        let chain = load_filters(&core.config).await?;
+        core.start_filters(chain);
+        // Only now: a reader must never find a dead port, or a bridge whose
+        // filters are not there yet.
+        let record = Record {
             pid: std::process::id(),
             session_id: session_id.clone(),
             port,
             secret,
-            created_at: discovery::now_ms(),
+            created_at: now_ms(),
             version: env!("CARGO_PKG_VERSION").to_string(),
-        },
-    )
-    .with_context(|| format!("cannot write the discovery file in {}", dir.display()))?;
-    tracing::info!(session = %session_id, port, file = %file.path().display(), "bridge listening on 127.0.0.1:{port}");
-
-    let expiry = {
-        let core = core.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(expire_every);
-            loop {
-                tick.tick().await;
-                core.expire_permissions();
-            }
-        })
+        };
+        let file = DiscoveryFile::write(&dir, &record)
+            .with_context(|| format!("cannot write the discovery file in {}", dir.display()))?;
+        tracing::info!(session = %session_id, port, file = %file.path().display(), "bridge listening on 127.0.0.1:{port}");
+        anyhow::Ok(file)
     };
-
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let (reader, writer) = stdio::streams();
-    let result = tokio::select! {
-        r = channel::run(Arc::clone(&core), reader, writer) => {
-            match &r {
-                Ok(()) => tracing::info!("stdin closed (Claude Code exited); shutting down"),
-                Err(e) => tracing::info!("MCP session ended: {e:#}; shutting down"),
-            }
-            Ok(())
-        }
-        _ = sigterm.recv() => { tracing::info!("SIGTERM; shutting down"); Ok(()) }
-        _ = sigint.recv() => { tracing::info!("SIGINT; shutting down"); Ok(()) }
+    let mut file = tokio::select! {
+        () = &mut ended => return Ok(()),
+        file = announce => file?,
     };
-    expiry.abort();
+    ended.await;
     file.remove();
-    result
+    Ok(())
 }

@@ -648,6 +648,15 @@ impl Host {
         }));
     }
 
+    /// Waits until the prompt `id` is pending (`GET /permissions`).
+    pub fn wait_pending(&self, id: &str) {
+        let deadline = Instant::now() + WAIT;
+        while !self.get("/permissions").json()["pending"].as_array().unwrap().iter().any(|p| p["request_id"] == id) {
+            assert!(Instant::now() < deadline, "prompt {id} never became pending; stderr:\n{}", self.stderr());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// An authenticated POST of raw bytes with extra headers.
     pub fn post_raw(&self, path: &str, extra: &[(&str, &str)], body: &[u8]) -> Response {
         let secret = self.secret();

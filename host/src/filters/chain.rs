@@ -1,26 +1,35 @@
 //! The chain: loading `[[filter]]` entries (all problems at once, each with
-//! its position in opzero.toml) and running hooks in file order.
+//! its position in opzero.toml) and the one loop that runs a hook through
+//! them in file order. The host's types meet the generated ones here, and
+//! nowhere else.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 
+use wasmtime::Store;
 use wasmtime::component::Component;
 
 use super::bindings::{self, FILTER_EXPORT, OpzeroFilterPre};
-use super::cache::{Cache, Origin};
 use super::engine::{Runtime, runtime};
 use super::error::FilterError;
-use super::instance::{Settings, Slot};
-use super::{Message, PermissionRequest, PermissionVerdict, Reply, Verdict};
+use super::instance::{Settings, Slot, StoreState};
+use super::{Message, PermissionVerdict, Reply, Verdict};
 use crate::config::{Diagnostic, FilterSpec, Hooks, OnError};
+use crate::permissions::Request;
 
-/// The filters of one opzero.toml, ready to run. `Send + Sync`: each filter
-/// instance sits behind its own lock.
+/// The filters of one opzero.toml, ready to run.
 #[derive(Default)]
 pub struct FilterChain {
     slots: Vec<Slot>,
     stats: LoadStats,
+}
+
+impl std::fmt::Debug for FilterChain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FilterChain").field("filters", &self.names()).field("stats", &self.stats).finish()
+    }
 }
 
 /// How the chain's components were obtained.
@@ -32,64 +41,68 @@ pub struct LoadStats {
     pub from_cache: usize,
 }
 
-impl std::fmt::Debug for FilterChain {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FilterChain")
-            .field("filters", &self.names())
-            .field("stats", &self.stats)
-            .finish()
-    }
-}
+/// One of the three hooks, implemented for the host's input type: how the
+/// input crosses into the guest, which export it calls, and what each
+/// answer means for the chain.
+pub(super) trait Hook: Sized + Send {
+    /// The generated input and answer types.
+    type Guest: Send + Sync;
+    type Answer: Send;
+    /// What the chain decided, in the host's terms.
+    type Verdict;
+    /// For the log: "inject", "reply", "permission request".
+    const WHAT: &'static str;
+    /// What a failure does to the message when `on_error` is "closed".
+    const CLOSED: &'static str;
 
-/// Checks `[[filter]]` entries as `opzero-host validate` does: every file
-/// exists, is a component exporting `opzero:filter/filter@0.1.0`, starts
-/// within its limits, and accepts its config. Empty when all is well.
-pub fn check(specs: &[FilterSpec], cache_dir: &Path) -> Vec<Diagnostic> {
-    FilterChain::load(specs, cache_dir)
-        .err()
-        .unwrap_or_default()
+    fn runs(hooks: &Hooks) -> bool;
+    fn into_guest(self) -> Self::Guest;
+    fn call<'a>(
+        input: &'a Self::Guest,
+        filter: &'a bindings::Guest,
+        store: &'a mut Store<StoreState>,
+    ) -> impl Future<Output = wasmtime::Result<Self::Answer>> + Send + 'a;
+    /// `Ok(input)` goes on to the next filter; `Err(verdict)` ends the chain.
+    fn answered(input: Self::Guest, answer: Self::Answer, filter: &str) -> Result<Self::Guest, Self::Verdict>;
+    /// Every filter let it through.
+    fn passed(input: Self::Guest) -> Self::Verdict;
+    fn failed(filter: String, error: String) -> Self::Verdict;
 }
 
 impl FilterChain {
-    pub fn empty() -> FilterChain {
-        FilterChain::default()
-    }
-
-    /// Loads every filter, compiling (or reading from `cache_dir`) each
-    /// component, and configures one instance of each. Reports all problems
-    /// at once. Not from inside a tokio runtime: it runs one of its own.
-    pub fn load(specs: &[FilterSpec], cache_dir: &Path) -> Result<FilterChain, Vec<Diagnostic>> {
-        if specs.is_empty() {
-            return Ok(FilterChain::empty());
-        }
-        let rt = runtime().map_err(|e| vec![specs[0].at.diagnostic("filter", e.to_string())])?;
-        let cache = Cache::open(cache_dir);
-        let mut compiled: HashMap<Vec<u8>, Component> = HashMap::new();
+    /// Loads every filter, compiling each component on a blocking thread
+    /// (or reading it from wasmtime's cache in `cache_dir`), and configures
+    /// one instance of each. Reports all problems at once.
+    pub async fn load(specs: &[FilterSpec], cache_dir: &Path) -> Result<FilterChain, Vec<Diagnostic>> {
         let mut chain = FilterChain::default();
+        if specs.is_empty() {
+            return Ok(chain);
+        }
+        let rt = runtime(cache_dir).map_err(|e| vec![specs[0].at.diagnostic("filter", e.to_string())])?;
+        let (hits, misses) = rt.cache_counts();
+        let mut compiled: HashMap<Vec<u8>, Component> = HashMap::new();
         let mut diagnostics = Vec::new();
-        // Starting an instance runs the guest's configure, which is async;
-        // loading happens before serving, so on a runtime of its own.
-        let starter = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| vec![specs[0].at.diagnostic("filter", format!("cannot start a runtime: {e}"))])?;
         for (index, spec) in specs.iter().enumerate() {
-            match starter.block_on(load_one(rt, &cache, &mut compiled, &mut chain.stats, spec)) {
+            match load_one(rt, &mut compiled, spec).await {
                 Ok(slot) => chain.slots.push(slot),
                 Err(error) => diagnostics.push(diagnostic(index, spec, &error)),
             }
         }
-        if diagnostics.is_empty() {
-            tracing::info!(
-                filters = ?chain.names(),
-                compiled = chain.stats.compiled,
-                cached = chain.stats.from_cache,
-                "filter chain loaded"
-            );
-            Ok(chain)
-        } else {
-            Err(diagnostics)
+        if !diagnostics.is_empty() {
+            return Err(diagnostics);
         }
+        let (hits_now, misses_now) = rt.cache_counts();
+        chain.stats = LoadStats {
+            compiled: misses_now - misses,
+            from_cache: hits_now - hits,
+        };
+        tracing::info!(
+            filters = ?chain.names(),
+            compiled = chain.stats.compiled,
+            cached = chain.stats.from_cache,
+            "filter chain loaded"
+        );
+        Ok(chain)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -97,189 +110,214 @@ impl FilterChain {
     }
 
     pub fn names(&self) -> Vec<String> {
-        self.slots
-            .iter()
-            .map(|s| s.settings.name.to_string())
-            .collect()
-    }
-
-    /// Which hooks any filter in the chain runs on.
-    pub fn hooks(&self) -> Hooks {
-        self.slots.iter().fold(Hooks::default(), |h, s| Hooks {
-            inject: h.inject || s.settings.hooks.inject,
-            reply: h.reply || s.settings.hooks.reply,
-            permission: h.permission || s.settings.hooks.permission,
-        })
+        self.slots.iter().map(|s| s.settings.name.to_string()).collect()
     }
 
     pub fn load_stats(&self) -> LoadStats {
         self.stats
     }
 
-    /// Runs the `inject` filters in file order. The first drop, reject or
-    /// (closed) failure ends the chain.
-    pub async fn on_inject(&self, msg: Message) -> Verdict<Message> {
-        let mut current = bindings::Message {
-            content: msg.content,
-            meta: msg.meta,
-        };
-        // Plain loops: an iterator adapter's closure held across an await
-        // makes the future not provably Send.
-        for slot in &self.slots {
-            if !slot.settings.hooks.inject {
-                continue;
-            }
-            let name = &slot.settings.name;
-            match slot.call(&current).await {
-                Ok(bindings::InjectVerdict::Pass(next)) => current = next,
-                Ok(bindings::InjectVerdict::Drop(reason)) => {
-                    tracing::info!(filter = &**name, %reason, "inject dropped");
-                    return Verdict::Drop {
-                        filter: name.to_string(),
-                        reason,
-                    };
-                }
-                Ok(bindings::InjectVerdict::Reject(reason)) => {
-                    tracing::info!(filter = &**name, %reason, "inject rejected");
-                    return Verdict::Reject {
-                        filter: name.to_string(),
-                        reason,
-                    };
-                }
-                Err(error) => {
-                    if let Some(failed) = failed(slot, error, "inject", "the inject is stopped") {
-                        return Verdict::Failed {
-                            filter: name.to_string(),
-                            error: failed,
-                        };
-                    }
-                }
-            }
-        }
-        Verdict::Pass(Message {
-            content: current.content,
-            meta: current.meta,
-        })
+    /// Runs the `inject` filters in file order.
+    pub async fn on_inject(&self, message: Message) -> Verdict<Message> {
+        self.run(message).await
     }
 
     /// Runs the `reply` filters in file order.
     pub async fn on_reply(&self, reply: Reply) -> Verdict<Reply> {
-        let mut current = bindings::Reply {
-            chat_id: reply.chat_id,
-            text: reply.text,
-        };
-        for slot in &self.slots {
-            if !slot.settings.hooks.reply {
-                continue;
-            }
-            let name = &slot.settings.name;
-            match slot.call(&current).await {
-                Ok(bindings::ReplyVerdict::Pass(next)) => current = next,
-                Ok(bindings::ReplyVerdict::Drop(reason)) => {
-                    tracing::info!(filter = &**name, %reason, "reply dropped");
-                    return Verdict::Drop {
-                        filter: name.to_string(),
-                        reason,
-                    };
-                }
-                Ok(bindings::ReplyVerdict::Reject(reason)) => {
-                    tracing::info!(filter = &**name, %reason, "reply rejected");
-                    return Verdict::Reject {
-                        filter: name.to_string(),
-                        reason,
-                    };
-                }
-                Err(error) => {
-                    if let Some(failed) = failed(slot, error, "reply", "the reply is stopped") {
-                        return Verdict::Failed {
-                            filter: name.to_string(),
-                            error: failed,
-                        };
-                    }
-                }
-            }
-        }
-        Verdict::Pass(Reply {
-            chat_id: current.chat_id,
-            text: current.text,
-        })
+        self.run(reply).await
     }
 
-    /// Runs the `permission` filters in file order; the first allow or deny
-    /// decides, `relay` asks the next filter, and in the end the phone.
-    pub async fn on_permission(&self, req: &PermissionRequest) -> PermissionVerdict {
-        if !self.slots.iter().any(|s| s.settings.hooks.permission) {
-            return PermissionVerdict::Relay;
-        }
-        let request = bindings::PermissionRequest {
-            request_id: req.request_id.clone(),
-            tool_name: req.tool_name.clone(),
-            description: req.description.clone(),
-            input_preview: req.input_preview.clone(),
-        };
+    /// Runs the `permission` filters in file order; `relay` asks the next
+    /// filter, and in the end the phone.
+    pub async fn on_permission(&self, request: Request) -> PermissionVerdict {
+        self.run(request).await
+    }
+
+    /// Runs `input` through the filters of its hook, in file order. The
+    /// first that decides, or fails with `on_error = "closed"`, ends it.
+    async fn run<H: Hook>(&self, input: H) -> H::Verdict {
+        let mut input = input.into_guest();
+        // A plain loop: an iterator adapter's closure held across the await
+        // would make the future not provably Send.
         for slot in &self.slots {
-            if !slot.settings.hooks.permission {
+            if !H::runs(&slot.settings.hooks) {
                 continue;
             }
-            let name = &slot.settings.name;
-            match slot.call(&request).await {
-                Ok(bindings::PermissionVerdict::Relay) => {}
-                Ok(bindings::PermissionVerdict::Allow(reason)) => {
-                    tracing::info!(filter = &**name, tool = %req.tool_name, %reason, "permission allowed");
-                    return PermissionVerdict::Allow {
-                        filter: name.to_string(),
-                        reason,
-                    };
-                }
-                Ok(bindings::PermissionVerdict::Deny(reason)) => {
-                    tracing::info!(filter = &**name, tool = %req.tool_name, %reason, "permission denied");
-                    return PermissionVerdict::Deny {
-                        filter: name.to_string(),
-                        reason,
-                    };
-                }
-                Err(error) => {
-                    if let Some(failed) = failed(slot, error, "permission request", "the prompt goes to the phone instead") {
-                        return PermissionVerdict::Failed {
-                            filter: name.to_string(),
-                            error: failed,
-                        };
+            let filter = &*slot.settings.name;
+            match slot.call::<H>(&input).await {
+                Ok(answer) => match H::answered(input, answer, filter) {
+                    Ok(next) => input = next,
+                    Err(verdict) => return verdict,
+                },
+                Err(error) => match slot.settings.on_error {
+                    OnError::Closed => {
+                        tracing::error!(filter, "{error}; {} (on_error = \"closed\")", H::CLOSED);
+                        return H::failed(filter.to_string(), error.to_string());
                     }
-                }
+                    OnError::Open => tracing::warn!(
+                        filter,
+                        "{error}; the {} goes on unfiltered (on_error = \"open\")",
+                        H::WHAT
+                    ),
+                },
             }
         }
-        PermissionVerdict::Relay
+        H::passed(input)
     }
 }
 
-/// Logs a failed call; `Some(message)` if the filter fails closed.
-/// Logs a failed call (the one place that does) and says whether it stops
-/// the chain; `closed` is what then happens to the message.
-fn failed(slot: &Slot, error: FilterError, what: &str, closed: &str) -> Option<String> {
-    let filter = &*slot.settings.name;
-    match slot.settings.on_error {
-        OnError::Closed => {
-            tracing::error!(
-                filter,
-                "{error}; {closed} (on_error = \"closed\")"
-            );
-            Some(error.to_string())
+/// A drop or a reject, as the inject and reply hooks both answer them.
+fn stopped<T>(hook: &str, filter: &str, reason: String, drop: bool) -> Verdict<T> {
+    let filter = filter.to_string();
+    if drop {
+        tracing::info!(filter, %reason, "{hook} dropped");
+        Verdict::Drop { filter, reason }
+    } else {
+        tracing::info!(filter, %reason, "{hook} rejected");
+        Verdict::Reject { filter, reason }
+    }
+}
+
+impl Hook for Message {
+    type Guest = bindings::Message;
+    type Answer = bindings::InjectVerdict;
+    type Verdict = Verdict<Message>;
+    const WHAT: &'static str = "inject";
+    const CLOSED: &'static str = "the inject is stopped";
+
+    fn runs(hooks: &Hooks) -> bool {
+        hooks.inject
+    }
+
+    fn into_guest(self) -> bindings::Message {
+        bindings::Message { content: self.content, meta: self.meta }
+    }
+
+    fn call<'a>(
+        input: &'a bindings::Message,
+        filter: &'a bindings::Guest,
+        store: &'a mut Store<StoreState>,
+    ) -> impl Future<Output = wasmtime::Result<bindings::InjectVerdict>> + Send + 'a {
+        filter.call_on_inject(store, input)
+    }
+
+    fn answered(_: bindings::Message, answer: bindings::InjectVerdict, filter: &str) -> Result<bindings::Message, Verdict<Message>> {
+        match answer {
+            bindings::InjectVerdict::Pass(next) => Ok(next),
+            bindings::InjectVerdict::Drop(reason) => Err(stopped("inject", filter, reason, true)),
+            bindings::InjectVerdict::Reject(reason) => Err(stopped("inject", filter, reason, false)),
         }
-        OnError::Open => {
-            tracing::warn!(
-                filter,
-                "{error}; the {what} goes on unfiltered (on_error = \"open\")"
-            );
-            None
+    }
+
+    fn passed(m: bindings::Message) -> Verdict<Message> {
+        Verdict::Pass(Message { content: m.content, meta: m.meta })
+    }
+
+    fn failed(filter: String, error: String) -> Verdict<Message> {
+        Verdict::Failed { filter, error }
+    }
+}
+
+impl Hook for Reply {
+    type Guest = bindings::Reply;
+    type Answer = bindings::ReplyVerdict;
+    type Verdict = Verdict<Reply>;
+    const WHAT: &'static str = "reply";
+    const CLOSED: &'static str = "the reply is stopped";
+
+    fn runs(hooks: &Hooks) -> bool {
+        hooks.reply
+    }
+
+    fn into_guest(self) -> bindings::Reply {
+        bindings::Reply { chat_id: self.chat_id, text: self.text }
+    }
+
+    fn call<'a>(
+        input: &'a bindings::Reply,
+        filter: &'a bindings::Guest,
+        store: &'a mut Store<StoreState>,
+    ) -> impl Future<Output = wasmtime::Result<bindings::ReplyVerdict>> + Send + 'a {
+        filter.call_on_reply(store, input)
+    }
+
+    fn answered(_: bindings::Reply, answer: bindings::ReplyVerdict, filter: &str) -> Result<bindings::Reply, Verdict<Reply>> {
+        match answer {
+            bindings::ReplyVerdict::Pass(next) => Ok(next),
+            bindings::ReplyVerdict::Drop(reason) => Err(stopped("reply", filter, reason, true)),
+            bindings::ReplyVerdict::Reject(reason) => Err(stopped("reply", filter, reason, false)),
         }
+    }
+
+    fn passed(r: bindings::Reply) -> Verdict<Reply> {
+        Verdict::Pass(Reply { chat_id: r.chat_id, text: r.text })
+    }
+
+    fn failed(filter: String, error: String) -> Verdict<Reply> {
+        Verdict::Failed { filter, error }
+    }
+}
+
+impl Hook for Request {
+    type Guest = bindings::PermissionRequest;
+    type Answer = bindings::PermissionVerdict;
+    type Verdict = PermissionVerdict;
+    const WHAT: &'static str = "permission request";
+    const CLOSED: &'static str = "the prompt goes to the phone instead";
+
+    fn runs(hooks: &Hooks) -> bool {
+        hooks.permission
+    }
+
+    fn into_guest(self) -> bindings::PermissionRequest {
+        bindings::PermissionRequest {
+            request_id: self.request_id,
+            tool_name: self.tool_name,
+            description: self.description,
+            input_preview: self.input_preview,
+        }
+    }
+
+    fn call<'a>(
+        input: &'a bindings::PermissionRequest,
+        filter: &'a bindings::Guest,
+        store: &'a mut Store<StoreState>,
+    ) -> impl Future<Output = wasmtime::Result<bindings::PermissionVerdict>> + Send + 'a {
+        filter.call_on_permission_request(store, input)
+    }
+
+    fn answered(
+        input: bindings::PermissionRequest,
+        answer: bindings::PermissionVerdict,
+        filter: &str,
+    ) -> Result<bindings::PermissionRequest, PermissionVerdict> {
+        let tool = &input.tool_name;
+        let filter = filter.to_string();
+        match answer {
+            bindings::PermissionVerdict::Relay => Ok(input),
+            bindings::PermissionVerdict::Allow(reason) => {
+                tracing::info!(filter, tool, %reason, "permission allowed");
+                Err(PermissionVerdict::Allow { filter, reason })
+            }
+            bindings::PermissionVerdict::Deny(reason) => {
+                tracing::info!(filter, tool, %reason, "permission denied");
+                Err(PermissionVerdict::Deny { filter, reason })
+            }
+        }
+    }
+
+    fn passed(_: bindings::PermissionRequest) -> PermissionVerdict {
+        PermissionVerdict::Relay
+    }
+
+    fn failed(filter: String, error: String) -> PermissionVerdict {
+        PermissionVerdict::Failed { filter, error }
     }
 }
 
 async fn load_one(
-    rt: &Runtime,
-    cache: &Cache,
+    rt: &'static Runtime,
     compiled: &mut HashMap<Vec<u8>, Component>,
-    stats: &mut LoadStats,
     spec: &FilterSpec,
 ) -> Result<Slot, FilterError> {
     let filter = spec.name.clone();
@@ -292,28 +330,25 @@ async fn load_one(
             _ => e.to_string(),
         },
     })?;
-    if let Some(message) = not_a_component(&wasm) {
-        return Err(FilterError::NotAComponent {
-            filter,
-            path,
-            message: message.into(),
-        });
+    let not_a_component = |message: String| FilterError::NotAComponent {
+        filter: filter.clone(),
+        path: path.clone(),
+        message,
+    };
+    if let Some(message) = not_a_component_header(&wasm) {
+        return Err(not_a_component(message.into()));
     }
     // The same file listed twice (say with two configs) is compiled once.
     let component = match compiled.get(&wasm) {
         Some(component) => component.clone(),
         None => {
-            let (component, origin) = cache.load_or_compile(&rt.engine, &wasm).map_err(|e| {
-                FilterError::NotAComponent {
-                    filter: filter.clone(),
-                    path: path.clone(),
-                    message: format!("{e:#}"),
-                }
-            })?;
-            match origin {
-                Origin::Cached => stats.from_cache += 1,
-                Origin::Compiled => stats.compiled += 1,
-            }
+            // Cranelift takes a while: off the runtime's thread, so Claude
+            // Code's requests are answered meanwhile.
+            let bytes = wasm.clone();
+            let component = tokio::task::spawn_blocking(move || Component::new(&rt.engine, bytes))
+                .await
+                .map_err(|e| not_a_component(format!("compiling it failed: {e}")))?
+                .map_err(|e| not_a_component(format!("{e:#}")))?;
             compiled.insert(wasm, component.clone());
             component
         }
@@ -350,12 +385,12 @@ async fn load_one(
         on_error: spec.on_error,
         config_json: spec.config.to_string(),
     };
-    Slot::start(settings, pre).await
+    Slot::start(settings, pre, rt).await
 }
 
 /// Tells a core module or a non-wasm file from a component by the header,
 /// for a message that says what to do.
-fn not_a_component(bytes: &[u8]) -> Option<&'static str> {
+fn not_a_component_header(bytes: &[u8]) -> Option<&'static str> {
     if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
         return Some("not a WebAssembly file");
     }
@@ -389,17 +424,13 @@ fn diagnostic(index: usize, spec: &FilterSpec, error: &FilterError) -> Diagnosti
         | FilterError::WrongWorld { .. }
         | FilterError::Link { .. } => spec.path_at.diagnostic(format!("{section}.path"), message),
         FilterError::Config { .. } | FilterError::Panicked { .. } | FilterError::Trapped { .. } => {
-            spec.config_at
-                .diagnostic(format!("{section}.config"), message)
+            spec.config_at.diagnostic(format!("{section}.config"), message)
         }
         FilterError::OutOfMemory { .. } => spec.at.diagnostic(
             format!("{section}.memory_mb"),
             format!("{message} while starting; raise memory_mb"),
         ),
-        FilterError::Timeout { .. } => spec.at.diagnostic(
-            format!("{section}.timeout_ms"),
-            format!("{message} while starting"),
-        ),
+        FilterError::Timeout { .. } => spec.at.diagnostic(format!("{section}.timeout_ms"), format!("{message} while starting")),
         FilterError::Runtime(_) => spec.at.diagnostic(section, message),
     }
 }
@@ -410,15 +441,8 @@ mod tests {
 
     #[test]
     fn headers_tell_modules_from_components() {
-        assert_eq!(
-            not_a_component(b"hello world"),
-            Some("not a WebAssembly file")
-        );
-        assert!(
-            not_a_component(b"\0asm\x01\0\0\0")
-                .unwrap()
-                .contains("core WebAssembly module")
-        );
-        assert_eq!(not_a_component(b"\0asm\x0d\0\x01\0"), None);
+        assert_eq!(not_a_component_header(b"hello world"), Some("not a WebAssembly file"));
+        assert!(not_a_component_header(b"\0asm\x01\0\0\0").unwrap().contains("core WebAssembly module"));
+        assert_eq!(not_a_component_header(b"\0asm\x0d\0\x01\0"), None);
     }
 }

@@ -1,13 +1,19 @@
-//! The process-wide wasmtime engine, the linker every filter is instantiated
-//! against, and the epoch ticker behind per-call deadlines.
+//! The wasmtime engine, the linker every filter is instantiated against,
+//! and the epoch ticker behind per-call deadlines.
+//!
+//! Compiled components are cached by wasmtime itself (its `cache` feature)
+//! in a private directory, keyed by the component's bytes and the engine's
+//! settings: only the first start compiles.
 
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::Thread;
 use std::time::Duration;
 
 use wasmtime::component::{HasSelf, Linker};
-use wasmtime::{Config, Engine};
+use wasmtime::{Cache, CacheConfig, Config, Engine};
 
 use super::bindings::OpzeroFilter;
 use super::error::FilterError;
@@ -21,32 +27,46 @@ pub struct Runtime {
     pub engine: Engine,
     pub linker: Linker<StoreState>,
     pub ticker: Ticker,
+    /// `None` when the cache directory cannot be used: everything compiles.
+    pub cache: Option<Cache>,
 }
 
-/// One engine per process: compiled code is only valid for the engine
-/// settings it was compiled with, and the compile cache is keyed on them.
-pub fn runtime() -> Result<&'static Runtime, FilterError> {
-    static RUNTIME: OnceLock<Result<Runtime, String>> = OnceLock::new();
-    RUNTIME
-        .get_or_init(|| Runtime::new().map_err(|e| format!("{e:#}")))
-        .as_ref()
-        .map_err(|e| FilterError::Runtime(e.clone()))
+/// The engine compiling into (and loading from) `cache_dir`. One per
+/// directory, made once and kept for the process: a host has one.
+pub fn runtime(cache_dir: &Path) -> Result<&'static Runtime, FilterError> {
+    static RUNTIMES: OnceLock<Mutex<HashMap<PathBuf, &'static Runtime>>> = OnceLock::new();
+    let mut runtimes = RUNTIMES.get_or_init(Default::default).lock().unwrap();
+    if let Some(rt) = runtimes.get(cache_dir) {
+        return Ok(rt);
+    }
+    let rt = Runtime::new(cache_dir).map_err(|e| FilterError::Runtime(format!("{e:#}")))?;
+    let rt: &'static Runtime = Box::leak(Box::new(rt));
+    runtimes.insert(cache_dir.to_path_buf(), rt);
+    Ok(rt)
 }
 
 impl Runtime {
-    fn new() -> wasmtime::Result<Runtime> {
+    fn new(cache_dir: &Path) -> wasmtime::Result<Runtime> {
         let mut config = Config::new();
         config.wasm_component_model(true);
         // Deadlines: the ticker advances the epoch; a store traps when the
         // epoch passes its deadline (checked at function entries and loops).
         config.epoch_interruption(true);
+        // The host runs the machine code it finds here: only a directory
+        // of this user's that nobody else can write into will do.
+        let cache = match crate::private::create_dir(cache_dir) {
+            Ok(()) => Some(Cache::new(CacheConfig::new().with_directory(cache_dir).clone())?),
+            Err(e) => {
+                tracing::warn!("not caching compiled filters in {}: {e}", cache_dir.display());
+                None
+            }
+        };
+        config.cache(cache.clone());
         let engine = Engine::new(&config)?;
 
         let mut linker = Linker::new(&engine);
         // WASI p2 is linked so a Rust guest's std works (its panic message
         // reaches stderr), but the context grants nothing: see StoreState.
-        // The async bindings: the sync ones block on a tokio runtime of
-        // their own, which panics on a thread that drives ours.
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         OpzeroFilter::add_to_linker::<_, HasSelf<StoreState>>(&mut linker, |state| state)?;
 
@@ -55,7 +75,13 @@ impl Runtime {
             engine,
             linker,
             ticker,
+            cache,
         })
+    }
+
+    /// Compilations served from the cache, and compilations done, so far.
+    pub fn cache_counts(&self) -> (usize, usize) {
+        self.cache.as_ref().map_or((0, 0), |c| (c.cache_hits(), c.cache_misses()))
     }
 }
 

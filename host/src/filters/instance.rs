@@ -13,7 +13,8 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings::{self, Level, OpzeroFilter, OpzeroFilterPre};
-use super::engine::runtime;
+use super::chain::Hook;
+use super::engine::Runtime;
 use super::error::FilterError;
 use crate::config::{Hooks, OnError};
 
@@ -30,7 +31,7 @@ const LOG_LINES_PER_CALL: usize = 100;
 const CONFIGURE_TIMEOUT_MS: u64 = 1000;
 
 /// The per-instance state wasmtime hands to host functions.
-pub struct StoreState {
+pub(super) struct StoreState {
     filter: Arc<str>,
     wasi: WasiCtx,
     table: ResourceTable,
@@ -320,53 +321,11 @@ struct Live {
     bindings: OpzeroFilter,
 }
 
-/// A hook's input: it knows which export to call and what comes back.
-pub trait Hook: Sync {
-    type Verdict;
-    fn call<'a>(
-        &'a self,
-        filter: &'a bindings::Guest,
-        store: &'a mut Store<StoreState>,
-    ) -> impl Future<Output = wasmtime::Result<Self::Verdict>> + Send + 'a;
-}
-
-impl Hook for bindings::Message {
-    type Verdict = bindings::InjectVerdict;
-    fn call<'a>(
-        &'a self,
-        filter: &'a bindings::Guest,
-        store: &'a mut Store<StoreState>,
-    ) -> impl Future<Output = wasmtime::Result<Self::Verdict>> + Send + 'a {
-        filter.call_on_inject(store, self)
-    }
-}
-
-impl Hook for bindings::Reply {
-    type Verdict = bindings::ReplyVerdict;
-    fn call<'a>(
-        &'a self,
-        filter: &'a bindings::Guest,
-        store: &'a mut Store<StoreState>,
-    ) -> impl Future<Output = wasmtime::Result<Self::Verdict>> + Send + 'a {
-        filter.call_on_reply(store, self)
-    }
-}
-
-impl Hook for bindings::PermissionRequest {
-    type Verdict = bindings::PermissionVerdict;
-    fn call<'a>(
-        &'a self,
-        filter: &'a bindings::Guest,
-        store: &'a mut Store<StoreState>,
-    ) -> impl Future<Output = wasmtime::Result<Self::Verdict>> + Send + 'a {
-        filter.call_on_permission_request(store, self)
-    }
-}
-
 /// One filter of the chain: how to make instances, and the current one.
 pub struct Slot {
     pub settings: Settings,
     pre: OpzeroFilterPre<StoreState>,
+    rt: &'static Runtime,
     /// Held across a call, which may yield: an async lock.
     live: tokio::sync::Mutex<Option<Live>>,
 }
@@ -377,10 +336,12 @@ impl Slot {
     pub async fn start(
         settings: Settings,
         pre: OpzeroFilterPre<StoreState>,
+        rt: &'static Runtime,
     ) -> Result<Slot, FilterError> {
         let slot = Slot {
             settings,
             pre,
+            rt,
             live: tokio::sync::Mutex::new(None),
         };
         let live = slot.instantiate().await?;
@@ -389,7 +350,7 @@ impl Slot {
     }
 
     async fn instantiate(&self) -> Result<Live, FilterError> {
-        let rt = runtime()?;
+        let rt = self.rt;
         let s = &self.settings;
         let mut store = Store::new(&rt.engine, StoreState::new(s.name.clone(), s.memory_mb));
         store.limiter(|state| &mut state.limiter);
@@ -433,8 +394,8 @@ impl Slot {
     /// Calls into the current instance (making one if the last trapped).
     /// After a failure the instance is replaced at once, so the next call
     /// finds a fresh, configured one.
-    pub async fn call<H: Hook>(&self, input: &H) -> Result<H::Verdict, FilterError> {
-        let rt = runtime()?;
+    pub(super) async fn call<H: Hook>(&self, input: &H::Guest) -> Result<H::Answer, FilterError> {
+        let rt = self.rt;
         let mut live = self.live.lock().await;
         if live.is_none() {
             *live = Some(self.instantiate().await?);
@@ -444,7 +405,7 @@ impl Slot {
         let deadline = current.store.data().deadline;
         let result = {
             let _ticking = rt.ticker.enter();
-            let call = input.call(current.bindings.opzero_filter_filter(), &mut current.store);
+            let call = H::call(input, current.bindings.opzero_filter_filter(), &mut current.store);
             within(deadline, call).await
         };
         let stderr = current.store.data_mut().flush_output();

@@ -2,54 +2,50 @@
 //! opzero.toml that see, change, drop or reject what flows through the host.
 //!
 //! - `bindings`: the one `bindgen!`, over `guest-sdk/wit` (opzero:filter@0.1.0).
-//! - `engine`: the process-wide engine, the linker, the deadline ticker.
-//! - `cache`: compiled components on disk.
+//! - `engine`: the engine (with wasmtime's compile cache), the linker, the
+//!   deadline ticker.
 //! - `instance`: one filter's sandbox; traps become named errors.
-//! - `chain`: loading with positioned diagnostics, and running the hooks.
+//! - `chain`: loading with positioned diagnostics, and the one hook loop,
+//!   where the host's types meet the generated ones.
 //!
-//! Calls are short (a few microseconds) and run on the host's own thread:
-//! they are async, and a guest yields to the runtime at every epoch tick
-//! (1 ms), so one running to its `timeout_ms` holds up nothing else. Each is
-//! bounded by the filter's `timeout_ms` and `memory_mb`.
+//! Calls are async: a guest yields to the runtime at every epoch tick
+//! (1 ms), and each call is bounded by its filter's `timeout_ms` and
+//! `memory_mb`.
 
 mod bindings;
-mod cache;
 mod chain;
 mod engine;
 mod error;
 mod instance;
 
-pub use chain::{FilterChain, LoadStats, check};
+pub use chain::{FilterChain, LoadStats};
 pub use error::FilterError;
 
+/// A message from the phone, as the inject filters see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
     pub content: String,
     pub meta: Vec<(String, String)>,
 }
 
+/// Claude's reply, as the reply filters see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
     pub chat_id: String,
     pub text: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PermissionRequest {
-    pub request_id: String,
-    pub tool_name: String,
-    pub description: String,
-    pub input_preview: String,
-}
-
+/// What the inject or reply filters made of a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict<T> {
     Pass(T),
     Drop { filter: String, reason: String },
     Reject { filter: String, reason: String },
+    /// A filter failed and its `on_error` is "closed".
     Failed { filter: String, error: String },
 }
 
+/// What the permission filters made of a prompt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PermissionVerdict {
     Relay,

@@ -122,7 +122,7 @@ impl Setup {
         std::fs::write(self.config_path(), toml).unwrap();
         let config = Config::load(&self.config_path())
             .unwrap_or_else(|e| panic!("test config does not parse:\n{e}\n---\n{toml}"));
-        FilterChain::load(&config.filters, &self.cache_dir())
+        run(FilterChain::load(&config.filters, &self.cache_dir()))
     }
 
     /// Like `load`, for a chain that must load.
@@ -147,6 +147,11 @@ pub fn entry(name: &str, wasm_stem: &str, hooks: &str, extra: &str) -> String {
         "[[filter]]\nname = \"{name}\"\npath = \"{}\"\nhooks = {hooks}\n{extra}\n",
         wasm(wasm_stem).display()
     )
+}
+
+/// What loading `specs` reports, as `opzero-host validate` would.
+pub fn check(specs: &[opzero_host::config::FilterSpec], cache_dir: &Path) -> Vec<Diagnostic> {
+    run(FilterChain::load(specs, cache_dir)).err().unwrap_or_default()
 }
 
 /// Runs one filter call to completion (the chain's hooks are async: in the
