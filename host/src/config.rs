@@ -385,62 +385,34 @@ impl Walker<'_> {
     }
 
     fn events(&mut self, t: &DeTable<'_>, events: &mut EventsConfig) {
-        const KNOWN: &[&str] = &["replay_buffer", "subscriber_lag"];
-        for item in t.iter() {
-            let key = qualified("events", item.0.get_ref());
-            match item.0.get_ref().as_ref() {
-                "replay_buffer" => {
-                    if let Some(n) = self.int_in(&key, item, 1, 1_000_000) {
-                        events.replay_buffer = n as usize;
-                    }
-                }
-                "subscriber_lag" => {
-                    if let Some(n) = self.int_in(&key, item, 1, 1_000_000) {
-                        events.subscriber_lag = n as usize;
-                    }
-                }
-                _ => self.unknown("events", item, KNOWN),
-            }
-        }
+        self.numbers("events", t, &mut [
+            ("replay_buffer", 1, 1_000_000, &mut |n| events.replay_buffer = n as usize),
+            ("subscriber_lag", 1, 1_000_000, &mut |n| events.subscriber_lag = n as usize),
+        ]);
     }
 
     fn limits(&mut self, t: &DeTable<'_>, limits: &mut Limits) {
-        const KNOWN: &[&str] = &[
-            "max_body_bytes",
-            "max_content_chars",
-            "max_meta_keys",
-            "idempotency_window",
-            "read_timeout_ms",
-        ];
+        self.numbers("limits", t, &mut [
+            ("max_body_bytes", 64, 64 * 1024 * 1024, &mut |n| limits.max_body_bytes = n as usize),
+            ("max_content_chars", 1, 64 * 1024 * 1024, &mut |n| limits.max_content_chars = n as usize),
+            ("max_meta_keys", 0, 10_000, &mut |n| limits.max_meta_keys = n as usize),
+            ("idempotency_window", 0, 1_000_000, &mut |n| limits.idempotency_window = n as usize),
+            ("read_timeout_ms", 100, 600_000, &mut |n| limits.read_timeout = Duration::from_millis(n as u64)),
+        ]);
+    }
+
+    /// A table of whole numbers: each key with its bounds and where it goes.
+    fn numbers(&mut self, section: &str, t: &DeTable<'_>, keys: &mut [(&str, i64, i64, &mut dyn FnMut(i64))]) {
+        let known: Vec<&str> = keys.iter().map(|k| k.0).collect();
         for item in t.iter() {
-            let key = qualified("limits", item.0.get_ref());
-            match item.0.get_ref().as_ref() {
-                "max_body_bytes" => {
-                    if let Some(n) = self.int_in(&key, item, 64, 64 * 1024 * 1024) {
-                        limits.max_body_bytes = n as usize;
+            let key = qualified(section, item.0.get_ref());
+            match keys.iter_mut().find(|k| k.0 == item.0.get_ref().as_ref()) {
+                Some((_, min, max, set)) => {
+                    if let Some(n) = self.int_in(&key, item, *min, *max) {
+                        set(n);
                     }
                 }
-                "max_content_chars" => {
-                    if let Some(n) = self.int_in(&key, item, 1, 64 * 1024 * 1024) {
-                        limits.max_content_chars = n as usize;
-                    }
-                }
-                "max_meta_keys" => {
-                    if let Some(n) = self.int_in(&key, item, 0, 10_000) {
-                        limits.max_meta_keys = n as usize;
-                    }
-                }
-                "idempotency_window" => {
-                    if let Some(n) = self.int_in(&key, item, 0, 1_000_000) {
-                        limits.idempotency_window = n as usize;
-                    }
-                }
-                "read_timeout_ms" => {
-                    if let Some(n) = self.int_in(&key, item, 100, 600_000) {
-                        limits.read_timeout = Duration::from_millis(n as u64);
-                    }
-                }
-                _ => self.unknown("limits", item, KNOWN),
+                None => self.unknown(section, item, &known),
             }
         }
     }

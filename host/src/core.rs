@@ -146,29 +146,17 @@ impl Core {
     /// Starts the work through `chain`, what was queued before included.
     pub fn start_filters(self: &Arc<Self>, chain: FilterChain) {
         let chain = Arc::new(chain);
-        let (core, c) = (self.clone(), chain.clone());
-        self.injects.start(move |job: InjectJob| {
-            let (core, chain) = (core.clone(), c.clone());
-            async move {
-                let verdict = chain.on_inject(job.message).await;
-                let _ = job.done.send(core.filtered_inject(verdict, job.chat_id, job.dropped_meta).await);
-            }
+        self.injects.start(self, &chain, |core, chain, job| async move {
+            let verdict = chain.on_inject(job.message).await;
+            let _ = job.done.send(core.filtered_inject(verdict, job.chat_id, job.dropped_meta).await);
         });
-        let (core, c) = (self.clone(), chain.clone());
-        self.replies.start(move |job: ReplyJob| {
-            let (core, chain) = (core.clone(), c.clone());
-            async move {
-                let verdict = chain.on_reply(job.reply).await;
-                let _ = job.done.send(core.publish_reply(verdict));
-            }
+        self.replies.start(self, &chain, |core, chain, job| async move {
+            let verdict = chain.on_reply(job.reply).await;
+            let _ = job.done.send(core.publish_reply(verdict));
         });
-        let core = self.clone();
-        self.prompts.start(move |request: permissions::Request| {
-            let (core, chain) = (core.clone(), chain.clone());
-            async move {
-                let verdict = chain.on_permission(request.clone()).await;
-                core.decide_permission(request, verdict).await;
-            }
+        self.prompts.start(self, &chain, |core, chain, request| async move {
+            let verdict = chain.on_permission(request.clone()).await;
+            core.decide_permission(request, verdict).await;
         });
     }
 
@@ -457,14 +445,15 @@ impl<J: Send + 'static> Queue<J> {
         let _ = self.tx.send(job);
     }
 
-    fn start<F>(&self, mut work: impl FnMut(J) -> F + Send + 'static)
+    fn start<F>(&self, core: &Arc<Core>, chain: &Arc<FilterChain>, work: fn(Arc<Core>, Arc<FilterChain>, J) -> F)
     where
-        F: Future<Output = ()> + Send,
+        F: Future<Output = ()> + Send + 'static,
     {
         let Some(mut jobs) = self.rx.lock().unwrap().take() else { return };
+        let (core, chain) = (core.clone(), chain.clone());
         tokio::spawn(async move {
             while let Some(job) = jobs.recv().await {
-                work(job).await;
+                work(core.clone(), chain.clone(), job).await;
             }
         });
     }

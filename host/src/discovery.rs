@@ -33,15 +33,11 @@ pub enum SessionIdError {
 /// The session id becomes a file name, so only the canonical hyphenated UUID
 /// form is accepted (no braces, no URN, nothing path-like).
 pub fn parse_session_id(s: &str) -> Result<uuid::Uuid, SessionIdError> {
-    let ok = s.len() == 36
-        && s.bytes().enumerate().all(|(i, b)| match i {
-            8 | 13 | 18 | 23 => b == b'-',
-            _ => b.is_ascii_hexdigit(),
-        });
-    if !ok {
-        return Err(SessionIdError::NotUuid(s.to_string()));
+    match uuid::Uuid::try_parse(s) {
+        // 36 characters: the hyphenated form, the only one uuid reads at that length.
+        Ok(u) if s.len() == 36 => Ok(u),
+        _ => Err(SessionIdError::NotUuid(s.to_string())),
     }
-    uuid::Uuid::parse_str(s).map_err(|_| SessionIdError::NotUuid(s.to_string()))
 }
 
 /// `$OPZERO_HOME`, else `~/.opzero-claude`. The compiled-filter cache lives here too.

@@ -118,10 +118,6 @@ impl EventLog {
         self.state.lock().unwrap().readers.len()
     }
 
-    pub fn head(&self) -> u64 {
-        *self.head.borrow()
-    }
-
     /// `since`: the last id the client has seen (`Last-Event-ID`), or `None`
     /// for "everything nobody has taken yet, then live". `cut_off` is
     /// notified once if the subscription falls too far behind.

@@ -85,14 +85,7 @@ enum Command {
 /// `OPZERO_LOG` wins; otherwise `serve` logs at info (its stderr is a log
 /// Claude Code keeps) and the commands a person types only warn.
 fn init_logging(default: tracing::Level) {
-    let level = match std::env::var("OPZERO_LOG").as_deref() {
-        Ok("error") => tracing::Level::ERROR,
-        Ok("warn") => tracing::Level::WARN,
-        Ok("info") => tracing::Level::INFO,
-        Ok("debug") => tracing::Level::DEBUG,
-        Ok("trace") => tracing::Level::TRACE,
-        _ => default,
-    };
+    let level = std::env::var("OPZERO_LOG").ok().and_then(|l| l.parse().ok()).unwrap_or(default);
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())

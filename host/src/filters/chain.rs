@@ -178,85 +178,53 @@ fn stopped<T>(hook: &str, filter: &str, reason: String, drop: bool) -> Verdict<T
     }
 }
 
-impl Hook for Message {
-    type Guest = bindings::Message;
-    type Answer = bindings::InjectVerdict;
-    type Verdict = Verdict<Message>;
-    const WHAT: &'static str = "inject";
-    const CLOSED: &'static str = "the inject is stopped";
+/// The inject and reply hooks: the same shape, each with its own types.
+macro_rules! pass_drop_reject {
+    ($host:ident, $guest:ident, $answer:ident, $what:literal, $runs:ident, $call:ident, [$($field:ident),+]) => {
+        impl Hook for $host {
+            type Guest = bindings::$guest;
+            type Answer = bindings::$answer;
+            type Verdict = Verdict<$host>;
+            const WHAT: &'static str = $what;
+            const CLOSED: &'static str = concat!("the ", $what, " is stopped");
 
-    fn runs(hooks: &Hooks) -> bool {
-        hooks.inject
-    }
+            fn runs(hooks: &Hooks) -> bool {
+                hooks.$runs
+            }
 
-    fn into_guest(self) -> bindings::Message {
-        bindings::Message { content: self.content, meta: self.meta }
-    }
+            fn into_guest(self) -> bindings::$guest {
+                bindings::$guest { $($field: self.$field),+ }
+            }
 
-    fn call<'a>(
-        input: &'a bindings::Message,
-        filter: &'a bindings::Guest,
-        store: &'a mut Store<StoreState>,
-    ) -> impl Future<Output = wasmtime::Result<bindings::InjectVerdict>> + Send + 'a {
-        filter.call_on_inject(store, input)
-    }
+            fn call<'a>(
+                input: &'a bindings::$guest,
+                filter: &'a bindings::Guest,
+                store: &'a mut Store<StoreState>,
+            ) -> impl Future<Output = wasmtime::Result<bindings::$answer>> + Send + 'a {
+                filter.$call(store, input)
+            }
 
-    fn answered(_: bindings::Message, answer: bindings::InjectVerdict, filter: &str) -> Result<bindings::Message, Verdict<Message>> {
-        match answer {
-            bindings::InjectVerdict::Pass(next) => Ok(next),
-            bindings::InjectVerdict::Drop(reason) => Err(stopped("inject", filter, reason, true)),
-            bindings::InjectVerdict::Reject(reason) => Err(stopped("inject", filter, reason, false)),
+            fn answered(_: bindings::$guest, answer: bindings::$answer, filter: &str) -> Result<bindings::$guest, Verdict<$host>> {
+                match answer {
+                    bindings::$answer::Pass(next) => Ok(next),
+                    bindings::$answer::Drop(reason) => Err(stopped($what, filter, reason, true)),
+                    bindings::$answer::Reject(reason) => Err(stopped($what, filter, reason, false)),
+                }
+            }
+
+            fn passed(input: bindings::$guest) -> Verdict<$host> {
+                Verdict::Pass($host { $($field: input.$field),+ })
+            }
+
+            fn failed(filter: String, error: String) -> Verdict<$host> {
+                Verdict::Failed { filter, error }
+            }
         }
-    }
-
-    fn passed(m: bindings::Message) -> Verdict<Message> {
-        Verdict::Pass(Message { content: m.content, meta: m.meta })
-    }
-
-    fn failed(filter: String, error: String) -> Verdict<Message> {
-        Verdict::Failed { filter, error }
-    }
+    };
 }
 
-impl Hook for Reply {
-    type Guest = bindings::Reply;
-    type Answer = bindings::ReplyVerdict;
-    type Verdict = Verdict<Reply>;
-    const WHAT: &'static str = "reply";
-    const CLOSED: &'static str = "the reply is stopped";
-
-    fn runs(hooks: &Hooks) -> bool {
-        hooks.reply
-    }
-
-    fn into_guest(self) -> bindings::Reply {
-        bindings::Reply { chat_id: self.chat_id, text: self.text }
-    }
-
-    fn call<'a>(
-        input: &'a bindings::Reply,
-        filter: &'a bindings::Guest,
-        store: &'a mut Store<StoreState>,
-    ) -> impl Future<Output = wasmtime::Result<bindings::ReplyVerdict>> + Send + 'a {
-        filter.call_on_reply(store, input)
-    }
-
-    fn answered(_: bindings::Reply, answer: bindings::ReplyVerdict, filter: &str) -> Result<bindings::Reply, Verdict<Reply>> {
-        match answer {
-            bindings::ReplyVerdict::Pass(next) => Ok(next),
-            bindings::ReplyVerdict::Drop(reason) => Err(stopped("reply", filter, reason, true)),
-            bindings::ReplyVerdict::Reject(reason) => Err(stopped("reply", filter, reason, false)),
-        }
-    }
-
-    fn passed(r: bindings::Reply) -> Verdict<Reply> {
-        Verdict::Pass(Reply { chat_id: r.chat_id, text: r.text })
-    }
-
-    fn failed(filter: String, error: String) -> Verdict<Reply> {
-        Verdict::Failed { filter, error }
-    }
-}
+pass_drop_reject!(Message, Message, InjectVerdict, "inject", inject, call_on_inject, [content, meta]);
+pass_drop_reject!(Reply, Reply, ReplyVerdict, "reply", reply, call_on_reply, [chat_id, text]);
 
 impl Hook for Request {
     type Guest = bindings::PermissionRequest;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use wasmtime::component::ResourceTable;
-use wasmtime::{ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline};
+use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -141,70 +141,36 @@ impl bindings::Host for StoreState {
     }
 }
 
-/// StoreLimits with a memory of whether the memory cap was hit: a refused
-/// `memory.grow` traps, and the flag tells that trap from a panic's.
+/// The memory cap. Growing past it traps (as StoreLimits' trap_on_grow_failure
+/// does), and `hit` tells that trap from a panic's.
 struct Limiter {
-    limits: StoreLimits,
     memory_bytes: usize,
     hit: bool,
 }
 
 impl Limiter {
     fn new(memory_mb: u64) -> Limiter {
-        let memory_bytes =
-            usize::try_from(memory_mb.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
-        Limiter {
-            limits: StoreLimitsBuilder::new()
-                .memory_size(memory_bytes)
-                .trap_on_grow_failure(true)
-                .build(),
-            memory_bytes,
-            hit: false,
-        }
+        let memory_bytes = usize::try_from(memory_mb.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
+        Limiter { memory_bytes, hit: false }
     }
 }
 
 impl ResourceLimiter for Limiter {
-    fn memory_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired > self.memory_bytes {
             self.hit = true;
+            wasmtime::bail!("memory limit of {} bytes reached", self.memory_bytes);
         }
-        self.limits.memory_growing(current, desired, maximum)
+        Ok(true)
     }
 
     fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
         self.hit = true;
-        self.limits.memory_grow_failed(error)
+        Err(error)
     }
 
-    fn table_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        self.limits.table_growing(current, desired, maximum)
-    }
-
-    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
-        self.limits.table_grow_failed(error)
-    }
-
-    fn instances(&self) -> usize {
-        self.limits.instances()
-    }
-
-    fn tables(&self) -> usize {
-        self.limits.tables()
-    }
-
-    fn memories(&self) -> usize {
-        self.limits.memories()
+    fn table_growing(&mut self, _current: usize, _desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(true)
     }
 }
 
