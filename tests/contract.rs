@@ -217,9 +217,9 @@ fn every_error_row_of_the_contract() {
         assert_eq!(post("/inject", body).pair(), (400, json!({"error": "content required"})), "{body:?}");
     }
     let usage = json!({"error": "request_id and behavior (allow|deny) required"});
+    assert_eq!(post("/permission", b"nope").pair(), (400, json!({"error": "invalid json body"})));
     for body in [
         &b"{}"[..],
-        b"nope",
         br#"{"request_id":"abcde"}"#,
         br#"{"request_id":"abcde","behavior":"maybe"}"#,
         br#"{"behavior":"allow"}"#,

@@ -131,11 +131,13 @@ fn bodies_that_are_not_json_objects_get_a_clear_400() {
         let r = h.post_raw("/inject", &[("Content-Type", "application/json")], body);
         assert_eq!(r.pair(), (400, expected), "{:?}", String::from_utf8_lossy(body));
     }
+    for body in [&b"{not json"[..], b"", b"\xff\xfe"] {
+        let r = h.post_raw("/permission", &[], body);
+        assert_eq!(r.pair(), (400, invalid.clone()), "{:?}", String::from_utf8_lossy(body));
+    }
     let usage = json!({"error": "request_id and behavior (allow|deny) required"});
     for body in [
-        &b"{not json"[..],
-        b"",
-        b"[]",
+        &b"[]"[..],
         b"null",
         b"5",
         br#""abcde""#,

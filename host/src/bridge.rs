@@ -320,11 +320,13 @@ async fn permission(State(b): State<Shared>, body: Body) -> Response {
         Err(r) if r.status() == StatusCode::BAD_REQUEST => return error(StatusCode::BAD_REQUEST, USAGE),
         Err(r) => return r,
     };
-    let Ok(obj) = json_object(&bytes) else {
-        return error(StatusCode::BAD_REQUEST, USAGE);
+    // Not JSON at all is said as on `/inject` (and by the old plugin);
+    // JSON of the wrong shape gets the usage.
+    let Ok(body) = serde_json::from_slice::<Value>(&bytes) else {
+        return error(StatusCode::BAD_REQUEST, "invalid json body");
     };
-    let request_id = obj.get("request_id").and_then(Value::as_str).filter(|s| !s.is_empty());
-    let behavior = obj.get("behavior").and_then(Value::as_str).and_then(Behavior::parse);
+    let request_id = body.get("request_id").and_then(Value::as_str).filter(|s| !s.is_empty());
+    let behavior = body.get("behavior").and_then(Value::as_str).and_then(Behavior::parse);
     let (Some(request_id), Some(behavior)) = (request_id, behavior) else {
         return error(StatusCode::BAD_REQUEST, USAGE);
     };
