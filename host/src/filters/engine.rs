@@ -67,6 +67,8 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         // WASI p2 is linked so a Rust guest's std works (its panic message
         // reaches stderr), but the context grants nothing: see StoreState.
+        // The async bindings: the sync ones block on a tokio runtime of
+        // their own, which panics on a thread that drives ours.
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         OpzeroFilter::add_to_linker::<_, HasSelf<StoreState>>(&mut linker, |state| state)?;
 
