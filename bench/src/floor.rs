@@ -10,6 +10,10 @@
 //! notifications before any of their `202`s goes out (the host's ordering
 //! promise). Whatever the benchmark measures against it is the cost of the
 //! harness, the kernel and the loopback.
+//!
+//! Idle, it behaves like the host: it sleeps in `epoll_wait` without a
+//! timeout, and while an SSE subscriber is connected it wakes only to send
+//! a `: ping` comment when nothing was sent for [`PING_EVERY`].
 
 use std::fs;
 use std::io::{self, ErrorKind, Read, Write};
@@ -17,10 +21,12 @@ use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const LISTENER: u64 = u64::MAX;
 const STDIN: u64 = u64::MAX - 1;
+/// The host's SSE keep-alive interval.
+const PING_EVERY: Duration = Duration::from_secs(20);
 
 struct Conn {
     stream: TcpStream,
@@ -38,6 +44,8 @@ struct Floor {
     /// (connection, response bytes) of this batch.
     replies: Vec<(usize, Vec<u8>)>,
     event_id: u64,
+    /// When the next `: ping` is due; `None` without SSE subscribers.
+    ping_at: Option<Instant>,
 }
 
 fn now_ms() -> u64 {
@@ -93,6 +101,7 @@ pub fn serve() -> Result<(), String> {
         stdout: Vec::with_capacity(64 * 1024),
         replies: Vec::new(),
         event_id: 0,
+        ping_at: None,
     };
     let result = floor.run(&listener);
     let _ = fs::remove_file(&file);
@@ -124,11 +133,22 @@ impl Epoll {
         Ok(())
     }
 
-    fn wait(&self, events: &mut [libc::epoll_event]) -> io::Result<usize> {
+    /// Wait until `deadline` (for ever without one); 0 events on timeout.
+    fn wait(
+        &self,
+        events: &mut [libc::epoll_event],
+        deadline: Option<Instant>,
+    ) -> io::Result<usize> {
         loop {
+            // Rounded up, so a timeout never comes before the deadline.
+            let timeout = deadline.map_or(-1, |d| {
+                let left = d.saturating_duration_since(Instant::now());
+                left.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32
+            });
             // SAFETY: the buffer is valid for `events.len()` entries.
-            let n =
-                unsafe { libc::epoll_wait(self.0, events.as_mut_ptr(), events.len() as i32, -1) };
+            let n = unsafe {
+                libc::epoll_wait(self.0, events.as_mut_ptr(), events.len() as i32, timeout)
+            };
             if n >= 0 {
                 return Ok(n as usize);
             }
@@ -183,7 +203,10 @@ impl Floor {
         let mut stdin_buf: Vec<u8> = Vec::with_capacity(64 * 1024);
         let mut tmp = vec![0u8; 64 * 1024];
         loop {
-            let n = ep.wait(&mut events)?;
+            let n = ep.wait(&mut events, self.ping_at)?;
+            if self.ping_at.is_some_and(|t| Instant::now() >= t) {
+                self.send_sse(b": ping\n\n");
+            }
             for ev in &events[..n] {
                 match ev.u64 {
                     LISTENER => loop {
@@ -241,7 +264,7 @@ impl Floor {
                             None => false,
                         };
                         if closed {
-                            self.conns[i] = None;
+                            self.close(i);
                         } else {
                             self.http(i);
                         }
@@ -264,8 +287,16 @@ impl Floor {
                 None => false,
             };
             if failed {
-                self.conns[i] = None;
+                self.close(i);
             }
+        }
+    }
+
+    /// Forget connection `i`; with the last SSE subscriber gone, no pings.
+    fn close(&mut self, i: usize) {
+        self.conns[i] = None;
+        if !self.conns.iter().flatten().any(|c| c.sse) {
+            self.ping_at = None;
         }
     }
 
@@ -322,6 +353,8 @@ impl Floor {
                 }
                 ("GET", "/events" | "/sse", true) => {
                     c.sse = true;
+                    self.ping_at
+                        .get_or_insert_with(|| Instant::now() + PING_EVERY);
                     let mut r = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
                     r.extend_from_slice(&chunk(b": connected\n\n"));
                     self.replies.push((i, r));
@@ -364,12 +397,22 @@ impl Floor {
 
     fn broadcast(&mut self, event: serde_json::Value) {
         self.event_id += 1;
-        let c = chunk(format!("id: {}\ndata: {event}\n\n", self.event_id).as_bytes());
+        self.send_sse(format!("id: {}\ndata: {event}\n\n", self.event_id).as_bytes());
+    }
+
+    /// Queue `payload` for every SSE subscriber; the next ping is due
+    /// [`PING_EVERY`] from now (the host's keep-alive also restarts on
+    /// every event).
+    fn send_sse(&mut self, payload: &[u8]) {
+        let c = chunk(payload);
+        let mut any = false;
         for i in 0..self.conns.len() {
             if self.conns[i].as_ref().is_some_and(|c| c.sse) {
                 self.replies.push((i, c.clone()));
+                any = true;
             }
         }
+        self.ping_at = any.then(|| Instant::now() + PING_EVERY);
     }
 }
 

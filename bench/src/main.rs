@@ -1,7 +1,7 @@
 //! `opzero-bench`: spawns the real `opzero-host serve`, plays Claude Code on
 //! its stdio and the web client on its HTTP bridge, and reports startup,
-//! memory, latency, throughput and CPU per message beside the targets of
-//! issue 5 and the harness floor.
+//! memory, idle wake-ups, latency, throughput and CPU per message beside
+//! the harness floor measured in the same run, as ratios to it.
 
 mod filters;
 mod floor;
@@ -14,18 +14,19 @@ mod stats;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 
-use measure::{Depth, Load, Run};
+use measure::{AtOnce, Depth, Load, Run, Wakeups};
 use report::Row;
 use server::Spec;
 
 #[derive(Parser)]
 #[command(
     name = "opzero-bench",
-    about = "Benchmark opzero-host against the targets of issue 5, beside the harness floor",
+    about = "Benchmark opzero-host beside the harness floor measured in the same run, as ratios",
     after_help = "Build the host first: cargo build --release -p opzero-host\n\
                   The filter runs need the built-in filters (cargo build-filters); without them they are skipped."
 )]
@@ -38,7 +39,7 @@ struct Cli {
     /// Runs per configuration [default: 5; 1 with --quick]; figures are medians across runs
     #[arg(long, value_name = "N")]
     runs: Option<usize>,
-    /// One run, smaller counts: a check in about 20 seconds, not a figure
+    /// One run, smaller counts, 5 s idle windows: a check in under a minute, not a figure
     #[arg(long)]
     quick: bool,
     /// Print JSON (every run and the medians) on stdout instead of the table
@@ -74,9 +75,16 @@ struct Cli {
     /// Connection counts for the throughput tests
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     conns: Option<Vec<usize>>,
-    /// Extra spawns per configuration for the startup figures
+    /// Spawns per configuration for the startup figures [default: 20; 3 with --quick]
     #[arg(long, value_name = "N")]
     startup_samples: Option<usize>,
+    /// Servers running at once for the total-memory figure [default: 20; 0 skips it]
+    #[arg(long, value_name = "N")]
+    at_once: Option<usize>,
+    /// Seconds of each idle window for the wake-up counts, one with no SSE
+    /// subscriber and one with one [default: 60; 5 with --quick; 0 skips them]
+    #[arg(long, value_name = "N")]
+    idle_secs: Option<u64>,
     /// Keep the scratch directory (configs, stderr logs) and print its path
     #[arg(long)]
     keep: bool,
@@ -125,6 +133,10 @@ struct Results {
     load: Option<Load>,
     runs: usize,
     startup_ms: Startup,
+    /// Memory of `--at-once` servers running at once.
+    at_once_floor: Option<AtOnce>,
+    at_once_host: Option<AtOnce>,
+    idle_wakeups: Idle,
     floor: Vec<Run>,
     host: Vec<Run>,
     host_4_filters: Vec<Run>,
@@ -139,6 +151,14 @@ struct Startup {
     host: Vec<f64>,
     host_4_filters_cold: Vec<f64>,
     host_4_filters_cached: Vec<f64>,
+}
+
+/// Idle wake-ups, all servers measured side by side in the same windows.
+#[derive(Default, Serialize)]
+struct Idle {
+    floor: Option<Wakeups>,
+    host: Option<Wakeups>,
+    host_4_filters: Option<Wakeups>,
 }
 
 #[derive(Default, Serialize)]
@@ -205,6 +225,8 @@ fn bench(cli: &Cli) -> Result<(), String> {
         return Err("--conns: each count must be 1..=256".into());
     }
     let startup_samples = cli.startup_samples.unwrap_or(if quick { 3 } else { 20 });
+    let at_once = cli.at_once.unwrap_or(20);
+    let idle_secs = cli.idle_secs.unwrap_or(if quick { 5 } else { 60 });
     let root = workspace_root();
 
     let scratch = Scratch {
@@ -350,6 +372,34 @@ fn bench(cli: &Cli) -> Result<(), String> {
         }
     }
 
+    if at_once > 0 {
+        eprintln!("memory: {at_once} servers at once, each");
+        results.at_once_floor = Some(measure::at_once(&floor_spec, at_once)?);
+        if let Some(h) = &host_spec {
+            results.at_once_host = Some(measure::at_once(h, at_once)?);
+        }
+    }
+
+    if idle_secs > 0 {
+        let mut specs = vec![&floor_spec];
+        specs.extend(&host_spec);
+        specs.extend(&chain);
+        eprintln!(
+            "idle wake-ups: {} side by side, {idle_secs} s with no subscriber, then {idle_secs} s with one",
+            specs
+                .iter()
+                .map(|s| s.label.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut w = measure::idle_wakeups(&specs, Duration::from_secs(idle_secs))?.into_iter();
+        results.idle_wakeups = Idle {
+            floor: w.next(),
+            host: host_spec.as_ref().and_then(|_| w.next()),
+            host_4_filters: chain.as_ref().and_then(|_| w.next()),
+        };
+    }
+
     for r in 0..runs {
         eprintln!("run {}/{runs}: floor", r + 1);
         results
@@ -394,11 +444,24 @@ fn bench(cli: &Cli) -> Result<(), String> {
             println!("host: {b} (stdin and stdout: {})", results.stdio);
         }
         println!(
-            "floor: the bench's own trivial responder (floor-serve), measured by the same harness\n"
+            "floor: the bench's own trivial responder (floor-serve), measured by the same harness in the same run;\n\
+             host/floor: the median of the rounds' ratios (each round runs the floor, then the host),\n\
+             so where rounds disagree it is not the quotient of the two medians\n"
         );
         print!("{}", report::table(&results.rows));
         if let Some(why) = &results.filters_skipped {
             println!("\n4-filter chain skipped: {why}");
+        }
+        let i = &results.idle_wakeups;
+        for w in [&i.floor, &i.host, &i.host_4_filters].into_iter().flatten() {
+            let n = w.alone.threads_ended + w.subscribed.threads_ended;
+            if n > 0 {
+                println!(
+                    "\n{}: {n} thread(s) ended during the idle windows; each counts the switches seen \
+                     at the last poll plus one, so its wake-ups are a lower bound",
+                    w.label
+                );
+            }
         }
         if cli.markdown {
             println!("\n{}", report::markdown(&results.rows));
@@ -412,109 +475,253 @@ fn med(runs: &[Run], f: impl Fn(&Run) -> Option<f64>) -> Option<f64> {
     stats::median(&v)
 }
 
-fn diff(a: Option<f64>, b: Option<f64>) -> Option<f64> {
-    Some(a? - b?)
-}
-
 /// The median of `g(a[i]) - g(b[i])`: runs of the same round, one just after
 /// the other, so each pair saw the same machine. A busy spell moves this far
 /// less than it moves a difference of two medians.
 fn paired(a: &[Run], b: &[Run], g: impl Fn(&Run) -> Option<f64>) -> Option<f64> {
-    let d: Vec<f64> = a.iter().zip(b).filter_map(|(x, y)| Some(g(x)? - g(y)?)).collect();
+    let d: Vec<f64> = a
+        .iter()
+        .zip(b)
+        .filter_map(|(x, y)| Some(g(x)? - g(y)?))
+        .collect();
     stats::median(&d)
 }
 
-/// The table: each figure with the floor's where it means something, and
-/// the issue's target with a mark.
+/// The median of the rounds' ratios `a[i] / b[i]`, for the same reason.
+fn ratios(a: &[f64], b: &[f64]) -> Option<f64> {
+    let q: Vec<f64> = a
+        .iter()
+        .zip(b)
+        .filter_map(|(&x, &y)| report::quotient(Some(x), Some(y)))
+        .collect();
+    stats::median(&q)
+}
+
+/// A host figure beside the floor's: both medians, and the rounds' ratio.
+fn beside(
+    section: &str,
+    what: impl Into<String>,
+    unit: &'static str,
+    h: &[Run],
+    f: &[Run],
+    g: impl Fn(&Run) -> Option<f64>,
+) -> Row {
+    let (hv, fv): (Vec<f64>, Vec<f64>) = h
+        .iter()
+        .zip(f)
+        .filter_map(|(x, y)| Some((g(x)?, g(y)?)))
+        .unzip();
+    Row::new(section, what, unit)
+        .host(med(h, &g))
+        .floor(med(f, &g))
+        .ratio(ratios(&hv, &fv))
+}
+
+/// The table: what a user feels first, each host figure beside the floor's
+/// of the same run with their ratio and, where issue 10 sets one, a check;
+/// then the details.
 fn rows(r: &Results, load: &Load) -> Vec<Row> {
     let (h, f, h4) = (&r.host, &r.floor, &r.host_4_filters);
     let has4 = !h4.is_empty();
-    // The host without filters always; with 4 filters when they ran.
-    let variants = |plain: &'static str| {
-        let mut v = vec![(h, plain)];
-        if has4 {
-            v.push((h4, ", 4 filters"));
-        }
-        v
+    let c0 = load.conns.first().copied().unwrap_or(0);
+    let tp = |c: usize, g: fn(&measure::Throughput) -> f64| {
+        move |x: &Run| x.throughput.iter().find(|t| t.conns == c).map(g)
     };
+    let inj = |g: fn(&measure::Latency) -> f64| move |x: &Run| x.inject.as_ref().map(g);
+    let rep = |g: fn(&measure::Latency) -> f64| move |x: &Run| x.reply.as_ref().map(g);
+    let perm = |g: fn(&measure::Latency) -> f64| move |x: &Run| x.permission.as_ref().map(g);
+    let reply_burst = |g: fn(&measure::Burst) -> f64| move |x: &Run| x.reply_burst.as_ref().map(g);
+    let perm_burst =
+        |g: fn(&measure::Burst) -> f64| move |x: &Run| x.permission_burst.as_ref().map(g);
     let mut rows = Vec::new();
 
-    let s = "startup (spawn → discovery file + /status 200)";
+    // What a user feels.
+    let s =
+        "what a user feels (checks of issue 10: ratios to the floor; RSS and wake-ups absolute)";
+    let su = &r.startup_ms;
     rows.push(
-        Row::new(s, "no filters", "ms")
-            .host(stats::median(&r.startup_ms.host))
-            .floor(stats::median(&r.startup_ms.floor))
-            .at_most(15.0, "≤ 15 ms"),
+        Row::new(s, "startup: spawn → discovery file + /status 200", "ms")
+            .host(stats::median(&su.host))
+            .floor(stats::median(&su.floor))
+            .ratio(ratios(&su.host, &su.floor))
+            .within(3.0),
     );
     if has4 {
         rows.push(
-            Row::new(s, "4 filters, cold cache", "ms")
-                .host(stats::median(&r.startup_ms.host_4_filters_cold)),
-        );
-        rows.push(
-            Row::new(s, "4 filters, cached", "ms")
-                .host(stats::median(&r.startup_ms.host_4_filters_cached))
-                .at_most(40.0, "≤ 40 ms"),
+            Row::new(s, "startup, 4 filters (compile cache filled)", "ms")
+                .host(stats::median(&su.host_4_filters_cached))
+                .floor(stats::median(&su.floor))
+                .ratio(ratios(&su.host_4_filters_cached, &su.floor)),
         );
     }
+    rows.push(beside(s, "RSS idle", "MiB", h, f, |x| Some(x.rss_idle_mib)).at_most(10.0));
+    if has4 {
+        rows.push(beside(s, "RSS idle, 4 filters", "MiB", h4, f, |x| {
+            Some(x.rss_idle_mib)
+        }));
+    }
+    if let Some(fa) = &r.at_once_floor {
+        let ha = r.at_once_host.as_ref();
+        let rss = ha.map(|a| a.rss_mib);
+        let pss = ha.map(|a| a.pss_mib);
+        rows.push(
+            Row::new(
+                s,
+                format!("RSS of {} running at once, total", fa.count),
+                "MiB",
+            )
+            .host(rss)
+            .floor(Some(fa.rss_mib))
+            .ratio(report::quotient(rss, Some(fa.rss_mib))),
+        );
+        rows.push(
+            Row::new(s, "the same as PSS (shared pages counted once)", "MiB")
+                .host(pss)
+                .floor(Some(fa.pss_mib))
+                .ratio(report::quotient(pss, Some(fa.pss_mib))),
+        );
+    }
+    rows.push(beside(
+        s,
+        "inject → stdout p50",
+        "µs",
+        h,
+        f,
+        inj(|l| l.us.p50),
+    ));
+    rows.push(beside(
+        s,
+        "inject → stdout p99",
+        "µs",
+        h,
+        f,
+        inj(|l| l.us.p99),
+    ));
+    rows.push(beside(s, "reply → SSE p50", "µs", h, f, rep(|l| l.us.p50)));
+    rows.push(beside(s, "reply → SSE p99", "µs", h, f, rep(|l| l.us.p99)));
     rows.push(
-        Row::new(s, "MCP initialize round trip", "ms")
-            .host(med(h, |x| Some(x.initialize_ms)))
-            .floor(med(f, |x| Some(x.initialize_ms))),
+        beside(
+            s,
+            format!("CPU per inject, {c0} connections"),
+            "µs",
+            h,
+            f,
+            tp(c0, |t| t.server_cpu_us),
+        )
+        .within(2.0),
     );
     rows.push(
-        Row::new(s, "exit after stdin EOF", "ms")
-            .host(med(h, |x| x.exit_ms))
-            .floor(med(f, |x| x.exit_ms))
-            .at_most(1000.0, "≤ 1000 ms"),
+        beside(
+            s,
+            "CPU per reply, back to back",
+            "µs",
+            h,
+            f,
+            reply_burst(|b| b.server_cpu_us),
+        )
+        .within(2.0),
+    );
+    rows.push(
+        beside(
+            s,
+            "CPU per inject, one at a time",
+            "µs",
+            h,
+            f,
+            inj(|l| l.server_cpu_us),
+        )
+        .within(3.0),
+    );
+    rows.push(
+        beside(
+            s,
+            "CPU per reply, one at a time",
+            "µs",
+            h,
+            f,
+            rep(|l| l.server_cpu_us),
+        )
+        .within(3.0),
+    );
+    let idle = &r.idle_wakeups;
+    if let Some(fw) = &idle.floor {
+        let secs = fw.alone.secs.min(fw.subscribed.secs);
+        let per_min = |w: Option<&Wakeups>, sub: bool| {
+            w.map(|w| {
+                if sub {
+                    w.subscribed.per_min()
+                } else {
+                    w.alone.per_min()
+                }
+            })
+        };
+        let mut variants = vec![(idle.host.as_ref(), "")];
+        if let Some(w4) = &idle.host_4_filters {
+            variants.push((Some(w4), ", 4 filters"));
+        }
+        for (w, tag) in variants {
+            for (sub, what, limit) in [
+                (false, "idle wake-ups, no subscriber", 1.0),
+                (true, "idle wake-ups, one SSE subscriber", 10.0),
+            ] {
+                let (hv, fv) = (per_min(w, sub), per_min(Some(fw), sub));
+                let mut row = Row::new(s, format!("{what}{tag} ({secs:.0} s)"), "/min")
+                    .host(hv)
+                    .floor(fv)
+                    .ratio(report::quotient(hv, fv));
+                if tag.is_empty() {
+                    row = row.at_most(limit);
+                    // A `: ping` every 20 s: a shorter window may hold none.
+                    if sub && secs < 20.0 {
+                        row.pass = None;
+                        row.target = Some(format!("≤ {limit} /min (needs ≥ 20 s)"));
+                    }
+                }
+                rows.push(row);
+            }
+        }
+    }
+
+    let s = "startup and exit";
+    if has4 {
+        rows.push(
+            Row::new(s, "startup, 4 filters, cold compile cache", "ms")
+                .host(stats::median(&su.host_4_filters_cold))
+                .floor(stats::median(&su.floor))
+                .ratio(ratios(&su.host_4_filters_cold, &su.floor)),
+        );
+    }
+    rows.push(beside(s, "MCP initialize round trip", "ms", h, f, |x| {
+        Some(x.initialize_ms)
+    }));
+    let exited =
+        |runs: &[Run]| (!runs.is_empty()).then(|| runs.iter().all(|x| x.exit_ms.is_some()));
+    rows.push(
+        beside(s, "exit after stdin EOF", "ms", h, f, |x| x.exit_ms)
+            .target("exits by itself (3 s)", exited(h).or(exited(f))),
     );
 
-    let s = "memory (RSS of the process tree) and idle CPU (% of a core)";
-    rows.push(
-        Row::new(s, "idle, no filters", "MiB")
-            .host(med(h, |x| Some(x.rss_idle_mib)))
-            .floor(med(f, |x| Some(x.rss_idle_mib)))
-            .at_most(10.0, "≤ 10 MiB"),
-    );
-    rows.push(
-        Row::new(s, "peak under load, no filters", "MiB")
-            .host(med(h, |x| Some(x.rss_peak_mib)))
-            .floor(med(f, |x| Some(x.rss_peak_mib)))
-            .at_most(20.0, "≤ 20 MiB"),
-    );
+    let s = "memory (RSS of the process tree) and CPU while idle (% of a core, over 0.5 s)";
+    rows.push(beside(s, "RSS peak under load", "MiB", h, f, |x| {
+        Some(x.rss_peak_mib)
+    }));
     if has4 {
-        rows.push(
-            Row::new(s, "idle, 4 filters", "MiB")
-                .host(med(h4, |x| Some(x.rss_idle_mib)))
-                .at_most(25.0, "≤ 25 MiB"),
-        );
-        rows.push(
-            Row::new(s, "peak under load, 4 filters", "MiB")
-                .host(med(h4, |x| Some(x.rss_peak_mib))),
-        );
+        rows.push(beside(
+            s,
+            "RSS peak under load, 4 filters",
+            "MiB",
+            h4,
+            f,
+            |x| Some(x.rss_peak_mib),
+        ));
     }
-    rows.push(
-        Row::new(s, "CPU while idle, no filters", "%")
-            .host(med(h, |x| Some(x.idle_cpu_pct)))
-            .floor(med(f, |x| Some(x.idle_cpu_pct))),
-    );
+    rows.push(beside(s, "CPU while idle", "%", h, f, |x| {
+        Some(x.idle_cpu_pct)
+    }));
     if has4 {
-        rows.push(
-            Row::new(s, "CPU while idle, 4 filters", "%").host(med(h4, |x| Some(x.idle_cpu_pct))),
-        );
-    }
-
-    let lat = |runs: &[Run],
-               pick: fn(&Run) -> Option<&measure::Latency>,
-               g: fn(&measure::Latency) -> f64| { med(runs, |x| pick(x).map(g)) };
-    fn inj(x: &Run) -> Option<&measure::Latency> {
-        x.inject.as_ref()
-    }
-    fn rep(x: &Run) -> Option<&measure::Latency> {
-        x.reply.as_ref()
-    }
-    fn perm(x: &Run) -> Option<&measure::Latency> {
-        x.permission.as_ref()
+        rows.push(beside(s, "CPU while idle, 4 filters", "%", h4, f, |x| {
+            Some(x.idle_cpu_pct)
+        }));
     }
 
     let s_owned = format!(
@@ -522,64 +729,28 @@ fn rows(r: &Results, load: &Load) -> Vec<Row> {
         load.injects
     );
     let s = s_owned.as_str();
-    let fp50 = lat(f, inj, |l| l.us.p50);
-    let hp50 = lat(h, inj, |l| l.us.p50);
-    let within =
-        |host: Option<f64>, floor: Option<f64>, by: f64| diff(host, floor).map(|d| d <= by);
-    rows.push(
-        Row::new(s, "p50, no filters", "µs")
-            .host(hp50)
-            .floor(fp50)
-            .target("≤ floor + 10 µs", within(hp50, fp50, 10.0)),
-    );
-    rows.push(
-        Row::new(s, "p90, no filters", "µs")
-            .host(lat(h, inj, |l| l.us.p90))
-            .floor(lat(f, inj, |l| l.us.p90)),
-    );
-    rows.push(
-        Row::new(s, "p99, no filters", "µs")
-            .host(lat(h, inj, |l| l.us.p99))
-            .floor(lat(f, inj, |l| l.us.p99)),
-    );
-    let h4p50 = lat(h4, inj, |l| l.us.p50);
+    rows.push(beside(s, "p90", "µs", h, f, inj(|l| l.us.p90)));
     if has4 {
-        rows.push(
-            Row::new(s, "p50, 4 filters", "µs")
-                .host(h4p50)
-                .floor(fp50)
-                .target("≤ floor + 25 µs", within(h4p50, fp50, 25.0)),
-        );
-        rows.push(
-            Row::new(s, "p90, 4 filters", "µs")
-                .host(lat(h4, inj, |l| l.us.p90))
-                .floor(lat(f, inj, |l| l.us.p90)),
-        );
-        rows.push(
-            Row::new(s, "p99, 4 filters", "µs")
-                .host(lat(h4, inj, |l| l.us.p99))
-                .floor(lat(f, inj, |l| l.us.p99)),
-        );
+        rows.push(beside(s, "p50, 4 filters", "µs", h4, f, inj(|l| l.us.p50)));
+        rows.push(beside(s, "p90, 4 filters", "µs", h4, f, inj(|l| l.us.p90)));
+        rows.push(beside(s, "p99, 4 filters", "µs", h4, f, inj(|l| l.us.p99)));
+        rows.push(beside(
+            s,
+            "CPU per inject, 4 filters",
+            "µs",
+            h4,
+            f,
+            inj(|l| l.server_cpu_us),
+        ));
     }
-    // One at a time, every inject pays a wake-up of each side: the target
-    // is judged on the throughput runs below, where the floor can meet it.
-    rows.push(
-        Row::new(s, "server CPU per inject, one at a time, no filters", "µs")
-            .host(lat(h, inj, |l| l.server_cpu_us))
-            .floor(lat(f, inj, |l| l.server_cpu_us)),
-    );
-    if has4 {
-        rows.push(
-            Row::new(s, "server CPU per inject, one at a time, 4 filters", "µs")
-                .host(lat(h4, inj, |l| l.server_cpu_us))
-                .floor(lat(f, inj, |l| l.server_cpu_us)),
-        );
-    }
-    rows.push(
-        Row::new(s, "harness CPU per inject", "µs")
-            .host(lat(h, inj, |l| l.harness_cpu_us))
-            .floor(lat(f, inj, |l| l.harness_cpu_us)),
-    );
+    rows.push(beside(
+        s,
+        "harness CPU per inject",
+        "µs",
+        h,
+        f,
+        inj(|l| l.harness_cpu_us),
+    ));
 
     let s_owned = format!(
         "inject throughput ({} injects, keep-alive, one in flight per connection)",
@@ -587,45 +758,38 @@ fn rows(r: &Results, load: &Load) -> Vec<Row> {
     );
     let s = s_owned.as_str();
     for &c in &load.conns {
-        let tp = |runs: &[Run], g: fn(&measure::Throughput) -> f64| {
-            med(runs, |x| x.throughput.iter().find(|t| t.conns == c).map(g))
-        };
-        for (runs, tag) in variants("") {
-            let host_cpu = tp(runs, |t| t.server_cpu_us);
-            let harness_cpu = tp(runs, |t| t.harness_cpu_us);
-            let bound = match (host_cpu, harness_cpu) {
-                (Some(a), Some(b)) => Some(a <= b),
-                _ => None,
-            };
-            let floor_or_none = |v| if tag.is_empty() { v } else { None };
-            // The CPU and throughput targets are the host's own, the
-            // figures the Bun plugin is compared with; with filters the
-            // rows show what the filters add (README: Targets).
-            let mut rate = Row::new(s, format!("{c} conns{tag}: messages/s"), "/s")
-                .host(tp(runs, |t| t.msgs_per_s))
-                .floor(floor_or_none(tp(f, |t| t.msgs_per_s)));
-            let mut cpu = Row::new(s, format!("{c} conns{tag}: server CPU per inject"), "µs")
-                .host(host_cpu)
-                .floor(floor_or_none(tp(f, |t| t.server_cpu_us)));
-            if tag.is_empty() {
-                rate = rate.target("harness-bound", bound);
-                cpu = cpu.at_most(8.0, "≤ 8 µs");
+        let mut variants = vec![(h, "")];
+        if has4 {
+            variants.push((h4, ", 4 filters"));
+        }
+        for (runs, tag) in variants {
+            rows.push(beside(
+                s,
+                format!("{c} conns{tag}: messages/s"),
+                "/s",
+                runs,
+                f,
+                tp(c, |t| t.msgs_per_s),
+            ));
+            // The first count's CPU per inject, without filters, is checked above.
+            if c != c0 || !tag.is_empty() {
+                rows.push(beside(
+                    s,
+                    format!("{c} conns{tag}: CPU per inject"),
+                    "µs",
+                    runs,
+                    f,
+                    tp(c, |t| t.server_cpu_us),
+                ));
             }
-            rows.push(rate);
-            rows.push(cpu);
-            if tag.is_empty() {
-                // The steadiest figure of what the host adds.
-                let cpu_of = |run: &Run| run.throughput.iter().find(|t| t.conns == c).map(|t| t.server_cpu_us);
-                rows.push(
-                    Row::new(s, format!("{c} conns: server CPU per inject above the floor's, run by run"), "µs")
-                        .host(paired(h, f, cpu_of)),
-                );
-            }
-            rows.push(
-                Row::new(s, format!("{c} conns{tag}: harness CPU per inject"), "µs")
-                    .host(harness_cpu)
-                    .floor(floor_or_none(tp(f, |t| t.harness_cpu_us))),
-            );
+            rows.push(beside(
+                s,
+                format!("{c} conns{tag}: harness CPU per inject"),
+                "µs",
+                runs,
+                f,
+                tp(c, |t| t.harness_cpu_us),
+            ));
             // Lost and duplicated are summed over runs, not medians: one is one too many.
             let sum = |runs: &[Run], g: fn(&measure::Throughput) -> usize| -> Option<usize> {
                 let v: Vec<usize> = runs
@@ -641,20 +805,21 @@ fn rows(r: &Results, load: &Load) -> Vec<Row> {
                     sum(runs, |t| t.duplicated)?
                 ))
             };
-            let errs = |runs: &[Run]| sum(runs, |t| t.http_errors);
-            let lost_dup_ok = sum(runs, |t| t.lost + t.duplicated).map(|n| n == 0);
             rows.push(
                 Row::new(
                     s,
                     format!("{c} conns{tag}: lost / duplicated (all runs)"),
                     "",
                 )
-                .texts(ld(runs), if tag.is_empty() { ld(f) } else { None })
-                .target("0 / 0", lost_dup_ok),
+                .texts(ld(runs), ld(f))
+                .target(
+                    "0 / 0",
+                    sum(runs, |t| t.lost + t.duplicated).map(|n| n == 0),
+                ),
             );
             let order = |runs: &[Run]| -> Option<String> {
                 let n = sum(runs, |t| t.reordered)?;
-                let e = errs(runs)?;
+                let e = sum(runs, |t| t.http_errors)?;
                 Some(match (n, e) {
                     (0, 0) => "preserved".into(),
                     (0, e) => format!("preserved, {e} HTTP errors"),
@@ -663,7 +828,7 @@ fn rows(r: &Results, load: &Load) -> Vec<Row> {
             };
             rows.push(
                 Row::new(s, format!("{c} conns{tag}: order per connection"), "")
-                    .texts(order(runs), if tag.is_empty() { order(f) } else { None })
+                    .texts(order(runs), order(f))
                     .target(
                         "preserved",
                         sum(runs, |t| t.reordered + t.http_errors).map(|n| n == 0),
@@ -678,40 +843,43 @@ fn rows(r: &Results, load: &Load) -> Vec<Row> {
         load.replies * 4
     );
     let s = s_owned.as_str();
-    for (runs, tag) in variants(", no filters") {
-        let burst = |runs: &[Run], g: fn(&measure::Burst) -> f64| {
-            med(runs, |x| x.reply_burst.as_ref().map(g))
-        };
-        let floor_or_none = |v| {
-            if tag == ", no filters" { v } else { None }
-        };
-        rows.push(
-            Row::new(s, format!("p50{tag}"), "µs")
-                .host(lat(runs, rep, |l| l.us.p50))
-                .floor(lat(f, rep, |l| l.us.p50)),
-        );
-        rows.push(
-            Row::new(s, format!("p99{tag}"), "µs")
-                .host(lat(runs, rep, |l| l.us.p99))
-                .floor(lat(f, rep, |l| l.us.p99)),
-        );
-        rows.push(
-            Row::new(s, format!("server CPU per reply, one at a time{tag}"), "µs")
-                .host(lat(runs, rep, |l| l.server_cpu_us))
-                .floor(lat(f, rep, |l| l.server_cpu_us)),
-        );
-        rows.push(
-            Row::new(s, format!("replies/s back to back{tag}"), "/s")
-                .host(burst(runs, |b| b.per_s))
-                .floor(floor_or_none(burst(f, |b| b.per_s))),
-        );
-        let mut cpu = Row::new(s, format!("server CPU per reply, back to back{tag}"), "µs")
-            .host(burst(runs, |b| b.server_cpu_us))
-            .floor(floor_or_none(burst(f, |b| b.server_cpu_us)));
-        if tag == ", no filters" {
-            cpu = cpu.at_most(20.0, "≤ 20 µs");
-        }
-        rows.push(cpu);
+    rows.push(beside(
+        s,
+        "replies/s back to back",
+        "/s",
+        h,
+        f,
+        reply_burst(|b| b.per_s),
+    ));
+    if has4 {
+        rows.push(beside(s, "p50, 4 filters", "µs", h4, f, rep(|l| l.us.p50)));
+        rows.push(beside(s, "p99, 4 filters", "µs", h4, f, rep(|l| l.us.p99)));
+        rows.push(beside(
+            s,
+            "CPU per reply, one at a time, 4 filters",
+            "µs",
+            h4,
+            f,
+            rep(|l| l.server_cpu_us),
+        ));
+        rows.push(beside(
+            s,
+            "replies/s back to back, 4 filters",
+            "/s",
+            h4,
+            f,
+            reply_burst(|b| b.per_s),
+        ));
+        rows.push(beside(
+            s,
+            "CPU per reply, back to back, 4 filters",
+            "µs",
+            h4,
+            f,
+            reply_burst(|b| b.server_cpu_us),
+        ));
+    }
+    for (runs, tag) in [(h, ""), (h4, ", 4 filters")] {
         let missing: usize = runs
             .iter()
             .filter_map(|x| x.reply_burst.as_ref().map(|b| b.missing))
@@ -725,15 +893,6 @@ fn rows(r: &Results, load: &Load) -> Vec<Row> {
         }
     }
 
-    // Marginal CPU figures, steadier than one-at-a-time ones: the first
-    // throughput run's CPU per inject, and the back-to-back bursts.
-    let c0 = load.conns.first().copied().unwrap_or(0);
-    let tp_one = |x: &Run| x.throughput.iter().find(|t| t.conns == c0).map(|t| t.server_cpu_us);
-    let reply_one = |x: &Run| x.reply_burst.as_ref().map(|b| b.server_cpu_us);
-    let perm_one = |x: &Run| x.permission_burst.as_ref().map(|b| b.server_cpu_us);
-    let perm_cpu = |runs: &[Run]| med(runs, perm_one);
-    let p50_one = |x: &Run| inj(x).map(|l| l.us.p50);
-
     if load.permissions > 0 {
         let s_owned = format!(
             "permission relay (permission_request on stdin → SSE event), {} sequential, then {} back to back",
@@ -741,48 +900,56 @@ fn rows(r: &Results, load: &Load) -> Vec<Row> {
             load.permissions * 4
         );
         let s = s_owned.as_str();
-        for (runs, tag) in variants(", no filters") {
-            rows.push(
-                Row::new(s, format!("p50{tag}"), "µs")
-                    .host(lat(runs, perm, |l| l.us.p50))
-                    .floor(lat(f, perm, |l| l.us.p50)),
-            );
-            rows.push(
-                Row::new(
-                    s,
-                    format!("server CPU per request, one at a time{tag}"),
-                    "µs",
-                )
-                .host(lat(runs, perm, |l| l.server_cpu_us))
-                .floor(lat(f, perm, |l| l.server_cpu_us)),
-            );
-            rows.push(
-                Row::new(
-                    s,
-                    format!("server CPU per request, back to back{tag}"),
-                    "µs",
-                )
-                .host(perm_cpu(runs))
-                .floor(if tag == ", no filters" {
-                    perm_cpu(f)
-                } else {
-                    None
-                }),
-            );
+        let mut variants = vec![(h, "")];
+        if has4 {
+            variants.push((h4, ", 4 filters"));
+        }
+        for (runs, tag) in variants {
+            rows.push(beside(
+                s,
+                format!("p50{tag}"),
+                "µs",
+                runs,
+                f,
+                perm(|l| l.us.p50),
+            ));
+            rows.push(beside(
+                s,
+                format!("CPU per request, one at a time{tag}"),
+                "µs",
+                runs,
+                f,
+                perm(|l| l.server_cpu_us),
+            ));
+            rows.push(beside(
+                s,
+                format!("CPU per request, back to back{tag}"),
+                "µs",
+                runs,
+                f,
+                perm_burst(|b| b.server_cpu_us),
+            ));
         }
     }
 
+    // What the filters add, run by run: the first throughput run's CPU per
+    // inject and the back-to-back bursts are the steadiest CPU figures.
     let s_owned = format!(
         "filter overhead (added to the no-filter host, run by run; CPU from the {c0}-connection and back-to-back runs)"
     );
     let s = s_owned.as_str();
+    let tp_one = tp(c0, |t| t.server_cpu_us);
+    let reply_one = reply_burst(|b| b.server_cpu_us);
+    let perm_one = perm_burst(|b| b.server_cpu_us);
+    let p50_one = inj(|l| l.us.p50);
     if has4 {
         rows.push(Row::new(s, "4 filters: inject p50", "µs").host(paired(h4, h, p50_one)));
         rows.push(Row::new(s, "4 filters: CPU per inject", "µs").host(paired(h4, h, tp_one)));
         rows.push(Row::new(s, "4 filters: CPU per reply", "µs").host(paired(h4, h, reply_one)));
         if load.permissions > 0 {
             rows.push(
-                Row::new(s, "4 filters: CPU per permission request", "µs").host(paired(h4, h, perm_one)),
+                Row::new(s, "4 filters: CPU per permission request", "µs")
+                    .host(paired(h4, h, perm_one)),
             );
         }
     }
@@ -792,14 +959,8 @@ fn rows(r: &Results, load: &Load) -> Vec<Row> {
             .find(|b| b.name == name)
             .map(|b| b.hooks)
             .unwrap_or(&[]);
-        // "About 3 µs": even paired, a difference moves by about ±0.5 µs.
-        let per_call = |d: Option<f64>| d.map(|d| d <= 3.5);
         let mut call_row = |hook: &str, d: Option<f64>| {
-            rows.push(
-                Row::new(s, format!("{name}: CPU per {hook} call"), "µs")
-                    .host(d)
-                    .target("≈ 3 µs (issue 3)", per_call(d)),
-            );
+            rows.push(Row::new(s, format!("{name}: CPU per {hook} call"), "µs").host(d));
         };
         if hooks.contains(&"inject") {
             call_row("inject", paired(runs, h, tp_one));
@@ -811,7 +972,9 @@ fn rows(r: &Results, load: &Load) -> Vec<Row> {
             call_row("permission", paired(runs, h, perm_one));
         }
         if hooks.contains(&"inject") {
-            rows.push(Row::new(s, format!("{name}: inject p50"), "µs").host(paired(runs, h, p50_one)));
+            rows.push(
+                Row::new(s, format!("{name}: inject p50"), "µs").host(paired(runs, h, p50_one)),
+            );
         }
     }
 

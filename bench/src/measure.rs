@@ -1,5 +1,6 @@
 //! The measurements themselves, against one running server.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::mpsc;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -163,6 +164,182 @@ pub fn run(spec: &Spec, load: &Load, depth: Depth) -> Result<Run, String> {
     }
     out.exit_ms = s.stop().map(|d| d.as_secs_f64() * 1e3);
     Ok(out)
+}
+
+/// Memory of `count` servers running at once, each initialized and idle.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct AtOnce {
+    pub count: usize,
+    /// `VmRSS` summed over every server's process tree.
+    pub rss_mib: f64,
+    /// The same as proportional set sizes: pages the servers share (the
+    /// binary's text, for one) counted once in all.
+    pub pss_mib: f64,
+}
+
+/// Start `count` servers one after the other, each with its own stdio
+/// socket pairs and the MCP handshake done, let them go idle, and add up
+/// their memory. All of them are stopped before this returns (killed on an
+/// error, when the `Server`s drop).
+pub fn at_once(spec: &Spec, count: usize) -> Result<AtOnce, String> {
+    let mut servers = Vec::with_capacity(count);
+    for _ in 0..count {
+        let mut s = Server::start(spec)?;
+        s.handshake()?;
+        servers.push(s);
+    }
+    let pids: Vec<u32> = servers.iter().map(|s| s.pid).collect();
+    settle(&pids);
+    all_alive(&mut servers)?;
+    let out = AtOnce {
+        count,
+        rss_mib: mib(pids.iter().map(|&p| procfs::rss_kib(p)).sum()),
+        pss_mib: mib(pids.iter().map(|&p| procfs::pss_kib(p)).sum()),
+    };
+    stop_all(servers);
+    Ok(out)
+}
+
+/// An error naming the first server that has exited (a dead one reads as
+/// using no memory and never waking).
+fn all_alive(servers: &mut [Server]) -> Result<(), String> {
+    for s in servers {
+        if s.exited() {
+            return Err(format!(
+                "{} exited while idle\n{}",
+                s.label,
+                s.stderr_tail()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Close every server's stdin first, so they all exit at once, then reap them.
+fn stop_all(mut servers: Vec<Server>) {
+    for s in &mut servers {
+        s.close_stdin();
+    }
+    for s in servers {
+        s.stop();
+    }
+}
+
+/// Wait out startup work: 1 s, then until the servers together use under
+/// 1 % of a core over 100 ms (5 s at most).
+fn settle(pids: &[u32]) {
+    std::thread::sleep(Duration::from_secs(1));
+    let cpu = || pids.iter().map(|&p| procfs::tree_cpu_ns(p)).sum::<u64>();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let c0 = cpu();
+        std::thread::sleep(Duration::from_millis(100));
+        if cpu().saturating_sub(c0) < 1_000_000 {
+            return;
+        }
+    }
+}
+
+/// Context switches of one server over one idle window.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Window {
+    pub secs: f64,
+    pub switches: u64,
+    /// Threads that ended during the window: each counts the switches seen
+    /// at the last poll before it ended, plus one for its end.
+    pub threads_ended: usize,
+}
+
+impl Window {
+    pub fn per_min(&self) -> f64 {
+        self.switches as f64 * 60.0 / self.secs.max(1e-9)
+    }
+}
+
+/// Idle wake-ups of one server: with no SSE subscriber, then with one.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Wakeups {
+    pub label: String,
+    pub alone: Window,
+    pub subscribed: Window,
+}
+
+/// How often the thread lists are read during a window.
+const POLL: Duration = Duration::from_millis(250);
+
+/// Start every server, do the handshake, let them settle, then count their
+/// context switches over `window` with nobody connected, and over another
+/// `window` with one SSE subscriber each (reading its stream). The servers
+/// are measured side by side, in the same windows.
+pub fn idle_wakeups(specs: &[&Spec], window: Duration) -> Result<Vec<Wakeups>, String> {
+    let mut servers = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let mut s = Server::start(spec)?;
+        s.handshake()?;
+        servers.push(s);
+    }
+    let pids: Vec<u32> = servers.iter().map(|s| s.pid).collect();
+    settle(&pids);
+    let alone = count_switches(&pids, window);
+    // Each reader reads until its server closes the stream; pings are SSE
+    // comments, read and dropped. Its receiver is kept until then all the same.
+    let mut receivers = Vec::with_capacity(servers.len());
+    for s in &servers {
+        let (tx, rx) = mpsc::channel();
+        http::subscribe(s.port, &s.secret, tx)
+            .map_err(|e| format!("{}: GET /events: {e}", s.label))?;
+        receivers.push(rx);
+    }
+    settle(&pids);
+    let subscribed = count_switches(&pids, window);
+    all_alive(&mut servers)?;
+    let out = servers
+        .iter()
+        .zip(alone.into_iter().zip(subscribed))
+        .map(|(s, (alone, subscribed))| Wakeups {
+            label: s.label.clone(),
+            alone,
+            subscribed,
+        })
+        .collect();
+    stop_all(servers);
+    Ok(out)
+}
+
+/// Context switches of each process tree over `window`, thread by thread.
+/// A process's own counters are its main thread's, so every thread is read
+/// (every [`POLL`]) and the differences are added up; a thread born in the
+/// window counts all of its switches.
+fn count_switches(pids: &[u32], window: Duration) -> Vec<Window> {
+    let t0 = Instant::now();
+    let deadline = t0 + window;
+    let start: Vec<HashMap<u32, u64>> = pids.iter().map(|&p| procfs::thread_switches(p)).collect();
+    let mut last = start.clone();
+    let mut ended: Vec<HashSet<u32>> = vec![HashSet::new(); pids.len()];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        std::thread::sleep(left.min(POLL));
+        for (k, &pid) in pids.iter().enumerate() {
+            let now = procfs::thread_switches(pid);
+            ended[k].extend(last[k].keys().filter(|t| !now.contains_key(t)));
+            last[k].extend(now);
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    (0..pids.len())
+        .map(|k| Window {
+            secs,
+            switches: last[k]
+                .iter()
+                .map(|(t, n)| n.saturating_sub(start[k].get(t).copied().unwrap_or(0)))
+                .sum::<u64>()
+                + ended[k].len() as u64,
+            threads_ended: ended[k].len(),
+        })
+        .collect()
 }
 
 fn mib(kib: u64) -> f64 {

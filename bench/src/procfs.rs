@@ -1,5 +1,6 @@
-//! CPU time and memory of a process tree, read from `/proc`.
+//! CPU time, memory and context switches of a process tree, read from `/proc`.
 
+use std::collections::HashMap;
 use std::fs;
 
 /// The process and all its descendants (from `/proc/<pid>/task/*/children`).
@@ -40,6 +41,55 @@ pub fn rss_kib(pid: u32) -> u64 {
     tree(pid)
         .iter()
         .filter_map(|p| status_kib(*p, "VmRSS"))
+        .sum()
+}
+
+/// Proportional set size of the whole tree, KiB: each page shared with
+/// other processes (the binary's text, for one) counted by its share.
+pub fn pss_kib(pid: u32) -> u64 {
+    tree(pid)
+        .iter()
+        .filter_map(|p| {
+            let s = fs::read_to_string(format!("/proc/{p}/smaps_rollup")).ok()?;
+            parse_status_kib(&s, "Pss")
+        })
+        .sum()
+}
+
+/// Context switches (voluntary + involuntary) of every thread of the tree
+/// now alive, by thread id. `/proc/<pid>/status` has only the main
+/// thread's; each thread's are in `/proc/<pid>/task/<tid>/status`, and
+/// they vanish with the thread.
+pub fn thread_switches(pid: u32) -> HashMap<u32, u64> {
+    let mut out = HashMap::new();
+    for p in tree(pid) {
+        let Ok(tasks) = fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            let Some(tid) = t.file_name().to_str().and_then(|s| s.parse().ok()) else {
+                continue;
+            };
+            if let Ok(s) = fs::read_to_string(t.path().join("status")) {
+                out.insert(tid, parse_switches(&s));
+            }
+        }
+    }
+    out
+}
+
+fn parse_switches(status: &str) -> u64 {
+    ["voluntary_ctxt_switches", "nonvoluntary_ctxt_switches"]
+        .iter()
+        .filter_map(|f| {
+            status.lines().find_map(|l| {
+                l.strip_prefix(f)?
+                    .strip_prefix(':')?
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+        })
         .sum()
 }
 
@@ -129,6 +179,13 @@ mod tests {
     }
 
     #[test]
+    fn switch_fields() {
+        let s = "Name:\tx\nvoluntary_ctxt_switches:\t12\nnonvoluntary_ctxt_switches:\t3\n";
+        assert_eq!(parse_switches(s), 15);
+        assert_eq!(parse_switches("Name:\tx\n"), 0);
+    }
+
+    #[test]
     fn own_process_is_readable() {
         let me = std::process::id();
         let rss = rss_kib(me);
@@ -136,5 +193,7 @@ mod tests {
         assert!(peak_kib(me) >= rss);
         assert!(process_cpu_ns(me).is_some());
         assert!(tree(me).contains(&me));
+        assert!(pss_kib(me) > 0);
+        assert!(thread_switches(me).contains_key(&me));
     }
 }

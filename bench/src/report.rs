@@ -1,4 +1,5 @@
-//! Rows of figures with their targets, as a table or as JSON.
+//! Rows of figures beside the floor's, with their ratio and checks, as a
+//! table or as JSON.
 
 use serde::Serialize;
 
@@ -9,6 +10,8 @@ pub struct Row {
     pub unit: &'static str,
     pub host: Option<f64>,
     pub floor: Option<f64>,
+    /// host / floor: the median of the rounds' ratios where there are rounds.
+    pub ratio: Option<f64>,
     /// Shown instead of a number (e.g. "preserved").
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host_text: Option<String>,
@@ -28,6 +31,7 @@ impl Row {
             unit,
             host: None,
             floor: None,
+            ratio: None,
             host_text: None,
             floor_text: None,
             target: None,
@@ -42,6 +46,10 @@ impl Row {
         self.floor = v;
         self
     }
+    pub fn ratio(mut self, v: Option<f64>) -> Row {
+        self.ratio = v;
+        self
+    }
     pub fn texts(mut self, host: Option<String>, floor: Option<String>) -> Row {
         self.host_text = host;
         self.floor_text = floor;
@@ -53,11 +61,23 @@ impl Row {
         self.pass = pass;
         self
     }
-    /// `host ≤ limit`.
-    pub fn at_most(self, limit: f64, text: impl Into<String>) -> Row {
+    /// `host ≤ limit`, in the row's unit.
+    pub fn at_most(self, limit: f64) -> Row {
         let pass = self.host.map(|h| h <= limit);
-        self.target(text, pass)
+        let text = format!("≤ {} {}", num(limit), self.unit);
+        self.target(text.trim_end(), pass)
     }
+    /// `host / floor ≤ k`.
+    pub fn within(self, k: f64) -> Row {
+        let pass = self.ratio.map(|r| r <= k);
+        self.target(format!("≤ {}× floor", num(k)), pass)
+    }
+}
+
+/// `a / b`, when both are known and `b` is not 0.
+pub fn quotient(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    let (a, b) = (a?, b?);
+    (b > 0.0).then(|| a / b)
 }
 
 /// Numbers with 3 significant digits, without noise like "0.000".
@@ -86,48 +106,61 @@ fn cell(v: Option<f64>, text: &Option<String>, unit: &str) -> String {
     }
 }
 
+fn ratio_cell(r: Option<f64>) -> String {
+    r.map_or_else(String::new, |r| format!("{r:.2}×"))
+}
+
+fn mark(pass: Option<bool>, miss: &str) -> &str {
+    match pass {
+        Some(true) => "ok",
+        Some(false) => miss,
+        None => "",
+    }
+}
+
+const HEADER: [&str; 6] = ["", "opzero-host", "floor", "host/floor", "check", ""];
+
 pub fn table(rows: &[Row]) -> String {
-    let cells: Vec<[String; 5]> = rows
+    let cells: Vec<[String; 6]> = rows
         .iter()
         .map(|r| {
             [
                 format!("  {}", r.what),
                 cell(r.host, &r.host_text, r.unit),
                 cell(r.floor, &r.floor_text, r.unit),
+                ratio_cell(r.ratio),
                 r.target.clone().unwrap_or_default(),
-                match r.pass {
-                    Some(true) => "ok".into(),
-                    Some(false) => "MISS".into(),
-                    None => String::new(),
-                },
+                mark(r.pass, "MISS").into(),
             ]
         })
         .collect();
-    let header = ["", "opzero-host", "floor", "target", ""];
-    let mut w = header.map(|h| h.chars().count());
+    let mut w = HEADER.map(|h| h.chars().count());
     for c in &cells {
         for (i, s) in c.iter().enumerate() {
             w[i] = w[i].max(s.chars().count());
         }
     }
-    let line = |c: &[String; 5]| {
-        let pad = |s: &str, n: usize| " ".repeat(n.saturating_sub(s.chars().count()));
+    // Text columns left-aligned, figures right-aligned.
+    let line = |c: &[String; 6]| {
+        let pad = |i: usize| " ".repeat(w[i].saturating_sub(c[i].chars().count()));
         format!(
-            "{}{}  {}{}  {}{}  {}{}  {}",
+            "{}{}  {}{}  {}{}  {}{}  {}{}  {}",
             c[0],
-            pad(&c[0], w[0]),
-            pad(&c[1], w[1]),
+            pad(0),
+            pad(1),
             c[1],
-            pad(&c[2], w[2]),
+            pad(2),
             c[2],
+            pad(3),
             c[3],
-            pad(&c[3], w[3]),
-            c[4]
+            c[4],
+            pad(4),
+            c[5]
         )
         .trim_end()
         .to_string()
     };
-    let mut out = line(&header.map(String::from));
+    let mut out = line(&HEADER.map(String::from));
     out.push('\n');
     let mut section = "";
     for (r, c) in rows.iter().zip(&cells) {
@@ -145,25 +178,23 @@ pub fn table(rows: &[Row]) -> String {
 /// A Markdown table of the same rows, for the README: one bold row per
 /// section.
 pub fn markdown(rows: &[Row]) -> String {
-    let mut out =
-        String::from("| measurement | opzero-host | floor | target | |\n|---|---:|---:|---|---|\n");
+    let mut out = String::from(
+        "| measurement | opzero-host | floor | host/floor | check | |\n|---|---:|---:|---:|---|---|\n",
+    );
     let mut section = "";
     for r in rows {
         if r.section != section {
             section = &r.section;
-            out.push_str(&format!("| **{section}** | | | | |\n"));
+            out.push_str(&format!("| **{section}** | | | | | |\n"));
         }
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} |\n",
             r.what,
             cell(r.host, &r.host_text, r.unit),
             cell(r.floor, &r.floor_text, r.unit),
+            ratio_cell(r.ratio),
             r.target.clone().unwrap_or_default(),
-            match r.pass {
-                Some(true) => "ok",
-                Some(false) => "**MISS**",
-                None => "",
-            }
+            mark(r.pass, "**MISS**"),
         ));
     }
     out
@@ -219,20 +250,39 @@ mod tests {
             Row::new("startup", "no filters", "ms")
                 .host(Some(4.2))
                 .floor(Some(1.0))
-                .at_most(15.0, "≤ 15 ms"),
-            Row::new("startup", "cached", "ms")
-                .host(Some(50.0))
-                .at_most(40.0, "≤ 40 ms"),
+                .ratio(quotient(Some(4.2), Some(1.0)))
+                .within(3.0),
+            Row::new("memory", "idle", "MiB")
+                .host(Some(8.0))
+                .at_most(10.0),
+            Row::new("memory", "wake-ups", "/min")
+                .host(Some(3.0))
+                .floor(Some(0.0))
+                .ratio(quotient(Some(3.0), Some(0.0)))
+                .at_most(1.0),
         ];
         let t = table(&rows);
         assert!(t.contains("startup\n"));
+        assert!(t.lines().any(|l| l.contains("4.20 ms")
+            && l.contains("4.20×")
+            && l.contains("≤ 3× floor")
+            && l.ends_with("MISS")));
         assert!(
             t.lines()
-                .any(|l| l.contains("4.20 ms") && l.ends_with("ok"))
+                .any(|l| l.contains("≤ 10 MiB") && l.ends_with("ok"))
         );
         assert!(
             t.lines()
-                .any(|l| l.contains("50 ms") && l.ends_with("MISS"))
+                .any(|l| l.contains("3 /min") && !l.contains('×') && l.ends_with("MISS"))
         );
+        let m = markdown(&rows);
+        assert!(m.contains("| no filters | 4.20 ms | 1 ms | 4.20× | ≤ 3× floor | **MISS** |"));
+    }
+
+    #[test]
+    fn quotients() {
+        assert_eq!(quotient(Some(3.0), Some(2.0)), Some(1.5));
+        assert_eq!(quotient(Some(3.0), Some(0.0)), None);
+        assert_eq!(quotient(None, Some(2.0)), None);
     }
 }

@@ -3,8 +3,8 @@
 
 use std::fs;
 use std::io::{self, Read, Write};
-use std::path::{Path, PathBuf};
 use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
@@ -92,7 +92,10 @@ impl Server {
         drop(cmd); // our copies of the child's ends
         let (stdin, stdout): (Box<dyn Write + Send>, Box<dyn Read + Send>) = match sockets {
             Some((i, o)) => (Box::new(i), Box::new(o)),
-            None => (Box::new(child.stdin.take().expect("piped")), Box::new(child.stdout.take().expect("piped"))),
+            None => (
+                Box::new(child.stdin.take().expect("piped")),
+                Box::new(child.stdout.take().expect("piped")),
+            ),
         };
         let pid = child.id();
         let deadline = t0 + Duration::from_secs(20);
@@ -218,6 +221,16 @@ impl Server {
         let s = fs::read_to_string(&self.stderr_path).unwrap_or_default();
         let lines: Vec<&str> = s.lines().collect();
         lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+
+    /// Close stdin (Claude exited) without waiting for the exit.
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// Has the process exited?
+    pub fn exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
     }
 
     /// Close stdin (Claude exited) and wait for the exit; kill after 3 s.
