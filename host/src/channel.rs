@@ -155,7 +155,12 @@ impl ServerHandler for Channel {
 /// Serves MCP on stdin and stdout until Claude Code closes stdin.
 pub async fn run(core: Arc<Core>) -> anyhow::Result<()> {
     let (reader, writer) = stdio();
-    let service = Channel { core }.serve(Stdio::new(reader, writer)).await?;
+    // rmcp starts each message's work as a task of its own, all before an
+    // SSE subscriber runs again: reading at most a quarter of the lag limit
+    // ahead keeps a subscriber that reads everything from seeming behind
+    // after a burst of replies. At most 32, so a burst still goes in batches.
+    let read_ahead = (core.config.events.subscriber_lag / 4).clamp(1, 32);
+    let service = Channel { core }.serve(Stdio::new(reader, writer, read_ahead)).await?;
     service.waiting().await?;
     Ok(())
 }
@@ -204,11 +209,8 @@ enum Incoming {
 }
 
 impl Stdio {
-    fn new(reader: Reader, writer: Writer) -> Stdio {
-        // One message at a time: rmcp starts each one's work as a task, and
-        // reading no further ahead lets the tasks (and SSE subscribers) run
-        // in step with stdin.
-        let (tx, incoming) = mpsc::channel(1);
+    fn new(reader: Reader, writer: Writer, read_ahead: usize) -> Stdio {
+        let (tx, incoming) = mpsc::channel(read_ahead);
         tokio::spawn(read_stdin(reader, tx));
         Stdio {
             incoming,
