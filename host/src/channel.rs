@@ -201,6 +201,8 @@ const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
 struct Stdio {
     incoming: mpsc::Receiver<Incoming>,
     out: AsyncRwTransport<RoleServer, tokio::io::Empty, Writer>,
+    /// An answer being written: kept across a cancelled `receive`.
+    answering: Option<std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>>>,
 }
 
 enum Incoming {
@@ -215,6 +217,7 @@ impl Stdio {
         Stdio {
             incoming,
             out: AsyncRwTransport::new(tokio::io::empty(), writer),
+            answering: None,
         }
     }
 }
@@ -228,10 +231,15 @@ impl Transport<RoleServer> for Stdio {
 
     async fn receive(&mut self) -> Option<ClientJsonRpcMessage> {
         loop {
+            // An answer goes out before the next message is handed on, so
+            // it comes first on stdout.
+            if let Some(answer) = self.answering.as_mut() {
+                let _ = answer.await;
+                self.answering = None;
+            }
             match self.incoming.recv().await? {
                 Incoming::Message(message) => return Some(message),
-                // Its own task: `receive` may be cancelled, an answer must not be.
-                Incoming::Refused(answer) => drop(tokio::spawn(self.out.send(answer))),
+                Incoming::Refused(answer) => self.answering = Some(Box::pin(self.out.send(answer))),
             }
         }
     }
