@@ -204,15 +204,6 @@ async fn read_body(b: &Bridge, body: Body) -> Result<Bytes, Response> {
     Err(error(StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}")))
 }
 
-/// A body that must be a JSON object.
-fn json_object(bytes: &[u8]) -> Result<Map<String, Value>, String> {
-    match serde_json::from_slice::<Value>(bytes) {
-        Ok(Value::Object(o)) => Ok(o),
-        Ok(other) => Err(format!("invalid json body: expected an object, got {}", json_kind(&other))),
-        Err(_) => Err("invalid json body".into()),
-    }
-}
-
 async fn status(State(b): State<Shared>) -> Response {
     Json(json!({
         "ok": true,
@@ -249,7 +240,11 @@ fn scalar_text(v: Value) -> Result<Option<String>, ()> {
 }
 
 fn inject_request(headers: &HeaderMap, bytes: &[u8]) -> Result<InjectRequest, String> {
-    let body: InjectBody = serde_json::from_value(Value::Object(json_object(bytes)?)).map_err(|e| e.to_string())?;
+    let body = match serde_json::from_slice::<Value>(bytes) {
+        Ok(body @ Value::Object(_)) => serde_json::from_value::<InjectBody>(body).map_err(|e| e.to_string())?,
+        Ok(other) => return Err(format!("invalid json body: expected an object, got {}", json_kind(&other))),
+        Err(_) => return Err("invalid json body".into()),
+    };
     let content = match body.content {
         Value::String(s) if !s.is_empty() => s,
         _ => return Err("content required".into()),

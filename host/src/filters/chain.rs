@@ -26,12 +26,6 @@ pub struct FilterChain {
     stats: LoadStats,
 }
 
-impl std::fmt::Debug for FilterChain {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FilterChain").field("filters", &self.names()).field("stats", &self.stats).finish()
-    }
-}
-
 /// How the chain's components were obtained.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LoadStats {
