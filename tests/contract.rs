@@ -17,7 +17,9 @@ fn initialize_declares_the_channel_capabilities_and_protocol() {
     let r = h.initialize_request();
     let result = &r["result"];
     let instructions = result["instructions"].as_str().unwrap();
-    assert!(instructions.contains("<channel source=\"opzero-channel\" chat_id="));
+    // The source is `plugin:...` when the host comes from a plugin: the
+    // instructions must not name one.
+    assert!(instructions.contains("<channel source=\"...\" chat_id=") && !instructions.contains("opzero-channel"));
     assert!(instructions.contains("reply"));
     assert!(instructions.chars().count() < 2048);
     assert_eq!(
@@ -420,11 +422,31 @@ fn session_ids_that_are_not_uuids_are_refused() {
     let out = std::process::Command::new(support::BIN)
         .arg("serve")
         .env_remove("OPZERO_CHANNEL_SESSION_ID")
+        .env_remove("CLAUDE_CODE_SESSION_ID")
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("OPZERO_CHANNEL_SESSION_ID"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no session id") && err.contains("OPZERO_CHANNEL_SESSION_ID") && err.contains("CLAUDE_CODE_SESSION_ID"), "{err}");
+}
+
+/// Claude Code names its session to every server it starts: a host that
+/// comes from a plugin, with nothing else set, is found under that name.
+#[test]
+fn claude_codes_own_session_id_is_used_when_nothing_else_is_given() {
+    let id = support::new_session_id();
+    let h = Host::spawn_with(Options {
+        env: vec![("CLAUDE_CODE_SESSION_ID".into(), id.clone())],
+        unset: vec!["OPZERO_CHANNEL_SESSION_ID".into()],
+        ..Options::default()
+    });
+    let file = h.channels_dir().join(format!("{id}.json"));
+    let deadline = Instant::now() + support::WAIT;
+    while !file.exists() {
+        assert!(Instant::now() < deadline, "no discovery file named for CLAUDE_CODE_SESSION_ID; stderr:\n{}", h.stderr());
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 #[test]

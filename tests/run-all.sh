@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every test: the workspace's unit and end-to-end tests, then the real Claude
-# Code conformance suite (../shared/claude-e2e) against the built host.
+# Code conformance suite (../shared/claude-e2e) against the built host, and
+# the repo's plugin in the real Claude Code (tests/claude/).
 #   tests/run-all.sh            everything
 #   tests/run-all.sh --no-e2e   skip the Claude Code levels
 set -euo pipefail
@@ -39,5 +40,11 @@ run_e2e() {
 }
 run_e2e "no config" --config /dev/null
 run_e2e "the repo's opzero.toml, with its filter chain" --config "$root/opzero.toml"
+# The repo's own Claude Code plugin: loaded with --plugin-dir, and installed
+# with the README's commands.
+for how in --plugin-dir --installed; do
+  echo "== plugin ($how)"
+  if tests/claude/plugin_roundtrip.sh "$how" "$host"; then passed=$((passed+1)); else failed=$((failed+1)); fi
+done
 echo "claude-e2e: $passed passed, $failed failed"
 [ $failed = 0 ]

@@ -17,17 +17,19 @@ use crate::filters::FilterChain;
 use crate::{bridge, channel, UserError};
 
 pub const SESSION_ENV: &str = "OPZERO_CHANNEL_SESSION_ID";
+/// What Claude Code 2.1.x sets for every stdio MCP server it spawns: its
+/// own session id (the transcript's name), except under `--continue`.
+pub const CLAUDE_SESSION_ENV: &str = "CLAUDE_CODE_SESSION_ID";
 
-/// The session id from `--session-id`, else the environment.
+/// The session id: `--session-id`, else `OPZERO_CHANNEL_SESSION_ID` (what
+/// `launch` sets), else Claude Code's own `CLAUDE_CODE_SESSION_ID`.
 pub fn session_id(flag: Option<&str>) -> Result<String, UserError> {
-    let raw = match flag {
-        Some(s) => s.to_string(),
-        None => std::env::var(SESSION_ENV).map_err(|_| {
-            UserError(format!(
-                "no session id: set {SESSION_ENV} or pass --session-id (`opzero-host launch` does this for you)"
-            ))
-        })?,
-    };
+    let from_env = |name| std::env::var(name).ok();
+    let raw = flag.map(str::to_string).or_else(|| from_env(SESSION_ENV)).or_else(|| from_env(CLAUDE_SESSION_ENV)).ok_or_else(|| {
+        UserError(format!(
+            "no session id: pass --session-id or set {SESSION_ENV} (Claude Code sets {CLAUDE_SESSION_ENV} for the servers it starts, and `opzero-host launch` sets both)"
+        ))
+    })?;
     discovery::parse_session_id(&raw)
         .map(|u| u.to_string())
         .map_err(|e| UserError(e.to_string()))

@@ -43,6 +43,8 @@ pub struct Options {
     /// again.
     pub filter_cache: Option<PathBuf>,
     pub env: Vec<(String, String)>,
+    /// Environment variables the host must not see.
+    pub unset: Vec<String>,
     pub args: Vec<String>,
     /// stdin and stdout are pipes, not Claude Code's socket pairs.
     pub pipes: bool,
@@ -93,6 +95,9 @@ impl Host {
         }
         for (k, v) in &opts.env {
             cmd.env(k, v);
+        }
+        for k in &opts.unset {
+            cmd.env_remove(k);
         }
         cmd.args(&opts.args);
         let mut child = cmd.spawn().expect("spawn opzero-host");
