@@ -199,6 +199,7 @@ fn cli(h: &Host, args: &[&str]) -> Output {
         .args(args)
         .current_dir(h.home.path())
         .env("OPZERO_HOME", h.home.path())
+        .env("HOME", h.home.path())
         .stdin(Stdio::null())
         .output()
         .unwrap()
@@ -382,4 +383,70 @@ fn validate_and_serve_report_every_problem_with_its_position() {
     let out = Command::new(BIN).args(["validate", "nope.toml"]).current_dir(dir.path()).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(String::from_utf8_lossy(&out.stderr), "opzero-host: nope.toml: no such config file\n");
+}
+
+/// A transcript as Claude Code 2.1.328 keeps it, for a session started in
+/// `cwd`: `~/.claude/projects/<cwd with every other character a dash>/`.
+fn transcript(home: &Path, cwd: &Path, id: &str, prompt: &str, age_secs: u64) {
+    let name: String = cwd.canonicalize().unwrap().to_string_lossy().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+    let dir = home.join(".claude/projects").join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let lines = [
+        json!({"type": "queue-operation", "operation": "enqueue", "sessionId": id}),
+        json!({"type": "user", "message": {"role": "user", "content": prompt}, "sessionId": id}),
+    ];
+    let path = dir.join(format!("{id}.jsonl"));
+    std::fs::write(&path, lines.map(|l| l.to_string()).join("\n")).unwrap();
+    let when = std::time::SystemTime::now() - Duration::from_secs(age_secs);
+    std::fs::File::options().write(true).open(&path).unwrap().set_modified(when).unwrap();
+}
+
+#[test]
+fn launch_resumes_a_session_by_id_or_the_newest_one_under_its_own_id() {
+    let home = tempfile::tempdir().unwrap();
+    let bin = stand_in_claude(home.path(), "2.1.328");
+    let path = format!("{}:/usr/bin:/bin", bin.display());
+    let project = home.path().join("my.project");
+    std::fs::create_dir(&project).unwrap();
+    let (old, new) = (support::new_session_id(), support::new_session_id());
+    transcript(home.path(), &project, &old, "the old one", 3600);
+    transcript(home.path(), &project, &new, "the new one", 60);
+    for (args, want) in [(vec!["--resume", old.as_str()], &old), (vec!["--continue"], &new)] {
+        let out = launch(home.path(), &path, &[&["--cwd", "my.project"], &args[..]].concat());
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let rec = read_record(&home.path().join("record"));
+        assert_eq!((rec.args[0].as_str(), rec.args[1].as_str(), rec.env_session.as_str()), ("--resume", want.as_str(), want.as_str()), "{args:?}");
+        let mcp: Value = serde_json::from_str(&rec.args[3]).unwrap();
+        assert_eq!(mcp["mcpServers"]["opzero-channel"]["args"], json!(["serve", "--session-id", want]), "{args:?}");
+    }
+    // An unknown id is refused before claude starts, saying where it looked.
+    std::fs::remove_file(home.path().join("record")).unwrap();
+    let unknown = support::new_session_id();
+    let out = launch(home.path(), &path, &["--cwd", "my.project", "--resume", &unknown]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(&format!("no session {unknown} to resume")) && err.contains(".claude/projects/"), "{err}");
+    let out = launch(home.path(), &path, &["--continue"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no session to continue"));
+    let out = launch(home.path(), &path, &["--resume", &old, "--session-id", &new]);
+    assert_eq!(out.status.code(), Some(2), "one of --resume, --continue and --session-id");
+    assert!(!home.path().join("record").exists(), "claude was started");
+}
+
+#[test]
+fn sessions_all_lists_this_directorys_sessions_without_a_live_host() {
+    let mut h = Host::spawn();
+    h.initialize();
+    let home = h.home.path().to_path_buf();
+    let (live, idle) = (h.session.clone(), support::new_session_id());
+    transcript(&home, &home, &live, "one that is live", 10);
+    transcript(&home, &home, &idle, "fix the\nflaky   test please", 7200);
+    let out = cli(&h, &["sessions", "--all"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    let listed: Vec<&str> = text.lines().skip_while(|l| !l.contains("without a live host")).skip(1).collect();
+    assert_eq!(listed.len(), 1, "{text}");
+    assert!(listed[0].starts_with(&idle) && listed[0].contains(" 2h00m ") && listed[0].ends_with("fix the flaky test please"), "{text}");
+    assert!(text.lines().next().unwrap().starts_with("SESSION"), "live sessions come first: {text}");
 }

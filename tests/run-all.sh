@@ -46,5 +46,10 @@ for how in --plugin-dir --installed; do
   echo "== plugin ($how)"
   if tests/claude/plugin_roundtrip.sh "$how" "$host"; then passed=$((passed+1)); else failed=$((failed+1)); fi
 done
+# A session made without the channel, resumed with it by `launch`.
+for how in --resume --continue; do
+  echo "== launch $how"
+  if tests/claude/resume.sh "$how" "$host"; then passed=$((passed+1)); else failed=$((failed+1)); fi
+done
 echo "claude-e2e: $passed passed, $failed failed"
 [ $failed = 0 ]

@@ -15,6 +15,7 @@ use tokio::net::TcpStream;
 
 use crate::discovery::{self, Entry};
 use crate::events::now_ms;
+use crate::transcripts;
 use crate::UserError;
 
 /// The live session whose id starts with `prefix`.
@@ -99,24 +100,35 @@ fn cwd_of(pid: u32) -> Option<String> {
         .map(|p| p.display().to_string())
 }
 
-pub fn sessions(dir: &Path) -> Result<(), UserError> {
+pub fn sessions(dir: &Path, all: bool) -> Result<(), UserError> {
     let live = discovery::live_sessions(dir)
         .map_err(|e| UserError(format!("cannot read {}: {e}", dir.display())))?;
     if live.is_empty() {
         println!("no live sessions in {}", dir.display());
-        return Ok(());
+    } else {
+        println!("{:<36}  {:>7}  {:>5}  {:>6}  CWD", "SESSION", "PID", "PORT", "AGE");
     }
-    println!("{:<36}  {:>7}  {:>5}  {:>6}  CWD", "SESSION", "PID", "PORT", "AGE");
-    for e in live {
+    for e in &live {
         let r = &e.record;
-        println!(
-            "{:<36}  {:>7}  {:>5}  {:>6}  {}",
-            r.session_id,
-            r.pid,
-            r.port,
-            age(r.created_at),
-            cwd_of(r.pid).unwrap_or_else(|| "?".into())
-        );
+        let cwd = cwd_of(r.pid).unwrap_or_else(|| "?".into());
+        println!("{:<36}  {:>7}  {:>5}  {:>6}  {cwd}", r.session_id, r.pid, r.port, age(r.created_at));
+    }
+    if all {
+        let here = std::env::current_dir().map_err(|e| UserError(format!("no current directory: {e}")))?;
+        let idle: Vec<_> = transcripts::list(&here)
+            .into_iter()
+            .filter(|t| !live.iter().any(|e| e.record.session_id == t.session_id))
+            .collect();
+        println!("\n{} session(s) of {} without a live host (`opzero-host launch --resume SESSION` attaches one):", idle.len(), here.display());
+        for t in idle {
+            let modified = t.modified.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+            let mut prompt = transcripts::first_prompt(&t.path).unwrap_or_default();
+            if let Some((cut, _)) = prompt.char_indices().nth(60) {
+                prompt.truncate(cut);
+                prompt.push('…');
+            }
+            println!("{:<36}  {:>6}  {prompt}", t.session_id, age(modified));
+        }
     }
     Ok(())
 }

@@ -9,6 +9,7 @@ use serde_json::json;
 
 use crate::channel::{REPLY_TOOL, SERVER_NAME};
 use crate::serve::SESSION_ENV;
+use crate::transcripts;
 use crate::UserError;
 
 /// Channels need Claude Code 2.1.80 or newer.
@@ -18,6 +19,9 @@ pub struct Launch {
     pub cwd: Option<PathBuf>,
     pub model: Option<String>,
     pub session_id: Option<String>,
+    /// Resume this session, or (`continue_session`) the newest, of `cwd`.
+    pub resume: Option<String>,
+    pub continue_session: bool,
     pub config: Option<PathBuf>,
     pub claude_args: Vec<OsString>,
 }
@@ -83,10 +87,6 @@ fn check_version(claude: &Path) -> Result<(), UserError> {
 pub fn plan(launch: Launch) -> Result<Plan, UserError> {
     let claude = find_claude()?;
     check_version(&claude)?;
-    let session_id = match launch.session_id {
-        Some(s) => crate::serve::session_id(Some(&s))?,
-        None => uuid::Uuid::new_v4().to_string(),
-    };
     let here = std::env::current_dir().map_err(|e| UserError(format!("no current directory: {e}")))?;
     let dir = match launch.cwd {
         Some(d) => here.join(d),
@@ -95,6 +95,32 @@ pub fn plan(launch: Launch) -> Result<Plan, UserError> {
     if !dir.is_dir() {
         return Err(UserError(format!("--cwd {}: not a directory", dir.display())));
     }
+    // Claude Code's own --continue names the server a new id, not the
+    // transcript's: the newest transcript is found here and resumed by id.
+    let resume = match (launch.resume, launch.continue_session) {
+        (Some(id), _) => {
+            let id = crate::serve::session_id(Some(&id))?;
+            let path = transcripts::project_dir(&dir).join(format!("{id}.jsonl"));
+            if !path.is_file() {
+                return Err(UserError(format!(
+                    "no session {id} to resume in {}: looked for {} (see `opzero-host sessions --all`)",
+                    dir.display(),
+                    path.display()
+                )));
+            }
+            Some(id)
+        }
+        (None, true) => Some(transcripts::list(&dir).into_iter().next().map(|t| t.session_id).ok_or_else(|| {
+            let looked = transcripts::project_dir(&dir);
+            UserError(format!("no session to continue in {}: {} holds no transcript", dir.display(), looked.display()))
+        })?),
+        (None, false) => None,
+    };
+    let session_id = match (&resume, launch.session_id) {
+        (Some(id), _) => id.clone(),
+        (None, Some(s)) => crate::serve::session_id(Some(&s))?,
+        (None, None) => uuid::Uuid::new_v4().to_string(),
+    };
     // The config serve will use: --config, else ./opzero.toml here. Checked
     // now so mistakes show in this terminal, not as a dead MCP server.
     let config = match launch.config {
@@ -126,7 +152,7 @@ pub fn plan(launch: Launch) -> Result<Plan, UserError> {
         }
     });
     let mut args: Vec<OsString> = vec![
-        "--session-id".into(),
+        if resume.is_some() { "--resume" } else { "--session-id" }.into(),
         session_id.clone().into(),
         "--mcp-config".into(),
         mcp.to_string().into(),

@@ -34,8 +34,14 @@ enum Command {
         #[arg(long, value_name = "M")]
         model: Option<String>,
         /// Session UUID (default: a new random one).
-        #[arg(long, value_name = "UUID")]
+        #[arg(long, value_name = "UUID", conflicts_with_all = ["resume", "continue_session"])]
         session_id: Option<String>,
+        /// Resume this session of DIR (see `opzero-host sessions --all`), with the channel.
+        #[arg(long, value_name = "UUID", conflicts_with = "continue_session")]
+        resume: Option<String>,
+        /// Resume the newest session of DIR, with the channel.
+        #[arg(long = "continue")]
+        continue_session: bool,
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
         /// Passed to claude as is.
@@ -44,6 +50,9 @@ enum Command {
     },
     /// List live sessions (and delete files of dead ones).
     Sessions {
+        /// Also list this directory's Claude Code sessions that have no live host.
+        #[arg(long)]
+        all: bool,
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
@@ -149,6 +158,8 @@ fn run(command: Command) -> anyhow::Result<()> {
             cwd,
             model,
             session_id,
+            resume,
+            continue_session,
             config,
             claude_args,
         } => {
@@ -156,12 +167,14 @@ fn run(command: Command) -> anyhow::Result<()> {
                 cwd,
                 model,
                 session_id,
+                resume,
+                continue_session,
                 config,
                 claude_args,
             })?;
             Err(launcher::exec(plan).into())
         }
-        Command::Sessions { config } => Ok(client::sessions(&channels_dir(config)?)?),
+        Command::Sessions { all, config } => Ok(client::sessions(&channels_dir(config)?, all)?),
         Command::Send {
             session,
             text,
