@@ -17,6 +17,7 @@ HOW=$1
 HOST_BIN="$(realpath "$2")"
 LEVEL="plugin/${HOW#--}"
 . "$ROOT/../shared/claude-e2e/lib.sh"
+. "$ROOT/tests/claude/lib.sh"
 locate_bins
 parse_common -- "$HOST_BIN" serve
 unset OPZERO_HOME OPZERO_CHANNEL_SESSION_ID CLAUDE_CODE_SESSION_ID
@@ -59,19 +60,9 @@ note_server_pid
 [ "$GATE" = registered ] || verdict FAIL "channel $CH_SERVER not registered ($GATE${GATE_REASON:+: $GATE_REASON})"
 log "channel $CH_SERVER registered after $(dt "$T_LAUNCH" "$(now)")s; session $SESSION_ID"
 
-start_listener 1
-wait_for_file "$WORK/sse.ready" 10 || verdict FAIL "SSE subscriber could not attach: $(tail -1 "$WORK/listener.err")"
-t0=$(now); nonce="plugin-$$-$RANDOM"; content="hello from the plugin test $nonce"
-"$PY" "$HARNESS_DIR/chan_client.py" inject --file "$DISC_FILE" --content "$content" --chat-id e2e-plugin \
-  >"$WORK/inject.out" 2>&1 || verdict FAIL "POST /inject failed: $(cat "$WORK/inject.out")"
-"$PY" "$HARNESS_DIR/wait_for.py" mock-channel --log "$WORK/mock.jsonl" --source "$CH_SERVER" \
-  --needle "$nonce" --since "$t0" --timeout "$TIMEOUT" >/dev/null \
-  || verdict FAIL "the inject never reached the model in a <channel source=\"$CH_SERVER\"> tag"
-"$PY" "$HARNESS_DIR/wait_for.py" sse-reply --events "$WORK/events.jsonl" --chat-id e2e-plugin \
-  --text "echo: $content" --since "$t0" --timeout "$TIMEOUT" >/dev/null \
-  || verdict FAIL "the model called $TOOL_FQ but no reply reached /events"
+round_trip e2e-plugin "$CH_SERVER"
 
 # The discovery file is named for the session whose transcript Claude writes.
 transcript=$(ls "$HOME_DIR"/.claude/projects/*/"$SESSION_ID".jsonl 2>/dev/null | head -1)
 [ -n "$transcript" ] || verdict FAIL "no transcript named $SESSION_ID.jsonl: the discovery file is not named for Claude's session ($(ls "$HOME_DIR"/.claude/projects/*/ 2>/dev/null | tr '\n' ' '))"
-verdict PASS "the repo's plugin: channel $CH_SERVER, inject -> model -> reply -> SSE in $(dt "$t0" "$(now)")s, discovery file named for transcript $SESSION_ID"
+verdict PASS "the repo's plugin: channel $CH_SERVER, inject -> model -> reply -> SSE in $(dt "$T0" "$(now)")s, discovery file named for transcript $SESSION_ID"

@@ -14,6 +14,7 @@ HOW=$1
 HOST_BIN="$(realpath "$2")"
 LEVEL="resume/${HOW#--}"
 . "$ROOT/../shared/claude-e2e/lib.sh"
+. "$ROOT/tests/claude/lib.sh"
 locate_bins
 parse_common -- "$HOST_BIN" serve
 unset OPZERO_HOME OPZERO_CHANNEL_SESSION_ID CLAUDE_CODE_SESSION_ID
@@ -49,18 +50,8 @@ T_GATE=$(now)
 wait_for_file "$DISC_FILE" "$TIMEOUT" || verdict FAIL "no discovery file named $SESSION_ID: $(ls "$HOME_DIR/$DISC_DIR" 2>/dev/null | tr '\n' ' ')"
 note_server_pid
 
-start_listener 1
-wait_for_file "$WORK/sse.ready" 10 || verdict FAIL "SSE subscriber could not attach: $(tail -1 "$WORK/listener.err")"
-t0=$(now); nonce="resume-$$-$RANDOM"; content="hello again $nonce"
-"$PY" "$HARNESS_DIR/chan_client.py" inject --file "$DISC_FILE" --content "$content" --chat-id e2e-resume \
-  >"$WORK/inject.out" 2>&1 || verdict FAIL "POST /inject failed: $(cat "$WORK/inject.out")"
-"$PY" "$HARNESS_DIR/wait_for.py" mock-channel --log "$WORK/mock.jsonl" --source "$NAME" \
-  --needle "$nonce" --since "$t0" --timeout "$TIMEOUT" >/dev/null \
-  || verdict FAIL "the inject never reached the model in a <channel> tag"
-"$PY" "$HARNESS_DIR/wait_for.py" sse-reply --events "$WORK/events.jsonl" --chat-id e2e-resume \
-  --text "echo: $content" --since "$t0" --timeout "$TIMEOUT" >/dev/null \
-  || verdict FAIL "the model called $TOOL_FQ but no reply reached /events"
+round_trip e2e-resume "$NAME"
 # It was that session that went on: its transcript holds the message.
-for _ in $(seq 50); do grep -q "$nonce" "$transcript" && break; sleep 0.1; done
-grep -q "$nonce" "$transcript" || verdict FAIL "the message is not in $SESSION_ID's transcript: another session got it"
-verdict PASS "launch ${launch_args[*]}: session $SESSION_ID resumed with the channel, round trip in $(dt "$t0" "$(now)")s (launch -> channel registered $(dt "$T_LAUNCH" "$T_GATE")s)"
+for _ in $(seq 50); do grep -q "$NONCE" "$transcript" && break; sleep 0.1; done
+grep -q "$NONCE" "$transcript" || verdict FAIL "the message is not in $SESSION_ID's transcript: another session got it"
+verdict PASS "launch ${launch_args[*]}: session $SESSION_ID resumed with the channel, round trip in $(dt "$T0" "$(now)")s (launch -> channel registered $(dt "$T_LAUNCH" "$T_GATE")s)"

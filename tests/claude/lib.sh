@@ -1,0 +1,21 @@
+# shellcheck shell=bash
+# What the tests in tests/claude/ share, on top of ../shared/claude-e2e's
+# lib.sh (source that first).
+
+# round_trip CHAT_ID SOURCE: an SSE subscriber, an inject, the model seeing it
+# in a <channel source=SOURCE> tag, and its `reply` reaching SSE. Sets NONCE
+# (in the message) and T0 (when it was sent).
+round_trip() {
+  local chat=$1 source=$2 content
+  start_listener 1
+  wait_for_file "$WORK/sse.ready" 10 || verdict FAIL "SSE subscriber could not attach: $(tail -1 "$WORK/listener.err")"
+  T0=$(now); NONCE="$chat-$$-$RANDOM"; content="hello from $chat $NONCE"
+  "$PY" "$HARNESS_DIR/chan_client.py" inject --file "$DISC_FILE" --content "$content" --chat-id "$chat" \
+    >"$WORK/inject.out" 2>&1 || verdict FAIL "POST /inject failed: $(cat "$WORK/inject.out")"
+  "$PY" "$HARNESS_DIR/wait_for.py" mock-channel --log "$WORK/mock.jsonl" --source "$source" \
+    --needle "$NONCE" --since "$T0" --timeout "$TIMEOUT" >/dev/null \
+    || verdict FAIL "the inject never reached the model in a <channel source=\"$source\"> tag"
+  "$PY" "$HARNESS_DIR/wait_for.py" sse-reply --events "$WORK/events.jsonl" --chat-id "$chat" \
+    --text "echo: $content" --since "$T0" --timeout "$TIMEOUT" >/dev/null \
+    || verdict FAIL "the model called $TOOL_FQ but no reply reached /events"
+}
