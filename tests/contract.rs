@@ -57,8 +57,11 @@ fn the_reply_tool_is_listed_with_both_arguments_required() {
     h.initialize();
     let r = h.request("tools/list", json!({}));
     let tools = r["result"]["tools"].as_array().unwrap();
-    assert_eq!(tools.len(), 1);
+    assert_eq!(tools.len(), 2);
     assert_eq!(tools[0]["name"], "reply");
+    assert_eq!(tools[1]["name"], "edit_message");
+    assert_eq!(tools[1]["inputSchema"]["required"], json!(["chat_id", "message_id", "text"]));
+    assert_eq!(tools[1]["inputSchema"]["properties"]["message_id"]["type"], "integer");
     assert_eq!(tools[0]["inputSchema"]["type"], "object");
     assert_eq!(tools[0]["inputSchema"]["required"], json!(["chat_id", "text"]));
     assert_eq!(tools[0]["inputSchema"]["properties"]["chat_id"]["type"], "string");
@@ -108,7 +111,7 @@ fn reply_goes_out_on_sse_with_the_exact_lines() {
     let r = h.call_reply(json!({"chat_id": "c-1", "text": "hi from claude"}));
     assert_eq!(
         r["result"],
-        json!({"content": [{"type": "text", "text": "sent"}], "isError": false})
+        json!({"content": [{"type": "text", "text": "sent (id: 1)"}], "isError": false})
     );
     assert_eq!(sse.line(), "id: 1");
     let data = sse.line();

@@ -47,7 +47,7 @@ fn a_reply_with_a_fake_key_reaches_sse_redacted() {
     let mut h = host(entry("redact", "redact_secrets", r#"["reply"]"#, ""));
     let mut sse = h.sse("/events", &[]);
     let r = h.call_reply(json!({"chat_id": "c1", "text": "the key is AKIAABCDEFGHIJKLMNOP, keep it safe"}));
-    assert_eq!(r["result"]["content"][0]["text"], "sent");
+    assert_eq!(r["result"]["content"][0]["text"], "sent (id: 1)");
     assert_eq!(
         without_ts(sse.event().1),
         json!({"type": "reply", "chat_id": "c1", "text": "the key is [REDACTED:aws-access-key-id], keep it safe"})
@@ -274,4 +274,30 @@ fn replies_sent_at_once_through_filters_arrive_in_order() {
     let texts: Vec<String> = sse.events(100).into_iter().map(|(_, e)| e["text"].as_str().unwrap().to_string()).collect();
     let want: Vec<String> = (0..100).map(|i| format!("reply {i}")).collect();
     assert_eq!(texts, want);
+}
+
+/// An edit goes through the reply filters: changed like a reply, and a
+/// drop or reject leaves the message as it was.
+#[test]
+fn edits_go_through_the_reply_filters() {
+    let mut h = host(
+        entry("redact", "redact_secrets", r#"["reply"]"#, "")
+            + &entry("short", "max_length", r#"["reply"]"#, "[filter.config]\nreply = { max_chars = 40, action = \"reject\" }"),
+    );
+    let mut sse = h.sse("/events", &[]);
+    assert_eq!(support::reply_text(&h.call_reply(json!({"chat_id": "c", "text": "working on it"}))), "sent");
+    sse.event();
+    let edit = |h: &mut Host, text: &str| {
+        h.request("tools/call", json!({"name": "edit_message", "arguments": {"chat_id": "c", "message_id": 1, "text": text}}))
+    };
+    let r = edit(&mut h, "key AKIAABCDEFGHIJKLMNOP");
+    assert_eq!(r["result"]["content"][0]["text"], "edited (id: 1)");
+    let (_, data) = sse.event();
+    assert_eq!((data["type"].as_str(), data["message_id"].as_u64()), (Some("edit"), Some(1)));
+    assert!(!data["text"].as_str().unwrap().contains("AKIAABCDEFGHIJKLMNOP"), "{data}");
+    let r = edit(&mut h, &"x".repeat(100));
+    assert_eq!(r["result"]["isError"], true, "{r}");
+    assert!(support::reply_text(&r).starts_with("not delivered: filter \"short\" rejected the edit"), "{r}");
+    h.call_reply(json!({"chat_id": "c", "text": "after"}));
+    assert_eq!(sse.event().1["text"], "after", "the rejected edit published nothing");
 }

@@ -160,11 +160,11 @@ fn the_reply_tool_says_whether_a_client_was_connected() {
     let r = h.call_reply(json!({"chat_id": "c", "text": "nobody"}));
     assert_eq!(
         r["result"],
-        json!({"content": [{"type": "text", "text": QUEUED}], "isError": false})
+        json!({"content": [{"type": "text", "text": "queued (id: 1; no client connected)"}], "isError": false})
     );
     let sse = h.sse("/events", &[]);
     let r = h.call_reply(json!({"chat_id": "c", "text": "someone"}));
-    assert_eq!(r["result"], json!({"content": [{"type": "text", "text": "sent"}], "isError": false}));
+    assert_eq!(r["result"], json!({"content": [{"type": "text", "text": "sent (id: 2)"}], "isError": false}));
     sse.hang_up();
     assert_eq!(reply_text(&h.call_reply(json!({"chat_id": "c", "text": "gone"}))), QUEUED);
     // A refused subscription (bad id) never counted.
@@ -282,4 +282,44 @@ fn burst_reaches_a_reading_subscriber(config: &str, n_replies: usize) {
         assert_eq!((id, support::without_ts(data)), (Some(n as u64), reply(n)), "{}", h.stderr());
     }
     assert!(!h.stderr().contains("stopped reading"), "{}", h.stderr());
+}
+
+/// `reply` answers with its event id; `edit_message` replaces that
+/// message's text with an `edit` event, and refuses anything else.
+#[test]
+fn replies_have_ids_and_edits_update_them() {
+    let mut h = Host::spawn();
+    h.initialize();
+    let mut sse = h.sse("/events", &[]);
+    assert_eq!(sse.line(), ": connected");
+    let r = h.call_reply(json!({"chat_id": "c", "text": "working on it"}));
+    assert_eq!(r["result"], json!({"content": [{"type": "text", "text": "sent (id: 1)"}], "isError": false}));
+    assert_eq!(sse.event().0, Some(1));
+    let edit = |h: &mut Host, args: Value| h.request("tools/call", json!({"name": "edit_message", "arguments": args}));
+    let r = edit(&mut h, json!({"chat_id": "c", "message_id": 1, "text": "done: 3 files"}));
+    assert_eq!(r["result"], json!({"content": [{"type": "text", "text": "edited (id: 1)"}], "isError": false}));
+    let (id, data) = sse.event();
+    assert_eq!(id, Some(2));
+    assert_eq!(support::without_ts(data), json!({"type": "edit", "chat_id": "c", "message_id": 1, "text": "done: 3 files"}));
+    // The id as text works too.
+    let r = edit(&mut h, json!({"chat_id": "c", "message_id": "1", "text": "done: 4 files"}));
+    assert_eq!(reply_text(&r), "edited");
+    assert_eq!(sse.event().1["text"], "done: 4 files");
+    // Not a reply of this session (an edit event, a future id), another chat, no id: tool errors, nothing sent.
+    for (args, needle) in [
+        (json!({"chat_id": "c", "message_id": 2, "text": "x"}), "message 2 is not a reply of this session"),
+        (json!({"chat_id": "c", "message_id": 99, "text": "x"}), "message 99 is not a reply of this session"),
+        (json!({"chat_id": "other", "message_id": 1, "text": "x"}), "message 1 went to chat \"c\", not \"other\""),
+        (json!({"chat_id": "c", "text": "x"}), "argument \"message_id\" is required"),
+        (json!({"chat_id": "c", "message_id": -1, "text": "x"}), "must be the id reply answered with"),
+        (json!({"chat_id": "c", "message_id": 1, "text": ""}), "argument \"text\" must not be empty"),
+    ] {
+        let r = edit(&mut h, args.clone());
+        assert_eq!(r["result"]["isError"], true, "{args}: {r}");
+        assert!(reply_text(&r).contains(needle), "{args}: {r}");
+    }
+    // Nothing was published for them: the next event is the next reply.
+    h.call_reply(json!({"chat_id": "c", "text": "next"}));
+    let (id, data) = sse.event();
+    assert_eq!((id, support::without_ts(data)), (Some(4), json!({"type": "reply", "chat_id": "c", "text": "next"})));
 }

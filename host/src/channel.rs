@@ -27,6 +27,7 @@ use crate::permissions;
 /// Claude Code is started with `server:opzero-channel`, and `<channel source=...>` carries it.
 pub const SERVER_NAME: &str = "opzero-channel";
 pub const REPLY_TOOL: &str = "reply";
+pub const EDIT_TOOL: &str = "edit_message";
 pub const PERMISSION_REQUEST: &str = "notifications/claude/channel/permission_request";
 
 /// Newer revisions have no `initialize` and no path for unsolicited
@@ -37,27 +38,39 @@ pub struct Channel {
     core: Arc<Core>,
 }
 
-fn reply_tool() -> Tool {
-    let schema = json!({
-        "type": "object",
-        "properties": {
-            "chat_id": {
-                "type": "string",
-                "description": "The chat_id attribute of the <channel> message you are answering."
-            },
-            "text": {
-                "type": "string",
-                "description": "The answer the remote user will read on their phone."
-            }
-        },
-        "required": ["chat_id", "text"]
-    });
-    let Value::Object(schema) = schema else { unreachable!("an object literal") };
-    Tool::new(
-        REPLY_TOOL,
-        "Send a message to the remote user of the opzero web UI. This is the only way they see your answer: call it for every channel message, with that message's chat_id.",
-        schema,
-    )
+fn tools() -> Vec<Tool> {
+    let tool = |name, description, schema: Value| {
+        let Value::Object(schema) = schema else { unreachable!("an object literal") };
+        Tool::new(name, description, schema)
+    };
+    let chat_id = json!({"type": "string", "description": "The chat_id attribute of the <channel> message you are answering."});
+    vec![
+        tool(
+            REPLY_TOOL,
+            "Send a message to the remote user of the opzero web UI. This is the only way they see your answer: call it for every channel message, with that message's chat_id. Answers with the message's id, for edit_message.",
+            json!({
+                "type": "object",
+                "properties": {
+                    "chat_id": chat_id,
+                    "text": {"type": "string", "description": "The answer the remote user will read on their phone."}
+                },
+                "required": ["chat_id", "text"]
+            }),
+        ),
+        tool(
+            EDIT_TOOL,
+            "Replace the text of a message you sent with reply (its id is in reply's answer): post a short \"working on it\" early, then edit it as you go.",
+            json!({
+                "type": "object",
+                "properties": {
+                    "chat_id": chat_id,
+                    "message_id": {"type": "integer", "description": "The id reply answered with."},
+                    "text": {"type": "string", "description": "The message's new text."}
+                },
+                "required": ["chat_id", "message_id", "text"]
+            }),
+        ),
+    ]
 }
 
 /// A required, non-empty string argument, or what is wrong with it.
@@ -71,17 +84,36 @@ fn text_arg(args: &Map<String, Value>, name: &str) -> Result<String, String> {
 }
 
 impl Channel {
-    async fn reply(&self, args: Map<String, Value>) -> CallToolResult {
+    async fn reply(&self, args: Map<String, Value>, edit: bool) -> CallToolResult {
+        let message_id = match args.get("message_id") {
+            _ if !edit => None,
+            Some(id) => match id.as_u64().or_else(|| id.as_str()?.parse().ok()) {
+                Some(id) => Some(id),
+                None => return CallToolResult::error(vec![ContentBlock::text("argument \"message_id\" must be the id reply answered with (a whole number)")]),
+            },
+            None => return CallToolResult::error(vec![ContentBlock::text("argument \"message_id\" is required")]),
+        };
         let (chat_id, text) = match (text_arg(&args, "chat_id"), text_arg(&args, "text")) {
             (Ok(c), Ok(t)) => (c, t),
             (Err(e), _) | (_, Err(e)) => return CallToolResult::error(vec![ContentBlock::text(e)]),
         };
-        let not_delivered = |what: String| CallToolResult::error(vec![ContentBlock::text(format!("not delivered: {what}"))]);
-        match self.core.reply(chat_id, text).await {
-            ReplyOutcome::Sent => CallToolResult::success(vec![ContentBlock::text("sent")]),
-            ReplyOutcome::Queued => CallToolResult::success(vec![ContentBlock::text("queued (no client connected)")]),
-            ReplyOutcome::Dropped { filter, reason } => not_delivered(format!("filter {filter:?} dropped the reply: {reason}")),
-            ReplyOutcome::Rejected { filter, reason } => not_delivered(format!("filter {filter:?} rejected the reply: {reason}")),
+        let what = if edit { "edit" } else { "reply" };
+        let not_delivered = |why: String| CallToolResult::error(vec![ContentBlock::text(format!("not delivered: {why}"))]);
+        let done = |id, queued: bool| {
+            let how = match (edit, queued) {
+                (false, false) => format!("sent (id: {id})"),
+                (false, true) => format!("queued (id: {id}; no client connected)"),
+                (true, false) => format!("edited (id: {id})"),
+                (true, true) => format!("edit queued (id: {id}; no client connected)"),
+            };
+            CallToolResult::success(vec![ContentBlock::text(how)])
+        };
+        match self.core.reply(chat_id, text, message_id).await {
+            ReplyOutcome::Sent { id } => done(message_id.unwrap_or(id), false),
+            ReplyOutcome::Queued { id } => done(message_id.unwrap_or(id), true),
+            ReplyOutcome::Refused(why) => not_delivered(why),
+            ReplyOutcome::Dropped { filter, reason } => not_delivered(format!("filter {filter:?} dropped the {what}: {reason}")),
+            ReplyOutcome::Rejected { filter, reason } => not_delivered(format!("filter {filter:?} rejected the {what}: {reason}")),
             ReplyOutcome::FilterFailed { filter, error } => not_delivered(format!("filter {filter:?} failed: {error}")),
         }
     }
@@ -112,11 +144,11 @@ impl ServerHandler for Channel {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        Ok(ListToolsResult::with_all_items(vec![reply_tool()]))
+        Ok(ListToolsResult::with_all_items(tools()))
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
-        (name == REPLY_TOOL).then(reply_tool)
+        tools().into_iter().find(|t| t.name == name)
     }
 
     async fn call_tool(
@@ -124,13 +156,15 @@ impl ServerHandler for Channel {
         request: CallToolRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
-        if request.name != REPLY_TOOL {
-            return Err(McpError::invalid_params(
-                format!("unknown tool {:?}; this server has only \"reply\"", request.name),
-                None,
-            ));
-        }
-        Ok(self.reply(request.arguments.unwrap_or_default()).await.into())
+        let edit = match &*request.name {
+            REPLY_TOOL => false,
+            EDIT_TOOL => true,
+            other => {
+                let message = format!("unknown tool {other:?}; this server has \"{REPLY_TOOL}\" and \"{EDIT_TOOL}\"");
+                return Err(McpError::invalid_params(message, None));
+            }
+        };
+        Ok(self.reply(request.arguments.unwrap_or_default(), edit).await.into())
     }
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {

@@ -16,7 +16,7 @@ use toml::Spanned;
 /// Claude Code truncates longer server instructions silently.
 pub const MAX_INSTRUCTIONS_CHARS: usize = 2048;
 
-pub const DEFAULT_INSTRUCTIONS: &str = "Messages from the user's phone arrive as <channel> tags from this channel (its source attribute names it), each with a chat_id attribute: <channel source=\"...\" chat_id=\"...\" ...>text</channel>. They come from a remote web UI, not from this terminal. The remote user sees nothing you write in the terminal: the reply tool is the only way to answer them. Answer every channel message by calling reply with the chat_id of the message you are answering, every time, even for a short acknowledgement. Keep replies readable on a phone.";
+pub const DEFAULT_INSTRUCTIONS: &str = "Messages from the user's phone arrive as <channel> tags from this channel (its source attribute names it), each with a chat_id attribute: <channel source=\"...\" chat_id=\"...\" ...>text</channel>. They come from a remote web UI, not from this terminal. The remote user sees nothing you write in the terminal: the reply tool is the only way to answer them. Answer every channel message by calling reply with the chat_id of the message you are answering, every time, even for a short acknowledgement. Keep replies readable on a phone. For longer work, reply with a short \"working on it\" first, then update that message with edit_message (reply answers with its id) as you go.";
 
 /// Where a problem is: shown as `file:line:col: key: message`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -66,10 +66,12 @@ pub enum InjectOutcome {
 
 #[derive(Debug, PartialEq)]
 pub enum ReplyOutcome {
-    /// Some subscriber was connected.
-    Sent,
-    /// Nobody is connected; the next subscriber gets it.
-    Queued,
+    /// Published as event `id`, and some subscriber was connected.
+    Sent { id: u64 },
+    /// Published as event `id`; nobody is connected, the next subscriber gets it.
+    Queued { id: u64 },
+    /// An edit of something that is not one of this session's replies.
+    Refused(String),
     Dropped { filter: String, reason: String },
     Rejected { filter: String, reason: String },
     FilterFailed { filter: String, error: String },
@@ -103,6 +105,8 @@ struct InjectJob {
 
 struct ReplyJob {
     reply: filters::Reply,
+    /// The reply this one replaces (`edit_message`).
+    edits: Option<u64>,
     done: oneshot::Sender<ReplyOutcome>,
 }
 
@@ -115,6 +119,8 @@ pub struct Core {
     hooks: Hooks,
     to_claude: Mutex<ToClaude>,
     recent_ids: Mutex<RecentIds>,
+    /// Each reply's event id and chat, for `edit_message`.
+    replies_sent: Mutex<std::collections::HashMap<u64, String>>,
     injects: Queue<InjectJob>,
     replies: Queue<ReplyJob>,
     prompts: Queue<permissions::Request>,
@@ -133,6 +139,7 @@ impl Core {
             session_id,
             events: EventLog::new(config.events.replay_buffer, config.events.subscriber_lag),
             recent_ids: Mutex::new(RecentIds::new(config.limits.idempotency_window)),
+            replies_sent: Mutex::default(),
             config,
             permissions: Permissions::default(),
             hooks,
@@ -152,7 +159,7 @@ impl Core {
         });
         self.replies.start(self, &chain, |core, chain, job| async move {
             let verdict = chain.on_reply(job.reply).await;
-            let _ = job.done.send(core.publish_reply(verdict));
+            let _ = job.done.send(core.publish_reply(verdict, job.edits));
         });
         self.prompts.start(self, &chain, |core, chain, request| async move {
             let verdict = chain.on_permission(request.clone()).await;
@@ -308,21 +315,31 @@ impl Core {
         }
     }
 
-    /// Claude called the `reply` tool.
-    pub async fn reply(&self, chat_id: String, text: String) -> ReplyOutcome {
+    /// Claude called the `reply` tool, or (`edits`: the reply's id)
+    /// `edit_message`. Either goes through the reply filters, in order.
+    pub async fn reply(&self, chat_id: String, text: String, edits: Option<u64>) -> ReplyOutcome {
+        if let Some(id) = edits {
+            match self.replies_sent.lock().unwrap().get(&id) {
+                None => return ReplyOutcome::Refused(format!("message {id} is not a reply of this session")),
+                Some(chat) if *chat != chat_id => {
+                    return ReplyOutcome::Refused(format!("message {id} went to chat {chat:?}, not {chat_id:?}"));
+                }
+                Some(_) => {}
+            }
+        }
         let reply = filters::Reply { chat_id, text };
         if !self.hooks.reply {
-            return self.publish_reply(Verdict::Pass(reply));
+            return self.publish_reply(Verdict::Pass(reply), edits);
         }
         let (done, outcome) = oneshot::channel();
-        self.replies.push(ReplyJob { reply, done });
+        self.replies.push(ReplyJob { reply, edits, done });
         outcome.await.unwrap_or_else(|_| ReplyOutcome::FilterFailed {
             filter: "(chain)".into(),
             error: "the host is shutting down".into(),
         })
     }
 
-    fn publish_reply(&self, verdict: Verdict<filters::Reply>) -> ReplyOutcome {
+    fn publish_reply(&self, verdict: Verdict<filters::Reply>, edits: Option<u64>) -> ReplyOutcome {
         let reply = match verdict {
             Verdict::Pass(r) => r,
             Verdict::Drop { filter, reason } => return ReplyOutcome::Dropped { filter, reason },
@@ -330,13 +347,22 @@ impl Core {
             Verdict::Failed { filter, error } => return ReplyOutcome::FilterFailed { filter, error },
         };
         let connected = self.events.subscribers() > 0;
-        self.events.publish(&json!({
-            "type": "reply",
-            "chat_id": reply.chat_id,
-            "text": reply.text,
-            "ts": now_ms(),
-        }));
-        if connected { ReplyOutcome::Sent } else { ReplyOutcome::Queued }
+        let id = match edits {
+            None => {
+                let event = json!({ "type": "reply", "chat_id": reply.chat_id, "text": reply.text, "ts": now_ms() });
+                let id = self.events.publish(&event);
+                self.replies_sent.lock().unwrap().insert(id, reply.chat_id);
+                id
+            }
+            Some(message_id) => self.events.publish(&json!({
+                "type": "edit",
+                "chat_id": reply.chat_id,
+                "message_id": message_id,
+                "text": reply.text,
+                "ts": now_ms(),
+            })),
+        };
+        if connected { ReplyOutcome::Sent { id } } else { ReplyOutcome::Queued { id } }
     }
 
     /// Claude Code asks the user to approve a tool call.
