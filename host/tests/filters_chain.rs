@@ -53,6 +53,7 @@ fn logs_of<R>(f: impl FnOnce() -> R) -> (R, String) {
     let writer = buf.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
         .with_writer(move || writer.clone())
         .finish();
     let result = tracing::subscriber::with_default(subscriber, f);
