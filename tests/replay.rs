@@ -323,3 +323,41 @@ fn replies_have_ids_and_edits_update_them() {
     let (id, data) = sse.event();
     assert_eq!((id, support::without_ts(data)), (Some(4), json!({"type": "reply", "chat_id": "c", "text": "next"})));
 }
+
+/// Claude Code's session file (`~/.claude/sessions/<pid of the host's
+/// parent>.json`; the test is the parent here) drives `status` events and
+/// `GET /status`'s `claude`; anything unreadable gives no event and no error.
+#[test]
+fn claudes_session_file_becomes_status_events() {
+    let home = tempfile::tempdir().unwrap();
+    let sessions = home.path().join(".claude/sessions");
+    std::fs::create_dir_all(&sessions).unwrap();
+    let file = sessions.join(format!("{}.json", std::process::id()));
+    let mut h = Host::spawn_with(Options {
+        env: vec![("HOME".into(), home.path().display().to_string())],
+        ..Options::default()
+    });
+    h.initialize();
+    assert_eq!(h.get("/status").json().get("claude"), None, "nothing known yet");
+    let mut sse = h.sse("/events", &[]);
+    assert_eq!(sse.line(), ": connected");
+    let write = |status: &str, at: u64| {
+        let session = json!({"pid": 1, "sessionId": "s", "cwd": "/work/x", "name": "fixing tests", "status": status, "statusUpdatedAt": at});
+        std::fs::write(&file, session.to_string()).unwrap();
+    };
+    write("busy", 1);
+    let (id, data) = sse.event();
+    assert_eq!((id, support::without_ts(data)), (Some(1), json!({"type": "status", "state": "busy"})));
+    assert_eq!(h.get("/status").json()["claude"], json!({"state": "busy", "name": "fixing tests", "cwd": "/work/x"}));
+    write("busy", 2); // the same state: no event
+    std::fs::write(&file, "{not json").unwrap();
+    std::fs::write(&file, r#"{"status": "sleeping"}"#).unwrap();
+    write("idle", 3);
+    let (id, data) = sse.event();
+    assert_eq!((id, support::without_ts(data)), (Some(2), json!({"type": "status", "state": "idle"})));
+    assert!(!h.stderr().contains("ERROR") && !h.stderr().contains("WARN"), "{}", h.stderr());
+    // Another session's file is not ours.
+    std::fs::write(sessions.join("1.json"), json!({"status": "busy"}).to_string()).unwrap();
+    h.call_reply(json!({"chat_id": "c", "text": "next"}));
+    assert_eq!(sse.event().1["type"], "reply");
+}

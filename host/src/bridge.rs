@@ -205,13 +205,16 @@ async fn read_body(b: &Bridge, body: Body) -> Result<Bytes, Response> {
 }
 
 async fn status(State(b): State<Shared>) -> Response {
-    Json(json!({
+    let mut status = json!({
         "ok": true,
         "sessionId": b.core.session_id,
         "pid": std::process::id(),
         "version": env!("CARGO_PKG_VERSION"),
-    }))
-    .into_response()
+    });
+    if let Some(claude) = &*b.core.claude.lock().unwrap() {
+        status["claude"] = json!(claude);
+    }
+    Json(status).into_response()
 }
 
 /// `POST /inject`'s body. Fields are read as JSON values first, so each

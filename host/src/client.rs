@@ -237,6 +237,8 @@ fn human(data: &str) -> String {
     let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
     match v["type"].as_str().unwrap_or("") {
         "reply" => format!("reply [{}] {}", s("chat_id"), s("text")),
+        "edit" => format!("edit [{}] of reply {}: {}", s("chat_id"), v["message_id"], s("text")),
+        "status" => format!("claude is {}", s("state")),
         "permission_request" => format!(
             "permission? {} {}: {} {} (answer: opzero-host send SESSION \"yes {}\")",
             s("request_id"),

@@ -119,6 +119,8 @@ pub struct Core {
     hooks: Hooks,
     to_claude: Mutex<ToClaude>,
     recent_ids: Mutex<RecentIds>,
+    /// What Claude's session file last said (see `status`).
+    pub claude: Mutex<Option<crate::status::Claude>>,
     /// Each reply's event id and chat, for `edit_message`.
     replies_sent: Mutex<std::collections::HashMap<u64, String>>,
     injects: Queue<InjectJob>,
@@ -140,6 +142,7 @@ impl Core {
             events: EventLog::new(config.events.replay_buffer, config.events.subscriber_lag),
             recent_ids: Mutex::new(RecentIds::new(config.limits.idempotency_window)),
             replies_sent: Mutex::default(),
+            claude: Mutex::default(),
             config,
             permissions: Permissions::default(),
             hooks,
@@ -363,6 +366,15 @@ impl Core {
             })),
         };
         if connected { ReplyOutcome::Sent { id } } else { ReplyOutcome::Queued { id } }
+    }
+
+    /// Claude's session file changed: a change of state is an event.
+    pub fn claude_status(&self, now: crate::status::Claude) {
+        let mut claude = self.claude.lock().unwrap();
+        if claude.as_ref().is_none_or(|c| c.state != now.state) {
+            self.events.publish(&json!({ "type": "status", "state": now.state, "ts": now_ms() }));
+        }
+        *claude = Some(now);
     }
 
     /// Claude Code asks the user to approve a tool call.

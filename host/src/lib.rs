@@ -17,6 +17,7 @@ pub mod meta;
 pub mod permissions;
 pub mod private;
 pub mod serve;
+pub mod status;
 pub mod transcripts;
 
 /// A problem to show the user as is: `opzero-host: <message>`, exit code 2.

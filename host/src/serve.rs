@@ -84,6 +84,9 @@ pub async fn run(session_id: String, config: Config) -> anyhow::Result<()> {
         async move { core.expire_permissions().await }
     });
 
+    // Kept for as long as the host runs: dropping it stops the watch.
+    let _claude_status = crate::status::watch(core.clone());
+
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let ended = async {

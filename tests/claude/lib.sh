@@ -7,7 +7,7 @@
 # (in the message) and T0 (when it was sent).
 round_trip() {
   local chat=$1 source=$2 content
-  start_listener 1
+  start_listener 0   # runs until the test ends: events after the reply count too
   wait_for_file "$WORK/sse.ready" 10 || verdict FAIL "SSE subscriber could not attach: $(tail -1 "$WORK/listener.err")"
   T0=$(now); NONCE="$chat-$$-$RANDOM"; content="hello from $chat $NONCE"
   "$PY" "$HARNESS_DIR/chan_client.py" inject --file "$DISC_FILE" --content "$content" --chat-id "$chat" \
@@ -18,4 +18,28 @@ round_trip() {
   "$PY" "$HARNESS_DIR/wait_for.py" sse-reply --events "$WORK/events.jsonl" --chat-id "$chat" \
     --text "echo: $content" --since "$T0" --timeout "$TIMEOUT" >/dev/null \
     || verdict FAIL "the model called $TOOL_FQ but no reply reached /events"
+}
+
+# wait_status_busy_then_idle: Claude's state, from its session file, went
+# busy and then idle after T0 (status events on /events).
+wait_status_busy_then_idle() {
+  "$PY" - "$WORK/events.jsonl" "$TIMEOUT" <<'PYEOF' || verdict FAIL "no status busy then idle event on /events after the inject: $(grep -c status "$WORK/events.jsonl" 2>/dev/null) status events"
+import json, sys, time
+path, timeout = sys.argv[1], float(sys.argv[2])
+deadline = time.time() + timeout
+while time.time() < deadline:
+    states = []
+    for line in open(path):
+        try:
+            e = json.loads(line)
+        except ValueError:
+            continue
+        e = e.get("data", e) if isinstance(e, dict) else e
+        if isinstance(e, dict) and e.get("type") == "status":
+            states.append(e["state"])
+    if "busy" in states and "idle" in states[states.index("busy"):]:
+        sys.exit(0)
+    time.sleep(0.1)
+sys.exit(1)
+PYEOF
 }

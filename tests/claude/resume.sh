@@ -4,7 +4,7 @@
 # `claude -p --session-id`, then `opzero-host launch` resumes one in the
 # terminal UI, and a round trip (inject -> model -> reply -> SSE) reaches
 # it: the discovery file and the transcript that grows are the resumed
-# session's.
+# session's; and status events say Claude went busy, then idle.
 #   tests/claude/resume.sh --resume HOST_BIN     launch --resume <the older one>
 #   tests/claude/resume.sh --continue HOST_BIN   launch --continue: the newest
 # Offline, with ../shared/claude-e2e's mock model API and helpers.
@@ -51,6 +51,8 @@ wait_for_file "$DISC_FILE" "$TIMEOUT" || verdict FAIL "no discovery file named $
 note_server_pid
 
 round_trip e2e-resume "$NAME"
+# Claude was working on it, then was done: its session file says so.
+wait_status_busy_then_idle
 # It was that session that went on: its transcript holds the message.
 for _ in $(seq 50); do grep -q "$NONCE" "$transcript" && break; sleep 0.1; done
 grep -q "$NONCE" "$transcript" || verdict FAIL "the message is not in $SESSION_ID's transcript: another session got it"

@@ -1,0 +1,69 @@
+//! Whether Claude is working. Claude Code 2.1.328 keeps
+//! `~/.claude/sessions/<its pid>.json` for each interactive session, with
+//! `sessionId`, `cwd`, `name` and `status` (`idle` or `busy`); the host's
+//! parent is that claude. The file is undocumented, so this is best
+//! effort: missing, unreadable or changed in shape, it gives no events and
+//! no errors, only a debug line. The OS tells of each change (inotify): an
+//! idle host is not woken.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use notify::{RecursiveMode, Watcher};
+use serde::{Deserialize, Serialize};
+
+use crate::config::home_dir;
+use crate::core::Core;
+
+/// What `GET /status` says of Claude, and the `status` events' `state`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Claude {
+    #[serde(rename(deserialize = "status"))]
+    pub state: String,
+    pub name: Option<String>,
+    pub cwd: Option<String>,
+}
+
+fn read(file: &Path) -> Option<Claude> {
+    let text = std::fs::read_to_string(file).map_err(|e| tracing::debug!("no Claude status in {}: {e}", file.display())).ok()?;
+    match serde_json::from_str::<Claude>(&text) {
+        Ok(c) if c.state == "busy" || c.state == "idle" => Some(c),
+        Ok(c) => {
+            tracing::debug!("Claude status {:?} in {} is neither busy nor idle", c.state, file.display());
+            None
+        }
+        Err(e) => {
+            tracing::debug!("cannot read Claude status in {}: {e}", file.display());
+            None
+        }
+    }
+}
+
+/// Follows the session file of the claude that started this host, for as
+/// long as the returned watcher is kept.
+pub fn watch(core: Arc<Core>) -> Option<notify::RecommendedWatcher> {
+    let dir = home_dir().join(".claude").join("sessions");
+    let file: PathBuf = dir.join(format!("{}.json", std::os::unix::process::parent_id()));
+    let (tx, mut changed) = tokio::sync::mpsc::unbounded_channel();
+    let watched = file.clone();
+    let handler = move |event: notify::Result<notify::Event>| {
+        if event.is_ok_and(|e| e.paths.contains(&watched)) {
+            let _ = tx.send(());
+        }
+    };
+    let watcher = notify::recommended_watcher(handler)
+        .and_then(|mut w| w.watch(&dir, RecursiveMode::NonRecursive).map(|()| w))
+        .map_err(|e| tracing::debug!("not following Claude's status in {}: {e}", dir.display()))
+        .ok()?;
+    tokio::spawn(async move {
+        loop {
+            if let Some(claude) = read(&file) {
+                core.claude_status(claude);
+            }
+            if changed.recv().await.is_none() {
+                return;
+            }
+        }
+    });
+    Some(watcher)
+}
