@@ -103,7 +103,7 @@ fn launch_execs_claude_wired_to_this_binary() {
             "--dangerously-load-development-channels",
             "server:opzero-channel",
             "--allowedTools",
-            "mcp__opzero-channel__reply",
+            "mcp__opzero-channel__reply,mcp__opzero-channel__edit_message",
             "--model",
             "opus",
             "--permission-mode",

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use serde_json::json;
 
-use crate::channel::{REPLY_TOOL, SERVER_NAME};
+use crate::channel::{EDIT_TOOL, REPLY_TOOL, SERVER_NAME};
 use crate::serve::SESSION_ENV;
 use crate::transcripts;
 use crate::UserError;
@@ -160,7 +160,7 @@ pub fn plan(launch: Launch) -> Result<Plan, UserError> {
         format!("server:{SERVER_NAME}").into(),
         // Otherwise every reply waits at a terminal prompt while the user is on their phone.
         "--allowedTools".into(),
-        format!("mcp__{SERVER_NAME}__{REPLY_TOOL}").into(),
+        format!("mcp__{SERVER_NAME}__{REPLY_TOOL},mcp__{SERVER_NAME}__{EDIT_TOOL}").into(),
     ];
     if let Some(m) = launch.model {
         args.push("--model".into());

@@ -24,6 +24,8 @@ unset OPZERO_HOME OPZERO_CHANNEL_SESSION_ID CLAUDE_CODE_SESSION_ID
 setup_work
 CH_SERVER="plugin:opzero:$NAME"
 TOOL_FQ="mcp__plugin_opzero_${NAME}__reply"
+# What the README tells a person to allow: both tools.
+ALLOWED="$TOOL_FQ,mcp__plugin_opzero_${NAME}__edit_message"
 # The plugin starts `opzero-host` from PATH, as after `cargo install --path host`.
 PATH="$(dirname "$HOST_BIN"):$PATH"
 start_mock --reply-prefix "echo: "
@@ -32,7 +34,7 @@ T_LAUNCH=$(now)
 if [ "$HOW" = --plugin-dir ]; then
   seed_config harbor ledger=opzero
   start_headless --plugin-dir "$ROOT/plugin" --permission-mode default \
-    --allowedTools "$TOOL_FQ" --debug-file "$WORK/claude-debug.log"
+    --allowedTools "$ALLOWED" --debug-file "$WORK/claude-debug.log"
 else
   seed_config harbor
   # README, "As a Claude Code plugin": the same commands.
@@ -42,7 +44,7 @@ else
       || verdict FAIL "claude $step failed: $(tail -1 "$WORK/plugin-install.log")"
   done
   start_interactive --dangerously-load-development-channels plugin:opzero@opzero \
-    --allowedTools "$TOOL_FQ" --permission-mode default --debug-file "$WORK/claude-debug.log"
+    --allowedTools "$ALLOWED" --permission-mode default --debug-file "$WORK/claude-debug.log"
 fi
 # The terminal UI asks about development channels before it starts servers.
 [ "$HOW" = --installed ] && wait_channel_gate "$TIMEOUT"
