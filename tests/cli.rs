@@ -279,14 +279,21 @@ fn send_status_and_tail_against_a_live_host() {
         err.read_line(&mut first).unwrap(); // "following ...": the stream is open
         assert!(first.starts_with("following"), "{first}");
         let text = format!("reply {json_mode}");
-        h.call_reply(json!({"chat_id": "c9", "text": text}));
-        let mut line = String::new();
-        BufReader::new(tail.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let r = h.call_reply(json!({"chat_id": "c9", "text": text}));
+        let id: u64 = r["result"]["content"][0]["text"].as_str().unwrap().trim_start_matches("sent (id: ").trim_end_matches(')').parse().unwrap();
+        h.request("tools/call", json!({"name": "edit_message", "arguments": {"chat_id": "c9", "message_id": id, "text": "edited"}}));
+        let mut out = BufReader::new(tail.stdout.take().unwrap());
+        let (mut line, mut edit) = (String::new(), String::new());
+        out.read_line(&mut line).unwrap();
+        out.read_line(&mut edit).unwrap();
         if json_mode {
             let v: Value = serde_json::from_str(&line).unwrap();
             assert_eq!(support::without_ts(v), json!({"type": "reply", "chat_id": "c9", "text": text}));
+            let v: Value = serde_json::from_str(&edit).unwrap();
+            assert_eq!(support::without_ts(v), json!({"type": "edit", "chat_id": "c9", "message_id": id, "text": "edited"}));
         } else {
             assert_eq!(line, format!("reply [c9] {text}\n"));
+            assert_eq!(edit, format!("edit [c9] of reply {id}: edited\n"));
         }
         tail.kill().unwrap();
         tail.wait().unwrap();
