@@ -1,6 +1,17 @@
 # shellcheck shell=bash
 # What the tests in tests/claude/ share, on top of ../shared/claude-e2e's
-# lib.sh (source that first).
+# lib.sh, which this sources. Source it as `. lib.sh TEST --MODE HOST_BIN`:
+# it sets ROOT, HOW (--MODE) and HOST_BIN, and sets up an isolated, offline
+# Claude Code work dir for the host at HOST_BIN.
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+HOW=$2
+HOST_BIN="$(realpath "$3")"
+LEVEL="$1/${HOW#--}"
+. "$ROOT/../shared/claude-e2e/lib.sh"
+locate_bins
+parse_common -- "$HOST_BIN" serve
+unset OPZERO_HOME OPZERO_CHANNEL_SESSION_ID CLAUDE_CODE_SESSION_ID
+setup_work
 
 # round_trip CHAT_ID SOURCE: an SSE subscriber, an inject, the model seeing it
 # in a <channel source=SOURCE> tag, and its `reply` reaching SSE. Sets NONCE

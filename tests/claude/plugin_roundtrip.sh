@@ -12,16 +12,7 @@
 #       install, then the terminal UI with the README's channel flag
 # Offline, with ../shared/claude-e2e's mock model API and helpers.
 set -u
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-HOW=$1
-HOST_BIN="$(realpath "$2")"
-LEVEL="plugin/${HOW#--}"
-. "$ROOT/../shared/claude-e2e/lib.sh"
-. "$ROOT/tests/claude/lib.sh"
-locate_bins
-parse_common -- "$HOST_BIN" serve
-unset OPZERO_HOME OPZERO_CHANNEL_SESSION_ID CLAUDE_CODE_SESSION_ID
-setup_work
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh" plugin "$@"
 CH_SERVER="plugin:opzero:$NAME"
 TOOL_FQ="mcp__plugin_opzero_${NAME}__reply"
 # What the README tells a person to allow: both tools.

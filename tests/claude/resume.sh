@@ -9,16 +9,7 @@
 #   tests/claude/resume.sh --continue HOST_BIN   launch --continue: the newest
 # Offline, with ../shared/claude-e2e's mock model API and helpers.
 set -u
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-HOW=$1
-HOST_BIN="$(realpath "$2")"
-LEVEL="resume/${HOW#--}"
-. "$ROOT/../shared/claude-e2e/lib.sh"
-. "$ROOT/tests/claude/lib.sh"
-locate_bins
-parse_common -- "$HOST_BIN" serve
-unset OPZERO_HOME OPZERO_CHANNEL_SESSION_ID CLAUDE_CODE_SESSION_ID
-setup_work
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh" resume "$@"
 seed_config harbor
 start_mock --reply-prefix "echo: "
 
