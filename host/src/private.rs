@@ -1,6 +1,6 @@
 //! Files and directories only this user can read, private from the moment
-//! they exist: discovery files (they hold the secret) and compiled filters
-//! (the host runs their machine code).
+//! they exist: discovery files (they hold the secret) and the compiled-filter
+//! cache's directory (the host runs the machine code it finds there).
 
 use std::fs::{self, DirBuilder, Permissions};
 use std::io::{self, Write};
@@ -40,12 +40,6 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// Whether `meta` is a regular file of this user's that nobody else can
-/// read or write: only such compiled filters are loaded.
-pub fn is_own_private_file(meta: &fs::Metadata) -> bool {
-    meta.is_file() && meta.uid() == rustix::process::geteuid().as_raw() && meta.mode() & 0o077 == 0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,9 +58,6 @@ mod tests {
         write_file(&file, b"two").unwrap();
         assert_eq!(fs::read(&file).unwrap(), b"two");
         assert_eq!(mode(&file), 0o600);
-        assert!(is_own_private_file(&fs::metadata(&file).unwrap()));
-        fs::set_permissions(&file, Permissions::from_mode(0o644)).unwrap();
-        assert!(!is_own_private_file(&fs::metadata(&file).unwrap()));
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 1, "no temporaries left");
     }
 }
