@@ -201,13 +201,12 @@ impl Core {
     /// stdout, or at once while Claude Code is still initializing (it is
     /// then held, and sent in order after initialization).
     async fn send_to_claude(&self, method: &str, params: Value) -> Result<(), Undelivered> {
-        let held_size = |params: &Value| params.to_string().len();
         let notification = |params| ServerNotification::CustomNotification(CustomNotification::new(method, Some(params)));
         let peer = {
             let mut to = self.to_claude.lock().unwrap();
             match &mut *to {
                 ToClaude::Held { queue, bytes } => {
-                    let size = held_size(&params);
+                    let size = params.to_string().len();
                     if queue.len() >= MAX_HELD {
                         return Err(Undelivered::Backlog(format!("{MAX_HELD} messages are already waiting")));
                     }
@@ -396,18 +395,26 @@ impl Core {
             PermissionVerdict::Allow { filter, reason } => (Behavior::Allow, filter, reason),
             PermissionVerdict::Deny { filter, reason } => (Behavior::Deny, filter, reason),
         };
-        let params = json!({ "request_id": request.request_id, "behavior": behavior.as_str() });
-        if let Err(e) = self.send_to_claude(PERMISSION, params).await {
+        if let Err(e) = self.resolve(&request.request_id, behavior, format!("filter:{filter}"), Some(reason)).await {
             tracing::warn!(request_id = %request.request_id, "verdict not delivered to Claude Code: {e:?}");
         }
-        self.events.publish(&json!({
+    }
+
+    /// Sends a verdict to Claude Code and tells the phone who decided.
+    async fn resolve(&self, request_id: &str, behavior: Behavior, by: String, reason: Option<String>) -> Result<(), Undelivered> {
+        let written = self.send_to_claude(PERMISSION, json!({ "request_id": request_id, "behavior": behavior.as_str() })).await;
+        let mut event = json!({
             "type": "permission_resolved",
-            "request_id": request.request_id,
+            "request_id": request_id,
             "behavior": behavior.as_str(),
-            "by": format!("filter:{filter}"),
-            "reason": reason,
+            "by": by,
             "ts": now_ms(),
-        }));
+        });
+        if let Some(reason) = reason {
+            event["reason"] = Value::String(reason);
+        }
+        self.events.publish(&event);
+        written
     }
 
     /// Puts a prompt in front of the phone's user.
@@ -429,16 +436,7 @@ impl Core {
     /// A verdict from the phone (`by` is "remote").
     pub async fn verdict(&self, request_id: &str, behavior: Behavior, by: &str) -> Result<(), VerdictOutcome> {
         self.permissions.decide(request_id).map_err(VerdictOutcome::Refused)?;
-        let params = json!({ "request_id": request_id, "behavior": behavior.as_str() });
-        let written = self.send_to_claude(PERMISSION, params).await.is_ok();
-        self.events.publish(&json!({
-            "type": "permission_resolved",
-            "request_id": request_id,
-            "behavior": behavior.as_str(),
-            "by": by,
-            "ts": now_ms(),
-        }));
-        if written { Ok(()) } else { Err(VerdictOutcome::Closed) }
+        self.resolve(request_id, behavior, by.to_string(), None).await.map_err(|_| VerdictOutcome::Closed)
     }
 
     /// Drops prompts nobody answered in time (Claude Code never says when
