@@ -174,11 +174,22 @@ fn huge_and_deeply_nested_bodies() {
     }
     req.push_str("0\r\n\r\n");
     assert_eq!(parsed(&raw(port, req.as_bytes())), (413, too_large.clone()));
-    // A declared length is refused before any of the body is read.
-    let req = format!(
-        "POST /inject HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-OPZero-Secret: {secret}\r\nContent-Length: 1000000000000\r\nConnection: close\r\n\r\n"
-    );
-    assert_eq!(parsed(&raw(port, req.as_bytes())), (413, too_large));
+    // A declared length is refused before any of the body is read. On
+    // /inject the body may also carry files, in base64: the limit has room
+    // for limits.max_files_bytes of them (50 MiB * 4/3, and 1 KiB a file).
+    let declared = |port: u16, secret: &str, path: &str, length: u64| {
+        let req = format!(
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-OPZero-Secret: {secret}\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n"
+        );
+        parsed(&raw(port, req.as_bytes()))
+    };
+    let with_files = |limit: u64| {
+        let message = format!("request body is larger than the limit of {limit} bytes (limits.max_body_bytes, plus room for limits.max_files_bytes of files)");
+        (413, json!({ "error": message }))
+    };
+    let room = (50u64 << 20).div_ceil(3) * 4 + 10 * 1024;
+    assert_eq!(declared(port, &secret, "/inject", 1_000_000_000_000), with_files(1024 + room));
+    assert_eq!(declared(port, &secret, "/permission", 1025), (413, too_large));
     // At the limit is fine.
     let exact = format!(r#"{{"content":"{}"}}"#, "y".repeat(1024 - 14));
     assert_eq!(exact.len(), 1024);
@@ -189,14 +200,16 @@ fn huge_and_deeply_nested_bodies() {
     let mut d = Host::spawn();
     d.initialize();
     // (Only the head is sent: the host answers without reading a body.)
-    let req = format!(
-        "POST /inject HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nX-OPZero-Secret: {}\r\nContent-Length: 1048577\r\nConnection: close\r\n\r\n",
-        d.port(),
-        d.secret()
-    );
     assert_eq!(
-        parsed(&raw(d.port(), req.as_bytes())),
+        declared(d.port(), &d.secret(), "/permission", 1048577),
         (413, json!({"error": "request body is larger than the limit of 1048576 bytes"}))
+    );
+    assert_eq!(declared(d.port(), &d.secret(), "/inject", (1 << 20) + room + 1), with_files((1 << 20) + room));
+    let big = format!(r#"{{"content":"{}"}}"#, "x".repeat(1 << 20));
+    assert_eq!(
+        d.post_raw("/inject", &[], big.as_bytes()).pair(),
+        (413, json!({"error": "request body is larger than the limit of 1048576 bytes"})),
+        "past the declared-length check, the message itself is held to max_body_bytes"
     );
     // Nesting past what the JSON parser follows is just invalid JSON...
     let deep = format!(r#"{{"content":"x","meta":{{"a":{}{}}}}}"#, "[".repeat(100_000), "]".repeat(100_000));

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Query, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -24,6 +24,7 @@ use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use crate::core::{Core, InjectOutcome, InjectRequest, VerdictOutcome};
 use crate::events::{Closed, Item};
+use crate::files::Upload;
 use crate::permissions::{Behavior, VerdictError};
 
 const PING_EVERY: Duration = Duration::from_secs(20);
@@ -64,16 +65,19 @@ fn router(bridge: Shared) -> Router {
     let limits = &bridge.core.config.limits;
     Router::new()
         .route("/status", get(status))
-        .route("/inject", post(inject))
+        .route("/inject", post(inject).layer(RequestBodyLimitLayer::new(limits.inject_body_bytes())))
         .route("/events", get(events))
         .route("/sse", get(events))
-        .route("/permission", post(permission))
+        .route("/permission", post(permission).layer(RequestBodyLimitLayer::new(limits.max_body_bytes)))
         .route("/permissions", get(permissions))
+        .route("/files/{id}", get(file))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not found") })
         .method_not_allowed_fallback(|| async { error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed") })
+        // The limits above are the only ones (axum's own would cap
+        // multipart bodies at 2 MB).
+        .layer(DefaultBodyLimit::disable())
         .layer(RequestBodyTimeoutLayer::new(limits.read_timeout))
-        .layer(RequestBodyLimitLayer::new(limits.max_body_bytes))
-        .layer(middleware::map_response_with_state(bridge.clone(), json_errors))
+        .layer(middleware::from_fn_with_state(bridge.clone(), json_errors))
         .layer(middleware::from_fn_with_state(bridge.clone(), guard))
         .with_state(bridge)
 }
@@ -131,6 +135,7 @@ fn needs_secret(method: &Method, path: &str) -> bool {
     match path {
         "/inject" | "/permission" => method == Method::POST,
         "/events" | "/sse" | "/permissions" => method == Method::GET || method == Method::HEAD,
+        _ if path.starts_with("/files/") => method == Method::GET || method == Method::HEAD,
         _ => false,
     }
 }
@@ -163,7 +168,9 @@ async fn guard(State(b): State<Shared>, req: Request, next: Next) -> Response {
 
 /// Refusals that come from the libraries (tower-http's 413 for a declared
 /// length over the limit, say) become JSON errors like ours.
-async fn json_errors(State(b): State<Shared>, response: Response) -> Response {
+async fn json_errors(State(b): State<Shared>, req: Request, next: Next) -> Response {
+    let inject = req.uri().path() == "/inject";
+    let response = next.run(req).await;
     let status = response.status();
     let is_json = response
         .headers()
@@ -173,35 +180,44 @@ async fn json_errors(State(b): State<Shared>, response: Response) -> Response {
         return response;
     }
     match status {
-        StatusCode::PAYLOAD_TOO_LARGE => too_large(&b),
+        StatusCode::PAYLOAD_TOO_LARGE => too_large(&b, inject),
         _ => error(status, status.canonical_reason().unwrap_or("error").to_lowercase()),
     }
 }
 
-fn too_large(b: &Bridge) -> Response {
-    let limit = b.core.config.limits.max_body_bytes;
-    error(StatusCode::PAYLOAD_TOO_LARGE, format!("request body is larger than the limit of {limit} bytes"))
+fn too_large(b: &Bridge, inject: bool) -> Response {
+    let limits = &b.core.config.limits;
+    let message = if inject && limits.max_files > 0 {
+        format!(
+            "request body is larger than the limit of {} bytes (limits.max_body_bytes, plus room for limits.max_files_bytes of files)",
+            limits.inject_body_bytes()
+        )
+    } else {
+        format!("request body is larger than the limit of {} bytes", limits.max_body_bytes)
+    };
+    error(StatusCode::PAYLOAD_TOO_LARGE, message)
 }
 
-/// The whole body, within tower-http's size and time limits, or the JSON
-/// answer that says which was broken.
-async fn read_body(b: &Bridge, body: Body) -> Result<Bytes, Response> {
-    let e = match axum::body::to_bytes(body, usize::MAX).await {
-        Ok(bytes) => return Ok(bytes),
-        Err(e) => e,
-    };
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+/// Why reading a body failed, as the JSON answer that says so: tower-http's
+/// size or time limit, or the client's own doing.
+fn unreadable(b: &Bridge, inject: bool, e: &(dyn std::error::Error + 'static)) -> Response {
+    let mut source = Some(e);
     while let Some(s) = source {
         if s.is::<http_body_util::LengthLimitError>() {
-            return Err(too_large(b));
+            return too_large(b, inject);
         }
         if s.is::<tower_http::timeout::TimeoutError>() {
             let ms = b.core.config.limits.read_timeout.as_millis();
-            return Err(error(StatusCode::REQUEST_TIMEOUT, format!("the request body did not arrive within {ms} ms")));
+            return error(StatusCode::REQUEST_TIMEOUT, format!("the request body did not arrive within {ms} ms"));
         }
         source = s.source();
     }
-    Err(error(StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}")))
+    error(StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}"))
+}
+
+/// The whole body, within tower-http's size and time limits.
+async fn read_body(b: &Bridge, inject: bool, body: Body) -> Result<Bytes, Response> {
+    axum::body::to_bytes(body, usize::MAX).await.map_err(|e| unreadable(b, inject, &e))
 }
 
 async fn status(State(b): State<Shared>) -> Response {
@@ -219,7 +235,7 @@ async fn status(State(b): State<Shared>) -> Response {
 
 /// `POST /inject`'s body. Fields are read as JSON values first, so each
 /// wrong one gets an answer that names it.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, Default)]
 struct InjectBody {
     #[serde(default)]
     content: Value,
@@ -229,6 +245,8 @@ struct InjectBody {
     meta: Value,
     #[serde(default)]
     message_id: Value,
+    #[serde(default)]
+    files: Value,
 }
 
 /// A scalar as its text (`None` for null or absent); anything else is refused.
@@ -242,12 +260,102 @@ fn scalar_text(v: Value) -> Result<Option<String>, ()> {
     }
 }
 
-fn inject_request(headers: &HeaderMap, bytes: &[u8]) -> Result<InjectRequest, String> {
-    let body = match serde_json::from_slice::<Value>(bytes) {
-        Ok(body @ Value::Object(_)) => serde_json::from_value::<InjectBody>(body).map_err(|e| e.to_string())?,
-        Ok(other) => return Err(format!("invalid json body: expected an object, got {}", json_kind(&other))),
-        Err(_) => return Err("invalid json body".into()),
+fn json_body(bytes: &[u8]) -> Result<InjectBody, String> {
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(body @ Value::Object(_)) => serde_json::from_value::<InjectBody>(body).map_err(|e| e.to_string()),
+        Ok(other) => Err(format!("invalid json body: expected an object, got {}", json_kind(&other))),
+        Err(_) => Err("invalid json body".into()),
+    }
+}
+
+/// `files: [{"name", "mime"?, "data"}]`, `data` in base64 (a `data:` URL
+/// as a browser's FileReader makes is fine too).
+fn json_files(files: Value) -> Result<Vec<Upload>, String> {
+    use base64::engine::{general_purpose::GeneralPurpose, DecodePaddingMode, GeneralPurposeConfig};
+    use base64::Engine;
+    const BASE64: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    #[derive(serde::Deserialize)]
+    struct FileBody {
+        name: String,
+        #[serde(default)]
+        mime: Option<String>,
+        data: String,
+    }
+    let items = match files {
+        Value::Null => return Ok(Vec::new()),
+        Value::Array(items) => items,
+        other => return Err(format!("files must be an array of {{name, mime?, data}}, got {}", json_kind(&other))),
     };
+    let mut uploads = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        if !item.is_object() {
+            return Err(format!("files[{i}] must be an object {{name, mime?, data}}, got {}", json_kind(&item)));
+        }
+        let f: FileBody = serde_json::from_value(item).map_err(|e| format!("files[{i}]: {e}"))?;
+        let (mut mime, mut data) = (f.mime.filter(|m| !m.is_empty()), f.data.as_str());
+        if let Some((head, rest)) = data.strip_prefix("data:").and_then(|d| d.split_once(',')) {
+            let head = head.strip_suffix(";base64").ok_or_else(|| format!("files[{i}] ({:?}): a data: URL must be base64", f.name))?;
+            mime = mime.or_else(|| Some(head.to_string()).filter(|m| !m.is_empty()));
+            data = rest;
+        }
+        let bytes = BASE64
+            .decode(data)
+            .map_err(|e| format!("files[{i}] ({:?}): data is not valid base64: {e}", f.name))?;
+        uploads.push(Upload { name: f.name, mime, bytes: bytes.into() });
+    }
+    Ok(uploads)
+}
+
+/// A `multipart/form-data` body, as a browser sends it: text fields
+/// `content`, `chat_id`, `message_id` and `meta` (JSON), and file parts.
+async fn multipart_body(b: &Bridge, req: Request) -> Result<(InjectBody, Vec<Upload>), Response> {
+    let failed = |e: axum::extract::multipart::MultipartError| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => too_large(b, true),
+        StatusCode::BAD_REQUEST => error(StatusCode::BAD_REQUEST, format!("invalid multipart body: {}", e.body_text())),
+        _ => unreadable(b, true, &e),
+    };
+    let mut form = Multipart::from_request(req, &())
+        .await
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid multipart body: {}", e.body_text())))?;
+    let mut body = InjectBody::default();
+    let mut uploads = Vec::new();
+    // max_body_bytes bounds the message; files have limits of their own.
+    let mut text_bytes = 0;
+    while let Some(field) = form.next_field().await.map_err(failed)? {
+        let name = field.name().unwrap_or("").to_string();
+        if let Some(file_name) = field.file_name().map(str::to_string) {
+            let mime = field.content_type().map(str::to_string);
+            let bytes = field.bytes().await.map_err(failed)?;
+            uploads.push(Upload { name: file_name, mime, bytes });
+            continue;
+        }
+        let text = field.text().await.map_err(failed)?;
+        text_bytes += text.len();
+        if text_bytes > b.core.config.limits.max_body_bytes {
+            return Err(too_large(b, false));
+        }
+        let text = Value::String(text);
+        match name.as_str() {
+            "content" => body.content = text,
+            "chat_id" => body.chat_id = text,
+            "message_id" => body.message_id = text,
+            "meta" => {
+                body.meta = serde_json::from_str(text.as_str().unwrap_or_default())
+                    .map_err(|_| error(StatusCode::BAD_REQUEST, "the meta field must be a JSON object"))?;
+            }
+            other => {
+                let message = format!("unknown form field {other:?} (expected content, chat_id, message_id, meta, and file parts)");
+                return Err(error(StatusCode::BAD_REQUEST, message));
+            }
+        }
+    }
+    Ok((body, uploads))
+}
+
+fn inject_request(headers: &HeaderMap, body: InjectBody, files: Vec<Upload>) -> Result<InjectRequest, String> {
     let content = match body.content {
         Value::String(s) if !s.is_empty() => s,
         _ => return Err("content required".into()),
@@ -267,15 +375,38 @@ fn inject_request(headers: &HeaderMap, bytes: &[u8]) -> Result<InjectRequest, St
     // An empty id names nothing: treating it as an id would make every
     // later empty one a "duplicate" and drop it.
     let message_id = body_id.filter(|s| !s.is_empty()).or(header_id.filter(|s| !s.is_empty()));
-    Ok(InjectRequest { content, chat_id, meta, message_id })
+    Ok(InjectRequest { content, chat_id, meta, message_id, files })
 }
 
-async fn inject(State(b): State<Shared>, headers: HeaderMap, body: Body) -> Response {
-    let bytes = match read_body(&b, body).await {
-        Ok(bytes) => bytes,
-        Err(r) => return r,
+async fn inject(State(b): State<Shared>, req: Request) -> Response {
+    let headers = req.headers().clone();
+    let multipart = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|t| t.to_str().ok())
+        .is_some_and(|t| t.trim_start().to_ascii_lowercase().starts_with("multipart/form-data"));
+    let parsed = if multipart {
+        match multipart_body(&b, req).await {
+            Ok(parsed) => Ok(parsed),
+            Err(r) => return r,
+        }
+    } else {
+        let bytes = match read_body(&b, true, req.into_body()).await {
+            Ok(bytes) => bytes,
+            Err(r) => return r,
+        };
+        let body = match json_body(&bytes) {
+            Ok(body) => body,
+            Err(message) => return error(StatusCode::BAD_REQUEST, message),
+        };
+        // max_body_bytes bounds the message; files have limits of their own.
+        let data = body.files.as_array().into_iter().flatten().filter_map(|f| f.get("data")?.as_str());
+        if bytes.len() - data.map(str::len).sum::<usize>() > b.core.config.limits.max_body_bytes {
+            return too_large(&b, false);
+        }
+        let mut body = body;
+        json_files(std::mem::take(&mut body.files)).map(|files| (body, files))
     };
-    let request = match inject_request(&headers, &bytes) {
+    let request = match parsed.and_then(|(body, files)| inject_request(&headers, body, files)) {
         Ok(r) => r,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
@@ -303,6 +434,7 @@ async fn inject(State(b): State<Shared>, headers: HeaderMap, body: Body) -> Resp
         InjectOutcome::TooLarge(m) => error(StatusCode::PAYLOAD_TOO_LARGE, m),
         InjectOutcome::Invalid(m) => error(StatusCode::BAD_REQUEST, m),
         InjectOutcome::Backlog(m) => error(StatusCode::SERVICE_UNAVAILABLE, m),
+        InjectOutcome::Unstored(m) => error(StatusCode::INTERNAL_SERVER_ERROR, m),
         InjectOutcome::Closed => not_connected(),
     }
 }
@@ -313,7 +445,7 @@ fn not_connected() -> Response {
 
 async fn permission(State(b): State<Shared>, body: Body) -> Response {
     const USAGE: &str = "request_id and behavior (allow|deny) required";
-    let bytes = match read_body(&b, body).await {
+    let bytes = match read_body(&b, false, body).await {
         Ok(bytes) => bytes,
         Err(r) if r.status() == StatusCode::BAD_REQUEST => return error(StatusCode::BAD_REQUEST, USAGE),
         Err(r) => return r,
@@ -334,6 +466,36 @@ async fn permission(State(b): State<Shared>, body: Body) -> Response {
         Err(VerdictOutcome::Refused(e @ VerdictError::AlreadyDecided(_))) => error(StatusCode::CONFLICT, e.to_string()),
         Err(VerdictOutcome::Closed) => not_connected(),
     }
+}
+
+/// A reply's file, as it was when Claude sent it.
+async fn file(State(b): State<Shared>, Path(id): Path<String>) -> Response {
+    let Some(f) = b.core.files.get(&id) else {
+        return error(StatusCode::NOT_FOUND, format!("no file {id:?} in this session's replies"));
+    };
+    let opened = match tokio::fs::File::open(&f.path).await {
+        Ok(opened) => opened,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot read file {id:?}: {e}")),
+    };
+    let headers = [
+        (header::CONTENT_TYPE, f.mime.clone()),
+        (header::CONTENT_LENGTH, f.size.to_string()),
+        (header::CONTENT_DISPOSITION, attachment(&f.name)),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff".into()),
+    ];
+    (headers, Body::from_stream(tokio_util::io::ReaderStream::new(opened))).into_response()
+}
+
+/// `attachment; filename="..."`, with the UTF-8 name as `filename*`
+/// (RFC 6266) when it is not plain ASCII.
+fn attachment(name: &str) -> String {
+    let ascii: String = name.chars().map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '_' }).collect();
+    let ascii = ascii.replace(['"', '\\'], "_");
+    if ascii == name {
+        return format!("attachment; filename=\"{ascii}\"");
+    }
+    let utf8 = percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC);
+    format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{utf8}")
 }
 
 async fn permissions(State(b): State<Shared>) -> Response {

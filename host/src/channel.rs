@@ -52,7 +52,12 @@ fn tools() -> Vec<Tool> {
                 "type": "object",
                 "properties": {
                     "chat_id": chat_id,
-                    "text": {"type": "string", "description": "The answer the remote user will read on their phone."}
+                    "text": {"type": "string", "description": "The answer the remote user will read on their phone."},
+                    "files": {
+                        "type": "array",
+                        "items": {"type": "string"},
+                        "description": "Absolute paths of files to send with it (optional). Each is copied as it is now."
+                    }
                 },
                 "required": ["chat_id", "text"]
             }),
@@ -97,6 +102,14 @@ impl Channel {
             (Ok(c), Ok(t)) => (c, t),
             (Err(e), _) | (_, Err(e)) => return CallToolResult::error(vec![ContentBlock::text(e)]),
         };
+        let files = match args.get("files") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(_) if edit => return CallToolResult::error(vec![ContentBlock::text("edit_message does not take files; send them with reply")]),
+            Some(Value::Array(items)) if items.iter().all(Value::is_string) => {
+                items.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()
+            }
+            Some(_) => return CallToolResult::error(vec![ContentBlock::text("argument \"files\" must be an array of absolute paths")]),
+        };
         let what = if edit { "edit" } else { "reply" };
         let not_delivered = |why: String| CallToolResult::error(vec![ContentBlock::text(format!("not delivered: {why}"))]);
         let done = |id, queued: bool| {
@@ -108,7 +121,7 @@ impl Channel {
             };
             CallToolResult::success(vec![ContentBlock::text(how)])
         };
-        match self.core.reply(chat_id, text, message_id).await {
+        match self.core.reply(chat_id, text, message_id, files).await {
             ReplyOutcome::Sent { id } => done(message_id.unwrap_or(id), false),
             ReplyOutcome::Queued { id } => done(message_id.unwrap_or(id), true),
             ReplyOutcome::Refused(why) => not_delivered(why),

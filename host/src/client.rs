@@ -3,7 +3,7 @@
 //! curl and the secret.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use http_body_util::{BodyExt, Full};
@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpStream;
 
 use crate::discovery::{self, Entry};
+use crate::files;
 use crate::events::now_ms;
 use crate::transcripts;
 use crate::UserError;
@@ -133,10 +134,21 @@ pub fn sessions(dir: &Path, all: bool) -> Result<(), UserError> {
     Ok(())
 }
 
-pub async fn send(entry: &Entry, text: &str, chat_id: Option<&str>) -> anyhow::Result<()> {
+pub async fn send(entry: &Entry, text: &str, chat_id: Option<&str>, files: &[PathBuf]) -> anyhow::Result<()> {
+    use base64::Engine;
     let mut body = json!({ "content": text });
     if let Some(c) = chat_id {
         body["chat_id"] = json!(c);
+    }
+    let mut attached = Vec::new();
+    for path in files {
+        let bytes = std::fs::read(path).map_err(|e| UserError(format!("cannot read {}: {e}", path.display())))?;
+        let name = path.file_name().map_or("file".into(), |n| n.to_string_lossy());
+        let data = base64::engine::general_purpose::STANDARD.encode(bytes);
+        attached.push(json!({ "name": name, "data": data }));
+    }
+    if !attached.is_empty() {
+        body["files"] = Value::Array(attached);
     }
     let (status, v) = request_json(entry, Method::POST, "/inject", Some(body)).await?;
     let id = &entry.record.session_id;
@@ -192,8 +204,12 @@ pub async fn status(entry: &Entry) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Follows the event stream until the host goes away.
-pub async fn tail(entry: &Entry, json_out: bool, since: Option<u64>) -> anyhow::Result<()> {
+/// Follows the event stream until the host goes away; with `save`, the
+/// files of each reply are downloaded there.
+pub async fn tail(entry: &Entry, json_out: bool, since: Option<u64>, save: Option<&Path>) -> anyhow::Result<()> {
+    if let Some(dir) = save {
+        std::fs::create_dir_all(dir).map_err(|e| UserError(format!("cannot create {}: {e}", dir.display())))?;
+    }
     let path = match since {
         Some(n) => format!("/events?since={n}"),
         None => "/events".to_string(),
@@ -216,17 +232,58 @@ pub async fn tail(entry: &Entry, json_out: bool, since: Option<u64>) -> anyhow::
             let line: Vec<u8> = buf.drain(..=nl).collect();
             let line = String::from_utf8_lossy(&line);
             let Some(data) = line.trim_end().strip_prefix("data: ") else { continue };
-            let mut out = stdout.lock();
-            if json_out {
-                writeln!(out, "{data}")?;
-            } else {
-                writeln!(out, "{}", human(data))?;
+            {
+                let mut out = stdout.lock();
+                if json_out {
+                    writeln!(out, "{data}")?;
+                } else {
+                    writeln!(out, "{}", human(data))?;
+                }
+                out.flush()?;
             }
-            out.flush()?;
+            if let Some(dir) = save {
+                let event: Value = serde_json::from_str(data).unwrap_or_default();
+                for file in event["files"].as_array().into_iter().flatten() {
+                    let saved = download(entry, file, dir).await;
+                    match saved {
+                        Ok(path) if json_out => eprintln!("saved {}", path.display()),
+                        Ok(path) => println!("  saved {}", path.display()),
+                        Err(e) => eprintln!("opzero-host: cannot save {}: {e:#}", file["name"]),
+                    }
+                }
+            }
         }
     }
     eprintln!("the host closed the stream");
     Ok(())
+}
+
+/// Downloads a reply's file into `dir` under its own name, or another if
+/// that is taken; a reader never sees it half-written.
+async fn download(entry: &Entry, file: &Value, dir: &Path) -> anyhow::Result<PathBuf> {
+    let id = file["id"].as_str().context("the event names no file id")?;
+    let resp = request(entry, Method::GET, &format!("/files/{id}"), None).await?;
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await?.to_bytes();
+    if !status.is_success() {
+        bail!("the host answered {status}: {}", String::from_utf8_lossy(&bytes));
+    }
+    let name = files::sanitize(file["name"].as_str().unwrap_or("file"));
+    let mut tmp = tempfile::Builder::new().prefix(".").suffix(".part").tempfile_in(dir)?;
+    tmp.write_all(&bytes)?;
+    let (stem, ext) = match name.rsplit_once('.') {
+        Some((stem, ext)) if !stem.is_empty() => (stem.to_string(), format!(".{ext}")),
+        _ => (name.clone(), String::new()),
+    };
+    for n in 0.. {
+        let path = if n == 0 { dir.join(&name) } else { dir.join(format!("{stem} ({n}){ext}")) };
+        match tmp.persist_noclobber(&path) {
+            Ok(_) => return Ok(path),
+            Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => tmp = e.file,
+            Err(e) => return Err(e.error.into()),
+        }
+    }
+    unreachable!("some name is free")
 }
 
 /// One event as a line a person reads.
@@ -236,7 +293,14 @@ fn human(data: &str) -> String {
     };
     let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
     match v["type"].as_str().unwrap_or("") {
-        "reply" => format!("reply [{}] {}", s("chat_id"), s("text")),
+        "reply" => {
+            let mut line = format!("reply [{}] {}", s("chat_id"), s("text"));
+            for f in v["files"].as_array().into_iter().flatten() {
+                let text = |k: &str| f[k].as_str().unwrap_or("?").to_string();
+                line.push_str(&format!("\n  file {} ({}, {} bytes)", text("name"), text("mime"), f["size"]));
+            }
+            line
+        }
         "edit" => format!("edit [{}] of reply {}: {}", s("chat_id"), v["message_id"], s("text")),
         "status" => format!("claude is {}", s("state")),
         "permission_request" => format!(

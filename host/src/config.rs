@@ -16,7 +16,7 @@ use toml::Spanned;
 /// Claude Code truncates longer server instructions silently.
 pub const MAX_INSTRUCTIONS_CHARS: usize = 2048;
 
-pub const DEFAULT_INSTRUCTIONS: &str = "Messages from the user's phone arrive as <channel> tags from this channel (its source attribute names it), each with a chat_id attribute: <channel source=\"...\" chat_id=\"...\" ...>text</channel>. They come from a remote web UI, not from this terminal. The remote user sees nothing you write in the terminal: the reply tool is the only way to answer them. Answer every channel message by calling reply with the chat_id of the message you are answering, every time, even for a short acknowledgement. Keep replies readable on a phone. For longer work, reply with a short \"working on it\" first, then update that message with edit_message (reply answers with its id) as you go.";
+pub const DEFAULT_INSTRUCTIONS: &str = "Messages from the user's phone arrive as <channel> tags from this channel (its source attribute names it), each with a chat_id attribute: <channel source=\"...\" chat_id=\"...\" ...>text</channel>. They come from a remote web UI, not from this terminal. The remote user sees nothing you write in the terminal: the reply tool is the only way to answer them. Answer every channel message by calling reply with the chat_id of the message you are answering, every time, even for a short acknowledgement. Keep replies readable on a phone. For longer work, reply with a short \"working on it\" first, then update that message with edit_message (reply answers with its id) as you go. The user may attach files: they are saved on this machine, and a tag's image_path, file_path, or file_path_1, file_path_2, ... (with file_count) attribute is the path of one you may Read. To send files back, give reply their absolute paths in files.";
 
 /// Where a problem is: shown as `file:line:col: key: message`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,6 +112,25 @@ pub struct Limits {
     /// A client gets this long to send a request's headers, and again its
     /// body, before the bridge gives up on it (`read_timeout_ms`).
     pub read_timeout: Duration,
+    /// One file, either way.
+    pub max_file_bytes: u64,
+    /// Files in one message, either way (0: no files).
+    pub max_files: usize,
+    /// All of one message's files together.
+    pub max_files_bytes: u64,
+}
+
+impl Limits {
+    /// The largest `POST /inject` body: `max_body_bytes`, plus room for
+    /// `max_files_bytes` of files in base64 (4 bytes for 3) and a little
+    /// framing for each.
+    pub fn inject_body_bytes(&self) -> usize {
+        if self.max_files == 0 {
+            return self.max_body_bytes;
+        }
+        let files = self.max_files_bytes.div_ceil(3) * 4 + self.max_files as u64 * 1024;
+        self.max_body_bytes.saturating_add(usize::try_from(files).unwrap_or(usize::MAX))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -171,6 +190,9 @@ impl Default for Config {
                 max_meta_keys: 64,
                 idempotency_window: 1000,
                 read_timeout: Duration::from_secs(10),
+                max_file_bytes: 20 << 20,
+                max_files: 10,
+                max_files_bytes: 50 << 20,
             },
             permissions: PermissionsConfig {
                 relay: true,
@@ -398,6 +420,9 @@ impl Walker<'_> {
             ("max_meta_keys", 0, 10_000, &mut |n| limits.max_meta_keys = n as usize),
             ("idempotency_window", 0, 1_000_000, &mut |n| limits.idempotency_window = n as usize),
             ("read_timeout_ms", 100, 600_000, &mut |n| limits.read_timeout = Duration::from_millis(n as u64)),
+            ("max_file_bytes", 1, 1 << 30, &mut |n| limits.max_file_bytes = n as u64),
+            ("max_files", 0, 1000, &mut |n| limits.max_files = n as usize),
+            ("max_files_bytes", 1, 4 << 30, &mut |n| limits.max_files_bytes = n as u64),
         ]);
     }
 

@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{Config, Hooks};
 use crate::events::{now_ms, EventLog, Subscription};
+use crate::files::{self, Files, Outgoing, Upload, Written};
 use crate::filters::{self, FilterChain, PermissionVerdict, Verdict};
 use crate::meta::{self, scrub, Meta};
 use crate::permissions::{self, Behavior, Permissions, VerdictError};
@@ -43,6 +44,7 @@ pub struct InjectRequest {
     pub meta: Map<String, Value>,
     /// From the body's `message_id` or the `Idempotency-Key` header.
     pub message_id: Option<String>,
+    pub files: Vec<Upload>,
 }
 
 #[derive(Debug, PartialEq)]
@@ -62,6 +64,8 @@ pub enum InjectOutcome {
     Closed,
     /// Claude Code has not initialized and too much is already held.
     Backlog(String),
+    /// Its files could not be written (a full disk, say).
+    Unstored(String),
 }
 
 #[derive(Debug, PartialEq)]
@@ -107,6 +111,7 @@ struct ReplyJob {
     reply: filters::Reply,
     /// The reply this one replaces (`edit_message`).
     edits: Option<u64>,
+    files: Vec<Outgoing>,
     done: oneshot::Sender<ReplyOutcome>,
 }
 
@@ -121,6 +126,8 @@ pub struct Core {
     recent_ids: Mutex<RecentIds>,
     /// What Claude's session file last said (see `status`).
     pub claude: Mutex<Option<crate::status::Claude>>,
+    /// The inbox and the outbox.
+    pub files: Arc<Files>,
     /// Each reply's event id and chat, for `edit_message`.
     replies_sent: Mutex<std::collections::HashMap<u64, String>>,
     injects: Queue<InjectJob>,
@@ -131,7 +138,7 @@ pub struct Core {
 impl Core {
     /// A core whose filtered work waits in its queues until
     /// [`Core::start_filters`] hands it the loaded chain.
-    pub fn new(session_id: String, config: Config) -> Arc<Core> {
+    pub fn new(session_id: String, config: Config, files: Files) -> Arc<Core> {
         let hooks = config.filters.iter().fold(Hooks::default(), |h, f| Hooks {
             inject: h.inject || f.hooks.inject,
             reply: h.reply || f.hooks.reply,
@@ -142,6 +149,7 @@ impl Core {
             events: EventLog::new(config.events.replay_buffer, config.events.subscriber_lag),
             recent_ids: Mutex::new(RecentIds::new(config.limits.idempotency_window)),
             replies_sent: Mutex::default(),
+            files: Arc::new(files),
             claude: Mutex::default(),
             config,
             permissions: Permissions::default(),
@@ -162,7 +170,7 @@ impl Core {
         });
         self.replies.start(self, &chain, |core, chain, job| async move {
             let verdict = chain.on_reply(job.reply).await;
-            let _ = job.done.send(core.publish_reply(verdict, job.edits));
+            let _ = job.done.send(core.publish_reply(verdict, job.edits, job.files));
         });
         self.prompts.start(self, &chain, |core, chain, request| async move {
             let verdict = chain.on_permission(request.clone()).await;
@@ -242,6 +250,10 @@ impl Core {
                 limits.max_meta_keys
             ));
         }
+        let sizes = req.files.iter().map(|f| (f.name.as_str(), f.bytes.len() as u64));
+        if let Err(why) = files::check(limits, sizes) {
+            return InjectOutcome::TooLarge(why);
+        }
         // Claimed before anything else, so the retry of a text verdict is a
         // duplicate too (and not, its prompt being gone, a message to Claude).
         let claim = match &req.message_id {
@@ -277,15 +289,46 @@ impl Core {
             };
         }
         let chat_id = scrub(req.chat_id.as_deref().filter(|c| !c.is_empty()).unwrap_or("inject"));
-        let (mut meta, dropped_meta) = meta::clean(req.meta);
-        meta.insert("chat_id".into(), chat_id.clone());
-        if !self.hooks.inject {
-            return self.deliver(req.content, meta, dropped_meta).await;
+        let (mut meta, mut dropped_meta) = meta::clean(req.meta);
+        // Only the host says where files are.
+        let reserved: Vec<String> = meta.keys().filter(|k| files::is_reserved_key(k)).cloned().collect();
+        for key in reserved {
+            meta.remove(&key);
+            dropped_meta.push(key);
         }
-        let (done, outcome) = oneshot::channel();
-        let message = filters::Message { content: req.content, meta: meta.into_iter().collect() };
-        self.injects.push(InjectJob { message, chat_id, dropped_meta, done });
-        outcome.await.unwrap_or(InjectOutcome::Closed)
+        dropped_meta.sort();
+        let (file_meta, written) = match self.receive_files(req.files).await {
+            Ok(received) => received,
+            Err(e) => return InjectOutcome::Unstored(e),
+        };
+        meta.extend(file_meta);
+        meta.insert("chat_id".into(), chat_id.clone());
+        let outcome = if self.hooks.inject {
+            let (done, outcome) = oneshot::channel();
+            let message = filters::Message { content: req.content, meta: meta.into_iter().collect() };
+            self.injects.push(InjectJob { message, chat_id, dropped_meta, done });
+            outcome.await.unwrap_or(InjectOutcome::Closed)
+        } else {
+            self.deliver(req.content, meta, dropped_meta).await
+        };
+        if !matches!(outcome, InjectOutcome::Accepted { .. }) {
+            written.remove();
+        }
+        outcome
+    }
+
+    /// A message's files, written to the inbox (on a blocking thread: they
+    /// may be megabytes), and the meta that names them.
+    async fn receive_files(&self, uploads: Vec<Upload>) -> Result<(Meta, Written), String> {
+        if uploads.is_empty() {
+            return Ok(Default::default());
+        }
+        let files = self.files.clone();
+        let stored = tokio::task::spawn_blocking(move || files.receive(uploads)).await;
+        stored
+            .map_err(std::io::Error::other)
+            .and_then(|r| r)
+            .map_err(|e| format!("cannot store the files: {e}"))
     }
 
     /// What the inject filters decided, carried out.
@@ -319,7 +362,8 @@ impl Core {
 
     /// Claude called the `reply` tool, or (`edits`: the reply's id)
     /// `edit_message`. Either goes through the reply filters, in order.
-    pub async fn reply(&self, chat_id: String, text: String, edits: Option<u64>) -> ReplyOutcome {
+    /// A reply's `files` are copied into the outbox now, before the filters.
+    pub async fn reply(&self, chat_id: String, text: String, edits: Option<u64>, paths: Vec<String>) -> ReplyOutcome {
         if let Some(id) = edits {
             match self.replies_sent.lock().unwrap().get(&id) {
                 None => return ReplyOutcome::Refused(format!("message {id} is not a reply of this session")),
@@ -329,29 +373,49 @@ impl Core {
                 Some(_) => {}
             }
         }
+        let files = if paths.is_empty() {
+            Vec::new()
+        } else {
+            let (store, limits) = (self.files.clone(), self.config.limits.clone());
+            match tokio::task::spawn_blocking(move || store.send(&paths, &limits)).await {
+                Ok(Ok(files)) => files,
+                Ok(Err(why)) => return ReplyOutcome::Refused(why),
+                Err(e) => return ReplyOutcome::Refused(format!("cannot copy the files: {e}")),
+            }
+        };
         let reply = filters::Reply { chat_id, text };
         if !self.hooks.reply {
-            return self.publish_reply(Verdict::Pass(reply), edits);
+            return self.publish_reply(Verdict::Pass(reply), edits, files);
         }
         let (done, outcome) = oneshot::channel();
-        self.replies.push(ReplyJob { reply, edits, done });
+        self.replies.push(ReplyJob { reply, edits, files, done });
         outcome.await.unwrap_or_else(|_| ReplyOutcome::FilterFailed {
             filter: "(chain)".into(),
             error: "the host is shutting down".into(),
         })
     }
 
-    fn publish_reply(&self, verdict: Verdict<filters::Reply>, edits: Option<u64>) -> ReplyOutcome {
-        let reply = match verdict {
-            Verdict::Pass(r) => r,
-            Verdict::Drop { filter, reason } => return ReplyOutcome::Dropped { filter, reason },
-            Verdict::Reject { filter, reason } => return ReplyOutcome::Rejected { filter, reason },
-            Verdict::Failed { filter, error } => return ReplyOutcome::FilterFailed { filter, error },
+    fn publish_reply(&self, verdict: Verdict<filters::Reply>, edits: Option<u64>, files: Vec<Outgoing>) -> ReplyOutcome {
+        let refused = match verdict {
+            Verdict::Pass(reply) => return self.publish(reply, edits, files),
+            Verdict::Drop { filter, reason } => ReplyOutcome::Dropped { filter, reason },
+            Verdict::Reject { filter, reason } => ReplyOutcome::Rejected { filter, reason },
+            Verdict::Failed { filter, error } => ReplyOutcome::FilterFailed { filter, error },
         };
+        Files::discard(files);
+        refused
+    }
+
+    fn publish(&self, reply: filters::Reply, edits: Option<u64>, files: Vec<Outgoing>) -> ReplyOutcome {
         let connected = self.events.subscribers() > 0;
         let id = match edits {
             None => {
-                let event = json!({ "type": "reply", "chat_id": reply.chat_id, "text": reply.text, "ts": now_ms() });
+                let mut event = json!({ "type": "reply", "chat_id": reply.chat_id, "text": reply.text, "ts": now_ms() });
+                if !files.is_empty() {
+                    // Servable before anyone can hear of them.
+                    self.files.serve(&files);
+                    event["files"] = json!(files);
+                }
                 let id = self.events.publish(&event);
                 self.replies_sent.lock().unwrap().insert(id, reply.chat_id);
                 id

@@ -11,6 +11,7 @@ pub mod config;
 pub mod core;
 pub mod discovery;
 pub mod events;
+pub mod files;
 pub mod filters;
 pub mod launcher;
 pub mod meta;

@@ -63,6 +63,9 @@ enum Command {
         text: String,
         #[arg(long, value_name = "ID")]
         chat_id: Option<String>,
+        /// Attach a file (repeat for several).
+        #[arg(long = "file", value_name = "PATH")]
+        files: Vec<PathBuf>,
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
@@ -75,6 +78,10 @@ enum Command {
         /// Start after this event id (0: everything still buffered).
         #[arg(long, value_name = "ID")]
         since: Option<u64>,
+        /// Download the files of replies into this directory (never
+        /// overwriting a file already there).
+        #[arg(long, value_name = "DIR")]
+        save: Option<PathBuf>,
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
@@ -179,19 +186,21 @@ fn run(command: Command) -> anyhow::Result<()> {
             session,
             text,
             chat_id,
+            files,
             config,
         } => {
             let entry = client::find(&channels_dir(config)?, &session)?;
-            runtime().block_on(client::send(&entry, &text, chat_id.as_deref()))
+            runtime().block_on(client::send(&entry, &text, chat_id.as_deref(), &files))
         }
         Command::Tail {
             session,
             json,
             since,
+            save,
             config,
         } => {
             let entry = client::find(&channels_dir(config)?, &session)?;
-            runtime().block_on(client::tail(&entry, json, since))
+            runtime().block_on(client::tail(&entry, json, since, save.as_deref()))
         }
         Command::Status { session, config } => {
             let entry = client::find(&channels_dir(config)?, &session)?;

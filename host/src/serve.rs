@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::core::Core;
 use crate::discovery::{self, DiscoveryFile, Record};
 use crate::events::now_ms;
+use crate::files::Files;
 use crate::filters::FilterChain;
 use crate::{bridge, channel, UserError};
 
@@ -72,7 +73,10 @@ fn new_secret() -> anyhow::Result<String> {
 
 pub async fn run(session_id: String, config: Config) -> anyhow::Result<()> {
     let dir = discovery::channels_dir(&config);
-    let core = Core::new(session_id.clone(), config);
+    // Never sent to the phone: where the secrets and the compiled filters are.
+    let state_dirs = vec![discovery::opzero_home(), dir.clone()];
+    let files = Files::new(discovery::opzero_home().join("files").join(&session_id), state_dirs);
+    let core = Core::new(session_id.clone(), config, files);
     let listener = TcpListener::bind(("127.0.0.1", 0))
         .await
         .context("cannot bind the HTTP bridge on 127.0.0.1")?;
@@ -119,10 +123,15 @@ pub async fn run(session_id: String, config: Config) -> anyhow::Result<()> {
         anyhow::Ok(file)
     };
     let mut file = tokio::select! {
-        () = &mut ended => return Ok(()),
+        () = &mut ended => {
+            core.files.remove_all();
+            return Ok(());
+        }
         file = announce => file?,
     };
     ended.await;
     file.remove();
+    // The process exits without dropping the core.
+    core.files.remove_all();
     Ok(())
 }

@@ -54,3 +54,37 @@ while time.time() < deadline:
 sys.exit(1)
 PYEOF
 }
+
+# file_in SOURCE: an inject carrying a file (base64 JSON, as the web UI
+# sends it) reaches the model as a <channel source=SOURCE> tag whose
+# image_path attribute names a file holding the very bytes sent; the
+# content carries no path.
+file_in() {
+  local source=$1 nonce="file-$$-$RANDOM" tag
+  T0=$(now)
+  "$PY" - "$DISC_FILE" "$nonce" "$WORK/sent.png" >"$WORK/inject-file.out" 2>&1 <<'PYEOF' || verdict FAIL "POST /inject with a file failed: $(cat "$WORK/inject-file.out")"
+import base64, json, os, sys, urllib.request
+disc, nonce, keep = sys.argv[1:4]
+d = json.load(open(disc))
+data = os.urandom(3000)
+open(keep, "wb").write(data)
+body = {"content": "look at this " + nonce, "chat_id": "e2e-file",
+        "files": [{"name": "shot.png", "data": base64.b64encode(data).decode()}]}
+req = urllib.request.Request("http://127.0.0.1:%d/inject" % d["port"], json.dumps(body).encode(),
+                             {"Content-Type": "application/json", "X-OPZero-Secret": d["secret"]})
+print(urllib.request.urlopen(req).read().decode())
+PYEOF
+  tag=$("$PY" "$HARNESS_DIR/wait_for.py" mock-channel --log "$WORK/mock.jsonl" --source "$source" \
+    --needle "$nonce" --since "$T0" --timeout "$TIMEOUT") \
+    || verdict FAIL "the inject with a file never reached the model in a <channel source=\"$source\"> tag"
+  "$PY" - "$tag" "$WORK/sent.png" "$nonce" <<'PYEOF' || verdict FAIL "the model's <channel> tag does not name the file sent: $tag"
+import json, re, sys
+tag, sent, nonce = json.loads(sys.argv[1])["tag"], sys.argv[2], sys.argv[3]
+m = re.search(r'\simage_path="([^"]+)"', tag)
+assert m, "no image_path attribute"
+assert open(m.group(1), "rb").read() == open(sent, "rb").read(), "different bytes at " + m.group(1)
+inner = tag[tag.index(">") + 1:]
+assert m.group(1) not in inner and nonce in inner, "the path is in the content"
+PYEOF
+  log "the model saw the file as image_path"
+}

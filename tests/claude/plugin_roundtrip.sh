@@ -2,8 +2,9 @@
 # The repo's own plugin (plugin/) in the real Claude Code, started exactly as
 # its .mcp.json says: `opzero-host serve` from PATH, with no session id of
 # ours. Claude Code names the channel plugin:opzero:opzero-channel; once it
-# is on, an inject reaches the model, the model's `reply` reaches SSE, and
-# the discovery file carries the name of Claude's own transcript.
+# is on, an inject reaches the model, the model's `reply` reaches SSE, a
+# file sent from the phone reaches the model as a path it can read, and the
+# discovery file carries the name of Claude's own transcript.
 #   tests/claude/plugin_roundtrip.sh --plugin-dir HOST_BIN
 #       claude -p --plugin-dir plugin/, the channel switched on with the SDK
 #       control request channel_enable (-p ignores the dev-channels flag)
@@ -54,6 +55,7 @@ note_server_pid
 log "channel $CH_SERVER registered after $(dt "$T_LAUNCH" "$(now)")s; session $SESSION_ID"
 
 round_trip e2e-plugin "$CH_SERVER"
+file_in "$CH_SERVER"
 
 # The discovery file is named for the session whose transcript Claude writes.
 transcript=$(ls "$HOME_DIR"/.claude/projects/*/"$SESSION_ID".jsonl 2>/dev/null | head -1)

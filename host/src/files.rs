@@ -1,0 +1,366 @@
+//! Files both ways. From the phone, a message's files are written to this
+//! session's inbox and Claude gets their paths in the message's meta; to
+//! the phone, a reply's files are copied into the outbox when Claude calls
+//! the tool, and served by `GET /files/<id>`.
+//!
+//! Both live in `$OPZERO_HOME/files/<session>/`, 0700, each file 0600 from
+//! its creation, and go when the host exits.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::config::Limits;
+use crate::meta::Meta;
+use crate::private;
+
+/// A file from the phone, decoded, not yet written.
+#[derive(Debug)]
+pub struct Upload {
+    pub name: String,
+    pub mime: Option<String>,
+    pub bytes: Bytes,
+}
+
+/// A reply's file, copied into the outbox, as clients see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outgoing {
+    pub id: String,
+    pub name: String,
+    pub mime: String,
+    pub size: u64,
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+/// Files written by one call, removed again by [`Written::remove`] when
+/// what they came with is not delivered.
+#[derive(Debug, Default)]
+pub struct Written(Vec<PathBuf>);
+
+impl Written {
+    pub fn remove(self) {
+        for path in self.0 {
+            let _ = fs::remove_file(path);
+        }
+    }
+}
+
+pub struct Files {
+    /// `$OPZERO_HOME/files/<session>`.
+    dir: PathBuf,
+    /// Where the host keeps its secrets and compiled code: never served.
+    state_dirs: Vec<PathBuf>,
+    seq: AtomicU64,
+    served: Mutex<HashMap<String, Outgoing>>,
+}
+
+/// The meta keys only the host sets: a phone's are dropped.
+pub fn is_reserved_key(key: &str) -> bool {
+    matches!(key, "image_path" | "file_path" | "file_count")
+        || key.strip_prefix("file_path_").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// A file name that is safe as one path component and inside a
+/// `<channel k="v">` attribute: no separators, no leading dot, no control
+/// or bidi characters, none of `<>[]"`, at most 100 characters and 200
+/// bytes (the extension kept), never empty.
+pub fn sanitize(name: &str) -> String {
+    const MAX_CHARS: usize = 100;
+    const MAX_BYTES: usize = 200;
+    let cleaned: String = name
+        .chars()
+        .filter_map(|c| match c {
+            '/' | '\\' => Some('_'),
+            '<' | '>' | '[' | ']' | '"' => None,
+            '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}' => None,
+            c if c.is_control() => None,
+            c => Some(c),
+        })
+        .collect();
+    let trimmed = cleaned.trim_start_matches(|c: char| c == '.' || c.is_whitespace());
+    let trimmed = trimmed.trim_end_matches(|c: char| c == '.' || c.is_whitespace());
+    if trimmed.is_empty() {
+        return "file".into();
+    }
+    let fits = |s: &str| s.chars().count() <= MAX_CHARS && s.len() <= MAX_BYTES;
+    if fits(trimmed) {
+        return trimmed.to_string();
+    }
+    let (stem, ext) = match trimmed.rsplit_once('.') {
+        Some((stem, ext)) if !stem.is_empty() && ext.chars().count() <= 16 => (stem, Some(ext)),
+        _ => (trimmed, None),
+    };
+    let room = ext.map_or(0, |e| e.len() + 1);
+    let mut out = String::new();
+    for c in stem.chars() {
+        if out.chars().count() + 1 + ext.map_or(0, |e| e.chars().count() + 1) > MAX_CHARS
+            || out.len() + c.len_utf8() + room > MAX_BYTES
+        {
+            break;
+        }
+        out.push(c);
+    }
+    if let Some(ext) = ext {
+        out.push('.');
+        out.push_str(ext);
+    }
+    out
+}
+
+/// A file's type from its name, or `application/octet-stream`.
+pub fn mime_of(name: &str) -> String {
+    mime_guess::from_path(name).first_raw().unwrap_or("application/octet-stream").to_string()
+}
+
+/// Whether files of these names and sizes are within `limits`; a refusal
+/// names the limit.
+pub fn check<'a>(limits: &Limits, files: impl ExactSizeIterator<Item = (&'a str, u64)>) -> Result<(), String> {
+    if files.len() > limits.max_files {
+        return Err(format!(
+            "{} files; the limit is {} (limits.max_files)",
+            files.len(),
+            limits.max_files
+        ));
+    }
+    let mut total = 0u64;
+    for (name, size) in files {
+        check_one(limits, name, size)?;
+        total += size;
+    }
+    if total > limits.max_files_bytes {
+        return Err(format!(
+            "the files total {total} bytes; the limit is {} (limits.max_files_bytes)",
+            limits.max_files_bytes
+        ));
+    }
+    Ok(())
+}
+
+pub fn check_one(limits: &Limits, name: &str, size: u64) -> Result<(), String> {
+    if size > limits.max_file_bytes {
+        return Err(format!(
+            "file {name:?} is {size} bytes; the limit is {} (limits.max_file_bytes)",
+            limits.max_file_bytes
+        ));
+    }
+    Ok(())
+}
+
+/// Creates `path` for writing, 0600, failing if anything is there.
+fn create_private(path: &Path) -> io::Result<File> {
+    OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)
+}
+
+impl Files {
+    /// Nothing is created until a file comes; what a previous host of this
+    /// session left behind (if it was killed) is removed.
+    pub fn new(dir: PathBuf, state_dirs: Vec<PathBuf>) -> Files {
+        let _ = fs::remove_dir_all(&dir);
+        Files { dir, state_dirs, seq: AtomicU64::new(0), served: Mutex::default() }
+    }
+
+    fn subdir(&self, name: &str) -> io::Result<PathBuf> {
+        let dir = self.dir.join(name);
+        private::create_dir(&dir)?;
+        Ok(dir)
+    }
+
+    /// Writes a message's files to the inbox, each as `<n>-<name>`, and
+    /// returns the meta that tells Claude where they are. On an error,
+    /// nothing is left written.
+    pub fn receive(&self, uploads: Vec<Upload>) -> io::Result<(Meta, Written)> {
+        let mut meta = Meta::new();
+        let mut written = Written::default();
+        if uploads.is_empty() {
+            return Ok((meta, written));
+        }
+        let inbox = self.subdir("inbox")?;
+        let count = uploads.len();
+        for (i, upload) in uploads.into_iter().enumerate() {
+            let n = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+            let path = inbox.join(format!("{n}-{}", sanitize(&upload.name)));
+            let result = create_private(&path).and_then(|mut f| {
+                written.0.push(path.clone());
+                f.write_all(&upload.bytes)
+            });
+            if let Err(e) = result {
+                written.remove();
+                return Err(e);
+            }
+            let shown = path.display().to_string();
+            let mime = upload.mime.unwrap_or_else(|| mime_of(&upload.name));
+            match count {
+                1 if mime.starts_with("image/") => meta.insert("image_path".into(), shown),
+                1 => meta.insert("file_path".into(), shown),
+                _ => meta.insert(format!("file_path_{}", i + 1), shown),
+            };
+        }
+        if count > 1 {
+            meta.insert("file_count".into(), count.to_string());
+        }
+        Ok((meta, written))
+    }
+
+    /// Copies the files a reply names into the outbox, as they are now.
+    /// A refusal names the file; then nothing is left in the outbox.
+    pub fn send(&self, paths: &[String], limits: &Limits) -> Result<Vec<Outgoing>, String> {
+        if paths.len() > limits.max_files {
+            return Err(format!("{} files; the limit is {} (limits.max_files)", paths.len(), limits.max_files));
+        }
+        let mut sources = Vec::new();
+        let mut total = 0;
+        for p in paths {
+            let (file, size) = self.open_source(p, limits)?;
+            total += size;
+            if total > limits.max_files_bytes {
+                return Err(format!(
+                    "the files total more than {} bytes, the limit (limits.max_files_bytes)",
+                    limits.max_files_bytes
+                ));
+            }
+            sources.push((p, file));
+        }
+        let outbox = self.subdir("outbox").map_err(|e| format!("cannot create the outbox: {e}"))?;
+        let mut copied: Vec<Outgoing> = Vec::new();
+        for (p, file) in sources {
+            match self.copy(&outbox, p, file, limits) {
+                Ok(out) => copied.push(out),
+                Err(e) => {
+                    Self::discard(copied);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(copied)
+    }
+
+    fn open_source(&self, p: &str, limits: &Limits) -> Result<(File, u64), String> {
+        let path = Path::new(p);
+        if !path.is_absolute() {
+            return Err(format!("file {p:?}: not an absolute path"));
+        }
+        let real = fs::canonicalize(path).map_err(|e| format!("file {p:?}: {}", io_reason(&e)))?;
+        let state = self.state_dirs.iter().filter_map(|d| fs::canonicalize(d).ok());
+        if let Some(dir) = state.into_iter().find(|d| real.starts_with(d)) {
+            return Err(format!(
+                "file {p:?} is in the host's state directory {}, which is never sent",
+                dir.display()
+            ));
+        }
+        let file = File::open(&real).map_err(|e| format!("file {p:?}: {}", io_reason(&e)))?;
+        let meta = file.metadata().map_err(|e| format!("file {p:?}: {}", io_reason(&e)))?;
+        if !meta.is_file() {
+            return Err(format!("file {p:?}: not a regular file"));
+        }
+        check_one(limits, p, meta.len())?;
+        Ok((file, meta.len()))
+    }
+
+    fn copy(&self, outbox: &Path, p: &str, file: File, limits: &Limits) -> Result<Outgoing, String> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let path = outbox.join(&id);
+        let name = sanitize(Path::new(p).file_name().map_or("file".into(), |n| n.to_string_lossy()).as_ref());
+        let result = create_private(&path).and_then(|mut out| {
+            // A file that grew since it was checked is cut at the limit + 1.
+            io::copy(&mut file.take(limits.max_file_bytes + 1), &mut out)
+        });
+        let size = match result {
+            Ok(size) => size,
+            Err(e) => {
+                let _ = fs::remove_file(&path);
+                return Err(format!("file {p:?}: cannot copy it: {e}"));
+            }
+        };
+        if let Err(e) = check_one(limits, p, size) {
+            let _ = fs::remove_file(&path);
+            return Err(e);
+        }
+        Ok(Outgoing { id, mime: mime_of(&name), name, size, path })
+    }
+
+    /// Copies that will not be sent.
+    pub fn discard(files: Vec<Outgoing>) {
+        for f in files {
+            let _ = fs::remove_file(f.path);
+        }
+    }
+
+    /// Makes a sent reply's files available to `GET /files/<id>`.
+    pub fn serve(&self, files: &[Outgoing]) {
+        let mut served = self.served.lock().unwrap();
+        for f in files {
+            served.insert(f.id.clone(), f.clone());
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Option<Outgoing> {
+        self.served.lock().unwrap().get(id).cloned()
+    }
+
+    /// Removes the inbox and the outbox: the host is exiting.
+    pub fn remove_all(&self) {
+        if let Err(e) = fs::remove_dir_all(&self.dir)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            tracing::warn!(dir = %self.dir.display(), "could not remove the session's files: {e}");
+        }
+    }
+}
+
+impl Drop for Files {
+    fn drop(&mut self) {
+        self.remove_all();
+    }
+}
+
+fn io_reason(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::NotFound => "no such file".into(),
+        io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_one_safe_component() {
+        for (raw, want) in [
+            ("photo.jpg", "photo.jpg"),
+            ("../../x", "_.._x"),
+            (".hidden", "hidden"),
+            ("a\0b\nc\r.txt", "abc.txt"),
+            ("", "file"),
+            ("...", "file"),
+            ("C:\\evil\\x.png", "C:_evil_x.png"),
+            ("<a>\"b\"[c].md", "abc.md"),
+            ("gnp.\u{202E}exe", "gnp.exe"),
+        ] {
+            assert_eq!(sanitize(raw), want, "{raw:?}");
+        }
+        let long = format!("{}.tar.gz", "é".repeat(10_000));
+        let s = sanitize(&long);
+        assert!(s.ends_with(".gz") && s.chars().count() <= 100 && s.len() <= 200, "{s}");
+        assert!(sanitize(&"x".repeat(10_000)).chars().count() == 100);
+    }
+
+    #[test]
+    fn reserved_keys() {
+        for k in ["image_path", "file_path", "file_count", "file_path_1", "file_path_12"] {
+            assert!(is_reserved_key(k), "{k}");
+        }
+        for k in ["file_path_", "file_path_x", "image", "file_paths"] {
+            assert!(!is_reserved_key(k), "{k}");
+        }
+    }
+}
