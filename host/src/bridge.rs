@@ -545,7 +545,22 @@ async fn events(
         Some((Ok(event), Some(sub)))
     });
     use futures_util::StreamExt;
-    Sse::new(connected.chain(stream))
-        .keep_alive(KeepAlive::new().interval(PING_EVERY).text("ping"))
-        .into_response()
+    let events = connected.chain(stream);
+    // The ping's clock is a kernel timer: it wakes the host once a ping,
+    // where a tokio timer 20 s out wakes it three times (the timer wheel
+    // moves it down a level each time). Without one, axum's keep-alive.
+    let ticks = match tokio_timerfd::Interval::new_interval(PING_EVERY) {
+        Ok(ticks) => ticks,
+        Err(e) => {
+            tracing::warn!("no timerfd for the SSE ping ({e}); using tokio's timer");
+            return Sse::new(events).keep_alive(KeepAlive::new().interval(PING_EVERY).text("ping")).into_response();
+        }
+    };
+    let ping = || Some(Ok(Event::default().comment("ping")));
+    // The stream ends when the events do (`None`), pings or not.
+    let events = events.map(Some).chain(futures_util::stream::once(async { None }));
+    let merged = futures_util::stream::select(events, ticks.map(move |_| ping()))
+        .take_while(|e| std::future::ready(e.is_some()))
+        .filter_map(std::future::ready);
+    Sse::new(merged).into_response()
 }
