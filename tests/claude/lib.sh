@@ -13,6 +13,19 @@ parse_common -- "$HOST_BIN" serve
 unset OPZERO_HOME OPZERO_CHANNEL_SESSION_ID CLAUDE_CODE_SESSION_ID
 setup_work
 
+# start_mock_with_files [OPTIONS]: the shared lib's start_mock, with the
+# mock model API of mock_files.py (the shared one, whose reply calls can
+# also carry files).
+start_mock_with_files() {
+  "$PY" "$ROOT/tests/claude/mock_files.py" "$HARNESS_DIR" --log "$WORK/mock.jsonl" \
+    --port-file "$WORK/mock.port" --tool "$TOOL_FQ" "$@" 2>"$WORK/mock.err" &
+  PIDS+=($!)
+  wait_for_file "$WORK/mock.port" 5 || verdict FAIL "mock API did not start: $(tail -1 "$WORK/mock.err")"
+  MOCK_PORT=$(cat "$WORK/mock.port")
+  : > "$WORK/mock.jsonl"
+  log "mock Anthropic API (with files) on 127.0.0.1:$MOCK_PORT (log $WORK/mock.jsonl)"
+}
+
 # round_trip CHAT_ID SOURCE: an SSE subscriber, an inject, the model seeing it
 # in a <channel source=SOURCE> tag, and its `reply` reaching SSE. Sets NONCE
 # (in the message) and T0 (when it was sent).
@@ -87,4 +100,37 @@ inner = tag[tag.index(">") + 1:]
 assert m.group(1) not in inner and nonce in inner, "the path is in the content"
 PYEOF
   log "the model saw the file as image_path"
+}
+
+# file_out: the model's `reply` with files (see mock_files.py) reaches SSE
+# with the file listed, and GET /files/<id> returns the very bytes sent.
+# Needs round_trip's SSE subscriber.
+file_out() {
+  local sent="$WORK/report.bin" got
+  head -c 5000 /dev/urandom > "$sent"
+  T0=$(now)
+  "$PY" "$HARNESS_DIR/chan_client.py" inject --file "$DISC_FILE" --content "send me E2E_FILE=$sent" \
+    --chat-id e2e-file-out >"$WORK/inject.out" 2>&1 || verdict FAIL "POST /inject failed: $(cat "$WORK/inject.out")"
+  got=$("$PY" - "$WORK/events.jsonl" "$DISC_FILE" "$sent" "$TIMEOUT" 2>&1 <<'PYEOF') || verdict FAIL "the model's reply with a file: $got"
+import json, sys, time, urllib.request
+events, disc, sent, timeout = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+d = json.load(open(disc))
+deadline = time.time() + timeout
+while True:
+    replies = [e for e in map(json.loads, open(events)) if e.get("type") == "reply" and e.get("chat_id") == "e2e-file-out"]
+    if replies:
+        break
+    if time.time() > deadline:
+        sys.exit("no reply to chat e2e-file-out reached /events")
+    time.sleep(0.1)
+files = replies[0].get("files")
+assert files and len(files) == 1 and files[0]["name"] == "report.bin", "the reply event lists %r" % files
+req = urllib.request.Request("http://127.0.0.1:%d/files/%s" % (d["port"], files[0]["id"]),
+                             headers={"X-OPZero-Secret": d["secret"]})
+body = urllib.request.urlopen(req).read()
+assert body == open(sent, "rb").read(), "GET /files/%s returned other bytes" % files[0]["id"]
+assert files[0]["size"] == len(body), files
+print(files[0]["id"])
+PYEOF
+  log "the model's reply carried the file; GET /files/$got returned its bytes"
 }

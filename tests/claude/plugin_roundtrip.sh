@@ -3,8 +3,9 @@
 # its .mcp.json says: `opzero-host serve` from PATH, with no session id of
 # ours. Claude Code names the channel plugin:opzero:opzero-channel; once it
 # is on, an inject reaches the model, the model's `reply` reaches SSE, a
-# file sent from the phone reaches the model as a path it can read, and the
-# discovery file carries the name of Claude's own transcript.
+# file sent from the phone reaches the model as a path it can read, a file
+# the model sends reaches the phone, and the discovery file carries the name
+# of Claude's own transcript.
 #   tests/claude/plugin_roundtrip.sh --plugin-dir HOST_BIN
 #       claude -p --plugin-dir plugin/, the channel switched on with the SDK
 #       control request channel_enable (-p ignores the dev-channels flag)
@@ -20,7 +21,7 @@ TOOL_FQ="mcp__plugin_opzero_${NAME}__reply"
 ALLOWED="$TOOL_FQ,mcp__plugin_opzero_${NAME}__edit_message"
 # The plugin starts `opzero-host` from PATH, as after `cargo install --path host`.
 PATH="$(dirname "$HOST_BIN"):$PATH"
-start_mock --reply-prefix "echo: "
+start_mock_with_files --reply-prefix "echo: "
 
 T_LAUNCH=$(now)
 if [ "$HOW" = --plugin-dir ]; then
@@ -56,6 +57,7 @@ log "channel $CH_SERVER registered after $(dt "$T_LAUNCH" "$(now)")s; session $S
 
 round_trip e2e-plugin "$CH_SERVER"
 file_in "$CH_SERVER"
+file_out
 
 # The discovery file is named for the session whose transcript Claude writes.
 transcript=$(ls "$HOME_DIR"/.claude/projects/*/"$SESSION_ID".jsonl 2>/dev/null | head -1)
