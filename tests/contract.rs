@@ -231,7 +231,7 @@ fn every_error_row_of_the_contract() {
     ] {
         assert_eq!(post("/permission", body).pair(), (400, usage.clone()), "{body:?}");
     }
-    for (method, path) in [("GET", "/nope"), ("POST", "/status/x"), ("GET", "/")] {
+    for (method, path) in [("GET", "/nope"), ("POST", "/status/x"), ("GET", "/index.html")] {
         assert_eq!(h.http(method, path, &auth, None).pair(), (404, json!({"error": "not found"})));
     }
     // Nothing from the errors reached Claude.

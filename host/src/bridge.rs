@@ -22,10 +22,12 @@ use tokio::sync::Notify;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
+use crate::config::split_port;
 use crate::core::{Core, InjectOutcome, InjectRequest, VerdictOutcome};
 use crate::events::{Closed, Item};
 use crate::files::Upload;
 use crate::permissions::{Behavior, VerdictError};
+use crate::web::{self, SignIn};
 
 const PING_EVERY: Duration = Duration::from_secs(20);
 
@@ -40,6 +42,41 @@ struct Bridge {
     secret: String,
     /// `127.0.0.1:PORT`, `localhost:PORT`, `[::1]:PORT`.
     hosts: [String; 3],
+    sign_in: SignIn,
+}
+
+impl Bridge {
+    /// Whether a `Host` header (or an origin's host) names this bridge:
+    /// a loopback name with its port, or one of `[bridge] allowed_hosts`
+    /// (`name` with any port, or `name:port` exactly).
+    fn serves(&self, host: &str) -> bool {
+        let host = host.to_ascii_lowercase();
+        if self.hosts.contains(&host) {
+            return true;
+        }
+        let (name, _) = split_port(&host);
+        self.core.config.allowed_hosts.iter().any(|allowed| match split_port(allowed) {
+            (_, Some(_)) => *allowed == host,
+            (allowed, None) => allowed == name,
+        })
+    }
+
+    /// Whether a request a cookie authorises comes from the page itself:
+    /// an `Origin` (sent with every POST) that is the bridge's own, no
+    /// cross-site `Sec-Fetch-Site`, and without an `Origin` only a read.
+    fn same_origin(&self, method: &Method, h: &HeaderMap) -> bool {
+        let text = |name: &str| h.get(name).map(|v| v.to_str().unwrap_or("?"));
+        if text("sec-fetch-site").is_some_and(|site| site != "same-origin" && site != "none") {
+            return false;
+        }
+        match text("origin") {
+            Some(origin) => origin
+                .strip_prefix("http://")
+                .or_else(|| origin.strip_prefix("https://"))
+                .is_some_and(|authority| !authority.contains('/') && self.serves(authority)),
+            None => *method == Method::GET || *method == Method::HEAD,
+        }
+    }
 }
 
 type Shared = Arc<Bridge>;
@@ -71,6 +108,11 @@ fn router(bridge: Shared) -> Router {
         .route("/permission", post(permission).layer(RequestBodyLimitLayer::new(limits.max_body_bytes)))
         .route("/permissions", get(permissions))
         .route("/files/{id}", get(file))
+        .route("/", get(asset))
+        .route("/app.js", get(asset))
+        .route("/app.css", get(asset))
+        .route("/login-code", post(login_code))
+        .route("/login", post(login).layer(RequestBodyLimitLayer::new(limits.max_body_bytes)))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not found") })
         .method_not_allowed_fallback(|| async { error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed") })
         // The limits above are the only ones (axum's own would cap
@@ -95,6 +137,7 @@ pub async fn serve(listener: TcpListener, core: Arc<Core>, secret: String) {
         core,
         secret,
         hosts: [format!("127.0.0.1:{port}"), format!("localhost:{port}"), format!("[::1]:{port}")],
+        sign_in: SignIn::default(),
     });
     let router = router(bridge);
     loop {
@@ -129,38 +172,67 @@ pub async fn serve(listener: TcpListener, core: Arc<Core>, secret: String) {
     }
 }
 
-/// Whether a request is for a route that needs the secret (all but
-/// `/status`). A wrong method is not: it gets 405 with or without one.
-fn needs_secret(method: &Method, path: &str) -> bool {
+/// Who may make a request.
+#[derive(PartialEq)]
+enum Gate {
+    /// Anyone: `/status`, the page's files, sign-in, and what is not found.
+    Open,
+    /// Whoever holds the secret: asking for a sign-in code.
+    Secret,
+    /// The secret, or the page's session cookie from the page's origin.
+    SecretOrCookie,
+}
+
+/// A wrong method needs nothing: it gets 405 with or without a secret.
+fn gate(method: &Method, path: &str) -> Gate {
+    let read = method == Method::GET || method == Method::HEAD;
     match path {
-        "/inject" | "/permission" => method == Method::POST,
-        "/events" | "/sse" | "/permissions" => method == Method::GET || method == Method::HEAD,
-        _ if path.starts_with("/files/") => method == Method::GET || method == Method::HEAD,
-        _ => false,
+        "/inject" | "/permission" if method == Method::POST => Gate::SecretOrCookie,
+        "/events" | "/sse" | "/permissions" if read => Gate::SecretOrCookie,
+        _ if path.starts_with("/files/") && read => Gate::SecretOrCookie,
+        "/login-code" if method == Method::POST => Gate::Secret,
+        _ => Gate::Open,
     }
 }
 
-/// The one gate for every request. Only loopback names are served, since a
-/// page in the user's browser that rebinds its own domain to 127.0.0.1
-/// still sends its own Host; then the secret, compared in constant time.
+/// The one gate for every request. Only loopback names (and the config's
+/// `allowed_hosts`) are served, since a page in the user's browser that
+/// rebinds its own domain to 127.0.0.1 still sends its own Host; then the
+/// secret, compared in constant time, or the page's cookie.
 async fn guard(State(b): State<Shared>, req: Request, next: Next) -> Response {
     let h = req.headers();
     let host = h.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
-    if !b.hosts.iter().any(|name| name.eq_ignore_ascii_case(host)) {
+    if !b.serves(host) {
         return error(
             StatusCode::MISDIRECTED_REQUEST,
             format!("host {host:?} is not served here; use {}", b.hosts[0]),
         );
     }
-    if needs_secret(req.method(), req.uri().path()) {
-        use subtle::ConstantTimeEq;
-        let given = h
-            .get("x-opzero-secret")
-            .map(HeaderValue::as_bytes)
-            .or_else(|| h.get(header::AUTHORIZATION).and_then(|v| v.as_bytes().strip_prefix(b"Bearer ")))
-            .unwrap_or_default();
-        if !bool::from(given.ct_eq(b.secret.as_bytes())) {
-            return error(StatusCode::FORBIDDEN, "forbidden");
+    let cross_origin = || error(StatusCode::FORBIDDEN, "cross-origin request refused");
+    match gate(req.method(), req.uri().path()) {
+        // Nobody else's page may sign a browser in, either.
+        Gate::Open if req.uri().path() == "/login" && !b.same_origin(req.method(), h) => return cross_origin(),
+        Gate::Open => {}
+        gate => {
+            use subtle::ConstantTimeEq;
+            let given = h
+                .get("x-opzero-secret")
+                .map(HeaderValue::as_bytes)
+                .or_else(|| h.get(header::AUTHORIZATION).and_then(|v| v.as_bytes().strip_prefix(b"Bearer ")))
+                .unwrap_or_default();
+            let secret = bool::from(given.ct_eq(b.secret.as_bytes()));
+            let cookie = || {
+                gate == Gate::SecretOrCookie
+                    && h.get_all(header::COOKIE).iter().any(|c| c.to_str().is_ok_and(|c| b.sign_in.signed_in(c)))
+            };
+            if !secret {
+                if !cookie() {
+                    return error(StatusCode::FORBIDDEN, "forbidden");
+                }
+                if !b.same_origin(req.method(), h) {
+                    return cross_origin();
+                }
+            }
         }
     }
     next.run(req).await
@@ -465,6 +537,50 @@ async fn permission(State(b): State<Shared>, body: Body) -> Response {
         Err(VerdictOutcome::Refused(e @ VerdictError::NotPending(_))) => error(StatusCode::NOT_FOUND, e.to_string()),
         Err(VerdictOutcome::Refused(e @ VerdictError::AlreadyDecided(_))) => error(StatusCode::CONFLICT, e.to_string()),
         Err(VerdictOutcome::Closed) => not_connected(),
+    }
+}
+
+/// One of the page's files, from the binary.
+async fn asset(req: Request) -> Response {
+    let Some((_, kind, body)) = web::ASSETS.iter().find(|(path, ..)| *path == req.uri().path()) else {
+        return error(StatusCode::NOT_FOUND, "not found");
+    };
+    let headers = [
+        (header::CONTENT_TYPE, *kind),
+        (header::CONTENT_SECURITY_POLICY, web::CSP),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::CACHE_CONTROL, "no-store"),
+    ];
+    (headers, *body).into_response()
+}
+
+/// A one-time sign-in code for the page, for `opzero-host open`.
+async fn login_code(State(b): State<Shared>) -> Response {
+    let code = b.sign_in.new_code();
+    let body = json!({ "code": code, "expires_in": web::CODE_LIFETIME.as_secs() });
+    (StatusCode::CREATED, Json(body)).into_response()
+}
+
+/// The page trades a code for its session cookie.
+async fn login(State(b): State<Shared>, body: Body) -> Response {
+    let bytes = match read_body(&b, false, body).await {
+        Ok(bytes) => bytes,
+        Err(r) => return r,
+    };
+    let Some(code) = serde_json::from_slice::<Value>(&bytes).ok().and_then(|v| Some(v.get("code")?.as_str()?.to_string())) else {
+        return error(StatusCode::BAD_REQUEST, "code required");
+    };
+    match b.sign_in.redeem(&code) {
+        Ok(token) => {
+            let cookie = [(header::SET_COOKIE, web::session_cookie(token))];
+            (cookie, Json(json!({ "ok": true, "sessionId": b.core.session_id }))).into_response()
+        }
+        Err(why) => {
+            let short = b.core.session_id.get(..8).unwrap_or_default();
+            error(StatusCode::FORBIDDEN, format!("{why}; run `opzero-host open {short}` for a new one"))
+        }
     }
 }
 

@@ -178,6 +178,45 @@ pub async fn send(entry: &Entry, text: &str, chat_id: Option<&str>, files: &[Pat
     Ok(())
 }
 
+/// Prints a sign-in link for the chat page (and opens it in the desktop's
+/// browser, if there is one). The link's code works once, for 60 s.
+pub async fn open(entry: &Entry, base: Option<&str>, browser: bool) -> anyhow::Result<()> {
+    let (status, v) = request_json(entry, Method::POST, "/login-code", None).await?;
+    let Some(code) = v["code"].as_str().filter(|_| status == StatusCode::CREATED) else {
+        bail!("the host answered {status}: {v}");
+    };
+    let base = match base {
+        Some(b) => b.trim_end_matches('/').to_string(),
+        None => format!("http://127.0.0.1:{}", entry.record.port),
+    };
+    let url = format!("{base}/#code={code}");
+    println!("{url}");
+    eprintln!("a sign-in link for {}: it works once, within 60 s", entry.record.session_id);
+    if let Some(opener) = browser.then(opener).flatten() {
+        let opened = std::process::Command::new(opener)
+            .arg(&url)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        if opened.is_ok() {
+            eprintln!("opened it with {opener}");
+        }
+    }
+    Ok(())
+}
+
+/// The desktop's URL opener, where there is a desktop.
+fn opener() -> Option<&'static str> {
+    if cfg!(target_os = "macos") {
+        return Some("open");
+    }
+    let desktop = ["DISPLAY", "WAYLAND_DISPLAY"].iter().any(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()));
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path).any(|dir| dir.join("xdg-open").is_file());
+    (desktop && found).then_some("xdg-open")
+}
+
 pub async fn status(entry: &Entry) -> anyhow::Result<()> {
     let r = &entry.record;
     let (s, st) = request_json(entry, Method::GET, "/status", None).await?;

@@ -20,6 +20,7 @@ pub mod private;
 pub mod serve;
 pub mod status;
 pub mod transcripts;
+pub mod web;
 
 /// A problem to show the user as is: `opzero-host: <message>`, exit code 2.
 #[derive(Debug, thiserror::Error)]

@@ -85,6 +85,20 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Sign a browser in to the session's chat page: prints a one-time
+    /// link (valid 60 s) and opens it where there is a desktop.
+    Open {
+        session: String,
+        /// Where the phone reaches the bridge, if not 127.0.0.1 (a tunnel:
+        /// its name must be in [bridge] allowed_hosts).
+        #[arg(long, value_name = "URL")]
+        base: Option<String>,
+        /// Only print the link.
+        #[arg(long)]
+        no_browser: bool,
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
     /// Show a session's state.
     Status {
         session: String,
@@ -201,6 +215,10 @@ fn run(command: Command) -> anyhow::Result<()> {
         } => {
             let entry = client::find(&channels_dir(config)?, &session)?;
             runtime().block_on(client::tail(&entry, json, since, save.as_deref()))
+        }
+        Command::Open { session, base, no_browser, config } => {
+            let entry = client::find(&channels_dir(config)?, &session)?;
+            runtime().block_on(client::open(&entry, base.as_deref(), !no_browser))
         }
         Command::Status { session, config } => {
             let entry = client::find(&channels_dir(config)?, &session)?;

@@ -1,0 +1,390 @@
+// opzero-host's chat page. Plain JS, no dependencies. Every piece of text
+// from a message goes into the DOM as text nodes (never as HTML), so
+// nothing a message holds can run or render as markup.
+"use strict";
+
+const $ = (selector) => document.querySelector(selector);
+const logEl = $("#log");
+const textEl = $("#text");
+const filesEl = $("#files");
+const sendEl = $("#send");
+const errorEl = $("#send-error");
+
+const CHAT_ID = "web";
+/** Reply bubbles by event id (for edits), prompt cards by request id. */
+const replies = new Map();
+const cards = new Map();
+/** Event ids already shown: a replay after a reconnect shows nothing twice. */
+const seen = new Set();
+let lastEventId = 0;
+let sessionId = "";
+/** The message being sent: a retry of the same text keeps its id, so the
+ * host can tell it from a new message if the first try did arrive. */
+let pending = null;
+
+/** An element with attributes and children (strings become text nodes). */
+function el(tag, attrs = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null || v === false) continue;
+    e.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const c of children.flat()) {
+    if (c !== undefined && c !== null) e.append(c);
+  }
+  return e;
+}
+
+// --- markdown, safely: a small subset, built as DOM nodes -----------------
+
+const LIST_ITEM = /^\s*([-*+]|\d+[.)])\s+/;
+const FENCE = /^\s*```/;
+const HEADING = /^(#{1,6})\s+(.*)$/;
+const QUOTE = /^>\s?/;
+
+function markdown(text) {
+  const out = document.createDocumentFragment();
+  const lines = String(text).replace(/\r\n?/g, "\n").split("\n");
+  let i = 0;
+  const special = (line) => FENCE.test(line) || HEADING.test(line) || LIST_ITEM.test(line) || QUOTE.test(line);
+  while (i < lines.length) {
+    const line = lines[i];
+    if (line.trim() === "") {
+      i++;
+    } else if (FENCE.test(line)) {
+      const code = [];
+      for (i++; i < lines.length && !FENCE.test(lines[i]); i++) code.push(lines[i]);
+      i++;
+      out.append(el("pre", {}, el("code", {}, code.join("\n"))));
+    } else if (HEADING.test(line)) {
+      const [, hashes, title] = line.match(HEADING);
+      out.append(el(`h${Math.min(6, hashes.length + 2)}`, {}, inline(title)));
+      i++;
+    } else if (LIST_ITEM.test(line)) {
+      const list = el(/^\s*\d/.test(line) ? "ol" : "ul");
+      for (; i < lines.length && LIST_ITEM.test(lines[i]); i++) {
+        list.append(el("li", {}, inline(lines[i].replace(LIST_ITEM, ""))));
+      }
+      out.append(list);
+    } else if (QUOTE.test(line)) {
+      const quoted = [];
+      for (; i < lines.length && QUOTE.test(lines[i]); i++) quoted.push(lines[i].replace(QUOTE, ""));
+      out.append(el("blockquote", {}, markdown(quoted.join("\n"))));
+    } else {
+      const p = el("p");
+      for (let first = true; i < lines.length && lines[i].trim() !== "" && !special(lines[i]); i++, first = false) {
+        if (!first) p.append(el("br"));
+        p.append(...inline(lines[i]));
+      }
+      out.append(p);
+    }
+  }
+  return out;
+}
+
+const INLINE = new RegExp(
+  [
+    /(`+)([\s\S]+?)\1/, // 1, 2: code
+    /\*\*(?=\S)([\s\S]+?)\*\*/, // 3: bold
+    /\*(?=\S)([^*]+?)\*/, // 4: italic
+    /\b_(?=\S)([^_]+?)_\b/, // 5: italic
+    /\[([^\]\n]+)\]\(([^)\s]+)\)/, // 6, 7: link
+    /(https?:\/\/[^\s<>()]*[^\s<>().,;:!?'"])/, // 8: bare link
+  ].map((r) => r.source).join("|"),
+  "g",
+);
+
+function inline(text) {
+  const out = [];
+  let last = 0;
+  for (const m of text.matchAll(INLINE)) {
+    if (m.index > last) out.push(text.slice(last, m.index));
+    if (m[1]) out.push(el("code", {}, m[2]));
+    else if (m[3] !== undefined) out.push(el("strong", {}, inline(m[3])));
+    else if (m[4] !== undefined || m[5] !== undefined) out.push(el("em", {}, inline(m[4] ?? m[5])));
+    else if (m[6] !== undefined) out.push(link(m[7], m[6], m[0]));
+    else out.push(link(m[8], m[8], m[0]));
+    last = m.index + m[0].length;
+  }
+  if (last < text.length) out.push(text.slice(last));
+  return out;
+}
+
+/** Only http(s) links become links; anything else stays text. */
+function link(url, label, raw) {
+  if (!/^https?:\/\//i.test(url)) return raw;
+  return el("a", { href: url, rel: "noopener noreferrer", target: "_blank" }, label);
+}
+
+// --- the conversation --------------------------------------------------------
+
+function time(ts) {
+  return new Date(ts).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
+/** Keeps the log in time order, and follows the end if the reader is there. */
+function place(node, ts) {
+  const atEnd = logEl.scrollHeight - logEl.scrollTop - logEl.clientHeight < 80;
+  node.dataset.ts = ts;
+  const later = [...logEl.children].find((c) => Number(c.dataset.ts) > ts);
+  logEl.insertBefore(node, later ?? null);
+  if (atEnd) logEl.scrollTop = logEl.scrollHeight;
+}
+
+function size(bytes) {
+  if (bytes < 1024) return `${bytes} B`;
+  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KB`;
+  return `${(bytes / 1024 / 1024).toFixed(1)} MB`;
+}
+
+function addMine(text, fileNames, ts) {
+  const files = fileNames.length ? el("span", { class: "meta" }, `attached: ${fileNames.join(", ")}`) : null;
+  place(el("article", { class: "msg mine" }, text, files, el("span", { class: "meta" }, time(ts))), ts);
+}
+
+function addReply(id, e) {
+  const body = el("div", { class: "body" }, markdown(e.text));
+  const files = (e.files ?? []).map((f) =>
+    el("li", {}, el("a", { class: "file", href: `/files/${encodeURIComponent(f.id)}`, download: f.name }, f.name), ` ${size(f.size)}`),
+  );
+  const chat = e.chat_id !== CHAT_ID ? ` · to ${e.chat_id}` : "";
+  const meta = el("span", { class: "meta" }, `Claude · ${time(e.ts)}${chat}`);
+  const node = el("article", { class: "msg reply", "data-event-id": id, "data-chat-id": e.chat_id }, body, files.length ? el("ul", { class: "files" }, files) : null, meta);
+  replies.set(id, node);
+  place(node, e.ts);
+}
+
+function editReply(e) {
+  const node = replies.get(e.message_id);
+  if (!node) return;
+  node.querySelector(".body").replaceChildren(markdown(e.text));
+  node.querySelector(".meta").textContent = `Claude · ${time(e.ts)} · edited`;
+}
+
+function addCard(p) {
+  if (cards.has(p.request_id)) return;
+  const allow = el("button", { type: "button", class: "allow" }, "Allow");
+  const deny = el("button", { type: "button", class: "deny" }, "Deny");
+  allow.addEventListener("click", () => answer(p.request_id, "allow"));
+  deny.addEventListener("click", () => answer(p.request_id, "deny"));
+  const node = el(
+    "article",
+    { class: "card permission", "data-request-id": p.request_id, "data-state": "pending", "aria-label": `Permission request ${p.request_id}` },
+    el("h2", {}, `Claude wants to use ${p.tool_name}`),
+    el("p", {}, p.description),
+    p.input_preview ? el("pre", {}, p.input_preview) : null,
+    el("div", { class: "actions" }, allow, deny),
+    el("p", { class: "outcome", "aria-live": "polite" }),
+  );
+  cards.set(p.request_id, node);
+  place(node, p.ts ?? Date.now());
+}
+
+function settleCard(requestId, state, outcome) {
+  const node = cards.get(requestId);
+  if (!node) return;
+  node.dataset.state = state;
+  node.querySelector(".actions")?.remove();
+  node.querySelector(".outcome").textContent = outcome;
+}
+
+async function answer(requestId, behavior) {
+  const node = cards.get(requestId);
+  node?.querySelectorAll("button").forEach((b) => (b.disabled = true));
+  try {
+    const r = await post("/permission", { request_id: requestId, behavior });
+    if (!r.ok) {
+      const why = (await r.json().catch(() => ({}))).error ?? `the host answered ${r.status}`;
+      settleCard(requestId, "expired", `No longer pending: ${why}`);
+    }
+  } catch {
+    node?.querySelectorAll("button").forEach((b) => (b.disabled = false));
+    showError("Not answered: the host cannot be reached.");
+  }
+}
+
+function setClaude(state) {
+  const node = $("#claude-state");
+  node.dataset.state = state ?? "unknown";
+  node.textContent = state === "busy" ? "Claude is working…" : state === "idle" ? "Claude is idle" : "Claude: unknown";
+}
+
+function setConnected(online) {
+  const node = $("#connection");
+  node.dataset.state = online ? "online" : "offline";
+  node.textContent = online ? "online" : "offline, reconnecting…";
+}
+
+const capitalized = (s) => s.charAt(0).toUpperCase() + s.slice(1);
+
+function handle(id, e) {
+  switch (e.type) {
+    case "reply":
+      return addReply(id, e);
+    case "edit":
+      return editReply(e);
+    case "status":
+      return setClaude(e.state);
+    case "permission_request":
+      return addCard(e);
+    case "permission_resolved": {
+      const state = e.behavior === "allow" ? "allowed" : "denied";
+      return settleCard(e.request_id, state, `${capitalized(state)} (${e.by ?? "elsewhere"})`);
+    }
+    case "permission_expired":
+      return settleCard(e.request_id, "expired", "Expired: answer it in the terminal");
+    case "gap":
+      return place(el("p", { class: "note" }, `Events ${e.from} to ${e.to} were missed (too old to replay).`), Date.now());
+  }
+}
+
+// --- the host ---------------------------------------------------------------
+
+function post(path, body) {
+  return fetch(path, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+}
+
+function showSignedOut(message) {
+  $("#signin-message").textContent = message;
+  $("#signin").hidden = false;
+  logEl.hidden = true;
+  $("#composer").hidden = true;
+}
+
+function openHint() {
+  const short = sessionId.slice(0, 8) || "SESSION";
+  return `On the computer running Claude Code, run \`opzero-host open ${short}\` and open the link it prints.`;
+}
+
+/** The stream of events; on its own reconnects EventSource resumes with
+ * Last-Event-ID. A refusal (the host restarted, say) closes it for good:
+ * then a new one starts after the last event shown. */
+let source = null;
+function listen() {
+  source = new EventSource(`/events?since=${lastEventId}`);
+  source.onopen = () => setConnected(true);
+  source.onmessage = (m) => {
+    const id = Number(m.lastEventId);
+    if (seen.has(id)) return;
+    seen.add(id);
+    lastEventId = Math.max(lastEventId, id);
+    try {
+      handle(id, JSON.parse(m.data));
+    } catch (err) {
+      console.error("bad event", m.data, err);
+    }
+  };
+  source.onerror = () => {
+    setConnected(false);
+    if (source.readyState === EventSource.CLOSED) setTimeout(recheck, 3000);
+  };
+}
+
+async function recheck() {
+  try {
+    const r = await fetch("/permissions");
+    if (r.status === 403) return showSignedOut(`You are signed out (did the host restart?). ${openHint()}`);
+  } catch {
+    // Still unreachable: try again.
+  }
+  listen();
+}
+
+async function signIn() {
+  const code = new URLSearchParams(location.hash.slice(1)).get("code");
+  if (!code) return true;
+  history.replaceState(null, "", location.pathname);
+  const r = await post("/login", { code });
+  if (r.ok) return true;
+  const why = (await r.json().catch(() => ({}))).error ?? `sign-in failed (${r.status})`;
+  showSignedOut(capitalized(why) + ".");
+  return false;
+}
+
+async function start() {
+  try {
+    const status = await (await fetch("/status")).json();
+    sessionId = status.sessionId ?? "";
+    $("#session").textContent = sessionId.slice(0, 8);
+    setClaude(status.claude?.state);
+  } catch {
+    setConnected(false);
+  }
+  if (!(await signIn())) return;
+  const r = await fetch("/permissions").catch(() => null);
+  if (r?.status === 403) return showSignedOut(`This browser is not signed in. ${openHint()}`);
+  if (r?.ok) for (const p of (await r.json()).pending ?? []) addCard(p);
+  listen();
+}
+
+// --- sending ------------------------------------------------------------------
+
+function showError(message) {
+  errorEl.textContent = message;
+  errorEl.hidden = !message;
+}
+
+function newId() {
+  // crypto.randomUUID needs a secure context; a tunnel's plain http is not one.
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return "web-" + [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+function showAttached() {
+  const list = $("#attached");
+  list.replaceChildren(...[...filesEl.files].map((f) => el("li", {}, `${f.name} (${size(f.size)})`)));
+}
+
+async function send() {
+  const files = [...filesEl.files];
+  const typed = textEl.value;
+  if (!typed.trim() && !files.length) return;
+  const content = typed.trim() ? typed : `(${files.map((f) => f.name).join(", ")})`;
+  if (pending?.content !== content) pending = { content, id: newId() };
+  let body;
+  const headers = { "idempotency-key": pending.id };
+  if (files.length) {
+    body = new FormData();
+    body.append("content", content);
+    body.append("chat_id", CHAT_ID);
+    for (const f of files) body.append("file", f, f.name);
+  } else {
+    body = JSON.stringify({ content, chat_id: CHAT_ID });
+    headers["content-type"] = "application/json";
+  }
+  sendEl.disabled = true;
+  try {
+    const r = await fetch("/inject", { method: "POST", headers, body });
+    const answer = await r.json().catch(() => ({}));
+    if (!r.ok) throw new Error(answer.error ?? `the host answered ${r.status}`);
+    pending = null;
+    textEl.value = "";
+    filesEl.value = "";
+    showAttached();
+    showError("");
+    addMine(content, files.map((f) => f.name), Date.now());
+    if (answer.delivered === false) {
+      place(el("p", { class: "note" }, `Filter ${answer.filter} kept that from Claude: ${answer.reason}`), Date.now());
+    }
+  } catch (err) {
+    const why = err instanceof TypeError ? "the host cannot be reached" : err.message;
+    showError(`Not sent: ${why}. Your message is still here; send it again.`);
+  } finally {
+    sendEl.disabled = false;
+    textEl.focus();
+  }
+}
+
+$("#composer").addEventListener("submit", (e) => {
+  e.preventDefault();
+  send();
+});
+textEl.addEventListener("keydown", (e) => {
+  if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+    e.preventDefault();
+    send();
+  }
+});
+filesEl.addEventListener("change", showAttached);
+
+start();
