@@ -194,17 +194,6 @@ fn launch_refuses_a_missing_or_old_claude_and_bad_input() {
     assert!(!home.path().join("record").exists());
 }
 
-fn cli(h: &Host, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .current_dir(h.home.path())
-        .env("OPZERO_HOME", h.home.path())
-        .env("HOME", h.home.path())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).to_string()
 }
@@ -225,7 +214,7 @@ fn sessions_lists_live_hosts_and_sweeps_dead_ones() {
     )
     .unwrap();
 
-    let out = cli(&h, &["sessions"]);
+    let out = h.cli(&["sessions"]);
     assert!(out.status.success());
     let text = stdout(&out);
     let lines: Vec<&str> = text.lines().collect();
@@ -247,7 +236,7 @@ fn send_status_and_tail_against_a_live_host() {
     h.initialize();
     let prefix = &h.session[..8].to_string();
 
-    let out = cli(&h, &["send", prefix, "hello from the cli", "--chat-id", "c9"]);
+    let out = h.cli(&["send", prefix, "hello from the cli", "--chat-id", "c9"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(stdout(&out), format!("delivered to {}\n", h.session));
     assert_eq!(
@@ -255,7 +244,7 @@ fn send_status_and_tail_against_a_live_host() {
         json!({"content": "hello from the cli", "meta": {"chat_id": "c9"}})
     );
 
-    let out = cli(&h, &["status", prefix]);
+    let out = h.cli(&["status", prefix]);
     assert!(out.status.success());
     let text = stdout(&out);
     assert!(text.contains(&format!("session   {}", h.session)), "{text}");
@@ -321,12 +310,12 @@ fn session_prefixes_must_match_exactly_one_host() {
         assert!(Instant::now() < deadline);
         std::thread::sleep(Duration::from_millis(5));
     }
-    let out = cli(&h, &["send", "", "x"]);
+    let out = h.cli(&["send", "", "x"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("matches 2 sessions") && err.contains(&other) && err.contains(&h.session), "{err}");
 
-    let out = cli(&h, &["status", "ffffffff-nope"]);
+    let out = h.cli(&["status", "ffffffff-nope"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no live session matches \"ffffffff-nope\""));
     drop(second.stdin.take());
@@ -340,7 +329,7 @@ fn send_reports_refusals_and_exits_non_zero() {
         ..Default::default()
     });
     h.discovery();
-    let out = cli(&h, &["send", &h.session, "far too long"]);
+    let out = h.cli(&["send", &h.session, "far too long"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not delivered (413 Payload Too Large): content is 12 characters; the limit is 5"), "{err}");
@@ -449,7 +438,7 @@ fn sessions_all_lists_this_directorys_sessions_without_a_live_host() {
     let (live, idle) = (h.session.clone(), support::new_session_id());
     transcript(&home, &home, &live, "one that is live", 10);
     transcript(&home, &home, &idle, "fix the\nflaky   test please", 7200);
-    let out = cli(&h, &["sessions", "--all"]);
+    let out = h.cli(&["sessions", "--all"]);
     let text = stdout(&out);
     assert!(out.status.success(), "{text}");
     let listed: Vec<&str> = text.lines().skip_while(|l| !l.contains("without a live host")).skip(1).collect();

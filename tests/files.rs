@@ -10,7 +10,7 @@ mod filters_support;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -870,17 +870,6 @@ fn refused_reply_files_are_tool_errors_with_no_event_and_an_empty_outbox() {
 // CLI
 // ---------------------------------------------------------------------------
 
-fn cli(h: &Host, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .current_dir(h.home.path())
-        .env("OPZERO_HOME", h.home.path())
-        .env("HOME", h.home.path())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
 #[test]
 fn send_with_files_delivers_them() {
     let h = host();
@@ -893,14 +882,14 @@ fn send_with_files_delivers_them() {
 
     // A missing local file: an error naming it, nothing sent.
     let missing = src.path().join("missing.txt").display().to_string();
-    let out = cli(&h, &["send", &h.session, "never", "--file", &a_s, "--file", &missing]);
+    let out = h.cli(&["send", &h.session, "never", "--file", &a_s, "--file", &missing]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("missing.txt"), "{err}");
     next_line_is_a_probe(&h, "after missing");
     assert_empty_or_absent(&inbox(&h), "missing");
 
-    let out = cli(&h, &["send", &h.session, "two files", "--chat-id", "c9", "--file", &a_s, "--file", &b_s]);
+    let out = h.cli(&["send", &h.session, "two files", "--chat-id", "c9", "--file", &a_s, "--file", &b_s]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout), format!("delivered to {}\n", h.session));
     let n = h.recv();
@@ -912,7 +901,7 @@ fn send_with_files_delivers_them() {
     assert_eq!((in_inbox(&h, &p1).1, std::fs::read(&p1).unwrap()), ("a.png".to_string(), a_bytes));
     assert_eq!((in_inbox(&h, &p2).1, std::fs::read(&p2).unwrap()), ("b.txt".to_string(), b"bee\n".to_vec()));
 
-    let out = cli(&h, &["send", &h.session[..8], "one", "--chat-id", "c9", "--file", &a_s]);
+    let out = h.cli(&["send", &h.session[..8], "one", "--chat-id", "c9", "--file", &a_s]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let n = h.recv();
     let path = meta_str(&n, "image_path").to_string();

@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 
 use serde_json::json;
 use support::*;
@@ -16,22 +16,9 @@ fn host_with(config: &str) -> Host {
     h
 }
 
-fn open(h: &Host, extra: &[&str]) -> Output {
-    Command::new(BIN)
-        .arg("open")
-        .arg(&h.session[..8])
-        .args(extra)
-        .env("OPZERO_HOME", h.home.path())
-        .env_remove("DISPLAY")
-        .env_remove("WAYLAND_DISPLAY")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
 /// `open`'s link and the code in it.
 fn sign_in_link(h: &Host, extra: &[&str]) -> (String, String) {
-    let out = open(h, extra);
+    let out = h.cli(&[&["open", &h.session[..8]], extra].concat());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let url = String::from_utf8(out.stdout).unwrap().trim_end().to_string();
     let code = url.split_once("/#code=").expect("a #code= link").1.to_string();

@@ -272,6 +272,21 @@ impl Host {
         self.request("tools/call", json!({"name":"reply","arguments":args}))
     }
 
+    /// Runs `opzero-host ARGS` as a person would, with this host's home,
+    /// and no desktop for `open` to open a browser on.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(BIN)
+            .args(args)
+            .current_dir(self.home.path())
+            .env("OPZERO_HOME", self.home.path())
+            .env("HOME", self.home.path())
+            .env_remove("DISPLAY")
+            .env_remove("WAYLAND_DISPLAY")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
     pub fn http(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Response {
         http(self.port(), method, path, headers, body)
     }
