@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Every test: the workspace's unit and end-to-end tests, then the real Claude
-# Code conformance suite (../shared/claude-e2e) against the built host, and
-# the repo's plugin in the real Claude Code (tests/claude/).
+# Every test: the workspace's unit and end-to-end tests, the chat page in a
+# real Chromium (tests/browser/), then the real Claude Code conformance suite
+# (../shared/claude-e2e) against the built host, and the repo's plugin in the
+# real Claude Code (tests/claude/).
 #   tests/run-all.sh            everything
 #   tests/run-all.sh --no-e2e   skip the Claude Code levels
 set -euo pipefail
@@ -17,6 +18,14 @@ harness="$root/../shared/claude-e2e"
 rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 
 cargo test --workspace --locked
+
+# The chat page in Debian's Chromium (Playwright's own browser download
+# cannot work on these machines), driven by the pinned playwright-core.
+chromium="${CHROMIUM_BIN:-$(command -v chromium || true)}"
+[ -n "$chromium" ] || { echo "the browser tests need Chromium (apt-get install chromium)" >&2; exit 1; }
+cargo build -p opzero-host --locked
+npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
+CHROMIUM_BIN="$chromium" node --test tests/browser/
 
 [ $e2e = 1 ] || exit 0
 

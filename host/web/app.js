@@ -122,12 +122,11 @@ function time(ts) {
   return new Date(ts).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
 }
 
-/** Keeps the log in time order, and follows the end if the reader is there. */
-function place(node, ts) {
+/** Adds to the end, in the order things happened here (the browser's clock
+ * may disagree with the host's), and follows the end if the reader is there. */
+function place(node) {
   const atEnd = logEl.scrollHeight - logEl.scrollTop - logEl.clientHeight < 80;
-  node.dataset.ts = ts;
-  const later = [...logEl.children].find((c) => Number(c.dataset.ts) > ts);
-  logEl.insertBefore(node, later ?? null);
+  logEl.append(node);
   if (atEnd) logEl.scrollTop = logEl.scrollHeight;
 }
 
@@ -137,9 +136,20 @@ function size(bytes) {
   return `${(bytes / 1024 / 1024).toFixed(1)} MB`;
 }
 
-function addMine(text, fileNames, ts) {
+/** A message sent from here, shown as it is sent (so a quick reply cannot
+ * land above it); `sending` until the host takes it. */
+function addMine(text, fileNames) {
   const files = fileNames.length ? el("span", { class: "meta" }, `attached: ${fileNames.join(", ")}`) : null;
-  place(el("article", { class: "msg mine" }, text, files, el("span", { class: "meta" }, time(ts))), ts);
+  const stamp = el("span", { class: "meta" }, "sending…");
+  const node = el("article", { class: "msg mine sending" }, text, files, stamp);
+  place(node);
+  return {
+    sent() {
+      node.classList.remove("sending");
+      stamp.textContent = time(Date.now());
+    },
+    failed: () => node.remove(),
+  };
 }
 
 function addReply(id, e) {
@@ -151,7 +161,7 @@ function addReply(id, e) {
   const meta = el("span", { class: "meta" }, `Claude · ${time(e.ts)}${chat}`);
   const node = el("article", { class: "msg reply", "data-event-id": id, "data-chat-id": e.chat_id }, body, files.length ? el("ul", { class: "files" }, files) : null, meta);
   replies.set(id, node);
-  place(node, e.ts);
+  place(node);
 }
 
 function editReply(e) {
@@ -177,7 +187,7 @@ function addCard(p) {
     el("p", { class: "outcome", "aria-live": "polite" }),
   );
   cards.set(p.request_id, node);
-  place(node, p.ts ?? Date.now());
+  place(node);
 }
 
 function settleCard(requestId, state, outcome) {
@@ -234,7 +244,7 @@ function handle(id, e) {
     case "permission_expired":
       return settleCard(e.request_id, "expired", "Expired: answer it in the terminal");
     case "gap":
-      return place(el("p", { class: "note" }, `Events ${e.from} to ${e.to} were missed (too old to replay).`), Date.now());
+      return place(el("p", { class: "note" }, `Events ${e.from} to ${e.to} were missed (too old to replay).`));
   }
 }
 
@@ -335,7 +345,10 @@ function showAttached() {
   list.replaceChildren(...[...filesEl.files].map((f) => el("li", {}, `${f.name} (${size(f.size)})`)));
 }
 
+/** Sends what is in the box. The box is emptied at once, so typing can go
+ * on; if the host does not take the message, its text comes back. */
 async function send() {
+  if (sendEl.disabled) return;
   const files = [...filesEl.files];
   const typed = textEl.value;
   if (!typed.trim() && !files.length) return;
@@ -353,20 +366,24 @@ async function send() {
     headers["content-type"] = "application/json";
   }
   sendEl.disabled = true;
+  textEl.value = "";
+  const shown = addMine(content, files.map((f) => f.name));
   try {
     const r = await fetch("/inject", { method: "POST", headers, body });
     const answer = await r.json().catch(() => ({}));
     if (!r.ok) throw new Error(answer.error ?? `the host answered ${r.status}`);
     pending = null;
-    textEl.value = "";
+    shown.sent();
     filesEl.value = "";
     showAttached();
     showError("");
-    addMine(content, files.map((f) => f.name), Date.now());
     if (answer.delivered === false) {
-      place(el("p", { class: "note" }, `Filter ${answer.filter} kept that from Claude: ${answer.reason}`), Date.now());
+      place(el("p", { class: "note" }, `Filter ${answer.filter} kept that from Claude: ${answer.reason}`));
     }
   } catch (err) {
+    shown.failed();
+    // Back in the box, before anything typed since.
+    textEl.value = textEl.value ? `${typed}\n${textEl.value}` : typed;
     const why = err instanceof TypeError ? "the host cannot be reached" : err.message;
     showError(`Not sent: ${why}. Your message is still here; send it again.`);
   } finally {

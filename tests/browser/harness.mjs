@@ -1,0 +1,456 @@
+// Harness for the browser tests: spawns the real `opzero-host serve` the way
+// Claude Code does (stdin and stdout are UNIX socket pairs: libuv makes
+// `stdio: 'pipe'` a socketpair on Linux), plays Claude Code with raw JSON-RPC
+// lines, signs a headless Chromium in through `opzero-host open`, and puts a
+// TCP proxy it can cut in front of the bridge.
+//
+// Each host gets its own temporary HOME and OPZERO_HOME, so tests can run in
+// parallel in one process and in several.
+
+import { spawn, execFile } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import http from 'node:http';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import readline from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import assert from 'node:assert/strict';
+
+import { chromium } from 'playwright-core';
+
+export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const BIN = process.env.OPZERO_HOST_BIN ?? path.join(REPO, 'target', 'debug', 'opzero-host');
+/// Screenshots (and, on a failure, what the page looked like).
+export const OUT = path.join(REPO, 'target', 'browser-tests');
+export const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
+/// How long anything may take to show up.
+export const WAIT = 20_000;
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/// Retries `fn` (an assertion) until it passes or `timeout` ms pass; then
+/// throws its last error.
+export async function eventually(fn, { timeout = WAIT, every = 25 } = {}) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    try {
+      return await fn();
+    } catch (e) {
+      if (Date.now() > deadline) throw e;
+    }
+    await sleep(every);
+  }
+}
+
+export async function launchBrowser() {
+  return chromium.launch({
+    headless: true,
+    executablePath: CHROMIUM,
+    // This machine's closed network makes Chromium's background
+    // connections fail loudly otherwise.
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+  });
+}
+
+/// One stdout line of the host: its raw text and its JSON.
+class Line {
+  constructor(raw) {
+    this.raw = raw;
+    try {
+      this.json = JSON.parse(raw);
+    } catch {
+      this.json = undefined;
+    }
+  }
+}
+
+export class Host {
+  /// Starts a host; `config` is the text of its opzero.toml.
+  static async start({ config = '' } = {}) {
+    const home = await fsp.mkdtemp(path.join(os.tmpdir(), 'opzero-browser-'));
+    // The host follows ~/.claude/sessions/<its parent's pid>.json; the
+    // directory must be there for it to watch.
+    await fsp.mkdir(path.join(home, '.claude', 'sessions'), { recursive: true });
+    const configPath = path.join(home, 'opzero.toml');
+    await fsp.writeFile(configPath, config);
+    const h = new Host(home, randomUUID(), configPath);
+    // Claude's own files (what it sends with a reply): never the host's
+    // state directory, which the host refuses to send from.
+    h.work = await fsp.mkdtemp(path.join(os.tmpdir(), 'opzero-browser-work-'));
+    h.spawn();
+    try {
+      await h.initialize();
+      await h.discovery();
+    } catch (e) {
+      await h.stop();
+      throw e;
+    }
+    return h;
+  }
+
+  constructor(home, session, configPath) {
+    this.home = home;
+    this.session = session;
+    this.configPath = configPath;
+    /** every stdout line, in order */
+    this.lines = [];
+    /** how many of `lines` have been taken by `take` */
+    this.taken = new Set();
+    this.waiters = [];
+    this.stderr = '';
+    this.nextId = 1;
+  }
+
+  spawn() {
+    this.child = spawn(BIN, ['serve', '--config', this.configPath], {
+      cwd: this.work,
+      env: {
+        ...process.env,
+        HOME: this.home,
+        OPZERO_HOME: this.home,
+        OPZERO_CHANNEL_SESSION_ID: this.session,
+        OPZERO_LOG: 'debug',
+      },
+      // On Linux libuv makes each of these a UNIX socket pair, as Claude
+      // Code's own spawn does.
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    this.exited = new Promise((resolve) => this.child.once('exit', (code, signal) => resolve({ code, signal })));
+    this.child.stderr.setEncoding('utf8');
+    this.child.stderr.on('data', (d) => (this.stderr += d));
+    readline.createInterface({ input: this.child.stdout }).on('line', (raw) => {
+      this.lines.push(new Line(raw));
+      for (const w of this.waiters.splice(0)) w();
+    });
+    this.child.stdin.on('error', () => {});
+  }
+
+  /// Resolves when a new stdout line comes, or after `ms`.
+  lineOrTimeout(ms) {
+    return new Promise((resolve) => {
+      const t = setTimeout(resolve, ms);
+      this.waiters.push(() => {
+        clearTimeout(t);
+        resolve();
+      });
+    });
+  }
+
+  describe() {
+    const out = this.lines.map((l) => '  ' + l.raw).join('\n');
+    const err = this.stderr.split('\n').slice(-40).join('\n');
+    return `stdout so far:\n${out}\nstderr (last lines):\n${err}`;
+  }
+
+  /// The first stdout line not yet taken for which `pred(json, raw)` holds,
+  /// waiting for it up to `timeout` ms; it is then taken.
+  async take(pred, { timeout = WAIT, what = 'a matching stdout line' } = {}) {
+    const deadline = Date.now() + timeout;
+    for (;;) {
+      const i = this.lines.findIndex((l, i) => !this.taken.has(i) && l.json !== undefined && pred(l.json, l.raw));
+      if (i >= 0) {
+        this.taken.add(i);
+        return this.lines[i];
+      }
+      const left = deadline - Date.now();
+      if (left <= 0) assert.fail(`no ${what} on stdout within ${timeout} ms\n${this.describe()}`);
+      await this.lineOrTimeout(left);
+    }
+  }
+
+  /// Every stdout line (taken or not) whose method is `method`.
+  withMethod(method) {
+    return this.lines.filter((l) => l.json?.method === method);
+  }
+
+  /// The next channel notification (`notifications/claude/channel`).
+  channelMessage(opts = {}) {
+    return this.take((j) => j.method === 'notifications/claude/channel', { what: 'channel notification', ...opts });
+  }
+
+  /// Fails if a line matching `pred` (not taken yet) comes within `ms`.
+  async noLine(pred, ms, what = 'line') {
+    await sleep(ms);
+    const extra = this.lines.filter((l, i) => !this.taken.has(i) && l.json !== undefined && pred(l.json));
+    assert.deepEqual(extra.map((l) => l.raw), [], `unexpected ${what} on stdout`);
+  }
+
+  send(obj) {
+    this.child.stdin.write(JSON.stringify(obj) + '\n');
+  }
+
+  /// A JSON-RPC request; returns its response line's JSON.
+  async request(method, params) {
+    const id = this.nextId++;
+    this.send({ jsonrpc: '2.0', id, method, params });
+    const line = await this.take((j) => j.id === id && !('method' in j), { what: `response to ${method} (id ${id})` });
+    return line.json;
+  }
+
+  async initialize() {
+    const r = await this.request('initialize', {
+      protocolVersion: '2025-11-25',
+      capabilities: {},
+      clientInfo: { name: 'claude-code', version: '2.1.328' },
+    });
+    assert.ok(r.result, `initialize failed: ${JSON.stringify(r)}`);
+    this.send({ jsonrpc: '2.0', method: 'notifications/initialized' });
+    return r;
+  }
+
+  /// Claude calls a tool; returns the whole response.
+  async callTool(name, args) {
+    return this.request('tools/call', { name, arguments: args });
+  }
+
+  /// Claude calls `reply`, asserting the exact answer "sent (id: N)";
+  /// returns N, the reply's event id.
+  async reply(args) {
+    const r = await this.callTool('reply', args);
+    const text = r.result?.content?.[0]?.text ?? '';
+    const m = /^sent \(id: (\d+)\)$/.exec(text);
+    assert.ok(m, `reply was not sent: ${JSON.stringify(r)}`);
+    const id = Number(m[1]);
+    assert.deepEqual(r, {
+      jsonrpc: '2.0',
+      id: r.id,
+      result: { content: [{ type: 'text', text: `sent (id: ${id})` }], isError: false },
+    });
+    return id;
+  }
+
+  /// Claude asks for a tool approval.
+  permissionRequest(params) {
+    this.send({ jsonrpc: '2.0', method: 'notifications/claude/channel/permission_request', params });
+  }
+
+  /// Writes Claude Code's session file, the one the host follows.
+  async setClaudeStatus(status) {
+    const file = path.join(this.home, '.claude', 'sessions', `${process.pid}.json`);
+    const tmp = file + '.tmp';
+    await fsp.writeFile(tmp, JSON.stringify({ sessionId: this.session, cwd: this.home, name: 'browser-test', status }));
+    await fsp.rename(tmp, file);
+  }
+
+  /// The discovery file ({port, secret, ...}), waited for.
+  async discovery() {
+    if (this.record) return this.record;
+    const file = path.join(this.home, 'channels', `${this.session}.json`);
+    await eventually(async () => {
+      this.record = JSON.parse(await fsp.readFile(file, 'utf8'));
+    }).catch((e) => assert.fail(`no discovery file ${file}: ${e}\n${this.describe()}`));
+    return this.record;
+  }
+
+  get port() {
+    return this.record.port;
+  }
+
+  get secret() {
+    return this.record.secret;
+  }
+
+  get origin() {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  /// `opzero-host open SESSION --no-browser [--base URL]`: its one stdout line.
+  async openLink({ base } = {}) {
+    const args = ['open', this.session, '--no-browser'];
+    if (base) args.push('--base', base);
+    const { stdout } = await promisify(execFile)(BIN, args, {
+      env: { ...process.env, HOME: this.home, OPZERO_HOME: this.home, DISPLAY: '', WAYLAND_DISPLAY: '' },
+      timeout: WAIT,
+    });
+    const lines = stdout.split('\n').filter(Boolean);
+    assert.equal(lines.length, 1, `open printed ${JSON.stringify(stdout)}`);
+    return lines[0];
+  }
+
+  /// A raw HTTP/1.1 request to the bridge (Host 127.0.0.1:PORT unless
+  /// given); resolves to {status, headers, body (string), json}.
+  http(method, pathname, { headers = {}, body, port = this.port } = {}) {
+    return rawHttp(port, method, pathname, { headers, body });
+  }
+
+  /// An HTTP request with the secret header and a JSON body.
+  post(pathname, obj) {
+    return this.http('POST', pathname, {
+      headers: { 'X-OPZero-Secret': this.secret, 'Content-Type': 'application/json' },
+      body: JSON.stringify(obj),
+    });
+  }
+
+  async stop() {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
+    await this.exited;
+    await fsp.rm(this.home, { recursive: true, force: true });
+    await fsp.rm(this.work, { recursive: true, force: true });
+  }
+}
+
+export function rawHttp(port, method, pathname, { headers = {}, body } = {}) {
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      { host: '127.0.0.1', port, method, path: pathname, headers: { Connection: 'close', ...headers }, agent: false },
+      (res) => {
+        const chunks = [];
+        res.on('data', (c) => chunks.push(c));
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString('utf8');
+          let json;
+          try {
+            json = JSON.parse(text);
+          } catch {
+            json = undefined;
+          }
+          resolve({ status: res.statusCode, headers: res.headers, body: text, json });
+        });
+      },
+    );
+    req.on('error', reject);
+    req.setTimeout(WAIT, () => req.destroy(new Error(`${method} ${pathname}: no answer within ${WAIT} ms`)));
+    if (body !== undefined) req.write(body);
+    req.end();
+  });
+}
+
+/// A TCP proxy on its own loopback port in front of the bridge. `cut()`
+/// destroys every connection and refuses new ones until `restore()`;
+/// `blackhole()` keeps connections open but drops what the bridge sends
+/// (while keeping a copy in `swallowed`), as a dead network path would.
+export class Proxy {
+  static async start() {
+    const p = new Proxy();
+    await new Promise((resolve) => p.server.listen(0, '127.0.0.1', resolve));
+    p.port = p.server.address().port;
+    return p;
+  }
+
+  constructor() {
+    this.sockets = new Set();
+    this.refusing = false;
+    this.dropping = false;
+    this.swallowed = '';
+    this.connections = 0;
+    this.server = net.createServer((client) => {
+      if (this.refusing || this.target === undefined) {
+        client.destroy();
+        return;
+      }
+      this.connections++;
+      const upstream = net.connect(this.target, '127.0.0.1');
+      for (const s of [client, upstream]) {
+        this.sockets.add(s);
+        s.on('error', () => {});
+        s.on('close', () => {
+          this.sockets.delete(s);
+          client.destroy();
+          upstream.destroy();
+        });
+      }
+      client.on('data', (d) => upstream.write(d));
+      upstream.on('data', (d) => {
+        if (this.dropping) this.swallowed += d.toString('utf8');
+        else client.write(d);
+      });
+    });
+  }
+
+  get origin() {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  blackhole() {
+    this.dropping = true;
+    this.swallowed = '';
+  }
+
+  cut() {
+    this.refusing = true;
+    for (const s of this.sockets) s.destroy();
+    this.sockets.clear();
+  }
+
+  restore() {
+    this.refusing = false;
+    this.dropping = false;
+  }
+
+  async stop() {
+    this.cut();
+    await new Promise((resolve) => this.server.close(resolve));
+  }
+}
+
+/// A fresh browser context signed in to `host`'s page through `open`'s link
+/// (through `base` when given, e.g. a proxy's origin); waits until the page
+/// is signed in and its event stream is up. Returns {context, page, errors}.
+export async function signIn(browser, host, { base, viewport = { width: 1280, height: 800 }, contextOptions = {} } = {}) {
+  const context = await browser.newContext({ viewport, ...contextOptions });
+  context.setDefaultTimeout(WAIT);
+  if (process.env.OPZERO_TEST_APP_JS) {
+    // Serves another app.js in place of the host's: a way to check that the
+    // tests catch a broken page (a mutation of it) without rebuilding.
+    const body = await fsp.readFile(process.env.OPZERO_TEST_APP_JS, 'utf8');
+    await context.route('**/app.js', (route) => route.fulfill({ contentType: 'text/javascript', body }));
+  }
+  const page = await context.newPage();
+  const errors = watchErrors(page);
+  const url = await host.openLink({ base });
+  assert.match(url, new RegExp(`^${(base ?? host.origin).replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}/#code=[0-9a-f]+$`));
+  await page.goto(url);
+  await page.locator('#signin').waitFor({ state: 'hidden', timeout: WAIT });
+  await page.locator('#connection[data-state="online"]').waitFor({ state: 'attached', timeout: WAIT });
+  return { context, page, errors, url };
+}
+
+/// Uncaught exceptions in the page (and console errors, kept for failure
+/// reports).
+export function watchErrors(page) {
+  const errors = { uncaught: [], console: [] };
+  page.on('pageerror', (e) => errors.uncaught.push(String(e)));
+  page.on('console', (m) => {
+    if (m.type() === 'error') errors.console.push(m.text());
+  });
+  return errors;
+}
+
+/// Saves a screenshot of `page` as OUT/name.png; returns its path.
+export async function screenshot(page, name) {
+  await fsp.mkdir(OUT, { recursive: true });
+  const file = path.join(OUT, `${name}.png`);
+  await page.screenshot({ path: file });
+  return file;
+}
+
+export function isSocket(pid, fd) {
+  return fs.statSync(`/proc/${pid}/fd/${fd}`).isSocket();
+}
+
+/// Deterministic bytes that are not text: every byte value, then a
+/// pseudo-random tail.
+export function binaryBytes(n, seed = 7) {
+  const b = Buffer.alloc(n);
+  let x = seed;
+  for (let i = 0; i < n; i++) {
+    if (i < 256) b[i] = i;
+    else {
+      x = (x * 1103515245 + 12345) & 0x7fffffff;
+      b[i] = x >> 16;
+    }
+  }
+  return b;
+}
