@@ -842,7 +842,7 @@ mod tests {
                 "x/opzero.toml:2:1: host.bogus: unknown key (expected one of: discovery_dir, instructions)",
                 "x/opzero.toml:5:18: limits.max_body_bytes: expected an integer, found string",
                 "x/opzero.toml:6:17: limits.max_meta_keys: must be between 0 and 10000",
-                "x/opzero.toml:8:2: surprise: unknown key (expected one of: host, events, limits, permissions, filter)",
+                "x/opzero.toml:8:2: surprise: unknown key (expected one of: host, bridge, events, limits, permissions, filter)",
             ]
         );
     }
