@@ -137,19 +137,48 @@ function size(bytes) {
 }
 
 /** A message sent from here, shown as it is sent (so a quick reply cannot
- * land above it); `sending` until the host takes it. */
+ * land above it); `sending` until the host takes it. Sent ones are kept in
+ * this tab's storage, with the last event seen before them, so a reload
+ * shows them again where they were. */
 function addMine(text, fileNames) {
   const files = fileNames.length ? el("span", { class: "meta" }, `attached: ${fileNames.join(", ")}`) : null;
   const stamp = el("span", { class: "meta" }, "sending…");
   const node = el("article", { class: "msg mine sending" }, text, files, stamp);
   place(node);
+  const after = lastEventId;
   return {
     sent() {
       node.classList.remove("sending");
       stamp.textContent = time(Date.now());
+      keepMine({ text, files: fileNames, after, ts: Date.now() });
     },
     failed: () => node.remove(),
   };
+}
+
+const storageKey = () => `opzero-mine:${sessionId}`;
+/** Messages sent before a reload, not shown yet (oldest first). */
+let backlog = [];
+/** Prompts `GET /permissions` listed at load, shown after the replay. */
+const stillPending = [];
+
+function keepMine(message) {
+  try {
+    const kept = JSON.parse(sessionStorage.getItem(storageKey()) ?? "[]");
+    kept.push(message);
+    sessionStorage.setItem(storageKey(), JSON.stringify(kept.slice(-200)));
+  } catch {
+    // No storage (a private window, say): a reload just forgets them.
+  }
+}
+
+/** Shows the messages sent before a reload that came before event `id`. */
+function showKept(id) {
+  while (backlog.length && backlog[0].after < id) {
+    const m = backlog.shift();
+    const files = m.files.length ? el("span", { class: "meta" }, `attached: ${m.files.join(", ")}`) : null;
+    place(el("article", { class: "msg mine" }, m.text, files, el("span", { class: "meta" }, time(m.ts))));
+  }
 }
 
 function addReply(id, e) {
@@ -272,11 +301,20 @@ function openHint() {
 let source = null;
 function listen() {
   source = new EventSource(`/events?since=${lastEventId}`);
-  source.onopen = () => setConnected(true);
+  source.onopen = () => {
+    setConnected(true);
+    // The replay comes at once. Then what was sent after its last event,
+    // and prompts still pending whose events are too old to replay.
+    setTimeout(() => {
+      showKept(Infinity);
+      for (const p of stillPending.splice(0)) addCard(p);
+    }, 500);
+  };
   source.onmessage = (m) => {
     const id = Number(m.lastEventId);
     if (seen.has(id)) return;
     seen.add(id);
+    showKept(id);
     lastEventId = Math.max(lastEventId, id);
     try {
       handle(id, JSON.parse(m.data));
@@ -323,7 +361,12 @@ async function start() {
   if (!(await signIn())) return;
   const r = await fetch("/permissions").catch(() => null);
   if (r?.status === 403) return showSignedOut(`This browser is not signed in. ${openHint()}`);
-  if (r?.ok) for (const p of (await r.json()).pending ?? []) addCard(p);
+  try {
+    backlog = JSON.parse(sessionStorage.getItem(storageKey()) ?? "[]");
+  } catch {
+    backlog = [];
+  }
+  if (r?.ok) stillPending.push(...((await r.json()).pending ?? []));
   listen();
 }
 

@@ -544,6 +544,29 @@ describe('the chat page in Chromium', { concurrency: 3 }, () => {
       assert.deepEqual(await order(page, ['first question', 'second question']), ['me: first question', `claude: ${a}`, 'me: second question', `claude: ${b}`]);
     }));
 
+  test('14. a reload shows the conversation again, in order, each message once', (t) =>
+    withHost(t, {}, async ({ h, page }) => {
+      await sendTyped(h, page, 'before any reply');
+      const a = await h.reply({ chat_id: 'web', text: 'first answer' });
+      await reply(page, a).waitFor();
+      await sendTyped(h, page, 'after the first answer');
+      const b = await h.reply({ chat_id: 'web', text: 'second answer' });
+      await reply(page, b).waitFor();
+      await sendTyped(h, page, 'the last word');
+      h.permissionRequest({ request_id: 'rlxyz', tool_name: 'Bash', description: 'list files', input_preview: 'ls' });
+      await card(page, 'rlxyz').waitFor();
+      const sent = ['before any reply', 'after the first answer', 'the last word'];
+      const want = ['me: before any reply', `claude: ${a}`, 'me: after the first answer', `claude: ${b}`, 'me: the last word', 'card: rlxyz'];
+      assert.deepEqual(await order(page, sent), want);
+      await page.reload();
+      await reply(page, b).waitFor();
+      await card(page, 'rlxyz').waitFor();
+      await eventually(async () => assert.deepEqual(await order(page, sent), want));
+      await sleep(700);
+      assert.deepEqual(await order(page, sent), want, 'something came twice, or late');
+      await h.noLine(isChannel, 300, 'a notification from the reload');
+    }));
+
   test('a refused send shows #send-error and keeps the text', (t) =>
     withHost(t, { config: '[limits]\nmax_content_chars = 10\n' }, async ({ h, page }) => {
       const box = page.getByLabel('Message', { exact: true });
