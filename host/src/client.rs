@@ -14,8 +14,8 @@ use serde_json::{json, Value};
 use tokio::net::TcpStream;
 
 use crate::discovery::{self, Entry};
-use crate::files;
 use crate::events::now_ms;
+use crate::files;
 use crate::transcripts;
 use crate::UserError;
 
