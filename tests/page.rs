@@ -129,6 +129,10 @@ fn the_cookie_works_only_from_the_bridges_own_origin() {
     let refused = (403, json!({"error": "cross-origin request refused"}));
     assert_eq!(inject(&[("Origin", "http://evil.example")], "a").pair(), refused);
     assert_eq!(inject(&[("Origin", "null")], "b").pair(), refused);
+    let with_path = format!("{origin}/x");
+    assert_eq!(inject(&[("Origin", &with_path)], "b2").pair(), refused, "an origin has no path");
+    let other_port = format!("http://127.0.0.1:{}", h.port() + 1);
+    assert_eq!(inject(&[("Origin", &other_port)], "b3").pair(), refused);
     assert_eq!(inject(&[], "c").pair(), refused, "a POST without an Origin is not the page's");
     assert_eq!(inject(&[("Origin", &origin), ("Sec-Fetch-Site", "cross-site")], "d").pair(), refused);
     assert_eq!(inject(&[("Origin", &origin)], "from the page").pair(), (202, json!({"ok": true})));
@@ -190,7 +194,7 @@ fn allowed_hosts_let_a_tunnel_in_and_nothing_else() {
 fn allowed_hosts_errors_name_the_file_line_and_key() {
     let home = tempfile::tempdir().unwrap();
     let path = home.path().join("opzero.toml");
-    std::fs::write(&path, "[bridge]\nallowed_hosts = [\"https://x.example\", 5, \"ok.example:99\", \"a b\"]\nother = 1\n").unwrap();
+    std::fs::write(&path, "[bridge]\nallowed_hosts = [\"https://x.example\", 5, \"ok.example:99\", \"a b\", \"h:99999\"]\nother = 1\n").unwrap();
     let out = Command::new(BIN).arg("validate").arg(&path).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -199,6 +203,7 @@ fn allowed_hosts_errors_name_the_file_line_and_key() {
         format!("{p}:2:18: bridge.allowed_hosts: \"https://x.example\" is not a host name (give name or name:port, with no scheme or path)"),
         format!("{p}:2:39: bridge.allowed_hosts: expected a string, found integer"),
         format!("{p}:2:59: bridge.allowed_hosts: \"a b\" is not a host name"),
+        format!("{p}:2:66: bridge.allowed_hosts: \"h:99999\" is not a host name"),
         format!("{p}:3:1: bridge.other: unknown key (expected one of: allowed_hosts)"),
     ] {
         assert!(err.contains(&want), "{want}\nnot in\n{err}");

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Query, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::uri::Authority;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -22,7 +23,6 @@ use tokio::sync::Notify;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
-use crate::config::split_port;
 use crate::core::{Core, InjectOutcome, InjectRequest, VerdictOutcome};
 use crate::events::{Closed, Item};
 use crate::files::Upload;
@@ -50,15 +50,13 @@ impl Bridge {
     /// a loopback name with its port, or one of `[bridge] allowed_hosts`
     /// (`name` with any port, or `name:port` exactly).
     fn serves(&self, host: &str) -> bool {
-        let host = host.to_ascii_lowercase();
-        if self.hosts.contains(&host) {
-            return true;
-        }
-        let (name, _) = split_port(&host);
-        self.core.config.allowed_hosts.iter().any(|allowed| match split_port(allowed) {
-            (_, Some(_)) => *allowed == host,
-            (allowed, None) => allowed == name,
-        })
+        let Ok(host) = host.parse::<Authority>() else { return false };
+        // Authority compares without regard to case.
+        self.hosts.iter().any(|name| host == name.as_str())
+            || self.core.config.allowed_hosts.iter().any(|allowed| match allowed.port() {
+                Some(_) => *allowed == host,
+                None => allowed.host().eq_ignore_ascii_case(host.host()),
+            })
     }
 
     /// Whether a request a cookie authorises comes from the page itself:
@@ -69,13 +67,13 @@ impl Bridge {
         if text("sec-fetch-site").is_some_and(|site| site != "same-origin" && site != "none") {
             return false;
         }
-        match text("origin") {
-            Some(origin) => origin
-                .strip_prefix("http://")
-                .or_else(|| origin.strip_prefix("https://"))
-                .is_some_and(|authority| !authority.contains('/') && self.serves(authority)),
-            None => *method == Method::GET || *method == Method::HEAD,
-        }
+        let Some(origin) = text("origin") else {
+            return *method == Method::GET || *method == Method::HEAD;
+        };
+        // `scheme://host[:port]`, and nothing else ("null", for one, is not ours).
+        let Ok(origin) = origin.parse::<Uri>() else { return false };
+        let web = matches!(origin.scheme_str(), Some("http" | "https"));
+        web && origin.path() == "/" && origin.authority().is_some_and(|a| self.serves(a.as_str()))
     }
 }
 

@@ -10,6 +10,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use http::uri::Authority;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
@@ -18,26 +19,13 @@ pub const MAX_INSTRUCTIONS_CHARS: usize = 2048;
 
 pub const DEFAULT_INSTRUCTIONS: &str = "Messages from the user's phone arrive as <channel> tags from this channel (its source attribute names it), each with a chat_id attribute: <channel source=\"...\" chat_id=\"...\" ...>text</channel>. They come from a remote web UI, not from this terminal. The remote user sees nothing you write in the terminal: the reply tool is the only way to answer them. Answer every channel message by calling reply with the chat_id of the message you are answering, every time, even for a short acknowledgement. Keep replies readable on a phone. For longer work, reply with a short \"working on it\" first, then update that message with edit_message (reply answers with its id) as you go. The user may attach files: they are saved on this machine, and a tag's image_path, file_path, or file_path_1, file_path_2, ... (with file_count) attribute is the path of one you may Read. To send files back, give reply their absolute paths in files.";
 
-/// `name` or `name:port`, as a Host header carries it: letters, digits,
-/// `-` and `.` (or a bracketed IPv6 address), and a port of digits.
-fn valid_host(s: &str) -> bool {
-    let (name, port) = split_port(s);
-    let name_ok = if let Some(v6) = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
-        !v6.is_empty() && v6.chars().all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
-    } else {
-        !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
-    };
-    name_ok && port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()))
-}
-
-/// `name:port` as `(name, Some(port))`, `name` or `[v6]` as `(it, None)`.
-pub fn split_port(s: &str) -> (&str, Option<&str>) {
-    match s.rsplit_once(':') {
-        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) && (!name.starts_with('[') || name.ends_with(']')) => {
-            (name, Some(port))
-        }
-        _ => (s, None),
-    }
+/// `name` or `name:port`, as a Host header carries it (no user, no
+/// scheme, no path).
+fn host_name(s: &str) -> Option<Authority> {
+    let authority = s.parse::<Authority>().ok()?;
+    // A port that is not one (`name:`, `name:99999`) is dropped by the parser.
+    let port_ok = authority.port().is_some() || s == authority.host();
+    (!s.contains('@') && !authority.host().is_empty() && port_ok).then_some(authority)
 }
 
 /// Where a problem is: shown as `file:line:col: key: message`.
@@ -112,7 +100,7 @@ pub struct Config {
     pub instructions: String,
     /// `[bridge] allowed_hosts`: names besides loopback the bridge answers
     /// to (a tunnel's), each `name` (any port) or `name:port`.
-    pub allowed_hosts: Vec<String>,
+    pub allowed_hosts: Vec<Authority>,
     pub events: EventsConfig,
     pub limits: Limits,
     pub permissions: PermissionsConfig,
@@ -451,12 +439,14 @@ impl Walker<'_> {
             };
             for name in names.iter() {
                 match name.get_ref() {
-                    DeValue::String(s) if valid_host(s) => config.allowed_hosts.push(s.to_ascii_lowercase()),
-                    DeValue::String(s) => self.error(
-                        name.span(),
-                        &key,
-                        format!("{s:?} is not a host name (give name or name:port, with no scheme or path)"),
-                    ),
+                    DeValue::String(s) => match host_name(s) {
+                        Some(name) => config.allowed_hosts.push(name),
+                        None => self.error(
+                            name.span(),
+                            &key,
+                            format!("{s:?} is not a host name (give name or name:port, with no scheme or path)"),
+                        ),
+                    },
                     other => self.error(name.span(), &key, format!("expected a string, found {}", other.type_str())),
                 }
             }
