@@ -17,13 +17,15 @@ harness="$root/../shared/claude-e2e"
 
 rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 
+# This also builds target/debug/opzero-host, which the tests below run. (A
+# separate `cargo build -p opzero-host` would build wasmtime a second time:
+# the workspace's test build turns on other features of its dependencies.)
 cargo test --workspace --locked
 
 # The chat page in Debian's Chromium (Playwright's own browser download
 # cannot work on these machines), driven by the pinned playwright-core.
 chromium="${CHROMIUM_BIN:-$(command -v chromium || true)}"
 [ -n "$chromium" ] || { echo "the browser tests need Chromium (apt-get install chromium)" >&2; exit 1; }
-cargo build -p opzero-host --locked
 npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 CHROMIUM_BIN="$chromium" node --test tests/browser/
 
@@ -39,7 +41,6 @@ export CLAUDE_BIN="$claude_dir/node_modules/.bin/claude"
 command -v tmux >/dev/null || { echo "tmux is needed for the terminal-UI levels (apt-get install tmux)" >&2; exit 1; }
 
 host="$root/target/debug/opzero-host"
-cargo build -p opzero-host --locked
 cargo build-filters --locked   # the repo's opzero.toml names two of them
 passed=0; failed=0
 run_e2e() {
