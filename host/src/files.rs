@@ -212,25 +212,13 @@ impl Files {
     /// Copies the files a reply names into the outbox, as they are now.
     /// A refusal names the file; then nothing is left in the outbox.
     pub fn send(&self, paths: &[String], limits: &Limits) -> Result<Vec<Outgoing>, String> {
-        if paths.len() > limits.max_files {
-            return Err(format!("{} files; the limit is {} (limits.max_files)", paths.len(), limits.max_files));
-        }
-        let mut sources = Vec::new();
-        let mut total = 0;
-        for p in paths {
-            let (file, size) = self.open_source(p, limits)?;
-            total += size;
-            if total > limits.max_files_bytes {
-                return Err(format!(
-                    "the files total more than {} bytes, the limit (limits.max_files_bytes)",
-                    limits.max_files_bytes
-                ));
-            }
-            sources.push((p, file));
-        }
+        // Too many are refused before any is opened; then sizes, as for an inject.
+        check(limits, paths.iter().map(|p| (p.as_str(), 0)))?;
+        let sources = paths.iter().map(|p| self.open_source(p, limits)).collect::<Result<Vec<_>, _>>()?;
+        check(limits, paths.iter().zip(&sources).map(|(p, (_, size))| (p.as_str(), *size)))?;
         let outbox = self.subdir("outbox").map_err(|e| format!("cannot create the outbox: {e}"))?;
         let mut copied: Vec<Outgoing> = Vec::new();
-        for (p, file) in sources {
+        for (p, (file, _)) in paths.iter().zip(sources) {
             match self.copy(&outbox, p, file, limits) {
                 Ok(out) => copied.push(out),
                 Err(e) => {
