@@ -252,21 +252,11 @@ fn send_status_and_tail_against_a_live_host() {
     assert!(text.contains("pending   0 permission request(s)"), "{text}");
 
     for json_mode in [true, false] {
-        let mut args = vec!["tail", prefix.as_str()];
+        let mut args = vec![prefix.as_str()];
         if json_mode {
             args.push("--json");
         }
-        let mut tail = Command::new(BIN)
-            .args(&args)
-            .env("OPZERO_HOME", h.home.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut err = BufReader::new(tail.stderr.take().unwrap());
-        let mut first = String::new();
-        err.read_line(&mut first).unwrap(); // "following ...": the stream is open
-        assert!(first.starts_with("following"), "{first}");
+        let mut tail = h.tail(&args);
         let text = format!("reply {json_mode}");
         let r = h.call_reply(json!({"chat_id": "c9", "text": text}));
         let id: u64 = r["result"]["content"][0]["text"].as_str().unwrap().trim_start_matches("sent (id: ").trim_end_matches(')').parse().unwrap();

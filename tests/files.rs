@@ -10,7 +10,7 @@ mod filters_support;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -911,20 +911,7 @@ fn send_with_files_delivers_them() {
 /// Spawns `tail` with `extra` args; returns it and its stdout lines as they
 /// come, once it has said it is following.
 fn spawn_tail(h: &Host, extra: &[&str]) -> (std::process::Child, mpsc::Receiver<String>) {
-    let mut tail = Command::new(BIN)
-        .arg("tail")
-        .arg(&h.session)
-        .args(extra)
-        .env("OPZERO_HOME", h.home.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(tail.stderr.take().unwrap());
-    let mut first = String::new();
-    err.read_line(&mut first).unwrap();
-    assert!(first.starts_with("following"), "{first}");
-    std::thread::spawn(move || for _ in err.lines() {});
+    let mut tail = h.tail(&[&[h.session.as_str()], extra].concat());
     let (tx, rx) = mpsc::channel();
     let out = BufReader::new(tail.stdout.take().unwrap());
     std::thread::spawn(move || {

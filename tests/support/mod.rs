@@ -287,6 +287,25 @@ impl Host {
             .unwrap()
     }
 
+    /// Starts `opzero-host tail ARGS` against this host's home and returns
+    /// once it says it is following (the stream is open), its stdout piped.
+    pub fn tail(&self, args: &[&str]) -> Child {
+        let mut tail = Command::new(BIN)
+            .arg("tail")
+            .args(args)
+            .env("OPZERO_HOME", self.home.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut err = BufReader::new(tail.stderr.take().unwrap());
+        let mut first = String::new();
+        err.read_line(&mut first).unwrap();
+        assert!(first.starts_with("following"), "{first}");
+        std::thread::spawn(move || for _ in err.lines() {});
+        tail
+    }
+
     pub fn http(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Response {
         http(self.port(), method, path, headers, body)
     }
