@@ -113,20 +113,14 @@ fn router(bridge: Shared) -> Router {
         .route("/login", post(login).layer(RequestBodyLimitLayer::new(limits.max_body_bytes)))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not found") })
         .method_not_allowed_fallback(|| async { error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed") })
-        // The limits above are the only ones (axum's own would cap
-        // multipart bodies at 2 MB).
-        .layer(DefaultBodyLimit::disable())
-        .layer(RequestBodyTimeoutLayer::new(limits.read_timeout))
-        .layer(middleware::from_fn_with_state(bridge.clone(), json_errors))
-        .layer(middleware::from_fn_with_state(bridge.clone(), guard))
         .with_state(bridge)
 }
 
 /// Serves the bridge on `listener` until the process ends. A request's
 /// headers must arrive within the read timeout, and an idle kept-alive
-/// connection is closed after as long (hyper's timers).
+/// connection is closed after as long (hyper's timers); its body gets as
+/// long again (tower-http's).
 pub async fn serve(listener: TcpListener, core: Arc<Core>, secret: String) {
-    use hyper::service::Service;
     use hyper_util::rt::{TokioIo, TokioTimer};
     use hyper_util::service::TowerToHyperService;
     let port = listener.local_addr().map_or(0, |a| a.port());
@@ -137,6 +131,7 @@ pub async fn serve(listener: TcpListener, core: Arc<Core>, secret: String) {
         hosts: [format!("127.0.0.1:{port}"), format!("localhost:{port}"), format!("[::1]:{port}")],
         sign_in: SignIn::default(),
     });
+    let guard = middleware::from_fn_with_state(bridge.clone(), guard);
     let router = router(bridge);
     loop {
         let stream = match listener.accept().await {
@@ -150,16 +145,25 @@ pub async fn serve(listener: TcpListener, core: Arc<Core>, secret: String) {
         };
         let _ = stream.set_nodelay(true);
         let cut_off = CutOff(Arc::new(Notify::new()));
-        let (inner, cut) = (TowerToHyperService::new(router.clone()), cut_off.clone());
-        let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(cut.clone());
-            inner.call(req)
-        });
+        let cut = cut_off.clone();
+        // The guard sees every request, routed or not.
+        let app = tower::ServiceBuilder::new()
+            .layer(RequestBodyTimeoutLayer::new(read_timeout))
+            .map_request(move |req: Request<_>| {
+                let mut req = req.map(Body::new);
+                // For a subscriber (`GET /events`).
+                if req.method() == Method::GET {
+                    req.extensions_mut().insert(cut.clone());
+                }
+                req
+            })
+            .layer(guard.clone())
+            .service(router.clone());
         tokio::spawn(async move {
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(read_timeout)
-                .serve_connection(TokioIo::new(stream), service);
+                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
             tokio::select! {
                 r = conn => if let Err(e) = r {
                     tracing::debug!("connection ended: {e}");
@@ -196,7 +200,9 @@ fn gate(method: &Method, path: &str) -> Gate {
 /// The one gate for every request. Only loopback names (and the config's
 /// `allowed_hosts`) are served, since a page in the user's browser that
 /// rebinds its own domain to 127.0.0.1 still sends its own Host; then the
-/// secret, compared in constant time, or the page's cookie.
+/// secret, compared in constant time, or the page's cookie. Refusals that
+/// come from the libraries (tower-http's 413 for a declared length over
+/// the limit, say) become JSON errors like ours.
 async fn guard(State(b): State<Shared>, req: Request, next: Next) -> Response {
     let h = req.headers();
     let host = h.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
@@ -233,12 +239,6 @@ async fn guard(State(b): State<Shared>, req: Request, next: Next) -> Response {
             }
         }
     }
-    next.run(req).await
-}
-
-/// Refusals that come from the libraries (tower-http's 413 for a declared
-/// length over the limit, say) become JSON errors like ours.
-async fn json_errors(State(b): State<Shared>, req: Request, next: Next) -> Response {
     let inject = req.uri().path() == "/inject";
     let response = next.run(req).await;
     let status = response.status();
@@ -305,17 +305,12 @@ async fn status(State(b): State<Shared>) -> Response {
 
 /// `POST /inject`'s body. Fields are read as JSON values first, so each
 /// wrong one gets an answer that names it.
-#[derive(serde::Deserialize, Default)]
+#[derive(Default)]
 struct InjectBody {
-    #[serde(default)]
     content: Value,
-    #[serde(default)]
     chat_id: Value,
-    #[serde(default)]
     meta: Value,
-    #[serde(default)]
     message_id: Value,
-    #[serde(default)]
     files: Value,
 }
 
@@ -331,11 +326,18 @@ fn scalar_text(v: Value) -> Result<Option<String>, ()> {
 }
 
 fn json_body(bytes: &[u8]) -> Result<InjectBody, String> {
-    match serde_json::from_slice::<Value>(bytes) {
-        Ok(body @ Value::Object(_)) => serde_json::from_value::<InjectBody>(body).map_err(|e| e.to_string()),
-        Ok(other) => Err(format!("invalid json body: expected an object, got {}", json_kind(&other))),
-        Err(_) => Err("invalid json body".into()),
-    }
+    let mut fields = serde_json::from_slice::<Map<String, Value>>(bytes).map_err(|_| match serde_json::from_slice(bytes) {
+        Ok(other) => format!("invalid json body: expected an object, got {}", json_kind(&other)),
+        Err(_) => "invalid json body".to_string(),
+    })?;
+    let mut take = |key| fields.remove(key).unwrap_or_default();
+    Ok(InjectBody {
+        content: take("content"),
+        chat_id: take("chat_id"),
+        meta: take("meta"),
+        message_id: take("message_id"),
+        files: take("files"),
+    })
 }
 
 /// `files: [{"name", "mime"?, "data"}]`, `data` in base64 (a `data:` URL
@@ -381,12 +383,14 @@ fn json_files(files: Value) -> Result<Vec<Upload>, String> {
 
 /// A `multipart/form-data` body, as a browser sends it: text fields
 /// `content`, `chat_id`, `message_id` and `meta` (JSON), and file parts.
-async fn multipart_body(b: &Bridge, req: Request) -> Result<(InjectBody, Vec<Upload>), Response> {
+async fn multipart_body(b: &Bridge, mut req: Request) -> Result<(InjectBody, Vec<Upload>), Response> {
     let failed = |e: axum::extract::multipart::MultipartError| match e.status() {
         StatusCode::PAYLOAD_TOO_LARGE => too_large(b, true),
         StatusCode::BAD_REQUEST => error(StatusCode::BAD_REQUEST, format!("invalid multipart body: {}", e.body_text())),
         _ => unreadable(b, true, &e),
     };
+    // The route's limit is the only one (axum's own would cap the body at 2 MB).
+    DefaultBodyLimit::disable().apply(&mut req);
     let mut form = Multipart::from_request(req, &())
         .await
         .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid multipart body: {}", e.body_text())))?;
@@ -425,7 +429,7 @@ async fn multipart_body(b: &Bridge, req: Request) -> Result<(InjectBody, Vec<Upl
     Ok((body, uploads))
 }
 
-fn inject_request(headers: &HeaderMap, body: InjectBody, files: Vec<Upload>) -> Result<InjectRequest, String> {
+fn inject_request(header_id: Option<Result<String, ()>>, body: InjectBody, files: Vec<Upload>) -> Result<InjectRequest, String> {
     let content = match body.content {
         Value::String(s) if !s.is_empty() => s,
         _ => return Err("content required".into()),
@@ -437,11 +441,7 @@ fn inject_request(headers: &HeaderMap, body: InjectBody, files: Vec<Upload>) -> 
         other => return Err(format!("meta must be an object, got {}", json_kind(&other))),
     };
     let body_id = scalar_text(body.message_id).map_err(|()| "message_id must be a string")?;
-    let header_id = match headers.get("idempotency-key").map(|v| std::str::from_utf8(v.as_bytes())) {
-        None => None,
-        Some(Ok(v)) => Some(v.trim().to_string()),
-        Some(Err(_)) => return Err("Idempotency-Key must be UTF-8".into()),
-    };
+    let header_id = header_id.transpose().map_err(|()| "Idempotency-Key must be UTF-8")?;
     // An empty id names nothing: treating it as an id would make every
     // later empty one a "duplicate" and drop it.
     let message_id = body_id.filter(|s| !s.is_empty()).or(header_id.filter(|s| !s.is_empty()));
@@ -449,7 +449,10 @@ fn inject_request(headers: &HeaderMap, body: InjectBody, files: Vec<Upload>) -> 
 }
 
 async fn inject(State(b): State<Shared>, req: Request) -> Response {
-    let headers = req.headers().clone();
+    let headers = req.headers();
+    let header_id = headers
+        .get("idempotency-key")
+        .map(|v| std::str::from_utf8(v.as_bytes()).map(|v| v.trim().to_string()).map_err(drop));
     let multipart = headers
         .get(header::CONTENT_TYPE)
         .and_then(|t| t.to_str().ok())
@@ -476,7 +479,7 @@ async fn inject(State(b): State<Shared>, req: Request) -> Response {
         let mut body = body;
         json_files(std::mem::take(&mut body.files)).map(|files| (body, files))
     };
-    let request = match parsed.and_then(|(body, files)| inject_request(&headers, body, files)) {
+    let request = match parsed.and_then(|(body, files)| inject_request(header_id, body, files)) {
         Ok(r) => r,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };

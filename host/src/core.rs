@@ -205,9 +205,10 @@ impl Core {
         }
     }
 
-    /// Sends a notification to Claude. Returns once it is written to
-    /// stdout, or at once while Claude Code is still initializing (it is
-    /// then held, and sent in order after initialization).
+    /// Sends a notification to Claude. Returns once it is in stdout's short
+    /// queue (see `channel::OUT_QUEUE`), or at once while Claude Code is
+    /// still initializing (it is then held, and sent in order after
+    /// initialization).
     async fn send_to_claude(&self, method: &str, params: Value) -> Result<(), Undelivered> {
         let notification = |params| ServerNotification::CustomNotification(CustomNotification::new(method, Some(params)));
         let peer = {
@@ -351,7 +352,10 @@ impl Core {
     }
 
     async fn deliver(&self, content: String, meta: Meta, dropped_meta: Vec<String>) -> InjectOutcome {
-        match self.send_to_claude(CHANNEL, json!({ "content": content, "meta": meta })).await {
+        // Built as values, not through `json!`, which would serialize each one again.
+        let meta = Value::Object(meta.into_iter().map(|(k, v)| (k, v.into())).collect());
+        let params = Value::Object(Map::from_iter([("content".into(), content.into()), ("meta".into(), meta)]));
+        match self.send_to_claude(CHANNEL, params).await {
             Ok(()) => InjectOutcome::Accepted { dropped_meta },
             Err(Undelivered::Closed) => InjectOutcome::Closed,
             Err(Undelivered::Backlog(why)) => InjectOutcome::Backlog(format!(

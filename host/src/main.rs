@@ -115,13 +115,15 @@ enum Command {
 /// `OPZERO_LOG` wins; otherwise `serve` logs at info (its stderr is a log
 /// Claude Code keeps) and the commands a person types only warn.
 fn init_logging(default: tracing::Level) {
-    let level = std::env::var("OPZERO_LOG").ok().and_then(|l| l.parse().ok()).unwrap_or(default);
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_max_level(level)
-        .with_target(false)
-        .init();
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{filter, fmt, Layer};
+    let level: tracing::Level = std::env::var("OPZERO_LOG").ok().and_then(|l| l.parse().ok()).unwrap_or(default);
+    // Events only: the log shows no spans, and rmcp's (one per message
+    // sent) then cost nothing.
+    let wanted = filter::filter_fn(move |m| m.is_event() && *m.level() <= level);
+    let log = fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()).with_target(false);
+    tracing_subscriber::registry().with(log.with_filter(wanted)).init();
 }
 
 fn runtime() -> tokio::runtime::Runtime {
