@@ -13,20 +13,20 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
 
-use crate::discovery::{self, Entry};
+use crate::discovery::{self, Record};
 use crate::events::now_ms;
 use crate::files;
 use crate::transcripts;
 use crate::UserError;
 
 /// The live session whose id starts with `prefix`.
-pub fn find(dir: &Path, prefix: &str) -> Result<Entry, UserError> {
+pub fn find(dir: &Path, prefix: &str) -> Result<Record, UserError> {
     let live = discovery::live_sessions(dir)
         .map_err(|e| UserError(format!("cannot read {}: {e}", dir.display())))?;
     let want = prefix.to_ascii_lowercase();
-    let mut hits: Vec<Entry> = live
+    let mut hits: Vec<Record> = live
         .into_iter()
-        .filter(|e| e.record.session_id.starts_with(&want))
+        .filter(|e| e.session_id.starts_with(&want))
         .collect();
     match hits.len() {
         1 => Ok(hits.remove(0)),
@@ -38,7 +38,7 @@ pub fn find(dir: &Path, prefix: &str) -> Result<Entry, UserError> {
             "{prefix:?} matches {} sessions ({}); give more of the id",
             hits.len(),
             hits.iter()
-                .map(|e| e.record.session_id.as_str())
+                .map(|e| e.session_id.as_str())
                 .collect::<Vec<_>>()
                 .join(", ")
         ))),
@@ -48,12 +48,12 @@ pub fn find(dir: &Path, prefix: &str) -> Result<Entry, UserError> {
 /// Sends one request on a fresh connection; returns the response with its
 /// body still streaming.
 async fn request(
-    entry: &Entry,
+    entry: &Record,
     method: Method,
     path: &str,
     body: Option<Value>,
 ) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
-    let port = entry.record.port;
+    let port = entry.port;
     let stream = TcpStream::connect(("127.0.0.1", port))
         .await
         .with_context(|| format!("cannot connect to the host on 127.0.0.1:{port} (did it just exit?)"))?;
@@ -64,14 +64,14 @@ async fn request(
         .method(method)
         .uri(path)
         .header("host", format!("127.0.0.1:{port}"))
-        .header("x-opzero-secret", &entry.record.secret)
+        .header("x-opzero-secret", &entry.secret)
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(bytes)))?;
     Ok(sender.send_request(req).await?)
 }
 
 async fn request_json(
-    entry: &Entry,
+    entry: &Record,
     method: Method,
     path: &str,
     body: Option<Value>,
@@ -109,8 +109,7 @@ pub fn sessions(dir: &Path, all: bool) -> Result<(), UserError> {
     } else {
         println!("{:<36}  {:>7}  {:>5}  {:>6}  CWD", "SESSION", "PID", "PORT", "AGE");
     }
-    for e in &live {
-        let r = &e.record;
+    for r in &live {
         let cwd = cwd_of(r.pid).unwrap_or_else(|| "?".into());
         println!("{:<36}  {:>7}  {:>5}  {:>6}  {cwd}", r.session_id, r.pid, r.port, age(r.created_at));
     }
@@ -118,7 +117,7 @@ pub fn sessions(dir: &Path, all: bool) -> Result<(), UserError> {
         let here = std::env::current_dir().map_err(|e| UserError(format!("no current directory: {e}")))?;
         let idle: Vec<_> = transcripts::list(&here)
             .into_iter()
-            .filter(|t| !live.iter().any(|e| e.record.session_id == t.session_id))
+            .filter(|t| !live.iter().any(|e| e.session_id == t.session_id))
             .collect();
         println!("\n{} session(s) of {} without a live host (`opzero-host launch --resume SESSION` attaches one):", idle.len(), here.display());
         for t in idle {
@@ -134,7 +133,7 @@ pub fn sessions(dir: &Path, all: bool) -> Result<(), UserError> {
     Ok(())
 }
 
-pub async fn send(entry: &Entry, text: &str, chat_id: Option<&str>, files: &[PathBuf]) -> anyhow::Result<()> {
+pub async fn send(entry: &Record, text: &str, chat_id: Option<&str>, files: &[PathBuf]) -> anyhow::Result<()> {
     use base64::Engine;
     let mut body = json!({ "content": text });
     if let Some(c) = chat_id {
@@ -151,7 +150,7 @@ pub async fn send(entry: &Entry, text: &str, chat_id: Option<&str>, files: &[Pat
         body["files"] = Value::Array(attached);
     }
     let (status, v) = request_json(entry, Method::POST, "/inject", Some(body)).await?;
-    let id = &entry.record.session_id;
+    let id = &entry.session_id;
     if !status.is_success() {
         let msg = v.get("error").and_then(Value::as_str).unwrap_or("no message");
         match v.get("filter").and_then(Value::as_str) {
@@ -180,18 +179,18 @@ pub async fn send(entry: &Entry, text: &str, chat_id: Option<&str>, files: &[Pat
 
 /// Prints a sign-in link for the chat page (and opens it in the desktop's
 /// browser, if there is one). The link's code works once, for 60 s.
-pub async fn open(entry: &Entry, base: Option<&str>, browser: bool) -> anyhow::Result<()> {
+pub async fn open(entry: &Record, base: Option<&str>, browser: bool) -> anyhow::Result<()> {
     let (status, v) = request_json(entry, Method::POST, "/login-code", None).await?;
     let Some(code) = v["code"].as_str().filter(|_| status == StatusCode::CREATED) else {
         bail!("the host answered {status}: {v}");
     };
     let base = match base {
         Some(b) => b.trim_end_matches('/').to_string(),
-        None => format!("http://127.0.0.1:{}", entry.record.port),
+        None => format!("http://127.0.0.1:{}", entry.port),
     };
     let url = format!("{base}/#code={code}");
     println!("{url}");
-    eprintln!("a sign-in link for {}: it works once, within 60 s", entry.record.session_id);
+    eprintln!("a sign-in link for {}: it works once, within 60 s", entry.session_id);
     if let Some(opener) = browser.then(opener).flatten() {
         let opened = std::process::Command::new(opener)
             .arg(&url)
@@ -217,13 +216,12 @@ fn opener() -> Option<&'static str> {
     (desktop && found).then_some("xdg-open")
 }
 
-pub async fn status(entry: &Entry) -> anyhow::Result<()> {
-    let r = &entry.record;
-    let (s, st) = request_json(entry, Method::GET, "/status", None).await?;
+pub async fn status(r: &Record) -> anyhow::Result<()> {
+    let (s, st) = request_json(r, Method::GET, "/status", None).await?;
     if !s.is_success() {
         bail!("status answered {s}: {st}");
     }
-    let (_, perms) = request_json(entry, Method::GET, "/permissions", None).await?;
+    let (_, perms) = request_json(r, Method::GET, "/permissions", None).await?;
     let pending = perms["pending"].as_array().map_or(0, Vec::len);
     println!("session   {}", r.session_id);
     println!("pid       {}", r.pid);
@@ -245,7 +243,7 @@ pub async fn status(entry: &Entry) -> anyhow::Result<()> {
 
 /// Follows the event stream until the host goes away; with `save`, the
 /// files of each reply are downloaded there.
-pub async fn tail(entry: &Entry, json_out: bool, since: Option<u64>, save: Option<&Path>) -> anyhow::Result<()> {
+pub async fn tail(entry: &Record, json_out: bool, since: Option<u64>, save: Option<&Path>) -> anyhow::Result<()> {
     if let Some(dir) = save {
         std::fs::create_dir_all(dir).map_err(|e| UserError(format!("cannot create {}: {e}", dir.display())))?;
     }
@@ -259,7 +257,7 @@ pub async fn tail(entry: &Entry, json_out: bool, since: Option<u64>, save: Optio
         let body = resp.into_body().collect().await?.to_bytes();
         bail!("events answered {status}: {}", String::from_utf8_lossy(&body));
     }
-    eprintln!("following {} (Ctrl-C to stop)", entry.record.session_id);
+    eprintln!("following {} (Ctrl-C to stop)", entry.session_id);
     let mut body = resp.into_body();
     let mut buf: Vec<u8> = Vec::new();
     let stdout = std::io::stdout();
@@ -299,7 +297,7 @@ pub async fn tail(entry: &Entry, json_out: bool, since: Option<u64>, save: Optio
 
 /// Downloads a reply's file into `dir` under its own name, or another if
 /// that is taken; a reader never sees it half-written.
-async fn download(entry: &Entry, file: &Value, dir: &Path) -> anyhow::Result<PathBuf> {
+async fn download(entry: &Record, file: &Value, dir: &Path) -> anyhow::Result<PathBuf> {
     let id = file["id"].as_str().context("the event names no file id")?;
     let resp = request(entry, Method::GET, &format!("/files/{id}"), None).await?;
     let status = resp.status();

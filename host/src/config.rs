@@ -79,13 +79,7 @@ pub struct ConfigErrors(pub Vec<Diagnostic>);
 
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, d) in self.0.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            write!(f, "{d}")?;
-        }
-        Ok(())
+        f.write_str(&self.0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
     }
 }
 
@@ -220,28 +214,18 @@ impl Default for Config {
 impl Config {
     /// `--config FILE`, else `./opzero.toml` if present, else the defaults.
     pub fn resolve(explicit: Option<&Path>) -> Result<Config, ConfigErrors> {
+        let local = Path::new("opzero.toml");
         match explicit {
             Some(path) => Config::load(path),
-            None => {
-                let local = Path::new("opzero.toml");
-                if local.is_file() {
-                    Config::load(local)
-                } else {
-                    Ok(Config::default())
-                }
-            }
+            None if local.is_file() => Config::load(local),
+            None => Ok(Config::default()),
         }
     }
 
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors(vec![Diagnostic {
-                file: path.to_path_buf(),
-                line: 0,
-                col: 0,
-                key: "(file)".into(),
-                message: format!("cannot read config file: {e}"),
-            }])
+            let at = Location { file: path.to_path_buf(), line: 0, col: 0 };
+            ConfigErrors(vec![at.diagnostic("(file)", format!("cannot read config file: {e}"))])
         })?;
         Config::parse(&text, path)
     }
@@ -263,11 +247,7 @@ impl Config {
             source: Some(path.to_path_buf()),
             ..Config::default()
         };
-        let base_dir = path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
-        w.root(root.get_ref(), &mut config, &base_dir);
+        w.root(root.get_ref(), &mut config, path.parent().unwrap_or(Path::new(".")));
         if w.diags.is_empty() {
             Ok(config)
         } else {
@@ -315,77 +295,48 @@ impl Walker<'_> {
     fn root(&mut self, root: &DeTable<'_>, config: &mut Config, base_dir: &Path) {
         const KNOWN: &[&str] = &["host", "bridge", "events", "limits", "permissions", "filter"];
         for item in root.iter() {
-            let value = item.1.get_ref();
-            match item.0.get_ref().as_ref() {
-                "host" => {
-                    if let Some(t) = self.table("host", item) {
-                        self.host(t, config);
+            let key: &str = item.0.get_ref().as_ref();
+            match key {
+                "host" | "bridge" | "events" | "limits" | "permissions" => {
+                    let Some(t) = self.typed(key, item.1, "a table", DeValue::as_table) else { continue };
+                    match key {
+                        "host" => self.host(t, config),
+                        "bridge" => self.bridge(t, config),
+                        "events" => self.events(t, &mut config.events),
+                        "limits" => self.limits(t, &mut config.limits),
+                        _ => self.permissions(t, &mut config.permissions),
                     }
                 }
-                "bridge" => {
-                    if let Some(t) = self.table("bridge", item) {
-                        self.bridge(t, config);
-                    }
-                }
-                "events" => {
-                    if let Some(t) = self.table("events", item) {
-                        self.events(t, &mut config.events);
-                    }
-                }
-                "limits" => {
-                    if let Some(t) = self.table("limits", item) {
-                        self.limits(t, &mut config.limits);
-                    }
-                }
-                "permissions" => {
-                    if let Some(t) = self.table("permissions", item) {
-                        self.permissions(t, &mut config.permissions);
-                    }
-                }
-                "filter" => match value {
-                    DeValue::Array(entries) => {
-                        for (i, entry) in entries.iter().enumerate() {
-                            match entry.get_ref() {
-                                DeValue::Table(t) => {
-                                    if let Some(f) = self.filter(i, entry.span(), t, base_dir) {
-                                        config.filters.push(f);
-                                    }
-                                }
-                                other => self.error(
-                                    entry.span(),
-                                    &format!("filter[{i}]"),
-                                    format!("expected a table, found {}", other.type_str()),
-                                ),
-                            }
+                "filter" => {
+                    let what = "an array of tables ([[filter]])";
+                    let Some(entries) = self.typed(key, item.1, what, DeValue::as_array) else { continue };
+                    for (i, entry) in entries.iter().enumerate() {
+                        if let Some(t) = self.typed(&format!("filter[{i}]"), entry, "a table", DeValue::as_table)
+                            && let Some(f) = self.filter(i, entry.span(), t, base_dir)
+                        {
+                            config.filters.push(f);
                         }
-                        self.unique_filter_names(&config.filters);
                     }
-                    other => self.error(
-                        item.1.span(),
-                        "filter",
-                        format!(
-                            "expected an array of tables ([[filter]]), found {}",
-                            other.type_str()
-                        ),
-                    ),
-                },
+                    self.unique_filter_names(&config.filters);
+                }
                 _ => self.unknown("", item, KNOWN),
             }
         }
     }
 
-    fn table<'a>(&mut self, key: &str, item: Item<'a>) -> Option<&'a DeTable<'a>> {
-        match item.1.get_ref() {
-            DeValue::Table(t) => Some(t),
-            other => {
-                self.error(
-                    item.1.span(),
-                    key,
-                    format!("expected a table, found {}", other.type_str()),
-                );
-                None
-            }
+    /// The value as `get` reads it, or an "expected ..." error at it.
+    fn typed<'a, 'i, T>(
+        &mut self,
+        key: &str,
+        v: &'a Spanned<DeValue<'i>>,
+        what: &str,
+        get: impl FnOnce(&'a DeValue<'i>) -> Option<T>,
+    ) -> Option<T> {
+        let got = get(v.get_ref());
+        if got.is_none() {
+            self.error(v.span(), key, format!("expected {what}, found {}", v.get_ref().type_str()));
         }
+        got
     }
 
     fn host(&mut self, t: &DeTable<'_>, config: &mut Config) {
@@ -432,22 +383,16 @@ impl Walker<'_> {
                 self.unknown("bridge", item, &["allowed_hosts"]);
                 continue;
             }
-            let DeValue::Array(names) = item.1.get_ref() else {
-                let found = item.1.get_ref().type_str();
-                self.error(item.1.span(), &key, format!("expected an array of host names, found {found}"));
-                continue;
-            };
+            let Some(names) = self.typed(&key, item.1, "an array of host names", DeValue::as_array) else { continue };
             for name in names.iter() {
-                match name.get_ref() {
-                    DeValue::String(s) => match host_name(s) {
-                        Some(name) => config.allowed_hosts.push(name),
-                        None => self.error(
-                            name.span(),
-                            &key,
-                            format!("{s:?} is not a host name (give name or name:port, with no scheme or path)"),
-                        ),
-                    },
-                    other => self.error(name.span(), &key, format!("expected a string, found {}", other.type_str())),
+                let Some(s) = self.typed(&key, name, "a string", DeValue::as_str) else { continue };
+                match host_name(s) {
+                    Some(host) => config.allowed_hosts.push(host),
+                    None => self.error(
+                        name.span(),
+                        &key,
+                        format!("{s:?} is not a host name (give name or name:port, with no scheme or path)"),
+                    ),
                 }
             }
         }
@@ -495,7 +440,7 @@ impl Walker<'_> {
             let key = qualified("permissions", item.0.get_ref());
             match item.0.get_ref().as_ref() {
                 "relay" => {
-                    if let Some(b) = self.bool(&key, item) {
+                    if let Some(b) = self.typed(&key, item.1, "true or false", DeValue::as_bool) {
                         p.relay = b;
                     }
                 }
@@ -591,32 +536,24 @@ impl Walker<'_> {
                         }
                     }
                 }
-                "config" => match item.1.get_ref() {
-                    DeValue::Table(_) => {
+                "config" => {
+                    if self.typed(&key, item.1, "a table", DeValue::as_table).is_some() {
                         config = to_json(item.1.get_ref());
                         config_at = self.location(item.1.span());
                     }
-                    other => self.error(
-                        item.1.span(),
-                        &key,
-                        format!("expected a table, found {}", other.type_str()),
-                    ),
-                },
+                }
                 _ => self.unknown(&section, item, KNOWN),
             }
         }
-        if name.is_none() && !t.iter().any(|(k, _)| k.get_ref().as_ref() == "name") {
-            self.error(span.clone(), &format!("{section}.name"), "missing (every filter needs a name)");
-        }
-        if path.is_none() && !t.iter().any(|(k, _)| k.get_ref().as_ref() == "path") {
-            self.error(span.clone(), &format!("{section}.path"), "missing (the .wasm component to load)");
-        }
-        if hooks.is_none() && !t.iter().any(|(k, _)| k.get_ref().as_ref() == "hooks") {
-            self.error(
-                span,
-                &format!("{section}.hooks"),
-                "missing (a subset of [\"inject\", \"reply\", \"permission\"])",
-            );
+        // A key that is there but wrong has its own error already.
+        for (given, k, what) in [
+            (name.is_some(), "name", "every filter needs a name"),
+            (path.is_some(), "path", "the .wasm component to load"),
+            (hooks.is_some(), "hooks", "a subset of [\"inject\", \"reply\", \"permission\"]"),
+        ] {
+            if !given && !t.iter().any(|(key, _)| key.get_ref().as_ref() == k) {
+                self.error(span.clone(), &format!("{section}.{k}"), format!("missing ({what})"));
+            }
         }
         if self.diags.len() != errors_before {
             return None;
@@ -637,37 +574,20 @@ impl Walker<'_> {
     }
 
     fn hooks(&mut self, key: &str, item: Item<'_>) -> Option<Hooks> {
-        let DeValue::Array(items) = item.1.get_ref() else {
-            self.error(
-                item.1.span(),
-                key,
-                format!("expected an array of strings, found {}", item.1.get_ref().type_str()),
-            );
-            return None;
-        };
+        let items = self.typed(key, item.1, "an array of strings", DeValue::as_array)?;
         let mut hooks = Hooks::default();
         let mut ok = true;
         for v in items.iter() {
-            match v.get_ref().as_str() {
+            match self.typed(key, v, "a string", DeValue::as_str) {
                 Some("inject") => hooks.inject = true,
                 Some("reply") => hooks.reply = true,
                 Some("permission") => hooks.permission = true,
                 Some(other) => {
                     ok = false;
-                    self.error(
-                        v.span(),
-                        key,
-                        format!("unknown hook {other:?} (expected \"inject\", \"reply\" or \"permission\")"),
-                    );
+                    let message = format!("unknown hook {other:?} (expected \"inject\", \"reply\" or \"permission\")");
+                    self.error(v.span(), key, message);
                 }
-                None => {
-                    ok = false;
-                    self.error(
-                        v.span(),
-                        key,
-                        format!("expected a string, found {}", v.get_ref().type_str()),
-                    );
-                }
+                None => ok = false,
             }
         }
         if ok && hooks == Hooks::default() {
@@ -690,56 +610,16 @@ impl Walker<'_> {
     }
 
     fn string(&mut self, key: &str, item: Item<'_>) -> Option<String> {
-        match item.1.get_ref() {
-            DeValue::String(s) => Some(s.to_string()),
-            other => {
-                self.error(
-                    item.1.span(),
-                    key,
-                    format!("expected a string, found {}", other.type_str()),
-                );
-                None
-            }
-        }
-    }
-
-    fn bool(&mut self, key: &str, item: Item<'_>) -> Option<bool> {
-        match item.1.get_ref() {
-            DeValue::Boolean(b) => Some(*b),
-            other => {
-                self.error(
-                    item.1.span(),
-                    key,
-                    format!("expected true or false, found {}", other.type_str()),
-                );
-                None
-            }
-        }
+        self.typed(key, item.1, "a string", DeValue::as_str).map(str::to_string)
     }
 
     fn int_in(&mut self, key: &str, item: Item<'_>, min: i64, max: i64) -> Option<i64> {
-        let n = match item.1.get_ref() {
-            DeValue::Integer(i) => parse_int(i.as_str(), i.radix()),
-            other => {
-                self.error(
-                    item.1.span(),
-                    key,
-                    format!("expected an integer, found {}", other.type_str()),
-                );
-                return None;
-            }
-        };
-        match n {
-            Some(n) if (min..=max).contains(&n) => Some(n),
-            _ => {
-                self.error(
-                    item.1.span(),
-                    key,
-                    format!("must be between {min} and {max}"),
-                );
-                None
-            }
+        let i = self.typed(key, item.1, "an integer", DeValue::as_integer)?;
+        let n = i64::from_str_radix(i.as_str(), i.radix()).ok().filter(|n| (min..=max).contains(n));
+        if n.is_none() {
+            self.error(item.1.span(), key, format!("must be between {min} and {max}"));
         }
+        n
     }
 }
 
@@ -749,11 +629,6 @@ fn qualified(section: &str, key: &str) -> String {
     } else {
         format!("{section}.{key}")
     }
-}
-
-fn parse_int(digits: &str, radix: u32) -> Option<i64> {
-    let cleaned: String = digits.chars().filter(|c| *c != '_').collect();
-    i64::from_str_radix(&cleaned, radix).ok()
 }
 
 /// A leading `~/` means the user's home directory.
@@ -777,17 +652,9 @@ fn to_json(v: &DeValue<'_>) -> serde_json::Value {
     use serde_json::Value;
     match v {
         DeValue::String(s) => Value::String(s.to_string()),
-        DeValue::Integer(i) => parse_int(i.as_str(), i.radix())
-            .map(Value::from)
-            .unwrap_or(Value::Null),
-        DeValue::Float(f) => f
-            .as_str()
-            .replace('_', "")
-            .parse::<f64>()
-            .ok()
-            .and_then(serde_json::Number::from_f64)
-            .map(Value::Number)
-            .unwrap_or(Value::Null),
+        // toml has taken out the `_`s: what is left is Rust's syntax.
+        DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix()).map_or(Value::Null, Value::from),
+        DeValue::Float(f) => f.as_str().parse().ok().and_then(serde_json::Number::from_f64).map_or(Value::Null, Value::Number),
         DeValue::Boolean(b) => Value::Bool(*b),
         DeValue::Datetime(d) => Value::String(d.to_string()),
         DeValue::Array(a) => Value::Array(a.iter().map(|x| to_json(x.get_ref())).collect()),
@@ -853,7 +720,8 @@ path = "f/a.wasm"
 hooks = ["inject", "reply"]
 [filter.config]
 words = ["x", "y"]
-limit = 3
+limit = 3_000
+ratio = 1_0.5
 
 [[filter]]
 name = "b"
@@ -869,7 +737,7 @@ on_error = "open"
         assert_eq!(a.path, PathBuf::from("/etc/op/f/a.wasm"));
         assert!(a.hooks.inject && a.hooks.reply && !a.hooks.permission);
         assert_eq!((a.timeout_ms, a.memory_mb, a.on_error), (50, 32, OnError::Closed));
-        assert_eq!(a.config, serde_json::json!({"words": ["x", "y"], "limit": 3}));
+        assert_eq!(a.config, serde_json::json!({"words": ["x", "y"], "limit": 3000, "ratio": 10.5}));
         assert_eq!((a.at.line, a.path_at.line, a.config_at.line), (2, 4, 6));
         let b = &c.filters[1];
         assert_eq!(b.path, PathBuf::from("/abs/b.wasm"));
@@ -902,7 +770,7 @@ on_error = "open"
 
     #[test]
     fn event_limit_and_permission_keys() {
-        let text = "[events]\nreplay_buffer = 5\nsubscriber_lag = 2\n[limits]\nread_timeout_ms = 250\nidempotency_window = 0\n[permissions]\nrelay = false\nexpire_after_secs = 1\n";
+        let text = "[events]\nreplay_buffer = 0x5\nsubscriber_lag = 2\n[limits]\nread_timeout_ms = 250\nidempotency_window = 0\n[permissions]\nrelay = false\nexpire_after_secs = 1\n";
         let c = Config::parse(text, Path::new("opzero.toml")).unwrap();
         assert_eq!((c.events.replay_buffer, c.events.subscriber_lag), (5, 2));
         assert_eq!(c.limits.read_timeout, Duration::from_millis(250));

@@ -292,11 +292,7 @@ impl Core {
         let chat_id = scrub(req.chat_id.as_deref().filter(|c| !c.is_empty()).unwrap_or("inject"));
         let (mut meta, mut dropped_meta) = meta::clean(req.meta);
         // Only the host says where files are.
-        let reserved: Vec<String> = meta.keys().filter(|k| files::is_reserved_key(k)).cloned().collect();
-        for key in reserved {
-            meta.remove(&key);
-            dropped_meta.push(key);
-        }
+        dropped_meta.extend(meta.extract_if(.., |k, _| files::is_reserved_key(k)).map(|(k, _)| k));
         dropped_meta.sort();
         let (file_meta, written) = match self.receive_files(req.files).await {
             Ok(received) => received,

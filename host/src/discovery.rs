@@ -108,16 +108,9 @@ pub fn pid_alive(pid: u32) -> bool {
     }
 }
 
-/// One `*.json` file in the discovery directory.
-#[derive(Debug)]
-pub struct Entry {
-    pub path: PathBuf,
-    pub record: Record,
-}
-
 /// Live sessions in `dir`, oldest first. Files of dead processes are deleted;
 /// files that do not parse are skipped (and named in the log).
-pub fn live_sessions(dir: &Path) -> std::io::Result<Vec<Entry>> {
+pub fn live_sessions(dir: &Path) -> std::io::Result<Vec<Record>> {
     let mut out = Vec::new();
     let read = match fs::read_dir(dir) {
         Ok(r) => r,
@@ -133,24 +126,18 @@ pub fn live_sessions(dir: &Path) -> std::io::Result<Vec<Entry>> {
         if !is_json {
             continue;
         }
-        let record: Record = match fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-        {
-            Some(r) => r,
-            None => {
-                tracing::warn!(path = %path.display(), "skipping unreadable discovery file");
-                continue;
-            }
+        let Some(record) = fs::read(&path).ok().and_then(|b| serde_json::from_slice::<Record>(&b).ok()) else {
+            tracing::warn!(path = %path.display(), "skipping unreadable discovery file");
+            continue;
         };
         if pid_alive(record.pid) {
-            out.push(Entry { path, record });
+            out.push(record);
         } else {
             tracing::info!(path = %path.display(), pid = record.pid, "removing stale discovery file (process is gone)");
             let _ = fs::remove_file(&path);
         }
     }
-    out.sort_by_key(|e| e.record.created_at);
+    out.sort_by_key(|r| r.created_at);
     Ok(out)
 }
 

@@ -86,14 +86,7 @@ impl Permissions {
     pub fn add(&self, request: Request, ts: u64) {
         let mut inner = self.inner.lock().unwrap();
         inner.decided.retain(|id| id != &request.request_id);
-        inner.pending.insert(
-            request.request_id.clone(),
-            Pending {
-                request,
-                ts,
-                arrived: Instant::now(),
-            },
-        );
+        inner.pending.insert(request.request_id.clone(), Pending { request, ts, arrived: Instant::now() });
         self.added.notify_one();
     }
 
@@ -151,17 +144,9 @@ impl Permissions {
 
     /// Removes and returns prompts pending longer than `max_age`.
     pub fn expire(&self, max_age: Duration) -> Vec<Request> {
-        let mut inner = self.inner.lock().unwrap();
         let now = Instant::now();
-        let old: Vec<String> = inner
-            .pending
-            .iter()
-            .filter(|(_, p)| now.duration_since(p.arrived) >= max_age)
-            .map(|(id, _)| id.clone())
-            .collect();
-        old.iter()
-            .filter_map(|id| inner.pending.remove(id).map(|p| p.request))
-            .collect()
+        let mut inner = self.inner.lock().unwrap();
+        inner.pending.extract_if(|_, p| now.duration_since(p.arrived) >= max_age).map(|(_, p)| p.request).collect()
     }
 }
 
@@ -179,9 +164,6 @@ pub fn parse_text_verdict(content: &str) -> Option<(Behavior, String)> {
     } else {
         return None;
     };
-    if id.len() != 5 {
-        return None;
-    }
     let id = id.to_ascii_lowercase();
     is_request_id(&id).then_some((behavior, id))
 }

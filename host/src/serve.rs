@@ -49,7 +49,7 @@ pub fn cache_dir() -> PathBuf {
 /// The config's filters, loaded and configured; every problem at once.
 pub async fn load_filters(config: &Config) -> Result<FilterChain, UserError> {
     FilterChain::load(&config.filters, &cache_dir()).await.map_err(|diags| {
-        UserError(diags.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
+        UserError(crate::config::ConfigErrors(diags).to_string())
     })
 }
 

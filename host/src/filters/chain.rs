@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::Path;
-use std::sync::Arc;
 
 use wasmtime::Store;
 use wasmtime::component::Component;
@@ -14,7 +13,7 @@ use wasmtime::component::Component;
 use super::bindings::{self, FILTER_EXPORT, OpzeroFilterPre};
 use super::engine::{Runtime, runtime};
 use super::error::FilterError;
-use super::instance::{Settings, Slot, StoreState};
+use super::instance::{Slot, StoreState};
 use super::{Message, PermissionVerdict, Reply, Verdict};
 use crate::config::{Diagnostic, FilterSpec, Hooks, OnError};
 use crate::permissions::Request;
@@ -104,7 +103,7 @@ impl FilterChain {
     }
 
     pub fn names(&self) -> Vec<String> {
-        self.slots.iter().map(|s| s.settings.name.to_string()).collect()
+        self.slots.iter().map(|s| s.spec.name.clone()).collect()
     }
 
     pub fn load_stats(&self) -> LoadStats {
@@ -134,16 +133,16 @@ impl FilterChain {
         // A plain loop: an iterator adapter's closure held across the await
         // would make the future not provably Send.
         for slot in &self.slots {
-            if !H::runs(&slot.settings.hooks) {
+            if !H::runs(&slot.spec.hooks) {
                 continue;
             }
-            let filter = &*slot.settings.name;
+            let filter = slot.spec.name.as_str();
             match slot.call::<H>(&input).await {
                 Ok(answer) => match H::answered(input, answer, filter) {
                     Ok(next) => input = next,
                     Err(verdict) => return verdict,
                 },
-                Err(error) => match slot.settings.on_error {
+                Err(error) => match slot.spec.on_error {
                     OnError::Closed => {
                         tracing::error!(filter, "{error}; {} (on_error = \"closed\")", H::CLOSED);
                         return H::failed(filter.to_string(), error.to_string());
@@ -339,15 +338,7 @@ async fn load_one(
     let instance_pre = rt.linker.instantiate_pre(&component).map_err(link_error)?;
     let pre = OpzeroFilterPre::new(instance_pre).map_err(link_error)?;
 
-    let settings = Settings {
-        name: Arc::from(spec.name.as_str()),
-        hooks: spec.hooks,
-        timeout_ms: spec.timeout_ms,
-        memory_mb: spec.memory_mb,
-        on_error: spec.on_error,
-        config_json: spec.config.to_string(),
-    };
-    Slot::start(settings, pre, rt).await
+    Slot::start(spec.clone(), pre, rt).await
 }
 
 /// Tells a core module or a non-wasm file from a component by the header,

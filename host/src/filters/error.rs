@@ -55,20 +55,3 @@ pub enum FilterError {
     #[error("the WebAssembly runtime could not start: {0}")]
     Runtime(String),
 }
-
-impl FilterError {
-    pub fn filter(&self) -> Option<&str> {
-        match self {
-            FilterError::Timeout { filter, .. }
-            | FilterError::OutOfMemory { filter, .. }
-            | FilterError::Panicked { filter, .. }
-            | FilterError::Trapped { filter, .. }
-            | FilterError::Config { filter, .. }
-            | FilterError::Read { filter, .. }
-            | FilterError::NotAComponent { filter, .. }
-            | FilterError::WrongWorld { filter, .. }
-            | FilterError::Link { filter, .. } => Some(filter),
-            FilterError::Runtime(_) => None,
-        }
-    }
-}

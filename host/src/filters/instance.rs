@@ -16,7 +16,7 @@ use super::bindings::{self, Level, OpzeroFilter, OpzeroFilterPre};
 use super::chain::Hook;
 use super::engine::Runtime;
 use super::error::FilterError;
-use crate::config::{Hooks, OnError};
+use crate::config::FilterSpec;
 
 /// How much of a guest's stdout and stderr is kept per call; the rest is
 /// counted and dropped, never blocking or failing the guest's write.
@@ -218,8 +218,9 @@ impl StdoutStream for Capture {
         Box::new(self.clone())
     }
 
+    /// Only WASI p3 asks for this, and p3 is not linked.
     fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
-        Box::new(self.clone())
+        Box::new(tokio::io::sink())
     }
 }
 
@@ -243,43 +244,6 @@ impl OutputStream for Capture {
     }
 }
 
-impl tokio::io::AsyncWrite for Capture {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        self.append(buf);
-        std::task::Poll::Ready(Ok(buf.len()))
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-}
-
-/// The settings of one `[[filter]]` that matter at run time.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub name: Arc<str>,
-    pub hooks: Hooks,
-    pub timeout_ms: u64,
-    pub memory_mb: u64,
-    pub on_error: OnError,
-    /// `[filter.config]` as JSON, handed to every new instance.
-    pub config_json: String,
-}
-
 /// A running instance. Dropped after any trap: wasmtime will not enter it
 /// again, and its state may be half-updated.
 struct Live {
@@ -289,7 +253,7 @@ struct Live {
 
 /// One filter of the chain: how to make instances, and the current one.
 pub struct Slot {
-    pub settings: Settings,
+    pub spec: FilterSpec,
     pre: OpzeroFilterPre<StoreState>,
     rt: &'static Runtime,
     /// Held across a call, which may yield: an async lock.
@@ -300,12 +264,12 @@ impl Slot {
     /// Makes the first instance and configures it, so a bad config or a
     /// filter that cannot start is reported at load time.
     pub async fn start(
-        settings: Settings,
+        spec: FilterSpec,
         pre: OpzeroFilterPre<StoreState>,
         rt: &'static Runtime,
     ) -> Result<Slot, FilterError> {
         let slot = Slot {
-            settings,
+            spec,
             pre,
             rt,
             live: tokio::sync::Mutex::new(None),
@@ -317,8 +281,8 @@ impl Slot {
 
     async fn instantiate(&self) -> Result<Live, FilterError> {
         let rt = self.rt;
-        let s = &self.settings;
-        let mut store = Store::new(&rt.engine, StoreState::new(s.name.clone(), s.memory_mb));
+        let s = &self.spec;
+        let mut store = Store::new(&rt.engine, StoreState::new(s.name.as_str().into(), s.memory_mb));
         store.limiter(|state| &mut state.limiter);
         // At each epoch tick a running guest yields to the runtime (so a
         // long call holds up nothing else), until its deadline: then it
@@ -340,7 +304,7 @@ impl Slot {
                 let bindings = self.pre.instantiate_async(&mut store).await?;
                 let configured = bindings
                     .opzero_filter_filter()
-                    .call_configure(&mut store, &s.config_json)
+                    .call_configure(&mut store, &s.config.to_string())
                     .await?;
                 Ok::<_, wasmtime::Error>((bindings, configured))
             };
@@ -367,7 +331,7 @@ impl Slot {
             *live = Some(self.instantiate().await?);
         }
         let current = live.as_mut().expect("an instance was just made");
-        arm(&mut current.store, self.settings.timeout_ms);
+        arm(&mut current.store, self.spec.timeout_ms);
         let deadline = current.store.data().deadline;
         let result = {
             let _ticking = rt.ticker.enter();
@@ -378,12 +342,12 @@ impl Slot {
         match result {
             Ok(verdict) => Ok(verdict),
             Err(e) => {
-                let error = self.classify(e, &current.store, &stderr, self.settings.timeout_ms);
+                let error = self.classify(e, &current.store, &stderr, self.spec.timeout_ms);
                 *live = None;
                 match self.instantiate().await {
                     Ok(fresh) => *live = Some(fresh),
                     Err(again) => tracing::warn!(
-                        filter = &*self.settings.name,
+                        filter = self.spec.name.as_str(),
                         "could not replace the failed instance yet: {again}"
                     ),
                 }
@@ -401,7 +365,7 @@ impl Slot {
         stderr: &str,
         timeout_ms: u64,
     ) -> FilterError {
-        let filter = self.settings.name.to_string();
+        let filter = self.spec.name.to_string();
         let trap = error.downcast_ref::<Trap>().copied();
         if trap == Some(Trap::Interrupt) {
             return FilterError::Timeout { filter, timeout_ms };
@@ -409,7 +373,7 @@ impl Slot {
         if store.data().limiter.hit {
             return FilterError::OutOfMemory {
                 filter,
-                limit_mb: self.settings.memory_mb,
+                limit_mb: self.spec.memory_mb,
             };
         }
         if let Some(message) = panic_message(stderr) {
