@@ -14,13 +14,12 @@ use rmcp::model::{
     ToolsCapability,
 };
 use rmcp::service::{NotificationContext, RequestContext};
-use rmcp::transport::async_rw::JsonRpcMessageCodec;
+use rmcp::transport::async_rw::AsyncRwTransport;
 use rmcp::transport::Transport;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler, ServiceExt};
 use serde_json::{json, Map, Value};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, BufReader};
 use tokio::sync::mpsc;
-use tokio_util::codec::FramedWrite;
 
 use crate::core::{Core, ReplyOutcome};
 use crate::permissions;
@@ -242,15 +241,14 @@ fn stdio() -> (Reader, Writer) {
 /// Longer stdin lines are discarded (and answered with an error).
 const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
 
-/// rmcp's line codec on stdin and stdout. Stdin is read by [`read_stdin`],
-/// which answers what rmcp would not: a line that is not JSON gets
-/// `-32700`, JSON that is no message gets `-32600`, and so on (see
-/// `refusal`), and the session goes on. Stdout is written by [`write_stdout`].
+/// rmcp's line transport, with stdin read by [`read_stdin`], which answers
+/// what rmcp would not: a line that is not JSON gets `-32700`, JSON that is
+/// no message gets `-32600`, and so on (see `refusal`), and the session
+/// goes on. Answers are written by rmcp, like every other message.
 struct Stdio {
     incoming: mpsc::Receiver<Incoming>,
-    outgoing: Option<mpsc::Sender<ServerJsonRpcMessage>>,
-    writer: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-    /// An answer being queued: kept across a cancelled `receive`.
+    out: AsyncRwTransport<RoleServer, tokio::io::Empty, Writer>,
+    /// An answer being written: kept across a cancelled `receive`.
     answering: Option<std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>>>,
 }
 
@@ -263,45 +261,24 @@ impl Stdio {
     fn new(reader: Reader, writer: Writer, read_ahead: usize) -> Stdio {
         let (tx, incoming) = mpsc::channel(read_ahead);
         tokio::spawn(read_stdin(reader, tx));
-        let (outgoing, to_write) = mpsc::channel(OUT_QUEUE);
         Stdio {
             incoming,
-            outgoing: Some(outgoing),
-            writer: Some(tokio::spawn(write_stdout(writer, to_write))),
+            out: AsyncRwTransport::new(tokio::io::empty(), writer),
             answering: None,
         }
     }
-}
-
-/// Messages waiting for stdout: enough for a burst to go out in one write.
-/// Past that a sender waits, so a Claude Code that stops reading holds the
-/// injects up (they are answered late) rather than piling them up here.
-const OUT_QUEUE: usize = 8;
-
-/// Writes rmcp's messages to stdout, a line each, in the order they were
-/// sent. `forward` writes when no message is waiting, so a burst of them
-/// goes out in one write.
-async fn write_stdout(writer: Writer, mut messages: mpsc::Receiver<ServerJsonRpcMessage>) -> std::io::Result<()> {
-    use futures_util::StreamExt;
-    let lines = FramedWrite::new(writer, JsonRpcMessageCodec::<ServerJsonRpcMessage>::default());
-    let messages = futures_util::stream::poll_fn(move |cx| messages.poll_recv(cx));
-    messages.map(Ok).forward(lines).await.map_err(std::io::Error::other)
 }
 
 impl Transport<RoleServer> for Stdio {
     type Error = std::io::Error;
 
     fn send(&mut self, item: ServerJsonRpcMessage) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
-        let out = self.outgoing.clone();
-        async move {
-            let closed = || std::io::Error::new(std::io::ErrorKind::BrokenPipe, "stdout is closed");
-            out.ok_or_else(closed)?.send(item).await.map_err(|_| closed())
-        }
+        self.out.send(item)
     }
 
     async fn receive(&mut self) -> Option<ClientJsonRpcMessage> {
         loop {
-            // An answer is queued before the next message is handed on, so
+            // An answer goes out before the next message is handed on, so
             // it comes first on stdout.
             if let Some(answer) = self.answering.as_mut() {
                 let _ = answer.await;
@@ -309,18 +286,13 @@ impl Transport<RoleServer> for Stdio {
             }
             match self.incoming.recv().await? {
                 Incoming::Message(message) => return Some(message),
-                Incoming::Refused(answer) => self.answering = Some(Box::pin(self.send(answer))),
+                Incoming::Refused(answer) => self.answering = Some(Box::pin(self.out.send(answer))),
             }
         }
     }
 
     async fn close(&mut self) -> Result<(), Self::Error> {
-        // The writer ends once it has written what is queued.
-        self.outgoing = None;
-        match self.writer.take() {
-            Some(writer) => writer.await.map_err(std::io::Error::other)?,
-            None => Ok(()),
-        }
+        self.out.close().await
     }
 }
 
