@@ -5,8 +5,10 @@
 
 use std::borrow::Cow;
 use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use futures_util::SinkExt;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ClientJsonRpcMessage, ClientRequest, ContentBlock,
     CustomNotification, ErrorCode, ErrorData, GetMeta, Implementation, JsonRpcMessage, ListToolsResult,
@@ -14,12 +16,13 @@ use rmcp::model::{
     ToolsCapability,
 };
 use rmcp::service::{NotificationContext, RequestContext};
-use rmcp::transport::async_rw::AsyncRwTransport;
+use rmcp::transport::async_rw::JsonRpcMessageCodec;
 use rmcp::transport::Transport;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler, ServiceExt};
 use serde_json::{json, Map, Value};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, BufReader};
 use tokio::sync::mpsc;
+use tokio_util::codec::FramedWrite;
 
 use crate::core::{Core, ReplyOutcome};
 use crate::permissions;
@@ -241,13 +244,13 @@ fn stdio() -> (Reader, Writer) {
 /// Longer stdin lines are discarded (and answered with an error).
 const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
 
-/// rmcp's line transport, with stdin read by [`read_stdin`], which answers
-/// what rmcp would not: a line that is not JSON gets `-32700`, JSON that is
-/// no message gets `-32600`, and so on (see `refusal`), and the session
-/// goes on. Answers are written by rmcp, like every other message.
+/// rmcp's line codec on stdin and stdout. Stdin is read by [`read_stdin`],
+/// which answers what rmcp would not: a line that is not JSON gets
+/// `-32700`, JSON that is no message gets `-32600`, and so on (see
+/// `refusal`), and the session goes on. Stdout is [`Out`].
 struct Stdio {
     incoming: mpsc::Receiver<Incoming>,
-    out: AsyncRwTransport<RoleServer, tokio::io::Empty, Writer>,
+    out: Arc<Out>,
     /// An answer being written: kept across a cancelled `receive`.
     answering: Option<std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>>>,
 }
@@ -257,15 +260,35 @@ enum Incoming {
     Refused(ServerJsonRpcMessage),
 }
 
+/// Stdout: rmcp's codec on tokio-util's `FramedWrite`. Messages are
+/// written in the order they are sent (the lock is first come, first
+/// served), and the last of those waiting flushes them all, so a burst of
+/// notifications is one write and not one each. A send dropped before its
+/// turn leaves that flush to the next send or to `close`; rmcp drops them
+/// only when the session ends.
+struct Out {
+    lines: tokio::sync::Mutex<Option<FramedWrite<Writer, JsonRpcMessageCodec<ServerJsonRpcMessage>>>>,
+    /// Messages sent and not yet buffered.
+    waiting: AtomicUsize,
+}
+
+/// One message's place among those waiting, given up when it is buffered
+/// (or its send is dropped).
+struct Waiting(Arc<Out>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 impl Stdio {
     fn new(reader: Reader, writer: Writer, read_ahead: usize) -> Stdio {
         let (tx, incoming) = mpsc::channel(read_ahead);
         tokio::spawn(read_stdin(reader, tx));
-        Stdio {
-            incoming,
-            out: AsyncRwTransport::new(tokio::io::empty(), writer),
-            answering: None,
-        }
+        let lines = FramedWrite::new(writer, JsonRpcMessageCodec::default());
+        let out = Arc::new(Out { lines: tokio::sync::Mutex::new(Some(lines)), waiting: AtomicUsize::new(0) });
+        Stdio { incoming, out, answering: None }
     }
 }
 
@@ -273,7 +296,19 @@ impl Transport<RoleServer> for Stdio {
     type Error = std::io::Error;
 
     fn send(&mut self, item: ServerJsonRpcMessage) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
-        self.out.send(item)
+        self.out.waiting.fetch_add(1, Ordering::SeqCst);
+        let place = Waiting(self.out.clone());
+        async move {
+            let out = place.0.clone();
+            let mut lines = out.lines.lock().await;
+            let lines = lines.as_mut().ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotConnected, "stdout is closed"))?;
+            lines.feed(item).await?;
+            drop(place);
+            if out.waiting.load(Ordering::SeqCst) == 0 {
+                lines.flush().await?;
+            }
+            Ok(())
+        }
     }
 
     async fn receive(&mut self) -> Option<ClientJsonRpcMessage> {
@@ -286,13 +321,17 @@ impl Transport<RoleServer> for Stdio {
             }
             match self.incoming.recv().await? {
                 Incoming::Message(message) => return Some(message),
-                Incoming::Refused(answer) => self.answering = Some(Box::pin(self.out.send(answer))),
+                Incoming::Refused(answer) => self.answering = Some(Box::pin(self.send(answer))),
             }
         }
     }
 
     async fn close(&mut self) -> Result<(), Self::Error> {
-        self.out.close().await
+        let mut lines = self.out.lines.lock().await;
+        match lines.take() {
+            Some(mut lines) => Ok(lines.close().await?),
+            None => Ok(()),
+        }
     }
 }
 
