@@ -866,6 +866,125 @@ fn refused_reply_files_are_tool_errors_with_no_event_and_an_empty_outbox() {
     assert_eq!(entries(&outbox(&h)).len(), 1);
 }
 
+/// A host whose working directory (Claude's) and temporary directory are
+/// directories of their own, so that a file anywhere else is outside both.
+struct Reach {
+    h: Host,
+    work: tempfile::TempDir,
+    _tmp: tempfile::TempDir,
+}
+
+fn within_reach(config: &str) -> Reach {
+    let (work, tmp) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut h = Host::spawn_with(Options {
+        config: Some(config.into()),
+        cwd: Some(work.path().to_path_buf()),
+        env: vec![("TMPDIR".into(), tmp.path().display().to_string())],
+        ..Options::default()
+    });
+    h.initialize();
+    Reach { h, work, _tmp: tmp }
+}
+
+/// The tool's error text for a reply with `files`, after checking that it
+/// is an error and that nothing was sent.
+fn refused(h: &mut Host, files: &[&Path]) -> String {
+    let mut sse = h.sse("/events", &[]);
+    assert_eq!(sse.line(), ": connected");
+    let r = h.call_reply(json!({"chat_id": "c", "text": "t", "files": files}));
+    assert_eq!(r["result"]["isError"], true, "{r}");
+    let r = h.call_reply(json!({"chat_id": "c", "text": "next"}));
+    assert_eq!(reply_text(&r), "sent");
+    assert_eq!(without_ts(sse.event().1)["text"], "next", "the refused reply sent nothing");
+    assert_empty_or_absent(&outbox(h), "refused");
+    h.call_reply(json!({"chat_id": "c", "text": "t", "files": files}))["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn a_reply_sends_files_only_from_within_reach() {
+    let Reach { mut h, work, .. } = within_reach("");
+    let w = work.path();
+    std::fs::write(w.join("ok.txt"), "ok").unwrap();
+    std::os::unix::fs::symlink("ok.txt", w.join("alias.txt")).unwrap();
+    let discovery = h.discovery_path();
+    std::fs::hard_link(&discovery, w.join("hard.json")).unwrap();
+    std::os::unix::fs::symlink(&discovery, w.join("sym.json")).unwrap();
+    std::fs::create_dir(w.join("sub")).unwrap();
+    std::os::unix::fs::symlink("../../", w.join("sub/up")).unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::fs::write(elsewhere.path().join("far.txt"), "far").unwrap();
+
+    // A file in Claude's working directory goes, and so does a symlink that stays inside it.
+    let mut sse = h.sse("/events", &[]);
+    assert_eq!(sse.line(), ": connected");
+    let r = h.call_reply(json!({"chat_id": "c", "text": "t", "files": [w.join("ok.txt"), w.join("alias.txt")]}));
+    assert_eq!(r["result"]["isError"], false, "{r}");
+    let event = sse.event().1;
+    assert_eq!((event["files"][0]["name"].as_str(), event["files"][1]["size"].as_u64()), (Some("ok.txt"), Some(2)));
+    drop(sse);
+    std::fs::remove_dir_all(outbox(&h)).unwrap();
+
+    let secret = h.secret();
+    let home = h.home.path().display().to_string();
+    for (case, path, rule) in [
+        ("hard link to the discovery file", w.join("hard.json"), format!("is in the host's state directory {home}")),
+        ("symlink to the discovery file", w.join("sym.json"), format!("leads outside {}", w.canonicalize().unwrap().display())),
+        ("dot-dot symlink out", w.join("sub/up").join(elsewhere.path().file_name().unwrap()).join("far.txt"), "leads outside".to_string()),
+        ("the discovery file itself", discovery.clone(), "outside the directories a reply may send from".to_string()),
+        ("/proc/self/environ", "/proc/self/environ".into(), "is under /proc, which is never sent".to_string()),
+        ("/dev/zero", "/dev/zero".into(), "is under /dev, which is never sent".to_string()),
+        ("outside the roots", elsewhere.path().join("far.txt"), format!("outside the directories a reply may send from (Claude's working directory {}", w.display())),
+    ] {
+        let text = refused(&mut h, &[&path]);
+        assert!(text.contains(&rule), "{case}: {text:?} does not say {rule:?}");
+        assert!(text.contains(&format!("{:?}", path.display().to_string())), "{case}: {text:?} does not name the file");
+        assert!(!text.contains(&secret), "{case}");
+    }
+    // A FIFO is refused at once, and the host is not stuck behind it.
+    let fifo = w.join("fifo");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let started = std::time::Instant::now();
+    let text = refused(&mut h, &[&fifo]);
+    assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
+    assert!(text.contains("not a regular file (a directory, FIFO, socket or device is never sent)"), "{text}");
+    h.signal(libc::SIGTERM);
+    assert!(h.wait_exit(Duration::from_secs(2)).is_some(), "the host did not exit on SIGTERM");
+}
+
+#[test]
+fn send_from_adds_a_root_and_validate_checks_it() {
+    let extra = tempfile::tempdir().unwrap();
+    std::fs::write(extra.path().join("report.pdf"), "%PDF").unwrap();
+    let config = format!("[files]\nsend_from = [{:?}]\n", extra.path().display().to_string());
+    let Reach { mut h, .. } = within_reach(&config);
+    let r = h.call_reply(json!({"chat_id": "c", "text": "t", "files": [extra.path().join("report.pdf")]}));
+    assert_eq!(r["result"]["isError"], false, "{r}");
+    // Its state directory is never sent, even from a root that holds it.
+    let Reach { h: mut inside, .. } = within_reach(&format!("[files]\nsend_from = [{:?}]\n", "/"));
+    let config_file = inside.home.path().join("opzero.toml");
+    let text = refused(&mut inside, &[&config_file]);
+    assert!(text.contains("is in the host's state directory"), "{text}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("opzero.toml");
+    std::fs::write(&path, "[files]\nsend_from = [\"/no/such/dir\", 3, \"opzero.toml\"]\nother = 1\n").unwrap();
+    let out = Command::new(BIN).arg("validate").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let p = path.display();
+    for want in [
+        format!("{p}:2:14: files.send_from: /no/such/dir: No such file or directory"),
+        format!("{p}:2:30: files.send_from: expected a string, found integer"),
+        format!("{p}:2:33: files.send_from: {p} is not a directory"),
+        format!("{p}:3:1: files.other: unknown key (expected one of: send_from)"),
+    ] {
+        assert!(err.contains(&want), "{want}\nnot in\n{err}");
+    }
+}
+
 // ---------------------------------------------------------------------------
 // CLI
 // ---------------------------------------------------------------------------

@@ -301,3 +301,32 @@ fn edits_go_through_the_reply_filters() {
     h.call_reply(json!({"chat_id": "c", "text": "after"}));
     assert_eq!(sse.event().1["text"], "after", "the rejected edit published nothing");
 }
+
+/// Whatever is in flight, `serve` ends within 2 s of SIGTERM, SIGINT or the
+/// end of stdin: here an inject whose filter spins for 10 s, and a reply
+/// whose answer Claude Code is not reading.
+#[test]
+fn serve_ends_within_two_seconds_with_a_call_stuck_in_flight() {
+    for how in ["SIGTERM", "SIGINT", "stdin EOF"] {
+        let mut h = host(entry("spin", "loop_forever", r#"["inject"]"#, "timeout_ms = 10000"));
+        let (port, secret) = (h.port(), h.secret());
+        let stuck = std::thread::spawn(move || {
+            let body = json!({"content": "loop"}).to_string();
+            support::http(port, "POST", "/inject", &[("X-OPZero-Secret", &secret)], Some(body.as_bytes())).status
+        });
+        h.pause_stdout();
+        h.send(json!({"jsonrpc": "2.0", "id": 99, "method": "tools/call",
+                      "params": {"name": "reply", "arguments": {"chat_id": "c", "text": "x".repeat(1 << 20)}}}));
+        std::thread::sleep(Duration::from_millis(300)); // the guest is spinning now
+        assert!(!stuck.is_finished(), "{how}: the inject was not stuck");
+        let started = std::time::Instant::now();
+        match how {
+            "SIGTERM" => h.signal(libc::SIGTERM),
+            "SIGINT" => h.signal(libc::SIGINT),
+            _ => h.close_stdin(),
+        }
+        let exited = h.wait_exit(Duration::from_secs(2));
+        assert!(exited.is_some(), "{how}: still running after {:?}", started.elapsed());
+        assert!(!h.discovery_path().exists(), "{how}: the discovery file is gone");
+    }
+}

@@ -349,6 +349,9 @@ fn claudes_session_file_becomes_status_events() {
     let (id, data) = sse.event();
     assert_eq!((id, support::without_ts(data)), (Some(1), json!({"type": "status", "state": "busy"})));
     assert_eq!(h.get("/status").json()["claude"], json!({"state": "busy", "name": "fixing tests", "cwd": "/work/x"}));
+    // Another local user learns nothing of what Claude is doing, or where.
+    let open = h.http("GET", "/status", &[], None).json();
+    assert_eq!(open, json!({"ok": true, "sessionId": h.session, "pid": h.pid(), "version": env!("CARGO_PKG_VERSION")}));
     write("busy", 2); // the same state: no event
     std::fs::write(&file, "{not json").unwrap();
     std::fs::write(&file, r#"{"status": "sleeping"}"#).unwrap();

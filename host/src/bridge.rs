@@ -27,7 +27,7 @@ use crate::core::{Core, InjectOutcome, InjectRequest, VerdictOutcome};
 use crate::events::{Closed, Item};
 use crate::files::Upload;
 use crate::permissions::{Behavior, VerdictError};
-use crate::web::{self, SignIn};
+use crate::web::{self, Digest32, SignIn, Token};
 
 const PING_EVERY: Duration = Duration::from_secs(20);
 
@@ -42,26 +42,33 @@ struct Bridge {
     secret: String,
     /// `127.0.0.1:PORT`, `localhost:PORT`, `[::1]:PORT`.
     hosts: [String; 3],
-    sign_in: SignIn,
+    sign_in: Arc<SignIn>,
 }
 
 impl Bridge {
-    /// Whether a `Host` header (or an origin's host) names this bridge:
-    /// a loopback name with its port, or one of `[bridge] allowed_hosts`
-    /// (`name` with any port, or `name:port` exactly).
+    /// Whether a `Host` header names this bridge: a loopback name with its
+    /// port, or one of `[bridge] allowed_hosts` (`name` with any port, or
+    /// `name:port` exactly).
     fn serves(&self, host: &str) -> bool {
         let Ok(host) = host.parse::<Authority>() else { return false };
         // Authority compares without regard to case.
-        self.hosts.iter().any(|name| host == name.as_str())
+        self.is_loopback(&host)
             || self.core.config.allowed_hosts.iter().any(|allowed| match allowed.port() {
                 Some(_) => *allowed == host,
                 None => allowed.host().eq_ignore_ascii_case(host.host()),
             })
     }
 
-    /// Whether a request a cookie authorises comes from the page itself:
-    /// an `Origin` (sent with every POST) that is the bridge's own, no
-    /// cross-site `Sec-Fetch-Site`, and without an `Origin` only a read.
+    fn is_loopback(&self, host: &Authority) -> bool {
+        self.hosts.iter().any(|name| host == name.as_str())
+    }
+
+    /// Whether a browser's request comes from the page it was sent to: an
+    /// `Origin` (sent with every POST) whose scheme and authority are those
+    /// the request was sent to, port included (plain `http` on loopback; a
+    /// tunnel's scheme is its `X-Forwarded-Proto`, when it says), and no
+    /// cross-site `Sec-Fetch-Site`. A browser sends no `Origin` with a
+    /// same-origin GET, so without one only a read passes.
     fn same_origin(&self, method: &Method, h: &HeaderMap) -> bool {
         let text = |name: &str| h.get(name).map(|v| v.to_str().unwrap_or("?"));
         if text("sec-fetch-site").is_some_and(|site| site != "same-origin" && site != "none") {
@@ -70,11 +77,54 @@ impl Bridge {
         let Some(origin) = text("origin") else {
             return *method == Method::GET || *method == Method::HEAD;
         };
+        let Some(host) = text("host").and_then(|h| h.parse::<Authority>().ok()) else { return false };
         // `scheme://host[:port]`, and nothing else ("null", for one, is not ours).
         let Ok(origin) = origin.parse::<Uri>() else { return false };
-        let web = matches!(origin.scheme_str(), Some("http" | "https"));
-        web && origin.path() == "/" && origin.authority().is_some_and(|a| self.serves(a.as_str()))
+        let scheme_ok = match (origin.scheme_str(), text("x-forwarded-proto")) {
+            (Some("http"), _) if self.is_loopback(&host) => true,
+            _ if self.is_loopback(&host) => false,
+            (Some(scheme), Some(forwarded)) => scheme.eq_ignore_ascii_case(forwarded),
+            (Some(scheme), None) => scheme == "http" || scheme == "https",
+            (None, _) => false,
+        };
+        scheme_ok && origin.path() == "/" && origin.authority().is_some_and(|a| *a == host)
     }
+
+    /// Who the request's credential says it is from: the secret
+    /// (`X-OPZero-Secret`, or `Authorization: Bearer`), or a page's token
+    /// (`Authorization: Bearer`) from the page's own origin.
+    fn access(&self, method: &Method, h: &HeaderMap) -> Access {
+        use subtle::ConstantTimeEq;
+        let bearer = h.get(header::AUTHORIZATION).and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+        let given = h.get("x-opzero-secret").map(HeaderValue::as_bytes).or(bearer).unwrap_or_default();
+        if bool::from(given.ct_eq(self.secret.as_bytes())) {
+            return Access::Secret;
+        }
+        match bearer.map(|token| self.sign_in.check(token)) {
+            Some(Token::Valid(_)) if !self.same_origin(method, h) => Access::CrossOrigin,
+            Some(Token::Valid(signed_in)) => Access::Page(signed_in),
+            Some(Token::Expired) => Access::Expired,
+            Some(Token::Unknown) | None => Access::None,
+        }
+    }
+
+    fn sign_in_again(&self) -> String {
+        let short = self.core.session_id.get(..8).unwrap_or_default();
+        format!("run `opzero-host open {short}` for a new sign-in link")
+    }
+}
+
+/// What a request's credential allows; the guard puts it in the request's
+/// extensions for the handlers that answer differently by it.
+#[derive(Clone, Copy, PartialEq)]
+enum Access {
+    Secret,
+    /// A page's sign-in, from the page's own origin.
+    Page(Digest32),
+    /// A valid token, from somewhere else.
+    CrossOrigin,
+    Expired,
+    None,
 }
 
 type Shared = Arc<Bridge>;
@@ -109,8 +159,9 @@ fn router(bridge: Shared) -> Router {
         .route("/", get(asset))
         .route("/app.js", get(asset))
         .route("/app.css", get(asset))
-        .route("/login-code", post(login_code))
+        .route("/login-code", post(login_code).layer(RequestBodyLimitLayer::new(limits.max_body_bytes)))
         .route("/login", post(login).layer(RequestBodyLimitLayer::new(limits.max_body_bytes)))
+        .route("/logout", post(logout))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not found") })
         .method_not_allowed_fallback(|| async { error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed") })
         .with_state(bridge)
@@ -120,7 +171,7 @@ fn router(bridge: Shared) -> Router {
 /// headers must arrive within the read timeout, and an idle kept-alive
 /// connection is closed after as long (hyper's timers); its body gets as
 /// long again (tower-http's).
-pub async fn serve(listener: TcpListener, core: Arc<Core>, secret: String) {
+pub async fn serve(listener: TcpListener, core: Arc<Core>, secret: String, sign_in: Arc<SignIn>) {
     use hyper_util::rt::{TokioIo, TokioTimer};
     use hyper_util::service::TowerToHyperService;
     let port = listener.local_addr().map_or(0, |a| a.port());
@@ -129,7 +180,7 @@ pub async fn serve(listener: TcpListener, core: Arc<Core>, secret: String) {
         core,
         secret,
         hosts: [format!("127.0.0.1:{port}"), format!("localhost:{port}"), format!("[::1]:{port}")],
-        sign_in: SignIn::default(),
+        sign_in,
     });
     let guard = middleware::from_fn_with_state(bridge.clone(), guard);
     let router = router(bridge);
@@ -181,17 +232,17 @@ enum Gate {
     Open,
     /// Whoever holds the secret: asking for a sign-in code.
     Secret,
-    /// The secret, or the page's session cookie from the page's origin.
-    SecretOrCookie,
+    /// The secret, or the page's token from the page's own origin.
+    SecretOrPage,
 }
 
 /// A wrong method needs nothing: it gets 405 with or without a secret.
 fn gate(method: &Method, path: &str) -> Gate {
     let read = method == Method::GET || method == Method::HEAD;
     match path {
-        "/inject" | "/permission" if method == Method::POST => Gate::SecretOrCookie,
-        "/events" | "/sse" | "/permissions" if read => Gate::SecretOrCookie,
-        _ if path.starts_with("/files/") && read => Gate::SecretOrCookie,
+        "/inject" | "/permission" | "/logout" if method == Method::POST => Gate::SecretOrPage,
+        "/events" | "/sse" | "/permissions" if read => Gate::SecretOrPage,
+        _ if path.starts_with("/files/") && read => Gate::SecretOrPage,
         "/login-code" if method == Method::POST => Gate::Secret,
         _ => Gate::Open,
     }
@@ -200,10 +251,10 @@ fn gate(method: &Method, path: &str) -> Gate {
 /// The one gate for every request. Only loopback names (and the config's
 /// `allowed_hosts`) are served, since a page in the user's browser that
 /// rebinds its own domain to 127.0.0.1 still sends its own Host; then the
-/// secret, compared in constant time, or the page's cookie. Refusals that
-/// come from the libraries (tower-http's 413 for a declared length over
-/// the limit, say) become JSON errors like ours.
-async fn guard(State(b): State<Shared>, req: Request, next: Next) -> Response {
+/// secret, compared in constant time, or the page's token from the page's
+/// own origin. Refusals that come from the libraries (tower-http's 413 for
+/// a declared length over the limit, say) become JSON errors like ours.
+async fn guard(State(b): State<Shared>, mut req: Request, next: Next) -> Response {
     let h = req.headers();
     let host = h.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
     if !b.serves(host) {
@@ -213,32 +264,20 @@ async fn guard(State(b): State<Shared>, req: Request, next: Next) -> Response {
         );
     }
     let cross_origin = || error(StatusCode::FORBIDDEN, "cross-origin request refused");
-    match gate(req.method(), req.uri().path()) {
+    let access = b.access(req.method(), h);
+    match (gate(req.method(), req.uri().path()), access) {
         // Nobody else's page may sign a browser in, either.
-        Gate::Open if req.uri().path() == "/login" && !b.same_origin(req.method(), h) => return cross_origin(),
-        Gate::Open => {}
-        gate => {
-            use subtle::ConstantTimeEq;
-            let given = h
-                .get("x-opzero-secret")
-                .map(HeaderValue::as_bytes)
-                .or_else(|| h.get(header::AUTHORIZATION).and_then(|v| v.as_bytes().strip_prefix(b"Bearer ")))
-                .unwrap_or_default();
-            let secret = bool::from(given.ct_eq(b.secret.as_bytes()));
-            let cookie = || {
-                gate == Gate::SecretOrCookie
-                    && h.get_all(header::COOKIE).iter().any(|c| c.to_str().is_ok_and(|c| b.sign_in.signed_in(c)))
-            };
-            if !secret {
-                if !cookie() {
-                    return error(StatusCode::FORBIDDEN, "forbidden");
-                }
-                if !b.same_origin(req.method(), h) {
-                    return cross_origin();
-                }
-            }
+        (Gate::Open, _) if req.uri().path() == "/login" && !b.same_origin(req.method(), h) => return cross_origin(),
+        (Gate::Open, _) | (_, Access::Secret) | (Gate::SecretOrPage, Access::Page(_)) => {}
+        (Gate::SecretOrPage, Access::CrossOrigin) => return cross_origin(),
+        (Gate::SecretOrPage, Access::Expired) => {
+            let hours = b.sign_in.lifetime().as_secs() / 3600;
+            let message = format!("this sign-in has expired (sign-ins last {hours} hours); {}", b.sign_in_again());
+            return error(StatusCode::FORBIDDEN, message);
         }
+        _ => return error(StatusCode::FORBIDDEN, "forbidden"),
     }
+    req.extensions_mut().insert(access);
     let inject = req.uri().path() == "/inject";
     let response = next.run(req).await;
     let status = response.status();
@@ -290,14 +329,16 @@ async fn read_body(b: &Bridge, inject: bool, body: Body) -> Result<Bytes, Respon
     axum::body::to_bytes(body, usize::MAX).await.map_err(|e| unreadable(b, inject, &e))
 }
 
-async fn status(State(b): State<Shared>) -> Response {
+/// The open part as CONTRACT.md pins it; what Claude is doing, and where,
+/// only for the secret or a signed-in page.
+async fn status(State(b): State<Shared>, Extension(access): Extension<Access>) -> Response {
     let mut status = json!({
         "ok": true,
         "sessionId": b.core.session_id,
         "pid": std::process::id(),
         "version": env!("CARGO_PKG_VERSION"),
     });
-    if let Some(claude) = &*b.core.claude.lock().unwrap() {
+    if let (Access::Secret | Access::Page(_), Some(claude)) = (access, &*b.core.claude.lock().unwrap()) {
         status["claude"] = json!(claude);
     }
     Json(status).into_response()
@@ -557,14 +598,50 @@ async fn asset(req: Request) -> Response {
     (headers, *body).into_response()
 }
 
-/// A one-time sign-in code for the page, for `opzero-host open`.
-async fn login_code(State(b): State<Shared>) -> Response {
-    let code = b.sign_in.new_code();
-    let body = json!({ "code": code, "expires_in": web::CODE_LIFETIME.as_secs() });
+/// A one-time sign-in code for the page, for `opzero-host open`. With
+/// `{"page_for": BASE}`, also a private page that sends a browser on to
+/// `BASE/#code=CODE`, for `open` to hand the browser instead of the link.
+async fn login_code(State(b): State<Shared>, body: Body) -> Response {
+    let bytes = match read_body(&b, false, body).await {
+        Ok(bytes) => bytes,
+        Err(r) => return r,
+    };
+    let base = match serde_json::from_slice::<Value>(&bytes) {
+        _ if bytes.is_empty() => None,
+        Ok(Value::Object(mut v)) => match v.remove("page_for") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(base)) => match web_base(&base) {
+                Some(base) => Some(base),
+                None => return error(StatusCode::BAD_REQUEST, format!("page_for {base:?} is not an http(s) URL with no path")),
+            },
+            Some(other) => return error(StatusCode::BAD_REQUEST, format!("page_for must be a string, got {}", json_kind(&other))),
+        },
+        _ => return error(StatusCode::BAD_REQUEST, "the body must be empty or a JSON object {\"page_for\"?}"),
+    };
+    let mut body = json!({ "expires_in": web::CODE_LIFETIME.as_secs() });
+    match base {
+        None => body["code"] = json!(b.sign_in.new_code()),
+        Some(base) => match b.sign_in.new_code_with_page(&base) {
+            Ok((code, page)) => {
+                body["code"] = json!(code);
+                body["page"] = json!(page);
+            }
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot write the sign-in page: {e}")),
+        },
+    }
     (StatusCode::CREATED, Json(body)).into_response()
 }
 
-/// The page trades a code for its session cookie.
+/// `scheme://authority` of an http(s) URL with no path beyond `/`.
+fn web_base(base: &str) -> Option<String> {
+    let uri = base.parse::<Uri>().ok()?;
+    let (scheme, authority) = (uri.scheme_str()?, uri.authority()?);
+    let bare = matches!(uri.path(), "" | "/") && uri.query().is_none() && !base.contains('#');
+    (matches!(scheme, "http" | "https") && bare).then(|| format!("{scheme}://{authority}"))
+}
+
+/// The page trades a code for its token, which it sends as
+/// `Authorization: Bearer` from then on.
 async fn login(State(b): State<Shared>, body: Body) -> Response {
     let bytes = match read_body(&b, false, body).await {
         Ok(bytes) => bytes,
@@ -574,14 +651,25 @@ async fn login(State(b): State<Shared>, body: Body) -> Response {
         return error(StatusCode::BAD_REQUEST, "code required");
     };
     match b.sign_in.redeem(&code) {
-        Ok(token) => {
-            let cookie = [(header::SET_COOKIE, web::session_cookie(token))];
-            (cookie, Json(json!({ "ok": true, "sessionId": b.core.session_id }))).into_response()
+        Ok(token) => Json(json!({
+            "ok": true,
+            "sessionId": b.core.session_id,
+            "token": token,
+            "expires_in": b.sign_in.lifetime().as_secs(),
+        }))
+        .into_response(),
+        Err(why) => error(StatusCode::FORBIDDEN, format!("{why}; {}", b.sign_in_again())),
+    }
+}
+
+/// Ends the page's sign-in: its token is refused from then on.
+async fn logout(State(b): State<Shared>, Extension(access): Extension<Access>) -> Response {
+    match access {
+        Access::Page(signed_in) => {
+            b.sign_in.sign_out(&signed_in);
+            Json(json!({ "ok": true })).into_response()
         }
-        Err(why) => {
-            let short = b.core.session_id.get(..8).unwrap_or_default();
-            error(StatusCode::FORBIDDEN, format!("{why}; run `opzero-host open {short}` for a new one"))
-        }
+        _ => error(StatusCode::BAD_REQUEST, "sign-out ends a page's sign-in: send its token as Authorization: Bearer"),
     }
 }
 
@@ -599,6 +687,7 @@ async fn file(State(b): State<Shared>, Path(id): Path<String>) -> Response {
         (header::CONTENT_LENGTH, f.size.to_string()),
         (header::CONTENT_DISPOSITION, attachment(&f.name)),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff".into()),
+        (header::CACHE_CONTROL, "no-store".into()),
     ];
     (headers, Body::from_stream(tokio_util::io::ReaderStream::new(opened))).into_response()
 }

@@ -177,43 +177,55 @@ pub async fn send(entry: &Record, text: &str, chat_id: Option<&str>, files: &[Pa
     Ok(())
 }
 
-/// Prints a sign-in link for the chat page (and opens it in the desktop's
-/// browser, if there is one). The link's code works once, for 60 s.
+/// Prints a sign-in link for the chat page, and opens it in the desktop's
+/// browser if there is one. The link's code works once, for 60 s. The
+/// browser is handed a private page that sends it on to the link, never
+/// the link itself: any user can read a process's command line.
 pub async fn open(entry: &Record, base: Option<&str>, browser: bool) -> anyhow::Result<()> {
-    let (status, v) = request_json(entry, Method::POST, "/login-code", None).await?;
-    let Some(code) = v["code"].as_str().filter(|_| status == StatusCode::CREATED) else {
-        bail!("the host answered {status}: {v}");
-    };
     let base = match base {
         Some(b) => b.trim_end_matches('/').to_string(),
         None => format!("http://127.0.0.1:{}", entry.port),
     };
-    let url = format!("{base}/#code={code}");
-    println!("{url}");
+    let opener = browser.then(opener).flatten();
+    let body = opener.as_ref().map(|_| json!({ "page_for": base }));
+    let (status, v) = request_json(entry, Method::POST, "/login-code", body).await?;
+    let Some(code) = v["code"].as_str().filter(|_| status == StatusCode::CREATED) else {
+        bail!("the host answered {status}: {v}");
+    };
+    println!("{base}/#code={code}");
     eprintln!("a sign-in link for {}: it works once, within 60 s", entry.session_id);
-    if let Some(opener) = browser.then(opener).flatten() {
-        let opened = std::process::Command::new(opener)
-            .arg(&url)
+    if let (Some((program, args)), Some(page)) = (opener, v["page"].as_str()) {
+        let opened = std::process::Command::new(&program)
+            .args(args.iter().map(|a| a.replace("%s", page)))
+            .args(args.iter().all(|a| !a.contains("%s")).then_some(page))
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn();
-        if opened.is_ok() {
-            eprintln!("opened it with {opener}");
+        match opened {
+            Ok(_) => eprintln!("opened it with {program}"),
+            Err(e) => eprintln!("could not run {program}: {e}; open the link yourself"),
         }
     }
     Ok(())
 }
 
-/// The desktop's URL opener, where there is a desktop.
-fn opener() -> Option<&'static str> {
+/// The browser to open a page with: `$BROWSER` (its first command; `%s`
+/// stands for the page), else the desktop's opener where there is a
+/// desktop.
+fn opener() -> Option<(String, Vec<String>)> {
+    if let Some(browser) = std::env::var("BROWSER").ok().filter(|b| !b.trim().is_empty()) {
+        let first = browser.split(':').next().unwrap_or_default();
+        let mut words = first.split_whitespace().map(str::to_string);
+        return words.next().map(|program| (program, words.collect()));
+    }
     if cfg!(target_os = "macos") {
-        return Some("open");
+        return Some(("open".into(), Vec::new()));
     }
     let desktop = ["DISPLAY", "WAYLAND_DISPLAY"].iter().any(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()));
     let path = std::env::var_os("PATH").unwrap_or_default();
     let found = std::env::split_paths(&path).any(|dir| dir.join("xdg-open").is_file());
-    (desktop && found).then_some("xdg-open")
+    (desktop && found).then(|| ("xdg-open".into(), Vec::new()))
 }
 
 pub async fn status(r: &Record) -> anyhow::Result<()> {

@@ -95,6 +95,11 @@ pub struct Config {
     /// `[bridge] allowed_hosts`: names besides loopback the bridge answers
     /// to (a tunnel's), each `name` (any port) or `name:port`.
     pub allowed_hosts: Vec<Authority>,
+    /// `[bridge] sign_in_hours`: how long a page's sign-in lasts.
+    pub sign_in: Duration,
+    /// `[files] send_from`: directories a reply may send files from, besides
+    /// Claude's working directory and the system temporary directory.
+    pub send_from: Vec<PathBuf>,
     pub events: EventsConfig,
     pub limits: Limits,
     pub permissions: PermissionsConfig,
@@ -188,6 +193,8 @@ impl Default for Config {
             discovery_dir: None,
             instructions: DEFAULT_INSTRUCTIONS.to_string(),
             allowed_hosts: Vec::new(),
+            sign_in: Duration::from_secs(12 * 3600),
+            send_from: Vec::new(),
             events: EventsConfig {
                 replay_buffer: 1000,
                 subscriber_lag: 256,
@@ -293,15 +300,16 @@ impl Walker<'_> {
     }
 
     fn root(&mut self, root: &DeTable<'_>, config: &mut Config, base_dir: &Path) {
-        const KNOWN: &[&str] = &["host", "bridge", "events", "limits", "permissions", "filter"];
+        const KNOWN: &[&str] = &["host", "bridge", "files", "events", "limits", "permissions", "filter"];
         for item in root.iter() {
             let key: &str = item.0.get_ref().as_ref();
             match key {
-                "host" | "bridge" | "events" | "limits" | "permissions" => {
+                "host" | "bridge" | "files" | "events" | "limits" | "permissions" => {
                     let Some(t) = self.typed(key, item.1, "a table", DeValue::as_table) else { continue };
                     match key {
                         "host" => self.host(t, config),
                         "bridge" => self.bridge(t, config),
+                        "files" => self.files(t, config, base_dir),
                         "events" => self.events(t, &mut config.events),
                         "limits" => self.limits(t, &mut config.limits),
                         _ => self.permissions(t, &mut config.permissions),
@@ -379,20 +387,50 @@ impl Walker<'_> {
     fn bridge(&mut self, t: &DeTable<'_>, config: &mut Config) {
         for item in t.iter() {
             let key = qualified("bridge", item.0.get_ref());
-            if item.0.get_ref().as_ref() != "allowed_hosts" {
-                self.unknown("bridge", item, &["allowed_hosts"]);
+            match item.0.get_ref().as_ref() {
+                "allowed_hosts" => {
+                    let Some(names) = self.typed(&key, item.1, "an array of host names", DeValue::as_array) else { continue };
+                    for name in names.iter() {
+                        let Some(s) = self.typed(&key, name, "a string", DeValue::as_str) else { continue };
+                        match host_name(s) {
+                            Some(host) => config.allowed_hosts.push(host),
+                            None => self.error(
+                                name.span(),
+                                &key,
+                                format!("{s:?} is not a host name (give name or name:port, with no scheme or path)"),
+                            ),
+                        }
+                    }
+                }
+                "sign_in_hours" => {
+                    if let Some(n) = self.int_in(&key, item, 1, 24 * 365) {
+                        config.sign_in = Duration::from_secs(n as u64 * 3600);
+                    }
+                }
+                _ => self.unknown("bridge", item, &["allowed_hosts", "sign_in_hours"]),
+            }
+        }
+    }
+
+    /// `[files] send_from`: each an existing directory, absolute, `~/`, or
+    /// relative to the config file.
+    fn files(&mut self, t: &DeTable<'_>, config: &mut Config, base_dir: &Path) {
+        for item in t.iter() {
+            let key = qualified("files", item.0.get_ref());
+            if item.0.get_ref().as_ref() != "send_from" {
+                self.unknown("files", item, &["send_from"]);
                 continue;
             }
-            let Some(names) = self.typed(&key, item.1, "an array of host names", DeValue::as_array) else { continue };
-            for name in names.iter() {
-                let Some(s) = self.typed(&key, name, "a string", DeValue::as_str) else { continue };
-                match host_name(s) {
-                    Some(host) => config.allowed_hosts.push(host),
-                    None => self.error(
-                        name.span(),
-                        &key,
-                        format!("{s:?} is not a host name (give name or name:port, with no scheme or path)"),
-                    ),
+            let Some(dirs) = self.typed(&key, item.1, "an array of directories", DeValue::as_array) else { continue };
+            for dir in dirs.iter() {
+                let Some(s) = self.typed(&key, dir, "a string", DeValue::as_str) else { continue };
+                let path = expand_home(s);
+                let path = if path.is_absolute() { path } else { base_dir.join(path) };
+                match std::fs::metadata(&path) {
+                    _ if s.is_empty() => self.error(dir.span(), &key, "must not be empty"),
+                    Ok(m) if m.is_dir() => config.send_from.push(path),
+                    Ok(_) => self.error(dir.span(), &key, format!("{} is not a directory", path.display())),
+                    Err(e) => self.error(dir.span(), &key, format!("{}: {e}", path.display())),
                 }
             }
         }
@@ -699,7 +737,7 @@ mod tests {
                 "x/opzero.toml:2:1: host.bogus: unknown key (expected one of: discovery_dir, instructions)",
                 "x/opzero.toml:5:18: limits.max_body_bytes: expected an integer, found string",
                 "x/opzero.toml:6:17: limits.max_meta_keys: must be between 0 and 10000",
-                "x/opzero.toml:8:2: surprise: unknown key (expected one of: host, bridge, events, limits, permissions, filter)",
+                "x/opzero.toml:8:2: surprise: unknown key (expected one of: host, bridge, files, events, limits, permissions, filter)",
             ]
         );
     }

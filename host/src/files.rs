@@ -56,8 +56,7 @@ impl Written {
 pub struct Files {
     /// `$OPZERO_HOME/files/<session>`.
     dir: PathBuf,
-    /// Where the host keeps its secrets and compiled code: never served.
-    state_dirs: Vec<PathBuf>,
+    reach: Reach,
     seq: AtomicU64,
     served: Mutex<HashMap<String, Outgoing>>,
 }
@@ -162,9 +161,9 @@ fn create_private(path: &Path) -> io::Result<File> {
 impl Files {
     /// Nothing is created until a file comes; what a previous host of this
     /// session left behind (if it was killed) is removed.
-    pub fn new(dir: PathBuf, state_dirs: Vec<PathBuf>) -> Files {
+    pub fn new(dir: PathBuf, reach: Reach) -> Files {
         let _ = fs::remove_dir_all(&dir);
-        Files { dir, state_dirs, seq: AtomicU64::new(0), served: Mutex::default() }
+        Files { dir, reach, seq: AtomicU64::new(0), served: Mutex::default() }
     }
 
     fn subdir(&self, name: &str) -> io::Result<PathBuf> {
@@ -231,25 +230,9 @@ impl Files {
     }
 
     fn open_source(&self, p: &str, limits: &Limits) -> Result<(File, u64), String> {
-        let path = Path::new(p);
-        if !path.is_absolute() {
-            return Err(format!("file {p:?}: not an absolute path"));
-        }
-        let real = fs::canonicalize(path).map_err(|e| format!("file {p:?}: {}", io_reason(&e)))?;
-        let state = self.state_dirs.iter().filter_map(|d| fs::canonicalize(d).ok());
-        if let Some(dir) = state.into_iter().find(|d| real.starts_with(d)) {
-            return Err(format!(
-                "file {p:?} is in the host's state directory {}, which is never sent",
-                dir.display()
-            ));
-        }
-        let file = File::open(&real).map_err(|e| format!("file {p:?}: {}", io_reason(&e)))?;
-        let meta = file.metadata().map_err(|e| format!("file {p:?}: {}", io_reason(&e)))?;
-        if !meta.is_file() {
-            return Err(format!("file {p:?}: not a regular file"));
-        }
-        check_one(limits, p, meta.len())?;
-        Ok((file, meta.len()))
+        let (file, size) = self.reach.open(p)?;
+        check_one(limits, p, size)?;
+        Ok((file, size))
     }
 
     fn copy(&self, outbox: &Path, p: &str, file: File, limits: &Limits) -> Result<Outgoing, String> {
@@ -307,6 +290,147 @@ impl Drop for Files {
     fn drop(&mut self) {
         self.remove_all();
     }
+}
+
+/// Never sent, whatever the roots: the kernel's views of processes (their
+/// environments, say), of the system, and devices.
+const NEVER_SENT: [&str; 3] = ["/proc", "/sys", "/dev"];
+/// `fstatfs` type of sysfs (rustix names procfs's only).
+const SYSFS_MAGIC: i64 = 0x6265_6572;
+
+/// Where a reply's files may come from: below a root (Claude's working
+/// directory, the system temporary directory, `[files] send_from`), never
+/// from the host's state directories by any name, and never from `/proc`,
+/// `/sys` or `/dev`. Each file is opened below its root by the kernel
+/// (`openat2` with `RESOLVE_BENEATH`, so `..` and symlinks cannot lead out),
+/// without blocking, and every check after that is made on what was opened.
+pub struct Reach {
+    /// Each root as named, with a label for messages.
+    roots: Vec<(PathBuf, &'static str)>,
+    state_dirs: Vec<PathBuf>,
+}
+
+impl Reach {
+    pub fn new(roots: Vec<(PathBuf, &'static str)>, state_dirs: Vec<PathBuf>) -> Reach {
+        Reach { roots, state_dirs }
+    }
+
+    /// The roots `path` is named under (as named, or by their real path),
+    /// with the rest of it.
+    fn roots_of<'p>(&self, path: &'p Path) -> Vec<(PathBuf, &'p Path)> {
+        let mut found = Vec::new();
+        for (root, _) in &self.roots {
+            let real = fs::canonicalize(root).unwrap_or_else(|_| root.clone());
+            for named in [root, &real] {
+                if let Ok(rest) = path.strip_prefix(named) {
+                    found.push((real.clone(), rest));
+                    break;
+                }
+            }
+        }
+        found
+    }
+
+    fn describe_roots(&self) -> String {
+        let roots: Vec<String> = self.roots.iter().map(|(root, label)| format!("{label} {}", root.display())).collect();
+        roots.join(", ")
+    }
+
+    /// Opens `p` for sending, or says which rule refuses it.
+    pub fn open(&self, p: &str) -> Result<(File, u64), String> {
+        let path = Path::new(p);
+        if !path.is_absolute() {
+            return Err(format!("file {p:?}: not an absolute path"));
+        }
+        let never = |dir: &str| format!("file {p:?} is under {dir}, which is never sent");
+        if let Some(dir) = NEVER_SENT.iter().find(|d| path.starts_with(d)) {
+            return Err(never(dir));
+        }
+        let roots = self.roots_of(path);
+        if roots.is_empty() {
+            return Err(format!(
+                "file {p:?} is outside the directories a reply may send from ({}; [files] send_from in opzero.toml adds more)",
+                self.describe_roots()
+            ));
+        }
+        let mut refusals = Vec::new();
+        let file = roots.iter().find_map(|(root, rest)| match open_beneath(root, rest) {
+            Ok(file) => Some(file),
+            Err(e) => {
+                refusals.push(match e.raw_os_error() {
+                    Some(libc_errno::EXDEV) => format!("file {p:?} leads outside {} (by `..` or a symlink), so it is not sent", root.display()),
+                    Some(libc_errno::ELOOP) => format!("file {p:?}: too many symlinks, or a /proc link, on the way"),
+                    Some(libc_errno::ENOSYS) => "sending files needs Linux 5.6 or later (openat2)".to_string(),
+                    _ => format!("file {p:?}: {}", io_reason(&e)),
+                });
+                None
+            }
+        });
+        let Some(file) = file else { return Err(refusals.swap_remove(0)) };
+        let reason = |e: io::Error| format!("file {p:?}: {}", io_reason(&e));
+        let stat = rustix::fs::fstat(&file).map_err(|e| reason(e.into()))?;
+        if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::RegularFile {
+            return Err(format!("file {p:?}: not a regular file (a directory, FIFO, socket or device is never sent)"));
+        }
+        let fs_type = rustix::fs::fstatfs(&file).map_err(|e| reason(e.into()))?.f_type as i64;
+        if fs_type == rustix::fs::PROC_SUPER_MAGIC as i64 || fs_type == SYSFS_MAGIC {
+            return Err(never("/proc or /sys"));
+        }
+        // Where what was opened really is, whatever name it was opened by.
+        if let Ok(real) = fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&file))) {
+            if let Some(dir) = NEVER_SENT.iter().find(|d| real.starts_with(d)) {
+                return Err(never(dir));
+            }
+            if let Some(dir) = self.state_dirs.iter().filter_map(|d| fs::canonicalize(d).ok()).find(|d| real.starts_with(d)) {
+                return Err(state_dir(p, &dir));
+            }
+        }
+        // A hard link (or a bind mount) is another name for the same file.
+        if let Some(dir) = self.state_dirs.iter().find(|d| holds_inode(d, stat.st_dev, stat.st_ino)) {
+            return Err(state_dir(p, dir));
+        }
+        Ok((File::from(file), stat.st_size as u64))
+    }
+}
+
+/// The errno values `open_beneath`'s refusals are told apart by.
+mod libc_errno {
+    pub const ELOOP: i32 = rustix::io::Errno::LOOP.raw_os_error();
+    pub const EXDEV: i32 = rustix::io::Errno::XDEV.raw_os_error();
+    pub const ENOSYS: i32 = rustix::io::Errno::NOSYS.raw_os_error();
+}
+
+fn state_dir(p: &str, dir: &Path) -> String {
+    format!("file {p:?} is in the host's state directory {} (where its secrets are), which is never sent", dir.display())
+}
+
+/// Opens `rest` below `root` for reading: the kernel refuses a `..` or a
+/// symlink that leads out, and a FIFO's open does not wait for a writer.
+fn open_beneath(root: &Path, rest: &Path) -> io::Result<rustix::fd::OwnedFd> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let dir = rustix::fs::open(root, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+    let rest = if rest.as_os_str().is_empty() { Path::new(".") } else { rest };
+    let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
+    let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
+    // EAGAIN: a rename elsewhere raced the lookup; the kernel asks for a retry.
+    let mut tries = 0;
+    loop {
+        match rustix::fs::openat2(&dir, rest, flags, Mode::empty(), resolve) {
+            Err(rustix::io::Errno::AGAIN) if tries < 8 => tries += 1,
+            result => return Ok(result?),
+        }
+    }
+}
+
+/// Whether a file below `dir` (links not followed) is the file `dev`/`ino`.
+fn holds_inode(dir: &Path, dev: u64, ino: u64) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = fs::read_dir(dir) else { return false };
+    entries.flatten().any(|entry| match entry.metadata() {
+        Ok(m) if m.is_dir() => holds_inode(&entry.path(), dev, ino),
+        Ok(m) => m.dev() == dev && m.ino() == ino,
+        Err(_) => false,
+    })
 }
 
 fn io_reason(e: &io::Error) -> String {

@@ -4,6 +4,8 @@
 //! stdin EOF, SIGINT or SIGTERM.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -13,8 +15,9 @@ use crate::config::Config;
 use crate::core::Core;
 use crate::discovery::{self, DiscoveryFile, Record};
 use crate::events::now_ms;
-use crate::files::Files;
+use crate::files::{Files, Reach};
 use crate::filters::FilterChain;
+use crate::web::{self, SignIn};
 use crate::{bridge, channel, UserError};
 
 pub const SESSION_ENV: &str = "OPZERO_CHANNEL_SESSION_ID";
@@ -71,18 +74,56 @@ fn new_secret() -> anyhow::Result<String> {
     Ok(hex::encode(bytes))
 }
 
+/// Where a reply may send files from: Claude's working directory (Claude
+/// Code starts its servers there), the temporary directory, and `[files]
+/// send_from`; never the host's state (its secrets and compiled filters).
+fn reach(config: &Config, channels: &Path) -> Reach {
+    let mut roots = Vec::new();
+    if let Ok(cwd) = std::env::current_dir() {
+        roots.push((cwd, "Claude's working directory"));
+    }
+    roots.push((std::env::temp_dir(), "the temporary directory"));
+    roots.extend(config.send_from.iter().map(|d| (d.clone(), "[files] send_from")));
+    Reach::new(roots, vec![discovery::opzero_home(), channels.to_path_buf()])
+}
+
+/// Many idle connections must not starve the owner's: the soft limit on
+/// open files goes up to the hard one.
+fn raise_open_file_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            tracing::warn!("cannot raise the open-file limit: {e}");
+        }
+    }
+}
+
+/// However shutdown goes (a filter call mid-way, a stuck read), the process
+/// ends within two seconds of it starting.
+fn exit_within(deadline: Duration) {
+    std::thread::spawn(move || {
+        std::thread::sleep(deadline);
+        tracing::warn!("shutdown took over {deadline:?}; exiting now");
+        std::process::exit(0);
+    });
+}
+
 pub async fn run(session_id: String, config: Config) -> anyhow::Result<()> {
+    raise_open_file_limit();
     let dir = discovery::channels_dir(&config);
-    // Never sent to the phone: where the secrets and the compiled filters are.
-    let state_dirs = vec![discovery::opzero_home(), dir.clone()];
-    let files = Files::new(discovery::opzero_home().join("files").join(&session_id), state_dirs);
+    let files = Files::new(discovery::opzero_home().join("files").join(&session_id), reach(&config, &dir));
+    let sign_in_pages = discovery::opzero_home().join("signin");
+    web::sweep_pages(&sign_in_pages, &session_id);
+    let sign_in = Arc::new(SignIn::new(config.sign_in, sign_in_pages, session_id.clone()));
     let core = Core::new(session_id.clone(), config, files);
     let listener = TcpListener::bind(("127.0.0.1", 0))
         .await
         .context("cannot bind the HTTP bridge on 127.0.0.1")?;
     let port = listener.local_addr()?.port();
     let secret = new_secret()?;
-    tokio::spawn(bridge::serve(listener, core.clone(), secret.clone()));
+    tokio::spawn(bridge::serve(listener, core.clone(), secret.clone(), sign_in.clone()));
     tokio::spawn({
         let core = core.clone();
         async move { core.expire_permissions().await }
@@ -124,13 +165,17 @@ pub async fn run(session_id: String, config: Config) -> anyhow::Result<()> {
     };
     let mut file = tokio::select! {
         () = &mut ended => {
+            exit_within(Duration::from_millis(1500));
+            sign_in.remove_pages();
             core.files.remove_all();
             return Ok(());
         }
         file = announce => file?,
     };
     ended.await;
+    exit_within(Duration::from_millis(1500));
     file.remove();
+    sign_in.remove_pages();
     // The process exits without dropping the core.
     core.files.remove_all();
     Ok(())

@@ -19,6 +19,15 @@ use serde_json::{json, Value};
 pub const BIN: &str = env!("CARGO_BIN_EXE_opzero-host");
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// Waits until `done` holds, for at most [`WAIT`].
+pub fn wait_until(mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !done() {
+        assert!(Instant::now() < deadline, "gave up waiting after {WAIT:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub fn new_session_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
@@ -48,6 +57,8 @@ pub struct Options {
     pub args: Vec<String>,
     /// stdin and stdout are pipes, not Claude Code's socket pairs.
     pub pipes: bool,
+    /// The host's working directory (Claude's); default: `$OPZERO_HOME`.
+    pub cwd: Option<PathBuf>,
 }
 
 impl Host {
@@ -60,7 +71,7 @@ impl Host {
         let session = new_session_id();
         let mut cmd = Command::new(BIN);
         cmd.arg("serve")
-            .current_dir(home.path())
+            .current_dir(opts.cwd.as_deref().unwrap_or(home.path()))
             .env("OPZERO_CHANNEL_SESSION_ID", &session)
             .env("OPZERO_HOME", home.path())
             .env("OPZERO_LOG", "debug")
