@@ -1038,3 +1038,21 @@ fn requests_that_are_not_http_get_hyper_s_answer_and_change_nothing() {
     nothing_on_stdout(&h);
     h.assert_still_serving();
 }
+
+/// Idle connections from someone else must not use up the host's open
+/// files before the owner's requests: `serve` raises its soft limit to the
+/// hard one.
+#[test]
+fn serve_raises_its_open_file_limit_to_the_hard_one() {
+    let mut h = Host::spawn_with(Options { open_files: Some(64), ..Options::default() });
+    h.initialize();
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", h.pid())).unwrap();
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
+    let words: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(words[3], words[4], "soft = hard: {line}");
+    assert_ne!(words[3], "64", "{line}");
+    // And it serves more connections at once than the limit it was started with.
+    let idle: Vec<std::net::TcpStream> = (0..100).map(|_| std::net::TcpStream::connect(("127.0.0.1", h.port())).unwrap()).collect();
+    assert_eq!(h.get("/status").status, 200);
+    drop(idle);
+}

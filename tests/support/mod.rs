@@ -59,6 +59,8 @@ pub struct Options {
     pub pipes: bool,
     /// The host's working directory (Claude's); default: `$OPZERO_HOME`.
     pub cwd: Option<PathBuf>,
+    /// Start the host with this soft limit on open files.
+    pub open_files: Option<u64>,
 }
 
 impl Host {
@@ -111,6 +113,21 @@ impl Host {
             cmd.env_remove(k);
         }
         cmd.args(&opts.args);
+        if let Some(soft) = opts.open_files {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only async-signal-safe calls between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+                    libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+                    limit.rlim_cur = soft;
+                    match libc::setrlimit(libc::RLIMIT_NOFILE, &limit) {
+                        0 => Ok(()),
+                        _ => Err(std::io::Error::last_os_error()),
+                    }
+                });
+            }
+        }
         let mut child = cmd.spawn().expect("spawn opzero-host");
         drop(cmd); // closes our copies of the child's ends
         let (stdin, stdout): (Box<dyn Write + Send>, Box<dyn Read + Send>) = match sockets {
