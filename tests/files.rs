@@ -968,21 +968,15 @@ fn send_from_adds_a_root_and_validate_checks_it() {
     let text = refused(&mut inside, &[&config_file]);
     assert!(text.contains("is in the host's state directory"), "{text}");
 
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("opzero.toml");
-    std::fs::write(&path, "[files]\nsend_from = [\"/no/such/dir\", 3, \"opzero.toml\"]\nother = 1\n").unwrap();
-    let out = Command::new(BIN).arg("validate").arg(&path).output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    let p = path.display();
-    for want in [
-        format!("{p}:2:14: files.send_from: /no/such/dir: No such file or directory"),
-        format!("{p}:2:30: files.send_from: expected a string, found integer"),
-        format!("{p}:2:33: files.send_from: {p} is not a directory"),
-        format!("{p}:3:1: files.other: unknown key (expected one of: send_from)"),
-    ] {
-        assert!(err.contains(&want), "{want}\nnot in\n{err}");
-    }
+    assert_validate_says(
+        "[files]\nsend_from = [\"/no/such/dir\", 3, \"opzero.toml\"]\nother = 1\n",
+        &[
+            "{p}:2:14: files.send_from: /no/such/dir: No such file or directory",
+            "{p}:2:30: files.send_from: expected a string, found integer",
+            "{p}:2:33: files.send_from: {p} is not a directory",
+            "{p}:3:1: files.other: unknown key (expected one of: send_from)",
+        ],
+    );
 }
 
 // ---------------------------------------------------------------------------

@@ -299,20 +299,15 @@ fn open_keeps_the_code_off_every_command_line() {
 
 #[test]
 fn allowed_hosts_errors_name_the_file_line_and_key() {
-    let home = tempfile::tempdir().unwrap();
-    let path = home.path().join("opzero.toml");
-    std::fs::write(&path, "[bridge]\nallowed_hosts = [\"https://x.example\", 5, \"ok.example:99\", \"a b\", \"h:99999\"]\nother = 1\n").unwrap();
-    let out = Command::new(BIN).arg("validate").arg(&path).output().unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    let p = path.display();
-    for want in [
-        format!("{p}:2:18: bridge.allowed_hosts: \"https://x.example\" is not a host name (give name or name:port, with no scheme or path)"),
-        format!("{p}:2:39: bridge.allowed_hosts: expected a string, found integer"),
-        format!("{p}:2:59: bridge.allowed_hosts: \"a b\" is not a host name"),
-        format!("{p}:2:66: bridge.allowed_hosts: \"h:99999\" is not a host name"),
-        format!("{p}:3:1: bridge.other: unknown key (expected one of: allowed_hosts, sign_in_hours)"),
-    ] {
-        assert!(err.contains(&want), "{want}\nnot in\n{err}");
-    }
+    assert_validate_says(
+        "[bridge]\nallowed_hosts = [\"https://x.example\", 5, \"ok.example:99\", \"a b\", \"h:99999\"]\nother = 1\nsign_in_hours = 0\n",
+        &[
+            "{p}:2:18: bridge.allowed_hosts: \"https://x.example\" is not a host name (give name or name:port, with no scheme or path)",
+            "{p}:2:39: bridge.allowed_hosts: expected a string, found integer",
+            "{p}:2:59: bridge.allowed_hosts: \"a b\" is not a host name",
+            "{p}:2:66: bridge.allowed_hosts: \"h:99999\" is not a host name",
+            "{p}:3:1: bridge.other: unknown key (expected one of: allowed_hosts, sign_in_hours)",
+            "{p}:4:17: bridge.sign_in_hours: must be between 1 and 8760",
+        ],
+    );
 }

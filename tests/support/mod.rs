@@ -19,6 +19,22 @@ use serde_json::{json, Value};
 pub const BIN: &str = env!("CARGO_BIN_EXE_opzero-host");
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// Runs `validate` on a config of `text`; asserts it fails with exit code 2
+/// and that stderr holds each of `wanted`, where `{p}` stands for the
+/// config file's path.
+pub fn assert_validate_says(text: &str, wanted: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("opzero.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(BIN).arg("validate").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in wanted {
+        let want = want.replace("{p}", &path.display().to_string());
+        assert!(err.contains(&want), "{want}\nnot in\n{err}");
+    }
+}
+
 /// Waits until `done` holds, for at most [`WAIT`].
 pub fn wait_until(mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + WAIT;
