@@ -110,11 +110,39 @@ function inline(text) {
   return out;
 }
 
-/** Only http(s) links become links; anything else stays text. */
+/** Only http(s) links become links; anything else stays text. A label that
+ * reads as an address other than the link's own would lie about where the
+ * link goes (`[https://good.example](https://evil.example)`): such a link
+ * shows where it goes instead. */
 function link(url, label, raw) {
   if (!/^https?:\/\//i.test(url)) return raw;
-  return el("a", { href: url, rel: "noopener noreferrer", target: "_blank" }, label);
+  const words = label.split(/\s+/).map((w) => w.replace(/^[("'<[]+|[)"'>\].,;:!?]+$/g, ""));
+  const text = words.some((word) => URL_LIKE.test(word) && !sameUrl(word, url)) ? shownUrl(url) : label;
+  return el("a", { href: url, rel: "noopener noreferrer", target: "_blank" }, text);
 }
+
+// "scheme://…", "www.…", or a bare domain ("example.com", "example.com/path"):
+// names ending in letters, dots including the ones browsers read as dots.
+const URL_LIKE = /^(?:[a-z][a-z0-9+.-]*:\/\/|www[.。．｡])|^[\p{L}\p{N}-]+(?:[.。．｡][\p{L}\p{N}-]+)*[.。．｡]\p{L}{2,}(?::\d+)?(?:[/?#]|$)/iu;
+
+/** Whether an address in a label is the link's own (told apart from it by
+ * case or a trailing slash, say, or a scheme left out). */
+function sameUrl(word, url) {
+  const target = parseUrl(url)?.href;
+  return [word, `https://${word}`, `http://${word}`].some((u) => /^https?:\/\//i.test(u) && parseUrl(u)?.href === target);
+}
+
+function parseUrl(u) {
+  try {
+    return new URL(u);
+  } catch {
+    return null;
+  }
+}
+
+/** The address as the browser will go to it (an international name in its
+ * ASCII form, which shows look-alike letters for what they are). */
+const shownUrl = (url) => parseUrl(url)?.href ?? url;
 
 // --- the conversation --------------------------------------------------------
 
@@ -184,7 +212,8 @@ function showKept(id) {
 function addReply(id, e) {
   const body = el("div", { class: "body" }, markdown(e.text));
   const files = (e.files ?? []).map((f) =>
-    el("li", {}, el("a", { class: "file", href: `/files/${encodeURIComponent(f.id)}`, download: f.name }, f.name), ` ${size(f.size)}`),
+    // The click downloads it (see `download`); the href is only what the link names.
+    el("li", {}, el("a", { class: "file", href: `/files/${encodeURIComponent(f.id)}`, download: f.name, "data-file-id": f.id }, f.name), ` ${size(f.size)}`),
   );
   const chat = e.chat_id !== CHAT_ID ? ` · to ${e.chat_id}` : "";
   const meta = el("span", { class: "meta" }, `Claude · ${time(e.ts)}${chat}`);
@@ -231,7 +260,8 @@ async function answer(requestId, behavior) {
   const node = cards.get(requestId);
   node?.querySelectorAll("button").forEach((b) => (b.disabled = true));
   try {
-    const r = await post("/permission", { request_id: requestId, behavior });
+    const r = await api("/permission", postJson({ request_id: requestId, behavior }));
+    if (r.status === 403) return; // signed out
     if (!r.ok) {
       const why = (await r.json().catch(() => ({}))).error ?? `the host answered ${r.status}`;
       settleCard(requestId, "expired", `No longer pending: ${why}`);
@@ -279,8 +309,62 @@ function handle(id, e) {
 
 // --- the host ---------------------------------------------------------------
 
-function post(path, body) {
-  return fetch(path, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+/** The sign-in token, kept in this tab's sessionStorage: storage is the
+ * origin's (scheme, host and port), where a cookie would go to every port
+ * of 127.0.0.1, whoever listens there. Never in a cookie, a URL or
+ * localStorage. */
+const TOKEN_KEY = "opzero-token";
+let token = loadToken();
+
+function loadToken() {
+  try {
+    return sessionStorage.getItem(TOKEN_KEY);
+  } catch {
+    return null;
+  }
+}
+
+function saveToken(value) {
+  token = value;
+  try {
+    sessionStorage.setItem(TOKEN_KEY, value);
+  } catch {
+    // No storage: signed in until a reload.
+  }
+}
+
+function dropToken() {
+  token = null;
+  try {
+    sessionStorage.removeItem(TOKEN_KEY);
+  } catch {
+    // Nothing was kept.
+  }
+}
+
+/** `fetch` with the token. A 403 to a request that carried it means the
+ * sign-in has ended (expired, signed out elsewhere, the host restarted):
+ * the page then says so. */
+async function api(path, init = {}) {
+  const sent = token;
+  const headers = new Headers(init.headers);
+  if (sent) headers.set("authorization", `Bearer ${sent}`);
+  const r = await fetch(path, { ...init, headers });
+  // Only the first refusal of this token speaks.
+  if (r.status === 403 && sent && sent === token) {
+    const why = (await r.clone().json().catch(() => ({}))).error;
+    signedOut(endedMessage(why));
+  }
+  return r;
+}
+
+const postJson = (body) => ({ method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+
+function endedMessage(why) {
+  // The host's bare "forbidden" is a token it does not know: most likely it
+  // restarted. Its other reasons say what to run.
+  const message = why && why !== "forbidden" ? `${capitalized(why)}.` : "You are signed out (did the host restart?).";
+  return message.includes("opzero-host open") ? message : `${message} ${openHint()}`;
 }
 
 function showSignedOut(message) {
@@ -288,6 +372,24 @@ function showSignedOut(message) {
   $("#signin").hidden = false;
   logEl.hidden = true;
   $("#composer").hidden = true;
+  $("#sign-out").hidden = true;
+  const conn = $("#connection");
+  conn.dataset.state = "offline";
+  conn.textContent = "signed out";
+}
+
+function showSignedIn() {
+  $("#signin").hidden = true;
+  logEl.hidden = false;
+  $("#composer").hidden = false;
+  $("#sign-out").hidden = false;
+}
+
+/** The sign-in is over: forget the token, stop the stream, say so. */
+function signedOut(message) {
+  dropToken();
+  stopListening();
+  showSignedOut(message);
 }
 
 function openHint() {
@@ -295,13 +397,114 @@ function openHint() {
   return `On the computer running Claude Code, run \`opzero-host open ${short}\` and open the link it prints.`;
 }
 
-/** The stream of events; on its own reconnects EventSource resumes with
- * Last-Event-ID. A refusal (the host restarted, say) closes it for good:
- * then a new one starts after the last event shown. */
-let source = null;
-function listen() {
-  source = new EventSource(`/events?since=${lastEventId}`);
-  source.onopen = () => {
+/** Ends the sign-in at the host too, so the token is worth nothing even to
+ * someone who copied it; and forgets this tab's copy of the conversation. */
+async function signOut() {
+  const sent = token;
+  if (!sent) return;
+  const button = $("#sign-out");
+  button.disabled = true;
+  stopListening();
+  let note = "";
+  try {
+    const r = await fetch("/logout", { method: "POST", headers: { authorization: `Bearer ${sent}` } });
+    // A 403: it had ended already.
+    if (!r.ok && r.status !== 403) note = ` The host answered ${r.status}, so the sign-in may still be valid until it expires.`;
+  } catch {
+    note = " The host could not be reached, so the sign-in stays valid until it expires or the host stops.";
+  }
+  button.disabled = false;
+  try {
+    sessionStorage.removeItem(storageKey());
+  } catch {
+    // Nothing was kept.
+  }
+  backlog = [];
+  logEl.replaceChildren();
+  signedOut(`You are signed out.${note} ${openHint()}`);
+}
+
+// --- the event stream: Server-Sent Events, read with fetch -------------------
+// (EventSource cannot send the token.)
+
+/** A Server-Sent Events parser, by the HTML standard's rules: feed it the
+ * body's bytes as they come, in chunks that may split a line, a CRLF or a
+ * character anywhere; it calls `onEvent(id, data)` for each message. */
+function sseParser(onEvent) {
+  const decoder = new TextDecoder(); // UTF-8; drops a leading BOM itself
+  let buffer = "";
+  let afterCR = false; // the last chunk ended in CR: a LF first is its pair
+  let data = [];
+  let type = "";
+  let id = ""; // carries over to events that have no id of their own
+  function line(l) {
+    if (l === "") {
+      if (data.length && (type === "" || type === "message")) onEvent(id, data.join("\n"));
+      data = [];
+      type = "";
+      return;
+    }
+    if (l.startsWith(":")) return; // a comment: `: connected`, `: ping`
+    const colon = l.indexOf(":");
+    const field = colon < 0 ? l : l.slice(0, colon);
+    let value = colon < 0 ? "" : l.slice(colon + 1);
+    if (value.startsWith(" ")) value = value.slice(1);
+    if (field === "data") data.push(value);
+    else if (field === "id" && !value.includes("\0")) id = value;
+    else if (field === "event") type = value;
+    // `retry`: the page keeps its own pace.
+  }
+  return (chunk) => {
+    let text = decoder.decode(chunk, { stream: true });
+    if (afterCR && text.startsWith("\n")) text = text.slice(1);
+    if (!text) return;
+    buffer += text;
+    afterCR = buffer.endsWith("\r");
+    const lines = buffer.split(/\r\n|\r|\n/);
+    buffer = lines.pop();
+    lines.forEach(line);
+  };
+}
+
+function onEvent(idText, data) {
+  const id = Number(idText);
+  if (seen.has(id)) return;
+  seen.add(id);
+  showKept(id);
+  lastEventId = Math.max(lastEventId, id);
+  try {
+    handle(id, JSON.parse(data));
+  } catch (err) {
+    console.error("bad event", data, err);
+  }
+}
+
+/** The running stream's AbortController, and the pending reconnect. */
+let stream = null;
+let retry = 0;
+let failures = 0;
+
+function stopListening() {
+  clearTimeout(retry);
+  stream?.abort();
+  stream = null;
+}
+
+/** Reads the stream until it drops, then starts again after the last event
+ * shown (`Last-Event-ID`, and `since` for good measure), waiting a little
+ * longer after each failure, up to 3 s. A 403 ends it for good. */
+async function listen() {
+  const ctl = new AbortController();
+  stream = ctl;
+  try {
+    const r = await api(`/events?since=${lastEventId}`, {
+      headers: { accept: "text/event-stream", "last-event-id": String(lastEventId) },
+      cache: "no-store",
+      signal: ctl.signal,
+    });
+    if (r.status === 403) return; // signed out already
+    if (!r.ok || !r.body) throw new Error(`the host answered ${r.status}`);
+    failures = 0;
     setConnected(true);
     // The replay comes at once. Then what was sent after its last event,
     // and prompts still pending whose events are too old to replay.
@@ -309,65 +512,102 @@ function listen() {
       showKept(Infinity);
       for (const p of stillPending.splice(0)) addCard(p);
     }, 500);
-  };
-  source.onmessage = (m) => {
-    const id = Number(m.lastEventId);
-    if (seen.has(id)) return;
-    seen.add(id);
-    showKept(id);
-    lastEventId = Math.max(lastEventId, id);
-    try {
-      handle(id, JSON.parse(m.data));
-    } catch (err) {
-      console.error("bad event", m.data, err);
+    const feed = sseParser(onEvent);
+    const reader = r.body.getReader();
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      feed(value);
     }
-  };
-  source.onerror = () => {
-    setConnected(false);
-    if (source.readyState === EventSource.CLOSED) setTimeout(recheck, 3000);
-  };
-}
-
-async function recheck() {
-  try {
-    const r = await fetch("/permissions");
-    if (r.status === 403) return showSignedOut(`You are signed out (did the host restart?). ${openHint()}`);
   } catch {
-    // Still unreachable: try again.
+    // Dropped, or not reached: start again below.
   }
-  listen();
+  if (stream !== ctl) return; // stopped (signed out), or replaced
+  setConnected(false);
+  failures++;
+  retry = setTimeout(listen, Math.min(3000, 1000 * failures));
 }
 
-async function signIn() {
-  const code = new URLSearchParams(location.hash.slice(1)).get("code");
-  if (!code) return true;
+// --- starting -------------------------------------------------------------------
+
+const codeInHash = () => new URLSearchParams(location.hash.slice(1)).get("code");
+
+/** Trades a sign-in link's code for a token; false (and says why) if the
+ * host refuses it. */
+async function redeem(code) {
+  // Out of the address bar (and history) before anything else.
   history.replaceState(null, "", location.pathname);
-  const r = await post("/login", { code });
-  if (r.ok) return true;
-  const why = (await r.json().catch(() => ({}))).error ?? `sign-in failed (${r.status})`;
+  let r;
+  try {
+    r = await fetch("/login", postJson({ code }));
+  } catch {
+    showSignedOut(`The host cannot be reached. ${openHint()}`);
+    return false;
+  }
+  const answer = await r.json().catch(() => ({}));
+  if (r.ok && typeof answer.token === "string") {
+    saveToken(answer.token);
+    return true;
+  }
+  dropToken();
+  const why = answer.error ?? `sign-in failed (${r.status})`;
   showSignedOut(capitalized(why) + ".");
   return false;
 }
 
 async function start() {
   try {
+    // Who the host is, for the header and the hints: no token needed.
     const status = await (await fetch("/status")).json();
     sessionId = status.sessionId ?? "";
     $("#session").textContent = sessionId.slice(0, 8);
-    setClaude(status.claude?.state);
   } catch {
     setConnected(false);
   }
-  if (!(await signIn())) return;
-  const r = await fetch("/permissions").catch(() => null);
-  if (r?.status === 403) return showSignedOut(`This browser is not signed in. ${openHint()}`);
+  const code = codeInHash();
+  if (code && !(await redeem(code))) return;
+  // Without a code, a token kept from before a reload signs in.
+  if (!token) return showSignedOut(`This browser is not signed in. ${openHint()}`);
+  // With the token, the status says what Claude is doing.
+  const [status, permissions] = await Promise.all([api("/status").catch(() => null), api("/permissions").catch(() => null)]);
+  if (!token) return; // refused: signed out
+  if (status?.ok) setClaude((await status.json().catch(() => ({}))).claude?.state);
   try {
     backlog = JSON.parse(sessionStorage.getItem(storageKey()) ?? "[]");
   } catch {
     backlog = [];
   }
-  if (r?.ok) stillPending.push(...((await r.json()).pending ?? []));
+  if (permissions?.ok) stillPending.push(...((await permissions.json()).pending ?? []));
+  showSignedIn();
   listen();
+}
+
+/** A reply's file: fetched with the token and saved from a blob URL, since
+ * a plain link would carry no credential, and a credential must never go
+ * into a URL. */
+async function download(link) {
+  if (link.getAttribute("aria-busy") === "true") return;
+  link.setAttribute("aria-busy", "true");
+  try {
+    const r = await api(`/files/${encodeURIComponent(link.dataset.fileId)}`);
+    if (r.status === 403) return; // signed out
+    if (!r.ok) {
+      const why = (await r.json().catch(() => ({}))).error ?? `the host answered ${r.status}`;
+      return showError(`Not downloaded: ${why}.`);
+    }
+    const url = URL.createObjectURL(await r.blob());
+    const save = el("a", { href: url, download: link.getAttribute("download") || "download", hidden: true });
+    document.body.append(save);
+    save.click();
+    save.remove();
+    // Later, not at once: the browser reads the blob after the click.
+    setTimeout(() => URL.revokeObjectURL(url), 10_000);
+    showError("");
+  } catch {
+    showError("Not downloaded: the host cannot be reached.");
+  } finally {
+    link.removeAttribute("aria-busy");
+  }
 }
 
 // --- sending ------------------------------------------------------------------
@@ -412,7 +652,7 @@ async function send() {
   textEl.value = "";
   const shown = addMine(content, files.map((f) => f.name));
   try {
-    const r = await fetch("/inject", { method: "POST", headers, body });
+    const r = await api("/inject", { method: "POST", headers, body });
     const answer = await r.json().catch(() => ({}));
     if (!r.ok) throw new Error(answer.error ?? `the host answered ${r.status}`);
     pending = null;
@@ -446,5 +686,21 @@ textEl.addEventListener("keydown", (e) => {
   }
 });
 filesEl.addEventListener("change", showAttached);
+
+// A file's link, clicked or middle-clicked: fetched with the token.
+for (const type of ["click", "auxclick"]) {
+  logEl.addEventListener(type, (e) => {
+    const link = e.target.closest?.("a.file");
+    if (!link || (type === "auxclick" && e.button !== 1)) return;
+    e.preventDefault();
+    download(link);
+  });
+}
+$("#sign-out").addEventListener("click", signOut);
+// A new sign-in link opened in this tab changes only the fragment, which
+// does not load the page again: load it, so its code is used.
+addEventListener("hashchange", () => {
+  if (codeInHash()) location.reload();
+});
 
 start();

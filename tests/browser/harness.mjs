@@ -407,14 +407,62 @@ export async function signIn(browser, host, { base, viewport = { width: 1280, he
     const body = await fsp.readFile(process.env.OPZERO_TEST_APP_JS, 'utf8');
     await context.route('**/app.js', (route) => route.fulfill({ contentType: 'text/javascript', body }));
   }
+  return { context, ...(await signInPage(context, host, { base })) };
+}
+
+/// A new page in `context`, signed in to `host` the same way. Returns
+/// {page, errors, url}.
+export async function signInPage(context, host, { base } = {}) {
   const page = await context.newPage();
   const errors = watchErrors(page);
   const url = await host.openLink({ base });
   assert.match(url, new RegExp(`^${(base ?? host.origin).replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}/#code=[0-9a-f]+$`));
   await page.goto(url);
+  await signedIn(page);
+  return { page, errors, url };
+}
+
+/// Waits until `page` shows the signed-in view with its event stream up.
+export async function signedIn(page) {
   await page.locator('#signin').waitFor({ state: 'hidden', timeout: WAIT });
+  await page.locator('#sign-out').waitFor({ state: 'visible', timeout: WAIT });
   await page.locator('#connection[data-state="online"]').waitFor({ state: 'attached', timeout: WAIT });
-  return { context, page, errors, url };
+}
+
+/// The page's sign-in token, as it keeps it (sessionStorage), or null.
+export function pageToken(page) {
+  return page.evaluate(() => sessionStorage.getItem('opzero-token'));
+}
+
+/// A plain HTTP server on its own loopback port that records every request
+/// it gets ({method, url, headers, rawHeaders}) and answers with a page:
+/// the "other local listener" a link in a reply may lead to.
+export class Recorder {
+  static async start() {
+    const r = new Recorder();
+    await new Promise((resolve) => r.server.listen(0, '127.0.0.1', resolve));
+    r.port = r.server.address().port;
+    return r;
+  }
+
+  constructor() {
+    this.requests = [];
+    this.server = http.createServer((req, res) => {
+      this.requests.push({ method: req.method, url: req.url, headers: { ...req.headers }, rawHeaders: [...req.rawHeaders] });
+      req.resume();
+      res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8' });
+      res.end('<!doctype html><title>another local server</title><p>hello');
+    });
+  }
+
+  get origin() {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  async stop() {
+    this.server.closeAllConnections();
+    await new Promise((resolve) => this.server.close(resolve));
+  }
 }
 
 /// Uncaught exceptions in the page (and console errors, kept for failure

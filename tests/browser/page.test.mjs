@@ -5,27 +5,37 @@
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
+import { promisify } from 'node:util';
 
 import {
+  BIN,
   Host,
   OUT,
   Proxy,
+  Recorder,
   WAIT,
   binaryBytes,
   eventually,
   isSocket,
   launchBrowser,
+  pageToken,
   rawHttp,
   screenshot,
   signIn,
+  signInPage,
+  signedIn,
   sleep,
+  watchErrors,
 } from './harness.mjs';
 
 const CHANNEL = 'notifications/claude/channel';
 const VERDICT = 'notifications/claude/channel/permission';
 const isChannel = (j) => j.method === CHANNEL;
+const TOKEN = /^[0-9a-f]{64}$/;
 
 let browser;
 before(async () => {
@@ -166,20 +176,20 @@ describe('the chat page in Chromium', { concurrency: 1 }, () => {
       await eventually(() => assert.match(h.stderr, /stdin and stdout are sockets/));
     }));
 
-  test('1. signs in through open\'s link; the same link a second time says it was used', (t) =>
+  test('1. signs in through open\'s link (a token in sessionStorage, no cookie); the same link a second time says it was used', (t) =>
     withHost(t, {}, async ({ h, page, context, url }) => {
-      // Signed in: the code left the address bar, the cookie is the host's.
+      // Signed in: the code left the address bar; the token is in this
+      // tab's sessionStorage, and nowhere a browser sends by itself.
       assert.equal(new URL(page.url()).hash, '', 'the code stays in the URL');
       await text(page.locator('#session'), h.session.slice(0, 8));
       assert.ok(await page.locator('#signin').isHidden());
-      const cookies = await context.cookies();
-      assert.equal(cookies.length, 1, JSON.stringify(cookies));
-      assert.equal(cookies[0].name, 'opzero_session');
-      assert.equal(cookies[0].httpOnly, true);
-      assert.equal(cookies[0].sameSite, 'Strict');
-      assert.equal(cookies[0].secure, false);
-      assert.equal(cookies[0].path, '/');
-      assert.equal(await page.evaluate(() => document.cookie), '', 'the page can read its cookie');
+      assert.ok(await page.locator('#sign-out').isVisible(), 'no Sign out while signed in');
+      const token = await pageToken(page);
+      assert.match(token ?? '', TOKEN);
+      assert.deepEqual(await context.cookies(), [], 'a cookie was set');
+      assert.equal(await page.evaluate(() => document.cookie), '');
+      assert.equal(await page.evaluate(() => localStorage.length), 0, 'something in localStorage');
+      assert.ok(!page.url().includes(token), 'the token is in the URL');
 
       // The same link in another browser: refused, and the page says why.
       const other = await browser.newContext();
@@ -191,6 +201,8 @@ describe('the chat page in Chromium', { concurrency: 1 }, () => {
         await text(message, /already been used/);
         await text(message, new RegExp(`opzero-host open ${h.session.slice(0, 8)}`));
         assert.ok(await p2.locator('#signin').isVisible());
+        assert.ok(await p2.locator('#sign-out').isHidden(), 'Sign out while signed out');
+        assert.equal(await pageToken(p2), null);
         assert.deepEqual(await other.cookies(), []);
         // Signed out, it cannot send.
         assert.ok(!(await p2.locator('#composer').isVisible()) || (await p2.locator('#text').isDisabled()), 'composer usable while signed out');
@@ -353,8 +365,13 @@ describe('the chat page in Chromium', { concurrency: 1 }, () => {
       assert.ok((await fsp.readFile(p2)).equals(txt));
     }));
 
-  test('6. a reply with a file shows a link that downloads the same bytes', (t) =>
-    withHost(t, {}, async ({ h, page }) => {
+  test('6. a reply with a file shows a link that downloads the same bytes, fetched with the token', (t) =>
+    withHost(t, {}, async ({ h, page, errors }) => {
+      const token = await pageToken(page);
+      const fileRequests = [];
+      page.on('request', (r) => {
+        if (new URL(r.url()).pathname.startsWith('/files/')) fileRequests.push(r);
+      });
       const bytes = binaryBytes(300_000, 11);
       const src = path.join(h.work, 'report.bin');
       await fsp.writeFile(src, bytes);
@@ -362,12 +379,25 @@ describe('the chat page in Chromium', { concurrency: 1 }, () => {
       const link = reply(page, id).locator('a.file');
       await count(link, 1);
       assert.match(await link.getAttribute('href'), /^\/files\/[^/]+$/);
-      assert.notEqual(await link.getAttribute('download'), null, 'no download attribute');
       assert.ok((await link.textContent()).includes('report.bin'), await link.textContent());
+      const before = page.url();
       const [download] = await Promise.all([page.waitForEvent('download'), link.click()]);
       assert.equal(download.suggestedFilename(), 'report.bin');
       assert.equal(await download.failure(), null);
       assert.ok((await fsp.readFile(await download.path())).equals(bytes), 'the download differs');
+      // Saved from a blob URL; the file itself came with the token in a
+      // header, never in a URL.
+      assert.match(download.url(), /^blob:/);
+      assert.equal(fileRequests.length, 1, fileRequests.map((r) => r.url()).join(', '));
+      assert.equal((await fileRequests[0].allHeaders()).authorization, `Bearer ${token}`);
+      assert.ok(!fileRequests[0].url().includes(token), 'the token is in the URL');
+      // The page stayed where it was, and the CSP let it all happen.
+      assert.equal(page.url(), before);
+      assert.equal(await page.locator('#connection').getAttribute('data-state'), 'online');
+      assert.deepEqual(errors.console.filter((m) => /Content Security Policy/i.test(m)), []);
+      // Without the token, the same file is refused.
+      const r = await rawHttp(h.port, 'GET', await link.getAttribute('href'));
+      assert.equal(r.status, 403);
     }));
 
   test('7. cut the event stream: offline shows; replies made meanwhile show once after the reconnect', (t) =>
@@ -429,37 +459,44 @@ describe('the chat page in Chromium', { concurrency: 1 }, () => {
       assert.equal(await page.evaluate(() => window.__pwned), 0);
     }));
 
-  test('9. the cookie from a foreign Origin gets 403', (t) =>
-    withHost(t, {}, async ({ h, context }) => {
-      const [cookie] = await context.cookies();
-      const Cookie = `${cookie.name}=${cookie.value}`;
-      const inject = (Origin, content) =>
+  test('9. the token from a foreign Origin gets 403', (t) =>
+    withHost(t, {}, async ({ h, page, context }) => {
+      const token = await pageToken(page);
+      assert.match(token ?? '', TOKEN);
+      const Authorization = `Bearer ${token}`;
+      const inject = (Origin, content, extra = {}) =>
         rawHttp(h.port, 'POST', '/inject', {
-          headers: { Cookie, Origin, 'Content-Type': 'application/json' },
+          headers: { Authorization, Origin, 'Content-Type': 'application/json', ...extra },
           body: JSON.stringify({ content, chat_id: 'web' }),
         });
       const refused = { error: 'cross-origin request refused' };
-      let r = await inject('http://evil.example', 'from evil');
+      // Another site, another port, another name or scheme for this one: not the page's origin.
+      for (const origin of ['http://evil.example', `http://127.0.0.1:${h.port + 1}`, `http://localhost:${h.port}`, `https://127.0.0.1:${h.port}`, 'null']) {
+        const r = await inject(origin, `from ${origin}`);
+        assert.deepEqual([origin, r.status, r.json], [origin, 403, refused]);
+      }
+      // The page's own Origin, but the browser says the request is cross-site.
+      let r = await inject(h.origin, 'cross-site', { 'Sec-Fetch-Site': 'cross-site' });
       assert.deepEqual([r.status, r.json], [403, refused]);
-      r = await inject(`http://127.0.0.1:${h.port + 1}`, 'from another port');
-      assert.deepEqual([r.status, r.json], [403, refused]);
-      // Through the browser's own request API (it sends the context's cookie).
+      // Through the browser's own request API.
       const viaBrowser = await context.request.post(`${h.origin}/inject`, {
-        headers: { Origin: 'http://evil.example' },
+        headers: { Origin: 'http://evil.example', Authorization },
         data: { content: 'from evil, via the browser', chat_id: 'web' },
       });
       assert.deepEqual([viaBrowser.status(), await viaBrowser.json()], [403, refused]);
-      for (const p of ['/events', '/permissions']) {
-        r = await rawHttp(h.port, 'GET', p, { headers: { Cookie, Origin: 'http://evil.example' } });
+      for (const p of ['/events', '/permissions', '/files/whatever']) {
+        r = await rawHttp(h.port, 'GET', p, { headers: { Authorization, Origin: 'http://evil.example' } });
         assert.deepEqual([p, r.status, r.json], [p, 403, refused]);
       }
-      r = await rawHttp(h.port, 'POST', '/permission', {
-        headers: { Cookie, Origin: 'http://evil.example', 'Content-Type': 'application/json' },
-        body: '{"request_id":"abcde","behavior":"allow"}',
-      });
-      assert.deepEqual([r.status, r.json], [403, refused]);
-      // The same cookie from the page's own origin works: the refusals were
-      // the origin's doing.
+      for (const [p, body] of [['/permission', '{"request_id":"abcde","behavior":"allow"}'], ['/logout', '']]) {
+        r = await rawHttp(h.port, 'POST', p, {
+          headers: { Authorization, Origin: 'http://evil.example', 'Content-Type': 'application/json' },
+          body,
+        });
+        assert.deepEqual([p, r.status, r.json], [p, 403, refused]);
+      }
+      // The same token from the page's own origin works: the refusals were
+      // the origin's doing (and the refused /logout ended nothing).
       r = await inject(h.origin, 'from the page');
       assert.deepEqual([r.status, r.json], [202, { ok: true }]);
       const n = await h.channelMessage();
@@ -467,6 +504,7 @@ describe('the chat page in Chromium', { concurrency: 1 }, () => {
       await h.noLine(isChannel, 300, 'channel notification');
       assert.deepEqual(h.withMethod(CHANNEL).map((l) => l.json.params.content), ['from the page']);
       assert.deepEqual(h.withMethod(VERDICT), []);
+      assert.equal(await page.locator('#connection').getAttribute('data-state'), 'online');
     }));
 
   test('10. #claude-state follows the status events', (t) =>
@@ -585,5 +623,263 @@ describe('the chat page in Chromium', { concurrency: 1 }, () => {
       await sendTyped(h, page, 'short');
       await alert.waitFor({ state: 'hidden' });
       await h.noLine(isChannel, 300, 'channel notification');
+    }));
+
+  test('22. open hands the browser a private page, not the link: following it signs in, and the page is gone', (t) =>
+    withHost(t, { signedIn: false }, async (env) => {
+      const { h } = env;
+      // A "browser" that only records what it was handed.
+      const handed = path.join(h.home, 'handed');
+      const fake = path.join(h.home, 'fake-browser');
+      await fsp.writeFile(fake, `#!/bin/sh\nprintf '%s' "$1" > '${handed}'\n`, { mode: 0o755 });
+      const { stdout } = await promisify(execFile)(BIN, ['open', h.session.slice(0, 8)], {
+        env: { ...process.env, HOME: h.home, OPZERO_HOME: h.home, BROWSER: fake },
+        timeout: WAIT,
+      });
+      const code = stdout.trim().split('/#code=')[1];
+      assert.match(code ?? '', /^[0-9a-f]{64}$/, `open printed ${stdout}`);
+      await eventually(async () => assert.ok(fs.existsSync(handed)));
+      const page = (await fsp.readFile(handed, 'utf8')).trim();
+      assert.ok(!page.includes(code), 'the browser was handed the code');
+      assert.equal((await fsp.stat(page)).mode & 0o777, 0o600);
+      const context = await browser.newContext();
+      env.contexts.push(context);
+      const tab = await context.newPage();
+      env.page = tab;
+      env.errors = watchErrors(tab);
+      await tab.goto(`file://${page}`);
+      await tab.waitForURL(`${h.origin}/`);
+      await tab.locator('#connection[data-state="online"]').waitFor({ state: 'attached' });
+      assert.match((await pageToken(tab)) ?? '', TOKEN);
+      await eventually(async () => assert.ok(!fs.existsSync(page), 'the page outlived its use'));
+    }));
+
+  test('15. a link to another local server gets neither the token nor a cookie, and nothing it got works at the bridge', (t) =>
+    withHost(t, {}, async ({ h, page, context }) => {
+      const other = await Recorder.start();
+      try {
+        const token = await pageToken(page);
+        assert.match(token ?? '', TOKEN);
+        const target = `${other.origin}/landing?from=reply`;
+        const id = await h.reply({ chat_id: 'web', text: `The preview is at [the local preview](${target}).` });
+        const a = reply(page, id).getByRole('link', { name: 'the local preview' });
+        await attr(a, 'href', target);
+        const [opened] = await Promise.all([context.waitForEvent('page'), a.click()]);
+        await opened.waitForLoadState('domcontentloaded');
+        await eventually(() => assert.ok(other.requests.some((r) => r.url === '/landing?from=reply'), JSON.stringify(other.requests)));
+        await opened.close();
+        // Nothing it got (the page, and its favicon, say) holds the token,
+        // a cookie, or where the link was clicked (a favicon's Referer is
+        // the other server's own page).
+        for (const r of other.requests) {
+          const all = [r.method, r.url, ...r.rawHeaders].join('\n');
+          assert.ok(!all.includes(token), `the token reached the other server:\n${all}`);
+          for (const name of ['cookie', 'authorization']) assert.equal(r.headers[name], undefined, `${name} sent:\n${all}`);
+          if (r.headers.referer !== undefined) assert.ok(r.headers.referer.startsWith(`${other.origin}/`), `referer sent:\n${all}`);
+        }
+        const landing = other.requests.find((r) => r.url === '/landing?from=reply');
+        assert.equal(landing.headers.referer, undefined, 'the chat page sent its address');
+        assert.deepEqual(await context.cookies(), []);
+
+        // What it got, replayed to the bridge as if it came from the page
+        // (hop-by-hop headers aside): refused. Once as the browser sent it,
+        // once without the Sec-Fetch headers an attacker would leave out.
+        const got = landing;
+        for (const dropSecFetch of [false, true]) {
+          const headers = {};
+          for (let i = 0; i < got.rawHeaders.length; i += 2) {
+            const name = got.rawHeaders[i];
+            if (/^(host|origin|connection|keep-alive|content-length|transfer-encoding)$/i.test(name)) continue;
+            if (dropSecFetch && /^sec-fetch-/i.test(name)) continue;
+            headers[name] = got.rawHeaders[i + 1];
+          }
+          Object.assign(headers, { Host: `127.0.0.1:${h.port}`, Origin: h.origin });
+          const inject = await rawHttp(h.port, 'POST', '/inject', {
+            headers: { ...headers, 'Content-Type': 'application/json' },
+            body: JSON.stringify({ content: 'replayed', chat_id: 'web' }),
+          });
+          assert.equal(inject.status, 403, `POST /inject with ${JSON.stringify(headers)}: ${inject.body}`);
+          const perms = await rawHttp(h.port, 'GET', '/permissions', { headers });
+          assert.equal(perms.status, 403, `GET /permissions with ${JSON.stringify(headers)}: ${perms.body}`);
+        }
+        await h.noLine(isChannel, 300, 'a replayed message');
+        // The page itself is still signed in.
+        await sendTyped(h, page, 'still here');
+      } finally {
+        await other.stop();
+      }
+    }));
+
+  test('16. signing in to a second session in the same browser keeps the first signed in', (t) =>
+    withHost(t, {}, async ({ h, page, context }) => {
+      const h2 = await Host.start();
+      try {
+        const second = await signInPage(context, h2);
+        assert.notEqual(h2.port, h.port);
+        const [t1, t2] = [await pageToken(page), await pageToken(second.page)];
+        assert.match(t1 ?? '', TOKEN);
+        assert.match(t2 ?? '', TOKEN);
+        assert.notEqual(t1, t2);
+        // Each page talks to its own host.
+        await sendTyped(h, page, 'to the first session');
+        await sendTyped(h2, second.page, 'to the second session');
+        const r1 = await h.reply({ chat_id: 'web', text: 'from the first host' });
+        await reply(page, r1).waitFor();
+        // A reload of the first is still signed in, and it still sends.
+        await page.reload();
+        await signedIn(page);
+        assert.equal(await pageToken(page), t1);
+        await reply(page, r1).waitFor();
+        await sendTyped(h, page, 'after the reload');
+        await h.noLine(isChannel, 300, 'channel notification');
+        await h2.noLine(isChannel, 0, 'channel notification');
+        assert.deepEqual(h.withMethod(CHANNEL).map((l) => l.json.params.content), ['to the first session', 'after the reload']);
+        assert.deepEqual(h2.withMethod(CHANNEL).map((l) => l.json.params.content), ['to the second session']);
+        assert.deepEqual(second.errors.uncaught, []);
+      } finally {
+        await h2.stop();
+      }
+    }));
+
+  test('17. Sign out ends the token at the host, stops the stream and shows the signed-out view', (t) =>
+    withHost(t, {}, async ({ h, page }) => {
+      const token = await pageToken(page);
+      assert.match(token ?? '', TOKEN);
+      await sendTyped(h, page, 'before signing out');
+      const streams = [];
+      page.on('request', (r) => {
+        if (new URL(r.url()).pathname === '/events') streams.push(r);
+      });
+      const ended = page.waitForEvent('requestfailed', (r) => new URL(r.url()).pathname === '/events');
+      await page.getByRole('button', { name: 'Sign out' }).click();
+      const message = page.locator('#signin-message');
+      await message.waitFor({ state: 'visible' });
+      await text(message, /^You are signed out\./);
+      await text(message, new RegExp(`opzero-host open ${h.session.slice(0, 8)}`));
+      assert.ok(await page.locator('#sign-out').isHidden());
+      assert.ok(await page.locator('#composer').isHidden());
+      assert.equal(await pageToken(page), null);
+      // The event stream was stopped, and is not started again.
+      await ended;
+      assert.equal(await page.locator('#connection').getAttribute('data-state'), 'offline');
+
+      // The captured token, from the page's own origin: refused.
+      const headers = { Authorization: `Bearer ${token}`, Origin: h.origin };
+      const perms = await rawHttp(h.port, 'GET', '/permissions', { headers });
+      assert.deepEqual([perms.status, perms.json], [403, { error: 'forbidden' }]);
+      const inject = await rawHttp(h.port, 'POST', '/inject', {
+        headers: { ...headers, 'Content-Type': 'application/json' },
+        body: JSON.stringify({ content: 'after signing out', chat_id: 'web' }),
+      });
+      assert.deepEqual([inject.status, inject.json], [403, { error: 'forbidden' }]);
+      await h.noLine(isChannel, 300, 'channel notification');
+      await sleep(3500); // longer than the page's longest reconnect wait
+      assert.equal(streams.length, 0, 'the stream started again');
+
+      // A reload stays signed out, and this tab forgot the conversation.
+      await page.reload();
+      await message.waitFor({ state: 'visible' });
+      await text(message, /not signed in/);
+      assert.equal(await page.locator('#log article').count(), 0);
+    }));
+
+  test('18. a link whose label is another address shows the address it goes to', (t) =>
+    withHost(t, {}, async ({ h, page }) => {
+      const id = await h.reply({
+        chat_id: 'web',
+        text:
+          'Log in at [https://good.example/](https://evil.example/), read [docs](https://x.example/), ' +
+          'see [https://Same.example](https://same.example/), [www.good.example](https://evil.example/www), ' +
+          '[good.example/login](https://evil.example/bare), [log in at paypal.com](https://evil.example/words) ' +
+          'and [the notes.](https://x.example/notes)',
+      });
+      const links = reply(page, id).locator('.body a');
+      await count(links, 7);
+      assert.deepEqual(await links.evaluateAll((els) => els.map((a) => [a.textContent, a.getAttribute('href')])), [
+        ['https://evil.example/', 'https://evil.example/'],
+        ['docs', 'https://x.example/'],
+        ['https://Same.example', 'https://same.example/'],
+        ['https://evil.example/www', 'https://evil.example/www'],
+        ['https://evil.example/bare', 'https://evil.example/bare'],
+        ['https://evil.example/words', 'https://evil.example/words'],
+        ['the notes.', 'https://x.example/notes'],
+      ]);
+    }));
+
+  test('19. the stream parser: CRLF, CR, comments, ids, and chunks split anywhere', (t) =>
+    withHost(t, {}, async ({ page }) => {
+      // The page's own parser, fed one stream cut into three chunks at
+      // every pair of places (in a CRLF, in a UTF-8 character, ...).
+      const result = await page.evaluate(() => {
+        const stream =
+          '\uFEFF: connected\r\nid: 1\r\ndata: {"a":"é€😀"}\r\n\r\n: ping\rid: 2\rdata: x\rdata:  y\r\r' +
+          'id:3\ndata:z\n\nevent: other\nid: 4\ndata: not a message\n\ndata: no id\n\nid\ndata\n\n';
+        const bytes = new TextEncoder().encode(stream);
+        const parse = (chunks) => {
+          const got = [];
+          const feed = sseParser((id, data) => got.push([id, data]));
+          for (const c of chunks) feed(c);
+          return JSON.stringify(got);
+        };
+        const whole = parse([bytes]);
+        for (let i = 0; i <= bytes.length; i++) {
+          for (let j = i; j <= bytes.length; j++) {
+            const split = parse([bytes.slice(0, i), bytes.slice(i, j), bytes.slice(j)]);
+            if (split !== whole) return { whole, split, i, j };
+          }
+        }
+        return { whole };
+      });
+      assert.equal(result.split, undefined, `split at ${result.i}, ${result.j}: ${result.split}`);
+      assert.deepEqual(JSON.parse(result.whole), [
+        ['1', '{"a":"é€😀"}'],
+        ['2', 'x\n y'],
+        ['3', 'z'],
+        ['4', 'no id'],
+        ['', ''],
+      ]);
+    }));
+
+  test('20. a stream sent with CRLF line ends shows each event once, and resumes after the last', (t) =>
+    withHost(t, {}, async ({ page }) => {
+      const ts = Date.now();
+      const ev = (id, text) => `id: ${id}\r\ndata: ${JSON.stringify({ type: 'reply', chat_id: 'web', text, ts })}\r\n\r\n`;
+      const asked = [];
+      await page.route('**/events*', async (route) => {
+        const r = route.request();
+        asked.push({ url: r.url(), headers: await r.allHeaders() });
+        // The whole stream at once, then its end: the page must go on.
+        await route.fulfill({ status: 200, contentType: 'text/event-stream', body: ': connected\r\n\r\n' + ev(901, 'one') + ev(902, 'two') });
+      });
+      await page.reload();
+      await reply(page, 901).waitFor();
+      await reply(page, 902).waitFor();
+      // It reconnects after the end, asking for what follows 902.
+      await eventually(() => assert.ok(asked.length >= 2, `${asked.length} requests`));
+      const again = asked[asked.length - 1];
+      assert.equal(new URL(again.url).searchParams.get('since'), '902');
+      assert.equal(again.headers['last-event-id'], '902');
+      assert.match(again.headers.authorization ?? '', /^Bearer [0-9a-f]{64}$/);
+      await count(reply(page, 901), 1);
+      await count(reply(page, 902), 1);
+      assert.deepEqual(await page.locator('#log article.msg.reply .body').allTextContents(), ['one', 'two']);
+    }));
+
+  test('21. a token the host does not know (it restarted, say) shows the signed-out view and is dropped', (t) =>
+    withHost(t, {}, async ({ h, page }) => {
+      await page.evaluate(() => sessionStorage.setItem('opzero-token', '0'.repeat(64)));
+      const streams = [];
+      page.on('request', (r) => {
+        if (new URL(r.url()).pathname === '/events') streams.push(r);
+      });
+      await page.reload();
+      const message = page.locator('#signin-message');
+      await message.waitFor({ state: 'visible' });
+      await text(message, /^You are signed out/);
+      await text(message, new RegExp(`opzero-host open ${h.session.slice(0, 8)}`));
+      assert.equal(await pageToken(page), null);
+      assert.ok(await page.locator('#sign-out').isHidden());
+      assert.ok(await page.locator('#composer').isHidden());
+      assert.equal(streams.length, 0, 'the stream started with a refused token');
     }));
 });
