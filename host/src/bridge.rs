@@ -15,7 +15,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::{Extension, Json, Router};
 use serde_json::{json, Map, Value};
 use tokio::net::TcpListener;
@@ -23,6 +23,7 @@ use tokio::sync::Notify;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
+use crate::config::Limits;
 use crate::core::{Core, InjectOutcome, InjectRequest, VerdictOutcome};
 use crate::events::{Closed, Item};
 use crate::files::Upload;
@@ -146,25 +147,90 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
+/// Who may call a route: the sub-router it is added to, whose guard
+/// (`route_layer`) checks it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// Anyone: `/status`, the page's files, and signing in.
+    Open,
+    /// Whoever holds the secret: asking for a sign-in code.
+    Secret,
+    /// The secret, or the page's token from the page's own origin.
+    SecretOrPage,
+}
+
+type Routes = Vec<(&'static str, MethodRouter<Shared>)>;
+
+/// Every route, by who may call it. A route is guarded by the list it is
+/// added to; there is no other table of them.
+fn routes(limits: &Limits) -> [(Tier, Routes); 3] {
+    let limit = |bytes| RequestBodyLimitLayer::new(bytes);
+    [
+        (Tier::Open, vec![
+            ("/status", get(status)),
+            ("/", get(asset)),
+            ("/app.js", get(asset)),
+            ("/app.css", get(asset)),
+            ("/login", post(login).layer(limit(limits.max_body_bytes))),
+        ]),
+        (Tier::Secret, vec![("/login-code", post(login_code).layer(limit(limits.max_body_bytes)))]),
+        (Tier::SecretOrPage, vec![
+            ("/inject", post(inject).layer(limit(limits.inject_body_bytes()))),
+            ("/events", get(events)),
+            ("/sse", get(events)),
+            ("/permission", post(permission).layer(limit(limits.max_body_bytes))),
+            ("/permissions", get(permissions)),
+            ("/files/{id}", get(file)),
+            ("/logout", post(logout)),
+        ]),
+    ]
+}
+
+/// The paths of every route and who may call them, for the tests.
+pub fn route_table() -> Vec<(Tier, &'static str)> {
+    let all = routes(&crate::config::Config::default().limits);
+    all.into_iter().flat_map(|(tier, routes)| routes.into_iter().map(move |(path, _)| (tier, path))).collect()
+}
+
 fn router(bridge: Shared) -> Router {
-    let limits = &bridge.core.config.limits;
-    Router::new()
-        .route("/status", get(status))
-        .route("/inject", post(inject).layer(RequestBodyLimitLayer::new(limits.inject_body_bytes())))
-        .route("/events", get(events))
-        .route("/sse", get(events))
-        .route("/permission", post(permission).layer(RequestBodyLimitLayer::new(limits.max_body_bytes)))
-        .route("/permissions", get(permissions))
-        .route("/files/{id}", get(file))
-        .route("/", get(asset))
-        .route("/app.js", get(asset))
-        .route("/app.css", get(asset))
-        .route("/login-code", post(login_code).layer(RequestBodyLimitLayer::new(limits.max_body_bytes)))
-        .route("/login", post(login).layer(RequestBodyLimitLayer::new(limits.max_body_bytes)))
-        .route("/logout", post(logout))
+    let mut router = Router::new();
+    for (tier, routes) in routes(&bridge.core.config.limits) {
+        let tiered = routes.into_iter().fold(Router::new(), |r, (path, route)| r.route(path, route));
+        // Only a matched route's handler is guarded: a wrong method gets
+        // 405 with or without a secret.
+        router = router.merge(match tier {
+            Tier::Open => tiered,
+            Tier::Secret => tiered.route_layer(middleware::from_fn(require_secret)),
+            Tier::SecretOrPage => tiered.route_layer(middleware::from_fn_with_state(bridge.clone(), require_secret_or_page)),
+        });
+    }
+    router
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not found") })
         .method_not_allowed_fallback(|| async { error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed") })
         .with_state(bridge)
+}
+
+async fn require_secret(Extension(access): Extension<Access>, req: Request, next: Next) -> Response {
+    match access {
+        Access::Secret => next.run(req).await,
+        _ => error(StatusCode::FORBIDDEN, "forbidden"),
+    }
+}
+
+async fn require_secret_or_page(State(b): State<Shared>, Extension(access): Extension<Access>, req: Request, next: Next) -> Response {
+    match access {
+        Access::Secret | Access::Page(_) => next.run(req).await,
+        Access::CrossOrigin => cross_origin(),
+        Access::Expired => {
+            let hours = b.sign_in.lifetime().as_secs() / 3600;
+            error(StatusCode::FORBIDDEN, format!("this sign-in has expired (sign-ins last {hours} hours); {}", b.sign_in_again()))
+        }
+        Access::None => error(StatusCode::FORBIDDEN, "forbidden"),
+    }
+}
+
+fn cross_origin() -> Response {
+    error(StatusCode::FORBIDDEN, "cross-origin request refused")
 }
 
 /// Serves the bridge on `listener` until the process ends. A request's
@@ -225,35 +291,14 @@ pub async fn serve(listener: TcpListener, core: Arc<Core>, secret: String, sign_
     }
 }
 
-/// Who may make a request.
-#[derive(PartialEq)]
-enum Gate {
-    /// Anyone: `/status`, the page's files, sign-in, and what is not found.
-    Open,
-    /// Whoever holds the secret: asking for a sign-in code.
-    Secret,
-    /// The secret, or the page's token from the page's own origin.
-    SecretOrPage,
-}
-
-/// A wrong method needs nothing: it gets 405 with or without a secret.
-fn gate(method: &Method, path: &str) -> Gate {
-    let read = method == Method::GET || method == Method::HEAD;
-    match path {
-        "/inject" | "/permission" | "/logout" if method == Method::POST => Gate::SecretOrPage,
-        "/events" | "/sse" | "/permissions" if read => Gate::SecretOrPage,
-        _ if path.starts_with("/files/") && read => Gate::SecretOrPage,
-        "/login-code" if method == Method::POST => Gate::Secret,
-        _ => Gate::Open,
-    }
-}
-
-/// The one gate for every request. Only loopback names (and the config's
-/// `allowed_hosts`) are served, since a page in the user's browser that
-/// rebinds its own domain to 127.0.0.1 still sends its own Host; then the
-/// secret, compared in constant time, or the page's token from the page's
-/// own origin. Refusals that come from the libraries (tower-http's 413 for
-/// a declared length over the limit, say) become JSON errors like ours.
+/// What every request goes through, routed or not. Only loopback names
+/// (and the config's `allowed_hosts`) are served, since a page in the
+/// user's browser that rebinds its own domain to 127.0.0.1 still sends its
+/// own Host; then the request's credential is read once (the secret,
+/// compared in constant time, or the page's token), for the guard of the
+/// sub-router its route is in. Refusals that come from the libraries
+/// (tower-http's 413 for a declared length over the limit, say) become
+/// JSON errors like ours.
 async fn guard(State(b): State<Shared>, mut req: Request, next: Next) -> Response {
     let h = req.headers();
     let host = h.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
@@ -263,20 +308,7 @@ async fn guard(State(b): State<Shared>, mut req: Request, next: Next) -> Respons
             format!("host {host:?} is not served here; use {}", b.hosts[0]),
         );
     }
-    let cross_origin = || error(StatusCode::FORBIDDEN, "cross-origin request refused");
     let access = b.access(req.method(), h);
-    match (gate(req.method(), req.uri().path()), access) {
-        // Nobody else's page may sign a browser in, either.
-        (Gate::Open, _) if req.uri().path() == "/login" && !b.same_origin(req.method(), h) => return cross_origin(),
-        (Gate::Open, _) | (_, Access::Secret) | (Gate::SecretOrPage, Access::Page(_)) => {}
-        (Gate::SecretOrPage, Access::CrossOrigin) => return cross_origin(),
-        (Gate::SecretOrPage, Access::Expired) => {
-            let hours = b.sign_in.lifetime().as_secs() / 3600;
-            let message = format!("this sign-in has expired (sign-ins last {hours} hours); {}", b.sign_in_again());
-            return error(StatusCode::FORBIDDEN, message);
-        }
-        _ => return error(StatusCode::FORBIDDEN, "forbidden"),
-    }
     req.extensions_mut().insert(access);
     let inject = req.uri().path() == "/inject";
     let response = next.run(req).await;
@@ -641,8 +673,12 @@ fn web_base(base: &str) -> Option<String> {
 }
 
 /// The page trades a code for its token, which it sends as
-/// `Authorization: Bearer` from then on.
-async fn login(State(b): State<Shared>, body: Body) -> Response {
+/// `Authorization: Bearer` from then on. Nobody else's page may sign a
+/// browser in.
+async fn login(State(b): State<Shared>, method: Method, headers: HeaderMap, body: Body) -> Response {
+    if !b.same_origin(&method, &headers) {
+        return cross_origin();
+    }
     let bytes = match read_body(&b, false, body).await {
         Ok(bytes) => bytes,
         Err(r) => return r,
