@@ -71,6 +71,8 @@
 //! instance with a fresh one (calling [`Filter::new`] again), so state kept
 //! in the filter does not survive a panic.
 
+#![deny(unsafe_code)]
+
 extern crate self as opzero_guest_sdk;
 
 #[doc(hidden)]

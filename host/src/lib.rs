@@ -4,6 +4,8 @@
 //! `core`; outbound events live in `events`, permission prompts in
 //! `permissions`, the WebAssembly chain in `filters`.
 
+#![forbid(unsafe_code)]
+
 pub mod bridge;
 pub mod channel;
 pub mod client;

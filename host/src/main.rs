@@ -1,6 +1,8 @@
 //! The `opzero-host` command line. Errors leave here as a message on stderr
 //! and a non-zero exit; stdout is reserved for MCP under `serve`.
 
+#![forbid(unsafe_code)]
+
 use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::path::PathBuf;

@@ -1,5 +1,7 @@
 //! Greets every message from the phone, and refuses messages that shout.
 
+#![deny(unsafe_code)]
+
 use opzero_guest_sdk::prelude::*;
 
 /// `[filter.config]` in opzero.toml.

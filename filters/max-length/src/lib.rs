@@ -15,6 +15,8 @@
 //! Lengths are counted in characters (Unicode scalar values), the way the
 //! phone shows them; truncation never splits a character.
 
+#![deny(unsafe_code)]
+
 use opzero_guest_sdk::prelude::*;
 
 #[config]

@@ -15,6 +15,8 @@
 //! reason = "no recursive or forced rm from the phone"  # optional
 //! ```
 
+#![deny(unsafe_code)]
+
 use opzero_guest_sdk::prelude::*;
 use regex_lite::Regex;
 

@@ -18,6 +18,8 @@
 //! db-password = "DB_PASS=(?<secret>\\S+)" # only the `secret` group is masked
 //! ```
 
+#![deny(unsafe_code)]
+
 use std::collections::BTreeMap;
 
 use opzero_guest_sdk::prelude::*;

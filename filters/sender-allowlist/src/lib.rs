@@ -15,6 +15,8 @@
 //! allowed user and an allowed chat. A message missing the meta key a list
 //! checks is refused.
 
+#![deny(unsafe_code)]
+
 use opzero_guest_sdk::prelude::*;
 
 #[config]
