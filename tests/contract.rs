@@ -536,3 +536,32 @@ fn pipes_work_like_sockets() {
     s.initialize();
     assert!(s.stderr_shows(SOCKETS), "{}", s.stderr());
 }
+
+/// What the host answers before `initialize`, as rmcp 3.11 does it and
+/// channel.rs's stdin wrapper mirrors: a notification is ignored, a ping is
+/// answered, any other request without the 2026-07-28 `_meta` is refused,
+/// and `initialize` then negotiates the legacy era Claude Code uses. A
+/// change here after an rmcp upgrade must be looked at, not accepted.
+#[test]
+fn the_handshake_is_rmcps_as_pinned() {
+    let mut h = Host::spawn_with(support::Options { config: Some(String::new()), ..Default::default() });
+    h.write_line(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+    h.write_line(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#);
+    assert_eq!(h.recv(), json!({"jsonrpc": "2.0", "id": 1, "result": {}}), "the early notification got an answer");
+    h.write_line(r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#);
+    assert_eq!(
+        h.recv(),
+        json!({"jsonrpc": "2.0", "id": 2, "error": {"code": -32602, "message":
+            "request _meta is missing or has malformed required fields: io.modelcontextprotocol/protocolVersion, io.modelcontextprotocol/clientCapabilities"}})
+    );
+    h.write_line(r#"{"jsonrpc":"2.0","id":3,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#);
+    assert_eq!(
+        h.recv(),
+        json!({"jsonrpc": "2.0", "id": 3, "error": {"code": -32602, "message":
+            "request _meta is missing or has malformed required fields: io.modelcontextprotocol/clientCapabilities"}})
+    );
+    let r = h.initialize();
+    assert_eq!(r["result"]["protocolVersion"], "2025-11-25", "{r}");
+    let tools = h.request("tools/list", json!({}));
+    assert!(tools["result"]["tools"].as_array().is_some_and(|t| t.len() == 2), "{tools}");
+}
