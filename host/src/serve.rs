@@ -130,7 +130,10 @@ pub async fn run(session_id: String, config: Config) -> anyhow::Result<()> {
     });
 
     // Kept for as long as the host runs: dropping it stops the watch.
-    let _claude_status = crate::status::watch(core.clone());
+    let _claude_status = crate::status::watch({
+        let core = core.clone();
+        move |claude| core.claude_status(claude)
+    });
 
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;

@@ -7,13 +7,11 @@
 //! idle host is not woken.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use notify::{RecursiveMode, Watcher};
 use serde::{Deserialize, Serialize};
 
 use crate::config::home_dir;
-use crate::core::Core;
 
 /// What `GET /status` says of Claude, and the `status` events' `state`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -40,8 +38,9 @@ fn read(file: &Path) -> Option<Claude> {
 }
 
 /// Follows the session file of the claude that started this host, for as
-/// long as the returned watcher is kept.
-pub fn watch(core: Arc<Core>) -> Option<notify::RecommendedWatcher> {
+/// long as the returned watcher is kept, telling `on_read` what it says
+/// each time it changes.
+pub fn watch(on_read: impl Fn(Claude) + Send + 'static) -> Option<notify::RecommendedWatcher> {
     let dir = home_dir().join(".claude").join("sessions");
     let file: PathBuf = dir.join(format!("{}.json", std::os::unix::process::parent_id()));
     let (tx, mut changed) = tokio::sync::mpsc::unbounded_channel();
@@ -58,7 +57,7 @@ pub fn watch(core: Arc<Core>) -> Option<notify::RecommendedWatcher> {
     tokio::spawn(async move {
         loop {
             if let Some(claude) = read(&file) {
-                core.claude_status(claude);
+                on_read(claude);
             }
             if changed.recv().await.is_none() {
                 return;

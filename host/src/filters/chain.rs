@@ -13,7 +13,8 @@ use wasmtime::component::Component;
 use super::bindings::{self, FILTER_EXPORT, OpzeroFilterPre};
 use super::engine::{Runtime, runtime};
 use super::error::FilterError;
-use super::instance::{Slot, StoreState};
+use super::instance::{Hook, Slot};
+use super::state::StoreState;
 use super::{Message, PermissionVerdict, Reply, Verdict};
 use crate::config::{Diagnostic, FilterSpec, Hooks, OnError};
 use crate::permissions::Request;
@@ -34,33 +35,6 @@ pub struct LoadStats {
     pub from_cache: usize,
 }
 
-/// One of the three hooks, implemented for the host's input type: how the
-/// input crosses into the guest, which export it calls, and what each
-/// answer means for the chain.
-pub(super) trait Hook: Sized + Send {
-    /// The generated input and answer types.
-    type Guest: Send + Sync;
-    type Answer: Send;
-    /// What the chain decided, in the host's terms.
-    type Verdict;
-    /// For the log: "inject", "reply", "permission request".
-    const WHAT: &'static str;
-    /// What a failure does to the message when `on_error` is "closed".
-    const CLOSED: &'static str;
-
-    fn runs(hooks: &Hooks) -> bool;
-    fn into_guest(self) -> Self::Guest;
-    fn call<'a>(
-        input: &'a Self::Guest,
-        filter: &'a bindings::Guest,
-        store: &'a mut Store<StoreState>,
-    ) -> impl Future<Output = wasmtime::Result<Self::Answer>> + Send + 'a;
-    /// `Ok(input)` goes on to the next filter; `Err(verdict)` ends the chain.
-    fn answered(input: Self::Guest, answer: Self::Answer, filter: &str) -> Result<Self::Guest, Self::Verdict>;
-    /// Every filter let it through.
-    fn passed(input: Self::Guest) -> Self::Verdict;
-    fn failed(filter: String, error: String) -> Self::Verdict;
-}
 
 impl FilterChain {
     /// Loads every filter, compiling each component on a blocking thread

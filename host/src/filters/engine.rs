@@ -17,7 +17,7 @@ use wasmtime::{Cache, CacheConfig, Config, Engine};
 
 use super::bindings::OpzeroFilter;
 use super::error::FilterError;
-use super::instance::StoreState;
+use super::state::StoreState;
 
 /// One epoch tick: a running guest yields to the runtime this often, and
 /// its deadline is checked as often.

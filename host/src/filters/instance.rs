@@ -1,248 +1,49 @@
-//! One loaded filter: its sandbox (store, WASI context, limits, captured
-//! output), the running instance, and turning traps into named errors.
+//! One loaded filter: its store (see `state` for the sandbox), the running
+//! instance, how a hook calls it, and turning traps into named errors.
 
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use wasmtime::component::ResourceTable;
-use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline};
-use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
-use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime::{Store, Trap, UpdateDeadline};
 
-use super::bindings::{self, Level, OpzeroFilter, OpzeroFilterPre};
-use super::chain::Hook;
+use super::bindings::{self, OpzeroFilter, OpzeroFilterPre};
 use super::engine::Runtime;
 use super::error::FilterError;
-use crate::config::FilterSpec;
+use super::state::StoreState;
+use crate::config::{FilterSpec, Hooks};
 
-/// How much of a guest's stdout and stderr is kept per call; the rest is
-/// counted and dropped, never blocking or failing the guest's write.
-const CAPTURE_LIMIT: usize = 64 * 1024;
-/// A `log` line longer than this is cut.
-const LOG_LINE_LIMIT: usize = 4 * 1024;
-/// `log` lines kept per call (and per `configure`); the rest are counted
-/// and dropped, so a guest cannot flood the host's log.
-const LOG_LINES_PER_CALL: usize = 100;
 /// `configure` may compile patterns or build tables: give it at least this
 /// long whatever the per-call `timeout_ms`.
 const CONFIGURE_TIMEOUT_MS: u64 = 1000;
 
-/// The per-instance state wasmtime hands to host functions.
-pub(super) struct StoreState {
-    filter: Arc<str>,
-    wasi: WasiCtx,
-    table: ResourceTable,
-    limiter: Limiter,
-    stdout: Capture,
-    stderr: Capture,
-    /// `log` lines kept and dropped in the running call.
-    logged: usize,
-    log_dropped: usize,
-    /// When the running call times out.
-    deadline: Instant,
+/// One of the three hooks, implemented for the host's input type: how the
+/// input crosses into the guest, which export it calls, and what each
+/// answer means for the chain.
+pub(super) trait Hook: Sized + Send {
+    /// The generated input and answer types.
+    type Guest: Send + Sync;
+    type Answer: Send;
+    /// What the chain decided, in the host's terms.
+    type Verdict;
+    /// For the log: "inject", "reply", "permission request".
+    const WHAT: &'static str;
+    /// What a failure does to the message when `on_error` is "closed".
+    const CLOSED: &'static str;
+
+    fn runs(hooks: &Hooks) -> bool;
+    fn into_guest(self) -> Self::Guest;
+    fn call<'a>(
+        input: &'a Self::Guest,
+        filter: &'a bindings::Guest,
+        store: &'a mut Store<StoreState>,
+    ) -> impl Future<Output = wasmtime::Result<Self::Answer>> + Send + 'a;
+    /// `Ok(input)` goes on to the next filter; `Err(verdict)` ends the chain.
+    fn answered(input: Self::Guest, answer: Self::Answer, filter: &str) -> Result<Self::Guest, Self::Verdict>;
+    /// Every filter let it through.
+    fn passed(input: Self::Guest) -> Self::Verdict;
+    fn failed(filter: String, error: String) -> Self::Verdict;
 }
 
-impl StoreState {
-    fn new(filter: Arc<str>, memory_mb: u64) -> StoreState {
-        let stdout = Capture::default();
-        let stderr = Capture::default();
-        // No env, no args, no preopened directories, no sockets, stdin
-        // closed: a default WasiCtx grants nothing. Clocks and randomness
-        // stay (std's HashMap seeds itself from them).
-        let wasi = WasiCtxBuilder::new()
-            .stdout(stdout.clone())
-            .stderr(stderr.clone())
-            .build();
-        StoreState {
-            filter,
-            wasi,
-            table: ResourceTable::new(),
-            limiter: Limiter::new(memory_mb),
-            stdout,
-            stderr,
-            logged: 0,
-            log_dropped: 0,
-            deadline: Instant::now(),
-        }
-    }
-
-    /// Logs what the guest wrote since the last call, and returns its
-    /// stderr so a trap can be explained by a panic message.
-    fn flush_output(&mut self) -> String {
-        let (out, out_dropped) = self.stdout.take();
-        let (err, err_dropped) = self.stderr.take();
-        let filter = &*self.filter;
-        for (stream, text, dropped) in
-            [("stdout", &out, out_dropped), ("stderr", &err, err_dropped)]
-        {
-            for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                tracing::info!(filter, stream, "{line}");
-            }
-            if dropped > 0 {
-                tracing::warn!(filter, stream, "{dropped} more bytes of output dropped");
-            }
-        }
-        let dropped = std::mem::take(&mut self.log_dropped);
-        if dropped > 0 {
-            tracing::warn!(filter, "{dropped} more log lines dropped (at most {LOG_LINES_PER_CALL} a call)");
-        }
-        self.logged = 0;
-        err
-    }
-}
-
-impl WasiView for StoreState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
-
-impl bindings::Host for StoreState {
-    fn log(&mut self, level: Level, mut message: String) {
-        // tracing drops events below the subscriber's level: that is the
-        // level gate, and lines it drops do not count.
-        let enabled = match level {
-            Level::Trace => tracing::enabled!(tracing::Level::TRACE),
-            Level::Debug => tracing::enabled!(tracing::Level::DEBUG),
-            Level::Info => tracing::enabled!(tracing::Level::INFO),
-            Level::Warn => tracing::enabled!(tracing::Level::WARN),
-            Level::Error => tracing::enabled!(tracing::Level::ERROR),
-        };
-        if !enabled {
-            return;
-        }
-        if self.logged == LOG_LINES_PER_CALL {
-            self.log_dropped += 1;
-            return;
-        }
-        self.logged += 1;
-        if message.len() > LOG_LINE_LIMIT {
-            let mut end = LOG_LINE_LIMIT;
-            while !message.is_char_boundary(end) {
-                end -= 1;
-            }
-            message.truncate(end);
-            message.push_str(" [...]");
-        }
-        let filter = &*self.filter;
-        match level {
-            Level::Trace => tracing::trace!(filter, "{message}"),
-            Level::Debug => tracing::debug!(filter, "{message}"),
-            Level::Info => tracing::info!(filter, "{message}"),
-            Level::Warn => tracing::warn!(filter, "{message}"),
-            Level::Error => tracing::error!(filter, "{message}"),
-        }
-    }
-}
-
-/// The memory cap. Growing past it traps (as StoreLimits' trap_on_grow_failure
-/// does), and `hit` tells that trap from a panic's.
-struct Limiter {
-    memory_bytes: usize,
-    hit: bool,
-}
-
-impl Limiter {
-    fn new(memory_mb: u64) -> Limiter {
-        let memory_bytes = usize::try_from(memory_mb.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
-        Limiter { memory_bytes, hit: false }
-    }
-}
-
-impl ResourceLimiter for Limiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        if desired > self.memory_bytes {
-            self.hit = true;
-            wasmtime::bail!("memory limit of {} bytes reached", self.memory_bytes);
-        }
-        Ok(true)
-    }
-
-    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
-        self.hit = true;
-        Err(error)
-    }
-
-    fn table_growing(&mut self, _current: usize, _desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        Ok(true)
-    }
-}
-
-/// A guest's stdout or stderr: bounded, never full from the guest's side.
-#[derive(Clone, Default)]
-struct Capture {
-    inner: Arc<Mutex<CaptureBuf>>,
-}
-
-#[derive(Default)]
-struct CaptureBuf {
-    bytes: Vec<u8>,
-    dropped: usize,
-}
-
-impl Capture {
-    fn lock(&self) -> MutexGuard<'_, CaptureBuf> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn take(&self) -> (String, usize) {
-        let mut buf = self.lock();
-        let bytes = std::mem::take(&mut buf.bytes);
-        let dropped = std::mem::take(&mut buf.dropped);
-        (String::from_utf8_lossy(&bytes).into_owned(), dropped)
-    }
-
-    fn append(&self, data: &[u8]) {
-        let mut buf = self.lock();
-        let room = CAPTURE_LIMIT.saturating_sub(buf.bytes.len());
-        let kept = data.len().min(room);
-        buf.bytes.extend_from_slice(&data[..kept]);
-        buf.dropped += data.len() - kept;
-    }
-}
-
-impl IsTerminal for Capture {
-    fn is_terminal(&self) -> bool {
-        false
-    }
-}
-
-impl StdoutStream for Capture {
-    fn p2_stream(&self) -> Box<dyn OutputStream> {
-        Box::new(self.clone())
-    }
-
-    /// Only WASI p3 asks for this, and p3 is not linked.
-    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
-        Box::new(tokio::io::sink())
-    }
-}
-
-#[wasmtime_wasi::async_trait]
-impl Pollable for Capture {
-    async fn ready(&mut self) {}
-}
-
-impl OutputStream for Capture {
-    fn write(&mut self, bytes: Bytes) -> Result<(), StreamError> {
-        self.append(&bytes);
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<(), StreamError> {
-        Ok(())
-    }
-
-    fn check_write(&mut self) -> Result<usize, StreamError> {
-        Ok(CAPTURE_LIMIT)
-    }
-}
 
 /// A running instance. Dropped after any trap: wasmtime will not enter it
 /// again, and its state may be half-updated.
@@ -434,17 +235,5 @@ mod tests {
         let multi = "thread 'main' panicked at a.rs:1:1:\nline one\nline two\n";
         assert_eq!(panic_message(multi).as_deref(), Some("line one\nline two"));
         assert_eq!(panic_message("just some logging\n"), None);
-    }
-
-    #[test]
-    fn capture_keeps_a_bounded_prefix_and_counts_the_rest() {
-        let c = Capture::default();
-        c.append(&vec![b'a'; CAPTURE_LIMIT - 1]);
-        c.append(b"bcd");
-        let (text, dropped) = c.take();
-        assert_eq!(text.len(), CAPTURE_LIMIT);
-        assert!(text.ends_with('b'));
-        assert_eq!(dropped, 2);
-        assert_eq!(c.take(), (String::new(), 0));
     }
 }

@@ -4,9 +4,14 @@
 //! - `bindings`: the one `bindgen!`, over `guest-sdk/wit` (opzero:filter@0.1.0).
 //! - `engine`: the engine (with wasmtime's compile cache), the linker, the
 //!   deadline ticker.
-//! - `instance`: one filter's sandbox; traps become named errors.
+//! - `state`: one filter's sandbox, the state wasmtime hands to host
+//!   functions: a WASI context that grants nothing, limits, captured output.
+//! - `instance`: one loaded filter and how a hook calls it; traps become
+//!   named errors.
 //! - `chain`: loading with positioned diagnostics, and the one hook loop,
 //!   where the host's types meet the generated ones.
+//!
+//! They depend one way: chain → instance → engine → state → bindings.
 //!
 //! Calls are async: a guest yields to the runtime at every epoch tick
 //! (1 ms), and each call is bounded by its filter's `timeout_ms` and
@@ -17,6 +22,7 @@ mod chain;
 mod engine;
 mod error;
 mod instance;
+mod state;
 
 pub use chain::{FilterChain, LoadStats};
 pub use error::FilterError;
