@@ -142,9 +142,22 @@ pub fn json_kind(v: &Value) -> &'static str {
     }
 }
 
-/// `{"error": message}` with `status`.
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": message.into() }))).into_response()
+/// An answer that says what went wrong: `{"error": message}` with its
+/// status. Handlers return `Result<Response, ApiError>` and use `?`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> ApiError {
+    ApiError { status, message: message.into() }
 }
 
 /// Who may call a route: the sub-router it is added to, whose guard
@@ -210,26 +223,32 @@ fn router(bridge: Shared) -> Router {
         .with_state(bridge)
 }
 
-async fn require_secret(Extension(access): Extension<Access>, req: Request, next: Next) -> Response {
+async fn require_secret(Extension(access): Extension<Access>, req: Request, next: Next) -> Result<Response, ApiError> {
     match access {
-        Access::Secret => next.run(req).await,
-        _ => error(StatusCode::FORBIDDEN, "forbidden"),
+        Access::Secret => Ok(next.run(req).await),
+        _ => Err(error(StatusCode::FORBIDDEN, "forbidden")),
     }
 }
 
-async fn require_secret_or_page(State(b): State<Shared>, Extension(access): Extension<Access>, req: Request, next: Next) -> Response {
+async fn require_secret_or_page(
+    State(b): State<Shared>,
+    Extension(access): Extension<Access>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
     match access {
-        Access::Secret | Access::Page(_) => next.run(req).await,
-        Access::CrossOrigin => cross_origin(),
+        Access::Secret | Access::Page(_) => Ok(next.run(req).await),
+        Access::CrossOrigin => Err(cross_origin()),
         Access::Expired => {
             let hours = b.sign_in.lifetime().as_secs() / 3600;
-            error(StatusCode::FORBIDDEN, format!("this sign-in has expired (sign-ins last {hours} hours); {}", b.sign_in_again()))
+            let message = format!("this sign-in has expired (sign-ins last {hours} hours); {}", b.sign_in_again());
+            Err(error(StatusCode::FORBIDDEN, message))
         }
-        Access::None => error(StatusCode::FORBIDDEN, "forbidden"),
+        Access::None => Err(error(StatusCode::FORBIDDEN, "forbidden")),
     }
 }
 
-fn cross_origin() -> Response {
+fn cross_origin() -> ApiError {
     error(StatusCode::FORBIDDEN, "cross-origin request refused")
 }
 
@@ -303,10 +322,8 @@ async fn guard(State(b): State<Shared>, mut req: Request, next: Next) -> Respons
     let h = req.headers();
     let host = h.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
     if !b.serves(host) {
-        return error(
-            StatusCode::MISDIRECTED_REQUEST,
-            format!("host {host:?} is not served here; use {}", b.hosts[0]),
-        );
+        let message = format!("host {host:?} is not served here; use {}", b.hosts[0]);
+        return error(StatusCode::MISDIRECTED_REQUEST, message).into_response();
     }
     let access = b.access(req.method(), h);
     req.extensions_mut().insert(access);
@@ -324,9 +341,10 @@ async fn guard(State(b): State<Shared>, mut req: Request, next: Next) -> Respons
         StatusCode::PAYLOAD_TOO_LARGE => too_large(&b, inject),
         _ => error(status, status.canonical_reason().unwrap_or("error").to_lowercase()),
     }
+    .into_response()
 }
 
-fn too_large(b: &Bridge, inject: bool) -> Response {
+fn too_large(b: &Bridge, inject: bool) -> ApiError {
     let limits = &b.core.config.limits;
     let message = if inject && limits.max_files > 0 {
         format!(
@@ -341,7 +359,7 @@ fn too_large(b: &Bridge, inject: bool) -> Response {
 
 /// Why reading a body failed, as the JSON answer that says so: tower-http's
 /// size or time limit, or the client's own doing.
-fn unreadable(b: &Bridge, inject: bool, e: &(dyn std::error::Error + 'static)) -> Response {
+fn unreadable(b: &Bridge, inject: bool, e: &(dyn std::error::Error + 'static)) -> ApiError {
     let mut source = Some(e);
     while let Some(s) = source {
         if s.is::<http_body_util::LengthLimitError>() {
@@ -357,7 +375,7 @@ fn unreadable(b: &Bridge, inject: bool, e: &(dyn std::error::Error + 'static)) -
 }
 
 /// The whole body, within tower-http's size and time limits.
-async fn read_body(b: &Bridge, inject: bool, body: Body) -> Result<Bytes, Response> {
+async fn read_body(b: &Bridge, inject: bool, body: Body) -> Result<Bytes, ApiError> {
     axum::body::to_bytes(body, usize::MAX).await.map_err(|e| unreadable(b, inject, &e))
 }
 
@@ -456,7 +474,7 @@ fn json_files(files: Value) -> Result<Vec<Upload>, String> {
 
 /// A `multipart/form-data` body, as a browser sends it: text fields
 /// `content`, `chat_id`, `message_id` and `meta` (JSON), and file parts.
-async fn multipart_body(b: &Bridge, mut req: Request) -> Result<(InjectBody, Vec<Upload>), Response> {
+async fn multipart_body(b: &Bridge, mut req: Request) -> Result<(InjectBody, Vec<Upload>), ApiError> {
     let failed = |e: axum::extract::multipart::MultipartError| match e.status() {
         StatusCode::PAYLOAD_TOO_LARGE => too_large(b, true),
         StatusCode::BAD_REQUEST => error(StatusCode::BAD_REQUEST, format!("invalid multipart body: {}", e.body_text())),
@@ -521,7 +539,7 @@ fn inject_request(header_id: Option<Result<String, ()>>, body: InjectBody, files
     Ok(InjectRequest { content, chat_id, meta, message_id, files })
 }
 
-async fn inject(State(b): State<Shared>, req: Request) -> Response {
+async fn inject(State(b): State<Shared>, req: Request) -> Result<Response, ApiError> {
     let headers = req.headers();
     let header_id = headers
         .get("idempotency-key")
@@ -530,94 +548,87 @@ async fn inject(State(b): State<Shared>, req: Request) -> Response {
         .get(header::CONTENT_TYPE)
         .and_then(|t| t.to_str().ok())
         .is_some_and(|t| t.trim_start().to_ascii_lowercase().starts_with("multipart/form-data"));
-    let parsed = if multipart {
-        match multipart_body(&b, req).await {
-            Ok(parsed) => Ok(parsed),
-            Err(r) => return r,
-        }
+    let bad_request = |message| error(StatusCode::BAD_REQUEST, message);
+    let (body, files) = if multipart {
+        multipart_body(&b, req).await?
     } else {
-        let bytes = match read_body(&b, true, req.into_body()).await {
-            Ok(bytes) => bytes,
-            Err(r) => return r,
-        };
-        let body = match json_body(&bytes) {
-            Ok(body) => body,
-            Err(message) => return error(StatusCode::BAD_REQUEST, message),
-        };
+        let bytes = read_body(&b, true, req.into_body()).await?;
+        let mut body = json_body(&bytes).map_err(bad_request)?;
         // max_body_bytes bounds the message; files have limits of their own.
         let data = body.files.as_array().into_iter().flatten().filter_map(|f| f.get("data")?.as_str());
         if bytes.len() - data.map(str::len).sum::<usize>() > b.core.config.limits.max_body_bytes {
-            return too_large(&b, false);
+            return Err(too_large(&b, false));
         }
-        let mut body = body;
-        json_files(std::mem::take(&mut body.files)).map(|files| (body, files))
+        let files = json_files(std::mem::take(&mut body.files)).map_err(bad_request)?;
+        (body, files)
     };
-    let request = match parsed.and_then(|(body, files)| inject_request(header_id, body, files)) {
-        Ok(r) => r,
-        Err(message) => return error(StatusCode::BAD_REQUEST, message),
-    };
-    let answer = |status: StatusCode, body: Value| (status, Json(body)).into_response();
-    match b.core.inject(request).await {
-        InjectOutcome::Accepted { dropped_meta } if dropped_meta.is_empty() => answer(StatusCode::ACCEPTED, json!({ "ok": true })),
-        InjectOutcome::Accepted { dropped_meta } => {
-            answer(StatusCode::ACCEPTED, json!({ "ok": true, "dropped_meta": dropped_meta }))
+    let request = inject_request(header_id, body, files).map_err(bad_request)?;
+    Ok(b.core.inject(request).await.into_response())
+}
+
+/// An inject's outcome, as the phone gets it.
+impl IntoResponse for InjectOutcome {
+    fn into_response(self) -> Response {
+        let answer = |status: StatusCode, body: Value| (status, Json(body)).into_response();
+        match self {
+            InjectOutcome::Accepted { dropped_meta } if dropped_meta.is_empty() => answer(StatusCode::ACCEPTED, json!({ "ok": true })),
+            InjectOutcome::Accepted { dropped_meta } => {
+                answer(StatusCode::ACCEPTED, json!({ "ok": true, "dropped_meta": dropped_meta }))
+            }
+            InjectOutcome::Duplicate => answer(StatusCode::OK, json!({ "ok": true, "duplicate": true })),
+            InjectOutcome::Verdict { request_id, behavior } => answer(
+                StatusCode::ACCEPTED,
+                json!({ "ok": true, "verdict": behavior.as_str(), "request_id": request_id }),
+            ),
+            InjectOutcome::Dropped { filter, reason } => answer(
+                StatusCode::ACCEPTED,
+                json!({ "ok": true, "delivered": false, "filter": filter, "reason": reason }),
+            ),
+            InjectOutcome::Rejected { filter, reason } => {
+                answer(StatusCode::UNPROCESSABLE_ENTITY, json!({ "error": reason, "filter": filter }))
+            }
+            InjectOutcome::FilterFailed { filter, error } => {
+                answer(StatusCode::BAD_GATEWAY, json!({ "error": error, "filter": filter }))
+            }
+            InjectOutcome::TooLarge(m) => error(StatusCode::PAYLOAD_TOO_LARGE, m).into_response(),
+            InjectOutcome::Invalid(m) => error(StatusCode::BAD_REQUEST, m).into_response(),
+            InjectOutcome::Backlog(m) => error(StatusCode::SERVICE_UNAVAILABLE, m).into_response(),
+            InjectOutcome::Unstored(m) => error(StatusCode::INTERNAL_SERVER_ERROR, m).into_response(),
+            InjectOutcome::Closed => not_connected().into_response(),
         }
-        InjectOutcome::Duplicate => answer(StatusCode::OK, json!({ "ok": true, "duplicate": true })),
-        InjectOutcome::Verdict { request_id, behavior } => answer(
-            StatusCode::ACCEPTED,
-            json!({ "ok": true, "verdict": behavior.as_str(), "request_id": request_id }),
-        ),
-        InjectOutcome::Dropped { filter, reason } => answer(
-            StatusCode::ACCEPTED,
-            json!({ "ok": true, "delivered": false, "filter": filter, "reason": reason }),
-        ),
-        InjectOutcome::Rejected { filter, reason } => {
-            answer(StatusCode::UNPROCESSABLE_ENTITY, json!({ "error": reason, "filter": filter }))
-        }
-        InjectOutcome::FilterFailed { filter, error } => {
-            answer(StatusCode::BAD_GATEWAY, json!({ "error": error, "filter": filter }))
-        }
-        InjectOutcome::TooLarge(m) => error(StatusCode::PAYLOAD_TOO_LARGE, m),
-        InjectOutcome::Invalid(m) => error(StatusCode::BAD_REQUEST, m),
-        InjectOutcome::Backlog(m) => error(StatusCode::SERVICE_UNAVAILABLE, m),
-        InjectOutcome::Unstored(m) => error(StatusCode::INTERNAL_SERVER_ERROR, m),
-        InjectOutcome::Closed => not_connected(),
     }
 }
 
-fn not_connected() -> Response {
+fn not_connected() -> ApiError {
     error(StatusCode::SERVICE_UNAVAILABLE, "Claude Code is not connected (the session is ending)")
 }
 
-async fn permission(State(b): State<Shared>, body: Body) -> Response {
+async fn permission(State(b): State<Shared>, body: Body) -> Result<Response, ApiError> {
     const USAGE: &str = "request_id and behavior (allow|deny) required";
-    let bytes = match read_body(&b, false, body).await {
-        Ok(bytes) => bytes,
-        Err(r) if r.status() == StatusCode::BAD_REQUEST => return error(StatusCode::BAD_REQUEST, USAGE),
-        Err(r) => return r,
-    };
+    let bytes = read_body(&b, false, body).await.map_err(|e| match e.status {
+        StatusCode::BAD_REQUEST => error(StatusCode::BAD_REQUEST, USAGE),
+        _ => e,
+    })?;
     // Not JSON at all is said as on `/inject` (and by the old plugin);
     // JSON of the wrong shape gets the usage.
-    let Ok(body) = serde_json::from_slice::<Value>(&bytes) else {
-        return error(StatusCode::BAD_REQUEST, "invalid json body");
-    };
+    let body = serde_json::from_slice::<Value>(&bytes).map_err(|_| error(StatusCode::BAD_REQUEST, "invalid json body"))?;
     let request_id = body.get("request_id").and_then(Value::as_str).filter(|s| !s.is_empty());
     let behavior = body.get("behavior").and_then(Value::as_str).and_then(Behavior::parse);
     let (Some(request_id), Some(behavior)) = (request_id, behavior) else {
-        return error(StatusCode::BAD_REQUEST, USAGE);
+        return Err(error(StatusCode::BAD_REQUEST, USAGE));
     };
     match b.core.verdict(request_id, behavior, "remote").await {
-        Ok(()) => (StatusCode::ACCEPTED, Json(json!({ "ok": true }))).into_response(),
-        Err(VerdictOutcome::Refused(e @ VerdictError::NotPending(_))) => error(StatusCode::NOT_FOUND, e.to_string()),
-        Err(VerdictOutcome::Refused(e @ VerdictError::AlreadyDecided(_))) => error(StatusCode::CONFLICT, e.to_string()),
-        Err(VerdictOutcome::Closed) => not_connected(),
+        Ok(()) => Ok((StatusCode::ACCEPTED, Json(json!({ "ok": true }))).into_response()),
+        Err(VerdictOutcome::Refused(e @ VerdictError::NotPending(_))) => Err(error(StatusCode::NOT_FOUND, e.to_string())),
+        Err(VerdictOutcome::Refused(e @ VerdictError::AlreadyDecided(_))) => Err(error(StatusCode::CONFLICT, e.to_string())),
+        Err(VerdictOutcome::Closed) => Err(not_connected()),
     }
 }
 
 /// One of the page's files, from the binary.
-async fn asset(req: Request) -> Response {
+async fn asset(req: Request) -> Result<Response, ApiError> {
     let Some((_, kind, body)) = web::ASSETS.iter().find(|(path, ..)| *path == req.uri().path()) else {
-        return error(StatusCode::NOT_FOUND, "not found");
+        return Err(error(StatusCode::NOT_FOUND, "not found"));
     };
     let headers = [
         (header::CONTENT_TYPE, *kind),
@@ -627,28 +638,26 @@ async fn asset(req: Request) -> Response {
         (header::REFERRER_POLICY, "no-referrer"),
         (header::CACHE_CONTROL, "no-store"),
     ];
-    (headers, *body).into_response()
+    Ok((headers, *body).into_response())
 }
 
 /// A one-time sign-in code for the page, for `opzero-host open`. With
 /// `{"page_for": BASE}`, also a private page that sends a browser on to
 /// `BASE/#code=CODE`, for `open` to hand the browser instead of the link.
-async fn login_code(State(b): State<Shared>, body: Body) -> Response {
-    let bytes = match read_body(&b, false, body).await {
-        Ok(bytes) => bytes,
-        Err(r) => return r,
-    };
+async fn login_code(State(b): State<Shared>, body: Body) -> Result<Response, ApiError> {
+    let bytes = read_body(&b, false, body).await?;
+    let bad_request = |message: String| Err(error(StatusCode::BAD_REQUEST, message));
     let base = match serde_json::from_slice::<Value>(&bytes) {
         _ if bytes.is_empty() => None,
         Ok(Value::Object(mut v)) => match v.remove("page_for") {
             None | Some(Value::Null) => None,
             Some(Value::String(base)) => match web_base(&base) {
                 Some(base) => Some(base),
-                None => return error(StatusCode::BAD_REQUEST, format!("page_for {base:?} is not an http(s) URL with no path")),
+                None => return bad_request(format!("page_for {base:?} is not an http(s) URL with no path")),
             },
-            Some(other) => return error(StatusCode::BAD_REQUEST, format!("page_for must be a string, got {}", json_kind(&other))),
+            Some(other) => return bad_request(format!("page_for must be a string, got {}", json_kind(&other))),
         },
-        _ => return error(StatusCode::BAD_REQUEST, "the body must be empty or a JSON object {\"page_for\"?}"),
+        _ => return bad_request("the body must be empty or a JSON object {\"page_for\"?}".into()),
     };
     let mut body = json!({ "expires_in": web::CODE_LIFETIME.as_secs() });
     match base {
@@ -658,10 +667,10 @@ async fn login_code(State(b): State<Shared>, body: Body) -> Response {
                 body["code"] = json!(code);
                 body["page"] = json!(page);
             }
-            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot write the sign-in page: {e}")),
+            Err(e) => return Err(error(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot write the sign-in page: {e}"))),
         },
     }
-    (StatusCode::CREATED, Json(body)).into_response()
+    Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
 /// `scheme://authority` of an http(s) URL with no path beyond `/`.
@@ -675,49 +684,43 @@ fn web_base(base: &str) -> Option<String> {
 /// The page trades a code for its token, which it sends as
 /// `Authorization: Bearer` from then on. Nobody else's page may sign a
 /// browser in.
-async fn login(State(b): State<Shared>, method: Method, headers: HeaderMap, body: Body) -> Response {
+async fn login(State(b): State<Shared>, method: Method, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     if !b.same_origin(&method, &headers) {
-        return cross_origin();
+        return Err(cross_origin());
     }
-    let bytes = match read_body(&b, false, body).await {
-        Ok(bytes) => bytes,
-        Err(r) => return r,
-    };
+    let bytes = read_body(&b, false, body).await?;
     let Some(code) = serde_json::from_slice::<Value>(&bytes).ok().and_then(|v| Some(v.get("code")?.as_str()?.to_string())) else {
-        return error(StatusCode::BAD_REQUEST, "code required");
+        return Err(error(StatusCode::BAD_REQUEST, "code required"));
     };
-    match b.sign_in.redeem(&code) {
-        Ok(token) => Json(json!({
-            "ok": true,
-            "sessionId": b.core.session_id,
-            "token": token,
-            "expires_in": b.sign_in.lifetime().as_secs(),
-        }))
-        .into_response(),
-        Err(why) => error(StatusCode::FORBIDDEN, format!("{why}; {}", b.sign_in_again())),
-    }
+    let token = b.sign_in.redeem(&code).map_err(|why| error(StatusCode::FORBIDDEN, format!("{why}; {}", b.sign_in_again())))?;
+    let body = json!({
+        "ok": true,
+        "sessionId": b.core.session_id,
+        "token": token,
+        "expires_in": b.sign_in.lifetime().as_secs(),
+    });
+    Ok(Json(body).into_response())
 }
 
 /// Ends the page's sign-in: its token is refused from then on.
-async fn logout(State(b): State<Shared>, Extension(access): Extension<Access>) -> Response {
+async fn logout(State(b): State<Shared>, Extension(access): Extension<Access>) -> Result<Response, ApiError> {
     match access {
         Access::Page(signed_in) => {
             b.sign_in.sign_out(&signed_in);
-            Json(json!({ "ok": true })).into_response()
+            Ok(Json(json!({ "ok": true })).into_response())
         }
-        _ => error(StatusCode::BAD_REQUEST, "sign-out ends a page's sign-in: send its token as Authorization: Bearer"),
+        _ => Err(error(StatusCode::BAD_REQUEST, "sign-out ends a page's sign-in: send its token as Authorization: Bearer")),
     }
 }
 
 /// A reply's file, as it was when Claude sent it.
-async fn file(State(b): State<Shared>, Path(id): Path<String>) -> Response {
+async fn file(State(b): State<Shared>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let Some(f) = b.core.files.get(&id) else {
-        return error(StatusCode::NOT_FOUND, format!("no file {id:?} in this session's replies"));
+        return Err(error(StatusCode::NOT_FOUND, format!("no file {id:?} in this session's replies")));
     };
-    let opened = match tokio::fs::File::open(&f.path).await {
-        Ok(opened) => opened,
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot read file {id:?}: {e}")),
-    };
+    let opened = tokio::fs::File::open(&f.path)
+        .await
+        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot read file {id:?}: {e}")))?;
     let headers = [
         (header::CONTENT_TYPE, f.mime.clone()),
         (header::CONTENT_LENGTH, f.size.to_string()),
@@ -725,7 +728,7 @@ async fn file(State(b): State<Shared>, Path(id): Path<String>) -> Response {
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff".into()),
         (header::CACHE_CONTROL, "no-store".into()),
     ];
-    (headers, Body::from_stream(tokio_util::io::ReaderStream::new(opened))).into_response()
+    Ok((headers, Body::from_stream(tokio_util::io::ReaderStream::new(opened))).into_response())
 }
 
 /// `attachment; filename="..."`, with the UTF-8 name as `filename*`
@@ -749,11 +752,11 @@ async fn events(
     cut_off: Option<Extension<CutOff>>,
     headers: HeaderMap,
     Query(query): Query<Vec<(String, String)>>,
-) -> Response {
+) -> Result<Response, ApiError> {
     let mut since_params = query.into_iter().filter(|(k, _)| k == "since").map(|(_, v)| v);
     let since_param = since_params.next();
     if since_params.next().is_some() {
-        return error(StatusCode::BAD_REQUEST, "since is given more than once");
+        return Err(error(StatusCode::BAD_REQUEST, "since is given more than once"));
     }
     let since = headers
         .get("last-event-id")
@@ -763,7 +766,7 @@ async fn events(
         None => None,
         Some(Ok(n)) => Some(n),
         Some(Err(_)) => {
-            return error(StatusCode::BAD_REQUEST, "Last-Event-ID / since must be an event id (a whole number)");
+            return Err(error(StatusCode::BAD_REQUEST, "Last-Event-ID / since must be an event id (a whole number)"));
         }
     };
     let sub = b.core.subscribe(since, cut_off.map(|Extension(c)| c.0));
@@ -795,7 +798,7 @@ async fn events(
         Ok(ticks) => ticks,
         Err(e) => {
             tracing::warn!("no timerfd for the SSE ping ({e}); using tokio's timer");
-            return Sse::new(events).keep_alive(KeepAlive::new().interval(PING_EVERY).text("ping")).into_response();
+            return Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(PING_EVERY).text("ping")).into_response());
         }
     };
     let ping = || Some(Ok(Event::default().comment("ping")));
@@ -804,5 +807,5 @@ async fn events(
     let merged = futures_util::stream::select(events, ticks.map(move |_| ping()))
         .take_while(|e| std::future::ready(e.is_some()))
         .filter_map(std::future::ready);
-    Sse::new(merged).into_response()
+    Ok(Sse::new(merged).into_response())
 }
