@@ -436,3 +436,111 @@ fn sessions_all_lists_this_directorys_sessions_without_a_live_host() {
     assert!(listed[0].starts_with(&idle) && listed[0].contains(" 2h00m ") && listed[0].ends_with("fix the flaky test please"), "{text}");
     assert!(text.lines().next().unwrap().starts_with("SESSION"), "live sessions come first: {text}");
 }
+
+/// A TCP relay between `tail` and the host, whose connections the test can
+/// cut mid-stream.
+struct Relay {
+    port: u16,
+    /// The host's port, once it has one.
+    to: std::sync::Arc<std::sync::atomic::AtomicU16>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Relay {
+    fn start() -> Relay {
+        use std::net::{TcpListener, TcpStream};
+        use std::sync::atomic::{AtomicU16, Ordering};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let open = std::sync::Arc::new(std::sync::Mutex::new(Vec::<TcpStream>::new()));
+        let to = std::sync::Arc::new(AtomicU16::new(0));
+        let (kept, target) = (open.clone(), to.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(host) = TcpStream::connect(("127.0.0.1", target.load(Ordering::SeqCst))) else { continue };
+                kept.lock().unwrap().extend([client.try_clone().unwrap(), host.try_clone().unwrap()]);
+                for (mut from, mut to) in [(client.try_clone().unwrap(), host.try_clone().unwrap()), (host, client)] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Relay { port, to, open }
+    }
+
+    /// Drops every connection made so far, as a network that goes away.
+    fn cut(&self) {
+        for s in self.open.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+#[test]
+fn tail_resumes_after_a_dropped_connection_and_shows_nothing_twice() {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::sync::mpsc;
+    // The relay is a port forward, as an SSH tunnel would be: the bridge is
+    // told its name.
+    let relay = Relay::start();
+    let mut h = Host::spawn_with(support::Options {
+        config: Some(format!("[bridge]\nallowed_hosts = [\"127.0.0.1:{}\"]\n", relay.port)),
+        ..Default::default()
+    });
+    h.initialize();
+    relay.to.store(h.port(), std::sync::atomic::Ordering::SeqCst);
+    // The CLI finds the host through a discovery file of its own that
+    // names the relay's port.
+    let cli_home = tempfile::tempdir().unwrap();
+    let channels = cli_home.path().join("channels");
+    std::fs::DirBuilder::new().mode(0o700).create(&channels).unwrap();
+    let mut record = h.discovery();
+    record["port"] = json!(relay.port);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(channels.join(format!("{}.json", h.session)))
+        .unwrap();
+    std::io::Write::write_all(&mut file, record.to_string().as_bytes()).unwrap();
+    let mut tail = Command::new(BIN)
+        .args(["tail", &h.session[..8], "--json"])
+        .env("OPZERO_HOME", cli_home.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = |pipe: Box<dyn std::io::Read + Send>| {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        rx
+    };
+    let out = lines(Box::new(tail.stdout.take().unwrap()));
+    let err = lines(Box::new(tail.stderr.take().unwrap()));
+    let next = |rx: &mpsc::Receiver<String>| rx.recv_timeout(support::WAIT).expect("a line from tail");
+    let first = next(&err);
+    assert!(first.starts_with("following"), "{first}");
+    let text = |line: String| serde_json::from_str::<Value>(&line).unwrap()["text"].as_str().unwrap().to_string();
+    h.call_reply(json!({"chat_id": "c", "text": "one"}));
+    assert_eq!(text(next(&out)), "one");
+    relay.cut();
+    h.call_reply(json!({"chat_id": "c", "text": "two"}));
+    assert_eq!(next(&err), "reconnected; resuming after event 1");
+    h.call_reply(json!({"chat_id": "c", "text": "three"}));
+    assert_eq!(text(next(&out)), "two", "missed while cut off, shown after");
+    assert_eq!(text(next(&out)), "three");
+    assert!(out.recv_timeout(Duration::from_millis(300)).is_err(), "something was shown twice");
+    // When the host is gone, tail ends by itself.
+    h.close_stdin();
+    assert!(h.wait_exit(support::WAIT).is_some());
+    relay.cut();
+    assert!(next(&err).contains("the host closed the stream"));
+    let status = tail.wait().unwrap();
+    assert!(status.success(), "{status}");
+}

@@ -53,6 +53,17 @@ async fn request(
     path: &str,
     body: Option<Value>,
 ) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
+    request_with(entry, method, path, body, None).await
+}
+
+/// [`request`], with a `Last-Event-ID` when resuming an event stream.
+async fn request_with(
+    entry: &Record,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+    last_event_id: Option<&str>,
+) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
     let port = entry.port;
     let stream = TcpStream::connect(("127.0.0.1", port))
         .await
@@ -60,13 +71,16 @@ async fn request(
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(conn);
     let bytes = body.map(|b| b.to_string()).unwrap_or_default();
-    let req = Request::builder()
+    let mut req = Request::builder()
         .method(method)
         .uri(path)
         .header("host", format!("127.0.0.1:{port}"))
         .header("x-opzero-secret", &entry.secret)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(bytes)))?;
+        .header("content-type", "application/json");
+    if let Some(id) = last_event_id {
+        req = req.header("last-event-id", id);
+    }
+    let req = req.body(Full::new(Bytes::from(bytes)))?;
     Ok(sender.send_request(req).await?)
 }
 
@@ -255,55 +269,73 @@ pub async fn status(r: &Record) -> anyhow::Result<()> {
 
 /// Follows the event stream until the host goes away; with `save`, the
 /// files of each reply are downloaded there.
+/// Follows the event stream. When the connection drops, it reconnects
+/// with `Last-Event-ID` after the last event shown, so nothing is missed
+/// or shown twice; it ends when the host is gone.
 pub async fn tail(entry: &Record, json_out: bool, since: Option<u64>, save: Option<&Path>) -> anyhow::Result<()> {
+    use eventsource_stream::Eventsource;
+    use futures_util::StreamExt;
     if let Some(dir) = save {
         std::fs::create_dir_all(dir).map_err(|e| UserError(format!("cannot create {}: {e}", dir.display())))?;
     }
-    let path = match since {
-        Some(n) => format!("/events?since={n}"),
-        None => "/events".to_string(),
-    };
-    let resp = request(entry, Method::GET, &path, None).await?;
-    if !resp.status().is_success() {
-        let status = resp.status();
-        let body = resp.into_body().collect().await?.to_bytes();
-        bail!("events answered {status}: {}", String::from_utf8_lossy(&body));
-    }
-    eprintln!("following {} (Ctrl-C to stop)", entry.session_id);
-    let mut body = resp.into_body();
-    let mut buf: Vec<u8> = Vec::new();
-    let stdout = std::io::stdout();
-    while let Some(frame) = body.frame().await {
-        let frame = frame?;
-        let Some(data) = frame.data_ref() else { continue };
-        buf.extend_from_slice(data);
-        while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = buf.drain(..=nl).collect();
-            let line = String::from_utf8_lossy(&line);
-            let Some(data) = line.trim_end().strip_prefix("data: ") else { continue };
-            {
-                let mut out = stdout.lock();
-                if json_out {
-                    writeln!(out, "{data}")?;
-                } else {
-                    writeln!(out, "{}", human(data))?;
-                }
-                out.flush()?;
+    let mut last = since;
+    let mut following = false;
+    loop {
+        let resume = last.map(|n| n.to_string());
+        let resp = match request_with(entry, Method::GET, "/events", None, resume.as_deref()).await {
+            Ok(resp) => resp,
+            Err(_) if following => {
+                eprintln!("the host closed the stream");
+                return Ok(());
             }
-            if let Some(dir) = save {
-                let event: Value = serde_json::from_str(data).unwrap_or_default();
-                for file in event["files"].as_array().into_iter().flatten() {
-                    let saved = download(entry, file, dir).await;
-                    match saved {
-                        Ok(path) if json_out => eprintln!("saved {}", path.display()),
-                        Ok(path) => println!("  saved {}", path.display()),
-                        Err(e) => eprintln!("opzero-host: cannot save {}: {e:#}", file["name"]),
-                    }
-                }
+            Err(e) => return Err(e),
+        };
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let body = resp.into_body().collect().await?.to_bytes();
+            bail!("events answered {status}: {}", String::from_utf8_lossy(&body));
+        }
+        if following {
+            eprintln!("reconnected; resuming after event {}", last.unwrap_or(0));
+        } else {
+            eprintln!("following {} (Ctrl-C to stop)", entry.session_id);
+            following = true;
+        }
+        let mut events = http_body_util::BodyDataStream::new(resp.into_body()).eventsource();
+        while let Some(Ok(event)) = events.next().await {
+            let id = event.id.parse::<u64>().ok();
+            if id.is_some_and(|id| last.is_some_and(|last| id <= last)) {
+                continue;
+            }
+            last = id.or(last);
+            show(entry, &event.data, json_out, save).await?;
+        }
+        // Dropped: try again at once; a host that is gone refuses.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// Prints one event (and saves its files into `save`).
+async fn show(entry: &Record, data: &str, json_out: bool, save: Option<&Path>) -> anyhow::Result<()> {
+    {
+        let mut out = std::io::stdout().lock();
+        if json_out {
+            writeln!(out, "{data}")?;
+        } else {
+            writeln!(out, "{}", human(data))?;
+        }
+        out.flush()?;
+    }
+    if let Some(dir) = save {
+        let event: Value = serde_json::from_str(data).unwrap_or_default();
+        for file in event["files"].as_array().into_iter().flatten() {
+            match download(entry, file, dir).await {
+                Ok(path) if json_out => eprintln!("saved {}", path.display()),
+                Ok(path) => println!("  saved {}", path.display()),
+                Err(e) => eprintln!("opzero-host: cannot save {}: {e:#}", file["name"]),
             }
         }
     }
-    eprintln!("the host closed the stream");
     Ok(())
 }
 
