@@ -1,0 +1,197 @@
+//! Messages from the phone: checks, duplicate ids, files into the inbox,
+//! the inject filters, and delivery to Claude.
+
+use std::collections::{HashSet, VecDeque};
+
+use serde_json::{Map, Value};
+use tokio::sync::oneshot;
+
+use super::{Core, InjectJob, InjectOutcome, InjectRequest, Undelivered, VerdictOutcome, CHANNEL};
+use crate::files::{self, Upload, Written};
+use crate::filters::{self, Verdict};
+use crate::meta::{self, scrub, Meta};
+use crate::permissions;
+
+impl Core {
+    pub async fn inject(&self, req: InjectRequest) -> InjectOutcome {
+        let limits = &self.config.limits;
+        let chars = req.content.chars().count();
+        if chars > limits.max_content_chars {
+            return InjectOutcome::TooLarge(format!(
+                "content is {chars} characters; the limit is {}",
+                limits.max_content_chars
+            ));
+        }
+        if req.meta.len() > limits.max_meta_keys {
+            return InjectOutcome::TooLarge(format!(
+                "meta has {} keys; the limit is {}",
+                req.meta.len(),
+                limits.max_meta_keys
+            ));
+        }
+        let sizes = req.files.iter().map(|f| (f.name.as_str(), f.bytes.len() as u64));
+        if let Err(why) = files::check(limits, sizes) {
+            return InjectOutcome::TooLarge(why);
+        }
+        // Claimed before anything else, so the retry of a text verdict is a
+        // duplicate too (and not, its prompt being gone, a message to Claude).
+        let claim = match &req.message_id {
+            Some(id) => match self.recent_ids.lock().unwrap().claim(id) {
+                Some(key) => Some(key),
+                None => return InjectOutcome::Duplicate,
+            },
+            None => None,
+        };
+        let outcome = self.inject_claimed(req).await;
+        if let Some(key) = claim
+            && !matches!(
+                outcome,
+                InjectOutcome::Accepted { .. } | InjectOutcome::Dropped { .. } | InjectOutcome::Verdict { .. }
+            )
+        {
+            // Not taken: a retry must be able to go through.
+            self.recent_ids.lock().unwrap().release(&key);
+        }
+        outcome
+    }
+
+    async fn inject_claimed(&self, req: InjectRequest) -> InjectOutcome {
+        if self.config.permissions.relay
+            && let Some((behavior, request_id)) = permissions::parse_text_verdict(&req.content)
+            && self.permissions.is_pending(&request_id)
+        {
+            return match self.verdict(&request_id, behavior, "remote").await {
+                Ok(()) => InjectOutcome::Verdict { request_id, behavior },
+                Err(VerdictOutcome::Closed) => InjectOutcome::Closed,
+                // Answered elsewhere between the check and now: say so.
+                Err(VerdictOutcome::Refused(e)) => InjectOutcome::Invalid(e.to_string()),
+            };
+        }
+        let chat_id = scrub(req.chat_id.as_deref().filter(|c| !c.is_empty()).unwrap_or("inject"));
+        let (mut meta, mut dropped_meta) = meta::clean(req.meta);
+        // Only the host says where files are.
+        dropped_meta.extend(meta.extract_if(.., |k, _| files::is_reserved_key(k)).map(|(k, _)| k));
+        dropped_meta.sort();
+        let (file_meta, written) = match self.receive_files(req.files).await {
+            Ok(received) => received,
+            Err(e) => return InjectOutcome::Unstored(e),
+        };
+        meta.extend(file_meta);
+        meta.insert("chat_id".into(), chat_id.clone());
+        let outcome = if self.hooks.inject {
+            let (done, outcome) = oneshot::channel();
+            let message = filters::Message { content: req.content, meta: meta.into_iter().collect() };
+            self.injects.push(InjectJob { message, chat_id, dropped_meta, done });
+            outcome.await.unwrap_or(InjectOutcome::Closed)
+        } else {
+            self.deliver(req.content, meta, dropped_meta).await
+        };
+        if !matches!(outcome, InjectOutcome::Accepted { .. }) {
+            written.remove();
+        }
+        outcome
+    }
+
+    /// A message's files, written to the inbox (on a blocking thread: they
+    /// may be megabytes), and the meta that names them.
+    async fn receive_files(&self, uploads: Vec<Upload>) -> Result<(Meta, Written), String> {
+        if uploads.is_empty() {
+            return Ok(Default::default());
+        }
+        let files = self.files.clone();
+        let stored = tokio::task::spawn_blocking(move || files.receive(uploads)).await;
+        stored
+            .map_err(std::io::Error::other)
+            .and_then(|r| r)
+            .map_err(|e| format!("cannot store the files: {e}"))
+    }
+
+    /// What the inject filters decided, carried out.
+    pub(super) async fn filtered_inject(&self, verdict: Verdict<filters::Message>, chat_id: String, mut dropped: Vec<String>) -> InjectOutcome {
+        let message = match verdict {
+            Verdict::Pass(m) => m,
+            // The chain has logged each of these.
+            Verdict::Drop { filter, reason } => return InjectOutcome::Dropped { filter, reason },
+            Verdict::Reject { filter, reason } => return InjectOutcome::Rejected { filter, reason },
+            Verdict::Failed { filter, error } => return InjectOutcome::FilterFailed { filter, error },
+        };
+        if message.content.is_empty() {
+            return InjectOutcome::Invalid("content is empty after filtering".into());
+        }
+        // The filters' meta goes by the phone's rules.
+        let (mut meta, more) = meta::clean(message.meta.into_iter().map(|(k, v)| (k, Value::String(v))));
+        dropped.extend(more);
+        meta.entry("chat_id".into()).or_insert(chat_id);
+        self.deliver(message.content, meta, dropped).await
+    }
+
+    async fn deliver(&self, content: String, meta: Meta, dropped_meta: Vec<String>) -> InjectOutcome {
+        // Built as values, not through `json!`, which would serialize each one again.
+        let meta = Value::Object(meta.into_iter().map(|(k, v)| (k, v.into())).collect());
+        let params = Value::Object(Map::from_iter([("content".into(), content.into()), ("meta".into(), meta)]));
+        match self.send_to_claude(CHANNEL, params).await {
+            Ok(()) => InjectOutcome::Accepted { dropped_meta },
+            Err(Undelivered::Closed) => InjectOutcome::Closed,
+            Err(Undelivered::Backlog(why)) => InjectOutcome::Backlog(format!(
+                "Claude Code has not finished starting and {why}; try again shortly"
+            )),
+        }
+    }
+}
+
+/// The last N message ids, for duplicate detection. Kept as SHA-256
+/// digests, so the memory they take does not depend on how long ids are.
+pub(super) struct RecentIds {
+    order: VecDeque<IdKey>,
+    set: HashSet<IdKey>,
+    capacity: usize,
+}
+
+type IdKey = [u8; 32];
+
+impl RecentIds {
+    pub(super) fn new(capacity: usize) -> Self {
+        RecentIds { order: VecDeque::new(), set: HashSet::new(), capacity }
+    }
+
+    /// `Some(key)` if `id` is new (and now remembered under `key`).
+    pub(super) fn claim(&mut self, id: &str) -> Option<IdKey> {
+        use sha2::Digest;
+        let key: IdKey = sha2::Sha256::digest(id.as_bytes()).into();
+        if self.capacity == 0 {
+            return Some(key);
+        }
+        if !self.set.insert(key) {
+            return None;
+        }
+        self.order.push_back(key);
+        if self.order.len() > self.capacity
+            && let Some(old) = self.order.pop_front()
+        {
+            self.set.remove(&old);
+        }
+        Some(key)
+    }
+
+    pub(super) fn release(&mut self, key: &IdKey) {
+        if self.set.remove(key) {
+            self.order.retain(|x| x != key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_ids_forget_the_oldest() {
+        let mut r = RecentIds::new(2);
+        assert!(r.claim("a").is_some() && r.claim("b").is_some());
+        assert!(r.claim("a").is_none());
+        assert!(r.claim("c").is_some());
+        let a = r.claim("a").expect("a fell out of the window");
+        r.release(&a);
+        assert!(r.claim("a").is_some());
+    }
+}

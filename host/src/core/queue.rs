@@ -1,0 +1,43 @@
+//! The queues that filtered work waits in.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+
+use super::Core;
+use crate::filters::FilterChain;
+
+/// Jobs done one at a time, in the order they were pushed, each to its
+/// end even if whoever pushed it stops waiting: a filter call cut off
+/// half-way would leave its instance unusable. Jobs pushed before
+/// [`Queue::start`] wait for it.
+pub(super) struct Queue<J> {
+    tx: mpsc::UnboundedSender<J>,
+    rx: Mutex<Option<mpsc::UnboundedReceiver<J>>>,
+}
+
+impl<J: Send + 'static> Queue<J> {
+    pub(super) fn new() -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Queue { tx, rx: Mutex::new(Some(rx)) }
+    }
+
+    pub(super) fn push(&self, job: J) {
+        // The receiver lives as long as the runtime: nothing to report.
+        let _ = self.tx.send(job);
+    }
+
+    pub(super) fn start<F>(&self, core: &Arc<Core>, chain: &Arc<FilterChain>, work: fn(Arc<Core>, Arc<FilterChain>, J) -> F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let Some(mut jobs) = self.rx.lock().unwrap().take() else { return };
+        let (core, chain) = (core.clone(), chain.clone());
+        tokio::spawn(async move {
+            while let Some(job) = jobs.recv().await {
+                work(core.clone(), chain.clone(), job).await;
+            }
+        });
+    }
+}
