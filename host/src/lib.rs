@@ -8,21 +8,19 @@
 
 pub mod bridge;
 pub mod channel;
-pub mod client;
+pub mod cli;
 pub mod config;
 pub mod core;
 pub mod discovery;
 pub mod events;
 pub mod files;
 pub mod filters;
-pub mod launcher;
 pub mod meta;
 pub mod permissions;
 pub mod private;
 pub mod serve;
 pub mod status;
 pub mod transcripts;
-pub mod web;
 
 /// A problem to show the user as is: `opzero-host: <message>`, exit code 2.
 #[derive(Debug, thiserror::Error)]

@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use opzero_host::{client, discovery, launcher, serve, UserError};
+use opzero_host::cli::{client, launcher};
+use opzero_host::{discovery, serve, UserError};
 
 #[derive(Parser)]
 #[command(name = "opzero-host", version, about = "Talk to a live Claude Code session from your phone: a native channel host")]

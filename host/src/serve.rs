@@ -17,7 +17,7 @@ use crate::discovery::{self, DiscoveryFile, Record};
 use crate::events::now_ms;
 use crate::files::{Files, Reach};
 use crate::filters::FilterChain;
-use crate::web::{self, SignIn};
+use crate::bridge::web::{self, SignIn};
 use crate::{bridge, channel, UserError};
 
 pub const SESSION_ENV: &str = "OPZERO_CHANNEL_SESSION_ID";

@@ -10,6 +10,7 @@
 //! - `events`: the Server-Sent Events stream.
 //! - `page`: the chat page's files, sign-in and sign-out.
 //! - `files`: a reply's files.
+//! - `web`: the page's files, sign-in codes, link pages and tokens.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,12 +32,13 @@ use tower_http::timeout::RequestBodyTimeoutLayer;
 use crate::config::Limits;
 use crate::core::{Core, VerdictOutcome};
 use crate::permissions::{Behavior, VerdictError};
-use crate::web::{Digest32, SignIn, Token};
+use web::{Digest32, SignIn, Token};
 
 mod events;
 mod files;
 mod inject;
 mod page;
+pub mod web;
 
 use events::events;
 use files::file;

@@ -8,7 +8,7 @@ use axum::{Extension, Json};
 use serde_json::{json, Value};
 
 use super::{cross_origin, error, json_kind, read_body, Access, ApiError, Shared};
-use crate::web;
+use super::web;
 
 /// One of the page's files, from the binary.
 pub(super) async fn asset(req: Request) -> Result<Response, ApiError> {

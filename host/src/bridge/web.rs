@@ -20,9 +20,9 @@ const MAX_SESSIONS: usize = 64;
 
 /// The page: `(path, content type, body)`.
 pub const ASSETS: [(&str, &str, &str); 3] = [
-    ("/", "text/html; charset=utf-8", include_str!("../web/index.html")),
-    ("/app.js", "text/javascript; charset=utf-8", include_str!("../web/app.js")),
-    ("/app.css", "text/css; charset=utf-8", include_str!("../web/app.css")),
+    ("/", "text/html; charset=utf-8", include_str!("../../web/index.html")),
+    ("/app.js", "text/javascript; charset=utf-8", include_str!("../../web/app.js")),
+    ("/app.css", "text/css; charset=utf-8", include_str!("../../web/app.css")),
 ];
 
 /// Only the page's own files run, and nothing frames it.
