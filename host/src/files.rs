@@ -358,9 +358,9 @@ impl Reach {
             Ok(file) => Some(file),
             Err(e) => {
                 refusals.push(match e.raw_os_error() {
-                    Some(libc_errno::EXDEV) => format!("file {p:?} leads outside {} (by `..` or a symlink), so it is not sent", root.display()),
-                    Some(libc_errno::ELOOP) => format!("file {p:?}: too many symlinks, or a /proc link, on the way"),
-                    Some(libc_errno::ENOSYS) => "sending files needs Linux 5.6 or later (openat2)".to_string(),
+                    Some(errno::EXDEV) => format!("file {p:?} leads outside {} (by `..` or a symlink), so it is not sent", root.display()),
+                    Some(errno::ELOOP) => format!("file {p:?}: too many symlinks, or a /proc link, on the way"),
+                    Some(errno::ENOSYS) => "sending files needs Linux 5.6 or later (openat2)".to_string(),
                     _ => format!("file {p:?}: {}", io_reason(&e)),
                 });
                 None
@@ -394,7 +394,7 @@ impl Reach {
 }
 
 /// The errno values `open_beneath`'s refusals are told apart by.
-mod libc_errno {
+mod errno {
     pub const ELOOP: i32 = rustix::io::Errno::LOOP.raw_os_error();
     pub const EXDEV: i32 = rustix::io::Errno::XDEV.raw_os_error();
     pub const ENOSYS: i32 = rustix::io::Errno::NOSYS.raw_os_error();
