@@ -1,6 +1,7 @@
 //! Files and directories only this user can read, private from the moment
 //! they exist: discovery files (they hold the secret) and the compiled-filter
-//! cache's directory (the host runs the machine code it finds there).
+//! cache's directory (the host runs the machine code it finds there); and
+//! the random secrets themselves.
 
 use std::fs::{self, DirBuilder, Permissions};
 use std::io::{self, Write};
@@ -38,6 +39,14 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
     file.as_file().sync_all()?;
     file.persist(path).map_err(|e| e.error)?;
     Ok(())
+}
+
+/// 32 bytes from the OS's randomness, as hex: the secret, sign-in codes
+/// and tokens.
+pub fn random_hex() -> io::Result<String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| io::Error::other(format!("no OS randomness: {e}")))?;
+    Ok(hex::encode(bytes))
 }
 
 #[cfg(test)]

@@ -68,12 +68,6 @@ pub fn check(path: Option<&Path>) -> Result<(Config, FilterChain), UserError> {
     Ok((config, chain))
 }
 
-fn new_secret() -> anyhow::Result<String> {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no OS randomness: {e}"))?;
-    Ok(hex::encode(bytes))
-}
-
 /// Where a reply may send files from: Claude's working directory (Claude
 /// Code starts its servers there), the temporary directory, and `[files]
 /// send_from`; never the host's state (its secrets and compiled filters).
@@ -122,7 +116,7 @@ pub async fn run(session_id: String, config: Config) -> anyhow::Result<()> {
         .await
         .context("cannot bind the HTTP bridge on 127.0.0.1")?;
     let port = listener.local_addr()?.port();
-    let secret = new_secret()?;
+    let secret = crate::private::random_hex()?;
     tokio::spawn(bridge::serve(listener, core.clone(), secret.clone(), sign_in.clone()));
     tokio::spawn({
         let core = core.clone();
@@ -166,18 +160,18 @@ pub async fn run(session_id: String, config: Config) -> anyhow::Result<()> {
         tracing::info!(session = %session_id, port, file = %file.path().display(), "bridge listening on 127.0.0.1:{port}");
         anyhow::Ok(file)
     };
+    // Ended before the filters were ready: there is no discovery file.
     let mut file = tokio::select! {
-        () = &mut ended => {
-            exit_within(Duration::from_millis(1500));
-            sign_in.remove_pages();
-            core.files.remove_all();
-            return Ok(());
-        }
-        file = announce => file?,
+        () = &mut ended => None,
+        file = announce => Some(file?),
     };
-    ended.await;
+    if file.is_some() {
+        ended.await;
+    }
     exit_within(Duration::from_millis(1500));
-    file.remove();
+    if let Some(file) = &mut file {
+        file.remove();
+    }
     sign_in.remove_pages();
     // The process exits without dropping the core.
     core.files.remove_all();

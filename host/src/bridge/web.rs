@@ -36,9 +36,7 @@ fn digest(s: &str) -> Digest32 {
 }
 
 fn random_hex() -> String {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).expect("OS randomness");
-    hex::encode(bytes)
+    crate::private::random_hex().expect("OS randomness")
 }
 
 struct Code {
@@ -136,12 +134,13 @@ impl SignIn {
         crate::private::create_dir(&self.link_dir)?;
         let path = self.link_dir.join(format!("{}-{}.html", self.session_id, &random_hex()[..16]));
         let code = self.add_code(Some(path.clone()));
+        let wanted = digest(&code);
         if let Err(e) = crate::private::write_file(&path, link_page(&format!("{base}/#code={code}")).as_bytes()) {
-            let _ = self.redeem(&code);
+            // Nobody will have this code: forget it.
+            self.codes.lock().unwrap().retain(|c| c.digest != wanted);
             return Err(e);
         }
         let codes = self.codes.clone();
-        let wanted = digest(&code);
         tokio::spawn(async move {
             tokio::time::sleep(CODE_LIFETIME).await;
             let mut codes = codes.lock().unwrap();
