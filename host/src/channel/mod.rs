@@ -6,13 +6,16 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use rmcp::handler::server::{router::tool::ToolRouter, wrapper::Parameters};
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, CustomNotification, Implementation,
-    ListToolsResult, PaginatedRequestParams, ProtocolVersion, ServerCapabilities, ServerConfig, Tool, ToolsCapability,
+    CallToolResult, ContentBlock, CustomNotification, Implementation, ProtocolVersion, ServerCapabilities,
+    ServerConfig, ToolsCapability,
 };
-use rmcp::service::{NotificationContext, RequestContext};
-use rmcp::{ErrorData as McpError, RoleServer, ServerHandler, ServiceExt};
-use serde_json::{json, Map, Value};
+use rmcp::schemars::{self, JsonSchema};
+use rmcp::service::NotificationContext;
+use rmcp::{tool, tool_handler, tool_router, RoleServer, ServerHandler, ServiceExt};
+use serde::{de::Error as _, Deserialize, Deserializer};
+use serde_json::{Map, Value};
 
 use crate::core::{Core, ReplyOutcome};
 use crate::permissions;
@@ -33,80 +36,103 @@ pub const MAX_PROTOCOL: ProtocolVersion = ProtocolVersion::V_2025_11_25;
 
 pub struct Channel {
     core: Arc<Core>,
+    tool_router: ToolRouter<Channel>,
 }
 
-fn tools() -> Vec<Tool> {
-    let tool = |name, description, schema: Value| {
-        let Value::Object(schema) = schema else { unreachable!("an object literal") };
-        Tool::new(name, description, schema)
-    };
-    let chat_id = json!({"type": "string", "description": "The chat_id attribute of the <channel> message you are answering."});
-    vec![
-        tool(
-            REPLY_TOOL,
-            "Send a message to the remote user of the opzero web UI. This is the only way they see your answer: call it for every channel message, with that message's chat_id. Answers with the message's id, for edit_message.",
-            json!({
-                "type": "object",
-                "properties": {
-                    "chat_id": chat_id,
-                    "text": {"type": "string", "description": "The answer the remote user will read on their phone."},
-                    "files": {
-                        "type": "array",
-                        "items": {"type": "string"},
-                        "description": "Absolute paths of files to send with it (optional). Each is copied as it is now."
-                    }
-                },
-                "required": ["chat_id", "text"]
-            }),
-        ),
-        tool(
-            EDIT_TOOL,
-            "Replace the text of a message you sent with reply (its id is in reply's answer): post a short \"working on it\" early, then edit it as you go.",
-            json!({
-                "type": "object",
-                "properties": {
-                    "chat_id": chat_id,
-                    "message_id": {"type": "integer", "description": "The id reply answered with."},
-                    "text": {"type": "string", "description": "The message's new text."}
-                },
-                "required": ["chat_id", "message_id", "text"]
-            }),
-        ),
-    ]
+#[derive(Deserialize, JsonSchema)]
+struct ReplyArgs {
+    /// The chat_id attribute of the <channel> message you are answering.
+    #[serde(deserialize_with = "chat_id")]
+    chat_id: String,
+    /// The answer the remote user will read on their phone.
+    #[serde(deserialize_with = "text")]
+    text: String,
+    /// Absolute paths of files to send with it (optional). Each is copied as it is now.
+    #[serde(default, deserialize_with = "paths")]
+    files: Vec<String>,
 }
 
-/// A required, non-empty string argument, or what is wrong with it.
-fn text_arg(args: &Map<String, Value>, name: &str) -> Result<String, String> {
-    match args.get(name) {
-        Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
-        Some(Value::String(_)) => Err(format!("argument {name:?} must not be empty")),
-        Some(other) => Err(format!("argument {name:?} must be a string, got {}", crate::bridge::json_kind(other))),
-        None => Err(format!("argument {name:?} is required")),
+#[derive(Deserialize, JsonSchema)]
+struct EditArgs {
+    /// The chat_id attribute of the <channel> message you are answering.
+    #[serde(deserialize_with = "chat_id")]
+    chat_id: String,
+    /// The id reply answered with.
+    #[serde(deserialize_with = "whole_number")]
+    #[schemars(with = "u64")]
+    message_id: u64,
+    /// The message's new text.
+    #[serde(deserialize_with = "text")]
+    text: String,
+    /// Not in the schema: said only to be refused, not silently dropped.
+    #[serde(default)]
+    #[schemars(skip)]
+    files: Option<Value>,
+}
+
+fn chat_id<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    non_empty_text(d, "chat_id")
+}
+
+fn text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    non_empty_text(d, "text")
+}
+
+/// serde names a missing argument by itself, but not one of the wrong type.
+fn non_empty_text<'de, D: Deserializer<'de>>(d: D, name: &str) -> Result<String, D::Error> {
+    match Value::deserialize(d)? {
+        Value::String(s) if !s.is_empty() => Ok(s),
+        Value::String(_) => Err(D::Error::custom(format!("argument {name:?} must not be empty"))),
+        other => Err(D::Error::custom(format!(
+            "argument {name:?} must be a string, got {}",
+            crate::bridge::json_kind(&other)
+        ))),
+    }
+}
+
+/// Some models send `null` for an optional argument.
+fn paths<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    Ok(Option::<Vec<String>>::deserialize(d)?.unwrap_or_default())
+}
+
+/// A message id as a number, or as the digits of one (as models sometimes
+/// quote it).
+fn whole_number<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let id = Value::deserialize(d)?;
+    id.as_u64().or_else(|| id.as_str()?.parse().ok()).ok_or_else(|| {
+        D::Error::custom("argument \"message_id\" must be the id reply answered with (a whole number)")
+    })
+}
+
+#[tool_router]
+impl Channel {
+    pub fn new(core: Arc<Core>) -> Self {
+        Channel { core, tool_router: Self::tool_router() }
+    }
+
+    #[tool(
+        name = "reply",
+        description = "Send a message to the remote user of the opzero web UI. This is the only way they see your answer: call it for every channel message, with that message's chat_id. Answers with the message's id, for edit_message."
+    )]
+    async fn reply_tool(&self, Parameters(args): Parameters<ReplyArgs>) -> CallToolResult {
+        self.reply(args.chat_id, args.text, None, args.files).await
+    }
+
+    #[tool(
+        name = "edit_message",
+        description = "Replace the text of a message you sent with reply (its id is in reply's answer): post a short \"working on it\" early, then edit it as you go."
+    )]
+    async fn edit_tool(&self, Parameters(args): Parameters<EditArgs>) -> CallToolResult {
+        if args.files.is_some_and(|f| !f.is_null()) {
+            return CallToolResult::error(vec![ContentBlock::text("edit_message does not take files; send them with reply")]);
+        }
+        self.reply(args.chat_id, args.text, Some(args.message_id), Vec::new()).await
     }
 }
 
 impl Channel {
-    async fn reply(&self, args: Map<String, Value>, edit: bool) -> CallToolResult {
-        let message_id = match args.get("message_id") {
-            _ if !edit => None,
-            Some(id) => match id.as_u64().or_else(|| id.as_str()?.parse().ok()) {
-                Some(id) => Some(id),
-                None => return CallToolResult::error(vec![ContentBlock::text("argument \"message_id\" must be the id reply answered with (a whole number)")]),
-            },
-            None => return CallToolResult::error(vec![ContentBlock::text("argument \"message_id\" is required")]),
-        };
-        let (chat_id, text) = match (text_arg(&args, "chat_id"), text_arg(&args, "text")) {
-            (Ok(c), Ok(t)) => (c, t),
-            (Err(e), _) | (_, Err(e)) => return CallToolResult::error(vec![ContentBlock::text(e)]),
-        };
-        let files = match args.get("files") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(_) if edit => return CallToolResult::error(vec![ContentBlock::text("edit_message does not take files; send them with reply")]),
-            Some(Value::Array(items)) if items.iter().all(Value::is_string) => {
-                items.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()
-            }
-            Some(_) => return CallToolResult::error(vec![ContentBlock::text("argument \"files\" must be an array of absolute paths")]),
-        };
+    async fn reply(&self, chat_id: String, text: String, message_id: Option<u64>, files: Vec<String>) -> CallToolResult {
+        let edit = message_id.is_some();
         let what = if edit { "edit" } else { "reply" };
         let not_delivered = |why: String| CallToolResult::error(vec![ContentBlock::text(format!("not delivered: {why}"))]);
         let done = |id, queued: bool| {
@@ -129,6 +155,7 @@ impl Channel {
     }
 }
 
+#[tool_handler(router = self.tool_router)]
 impl ServerHandler for Channel {
     fn get_info(&self) -> ServerConfig {
         let mut caps = ServerCapabilities::default();
@@ -147,34 +174,6 @@ impl ServerHandler for Channel {
 
     fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
         Cow::Borrowed(ProtocolVersion::known_up_to(&MAX_PROTOCOL))
-    }
-
-    async fn list_tools(
-        &self,
-        _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
-    ) -> Result<ListToolsResult, McpError> {
-        Ok(ListToolsResult::with_all_items(tools()))
-    }
-
-    fn get_tool(&self, name: &str) -> Option<Tool> {
-        tools().into_iter().find(|t| t.name == name)
-    }
-
-    async fn call_tool(
-        &self,
-        request: CallToolRequestParams,
-        _context: RequestContext<RoleServer>,
-    ) -> Result<CallToolResponse, McpError> {
-        let edit = match &*request.name {
-            REPLY_TOOL => false,
-            EDIT_TOOL => true,
-            other => {
-                let message = format!("unknown tool {other:?}; this server has \"{REPLY_TOOL}\" and \"{EDIT_TOOL}\"");
-                return Err(McpError::invalid_params(message, None));
-            }
-        };
-        Ok(self.reply(request.arguments.unwrap_or_default(), edit).await.into())
     }
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
@@ -204,7 +203,7 @@ pub async fn run(core: Arc<Core>) -> anyhow::Result<()> {
     // ahead keeps a subscriber that reads everything from seeming behind
     // after a burst of replies. At most 32, so a burst still goes in batches.
     let read_ahead = (core.config.events.subscriber_lag / 4).clamp(1, 32);
-    let service = Channel { core }.serve(Stdio::new(reader, writer, read_ahead)).await?;
+    let service = Channel::new(core).serve(Stdio::new(reader, writer, read_ahead)).await?;
     service.waiting().await?;
     Ok(())
 }
