@@ -15,7 +15,9 @@ e2e=1
 CLAUDE_VERSION=2.1.328
 harness="$root/../shared/claude-e2e"
 
-rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+# The toolchain and the wasm32-wasip2 target rust-toolchain.toml names (rustup
+# does this on first use too, unless RUSTUP_AUTO_INSTALL=0; then here).
+rustup toolchain install --no-self-update
 
 # This also builds target/debug/opzero-host, which the tests below run. (A
 # separate `cargo build -p opzero-host` would build wasmtime a second time:

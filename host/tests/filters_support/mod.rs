@@ -75,7 +75,7 @@ fn build_guests() -> PathBuf {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let hint =
             if stderr.contains("wasm32-wasip2") && stderr.contains("target may not be installed") {
-                "\nhint: run `rustup target add wasm32-wasip2`"
+                "\nhint: run `rustup toolchain install` (it adds what rust-toolchain.toml names)"
             } else {
                 ""
             };
