@@ -2,6 +2,7 @@
 //! resumed with `Last-Event-ID`, with a ping on a kernel timer.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Query, State};
@@ -10,9 +11,17 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use serde_json::json;
+use tokio::sync::Notify;
 
-use super::{error, ApiError, CutOff, Shared};
+use super::access::Shared;
+use super::error::{error, ApiError};
 use crate::events::{Closed, Item};
+
+/// Closes the connection it was handed to (see `bridge::serve`): how a
+/// subscriber whose client stopped reading is cut off, since its stream is
+/// then never polled.
+#[derive(Clone)]
+pub(super) struct CutOff(pub(super) Arc<Notify>);
 
 const PING_EVERY: Duration = Duration::from_secs(20);
 

@@ -5,7 +5,8 @@ use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::{error, ApiError, Shared};
+use super::access::Shared;
+use super::error::{error, ApiError};
 
 /// A reply's file, as it was when Claude sent it.
 pub(super) async fn file(State(b): State<Shared>, Path(id): Path<String>) -> Result<Response, ApiError> {

@@ -7,7 +7,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
 
-use super::{error, json_kind, not_connected, read_body, too_large, unreadable, ApiError, Bridge, Shared};
+use super::access::Shared;
+use super::error::{error, json_kind, not_connected, read_body, too_large, unreadable, ApiError};
+use crate::config::Limits;
 use crate::core::{InjectOutcome, InjectRequest};
 use crate::files::Upload;
 
@@ -91,11 +93,11 @@ fn json_files(files: Value) -> Result<Vec<Upload>, String> {
 
 /// A `multipart/form-data` body, as a browser sends it: text fields
 /// `content`, `chat_id`, `message_id` and `meta` (JSON), and file parts.
-async fn multipart_body(b: &Bridge, mut req: Request) -> Result<(InjectBody, Vec<Upload>), ApiError> {
+async fn multipart_body(limits: &Limits, mut req: Request) -> Result<(InjectBody, Vec<Upload>), ApiError> {
     let failed = |e: axum::extract::multipart::MultipartError| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => too_large(b, true),
+        StatusCode::PAYLOAD_TOO_LARGE => too_large(limits, true),
         StatusCode::BAD_REQUEST => error(StatusCode::BAD_REQUEST, format!("invalid multipart body: {}", e.body_text())),
-        _ => unreadable(b, true, &e),
+        _ => unreadable(limits, true, &e),
     };
     // The route's limit is the only one (axum's own would cap the body at 2 MB).
     DefaultBodyLimit::disable().apply(&mut req);
@@ -116,8 +118,8 @@ async fn multipart_body(b: &Bridge, mut req: Request) -> Result<(InjectBody, Vec
         }
         let text = field.text().await.map_err(failed)?;
         text_bytes += text.len();
-        if text_bytes > b.core.config.limits.max_body_bytes {
-            return Err(too_large(b, false));
+        if text_bytes > limits.max_body_bytes {
+            return Err(too_large(limits, false));
         }
         let text = Value::String(text);
         match name.as_str() {
@@ -167,14 +169,14 @@ pub(super) async fn inject(State(b): State<Shared>, req: Request) -> Result<Resp
         .is_some_and(|t| t.trim_start().to_ascii_lowercase().starts_with("multipart/form-data"));
     let bad_request = |message| error(StatusCode::BAD_REQUEST, message);
     let (body, files) = if multipart {
-        multipart_body(&b, req).await?
+        multipart_body(&b.core.config.limits, req).await?
     } else {
-        let bytes = read_body(&b, true, req.into_body()).await?;
+        let bytes = read_body(&b.core.config.limits, true, req.into_body()).await?;
         let mut body = json_body(&bytes).map_err(bad_request)?;
         // max_body_bytes bounds the message; files have limits of their own.
         let data = body.files.as_array().into_iter().flatten().filter_map(|f| f.get("data")?.as_str());
         if bytes.len() - data.map(str::len).sum::<usize>() > b.core.config.limits.max_body_bytes {
-            return Err(too_large(&b, false));
+            return Err(too_large(&b.core.config.limits, false));
         }
         let files = json_files(std::mem::take(&mut body.files)).map_err(bad_request)?;
         (body, files)

@@ -7,7 +7,8 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde_json::{json, Value};
 
-use super::{cross_origin, error, json_kind, read_body, Access, ApiError, Shared};
+use super::access::{cross_origin, Access, Shared};
+use super::error::{error, json_kind, read_body, ApiError};
 use super::web;
 
 /// One of the page's files, from the binary.
@@ -30,7 +31,7 @@ pub(super) async fn asset(req: Request) -> Result<Response, ApiError> {
 /// `{"page_for": BASE}`, also a private page that sends a browser on to
 /// `BASE/#code=CODE`, for `open` to hand the browser instead of the link.
 pub(super) async fn login_code(State(b): State<Shared>, body: Body) -> Result<Response, ApiError> {
-    let bytes = read_body(&b, false, body).await?;
+    let bytes = read_body(&b.core.config.limits, false, body).await?;
     let bad_request = |message: String| Err(error(StatusCode::BAD_REQUEST, message));
     let base = match serde_json::from_slice::<Value>(&bytes) {
         _ if bytes.is_empty() => None,
@@ -73,7 +74,7 @@ pub(super) async fn login(State(b): State<Shared>, method: Method, headers: Head
     if !b.same_origin(&method, &headers) {
         return Err(cross_origin());
     }
-    let bytes = read_body(&b, false, body).await?;
+    let bytes = read_body(&b.core.config.limits, false, body).await?;
     let Some(code) = serde_json::from_slice::<Value>(&bytes).ok().and_then(|v| Some(v.get("code")?.as_str()?.to_string())) else {
         return Err(error(StatusCode::BAD_REQUEST, "code required"));
     };

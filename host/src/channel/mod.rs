@@ -22,17 +22,13 @@ use crate::permissions;
 
 mod stdio;
 
-use stdio::{stdio, Stdio};
+use stdio::{stdio, Stdio, MAX_PROTOCOL};
 
 /// Claude Code is started with `server:opzero-channel`, and `<channel source=...>` carries it.
 pub const SERVER_NAME: &str = "opzero-channel";
 pub const REPLY_TOOL: &str = "reply";
 pub const EDIT_TOOL: &str = "edit_message";
 pub const PERMISSION_REQUEST: &str = "notifications/claude/channel/permission_request";
-
-/// Newer revisions have no `initialize` and no path for unsolicited
-/// notifications; Claude Code refuses channels over them.
-pub const MAX_PROTOCOL: ProtocolVersion = ProtocolVersion::V_2025_11_25;
 
 pub struct Channel {
     core: Arc<Core>,

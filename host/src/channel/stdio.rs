@@ -19,7 +19,11 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, BufReader}
 use tokio::sync::mpsc;
 use tokio_util::codec::FramedWrite;
 
-use super::MAX_PROTOCOL;
+/// The newest protocol revision the channel speaks: the handler offers it,
+/// and the wrapper below answers within it. Newer revisions have no
+/// `initialize` and no path for unsolicited notifications; Claude Code
+/// refuses channels over them.
+pub const MAX_PROTOCOL: ProtocolVersion = ProtocolVersion::V_2025_11_25;
 
 pub(super) type Reader = Box<dyn AsyncRead + Send + Unpin>;
 pub(super) type Writer = Box<dyn AsyncWrite + Send + Unpin>;

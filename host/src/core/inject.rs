@@ -1,8 +1,6 @@
 //! Messages from the phone: checks, duplicate ids, files into the inbox,
 //! the inject filters, and delivery to Claude.
 
-use std::collections::{HashSet, VecDeque};
-
 use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
@@ -136,62 +134,5 @@ impl Core {
                 "Claude Code has not finished starting and {why}; try again shortly"
             )),
         }
-    }
-}
-
-/// The last N message ids, for duplicate detection. Kept as SHA-256
-/// digests, so the memory they take does not depend on how long ids are.
-pub(super) struct RecentIds {
-    order: VecDeque<IdKey>,
-    set: HashSet<IdKey>,
-    capacity: usize,
-}
-
-type IdKey = [u8; 32];
-
-impl RecentIds {
-    pub(super) fn new(capacity: usize) -> Self {
-        RecentIds { order: VecDeque::new(), set: HashSet::new(), capacity }
-    }
-
-    /// `Some(key)` if `id` is new (and now remembered under `key`).
-    pub(super) fn claim(&mut self, id: &str) -> Option<IdKey> {
-        use sha2::Digest;
-        let key: IdKey = sha2::Sha256::digest(id.as_bytes()).into();
-        if self.capacity == 0 {
-            return Some(key);
-        }
-        if !self.set.insert(key) {
-            return None;
-        }
-        self.order.push_back(key);
-        if self.order.len() > self.capacity
-            && let Some(old) = self.order.pop_front()
-        {
-            self.set.remove(&old);
-        }
-        Some(key)
-    }
-
-    pub(super) fn release(&mut self, key: &IdKey) {
-        if self.set.remove(key) {
-            self.order.retain(|x| x != key);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn recent_ids_forget_the_oldest() {
-        let mut r = RecentIds::new(2);
-        assert!(r.claim("a").is_some() && r.claim("b").is_some());
-        assert!(r.claim("a").is_none());
-        assert!(r.claim("c").is_some());
-        let a = r.claim("a").expect("a fell out of the window");
-        r.release(&a);
-        assert!(r.claim("a").is_some());
     }
 }

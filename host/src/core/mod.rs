@@ -16,6 +16,10 @@
 //! - `replies`: Claude's replies and edits, the outbox.
 //! - `prompts`: permission prompts, verdicts, expiry.
 //! - `queue`: the queues filtered work waits in.
+//! - `recent_ids`: the ids seen lately, for duplicate detection.
+//!
+//! `inject`, `replies` and `prompts` add `Core`'s methods for their part;
+//! `mod.rs` uses only the two leaves, `queue` and `recent_ids`.
 
 use std::sync::{Arc, Mutex};
 
@@ -33,10 +37,11 @@ use crate::permissions::{self, Behavior, Permissions, VerdictError};
 mod inject;
 mod prompts;
 mod queue;
+mod recent_ids;
 mod replies;
 
-use inject::RecentIds;
 use queue::Queue;
+use recent_ids::RecentIds;
 
 pub const CHANNEL: &str = "notifications/claude/channel";
 pub const PERMISSION: &str = "notifications/claude/channel/permission";
@@ -173,16 +178,16 @@ impl Core {
 
     /// Starts the work through `chain`, what was queued before included.
     pub fn start_filters(self: &Arc<Self>, chain: FilterChain) {
-        let chain = Arc::new(chain);
-        self.injects.start(self, &chain, |core, chain, job| async move {
+        let with = (self.clone(), Arc::new(chain));
+        self.injects.start(with.clone(), |(core, chain), job| async move {
             let verdict = chain.on_inject(job.message).await;
             let _ = job.done.send(core.filtered_inject(verdict, job.chat_id, job.dropped_meta).await);
         });
-        self.replies.start(self, &chain, |core, chain, job| async move {
+        self.replies.start(with.clone(), |(core, chain), job| async move {
             let verdict = chain.on_reply(job.reply).await;
             let _ = job.done.send(core.publish_reply(verdict, job.edits, job.files));
         });
-        self.prompts.start(self, &chain, |core, chain, request| async move {
+        self.prompts.start(with, |(core, chain), request| async move {
             let verdict = chain.on_permission(request.clone()).await;
             core.decide_permission(request, verdict).await;
         });

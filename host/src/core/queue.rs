@@ -1,12 +1,10 @@
 //! The queues that filtered work waits in.
 
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use tokio::sync::mpsc;
 
-use super::Core;
-use crate::filters::FilterChain;
 
 /// Jobs done one at a time, in the order they were pushed, each to its
 /// end even if whoever pushed it stops waiting: a filter call cut off
@@ -28,15 +26,16 @@ impl<J: Send + 'static> Queue<J> {
         let _ = self.tx.send(job);
     }
 
-    pub(super) fn start<F>(&self, core: &Arc<Core>, chain: &Arc<FilterChain>, work: fn(Arc<Core>, Arc<FilterChain>, J) -> F)
+    /// Runs `work(with, job)` for each job, one at a time.
+    pub(super) fn start<W, F>(&self, with: W, work: fn(W, J) -> F)
     where
+        W: Clone + Send + 'static,
         F: Future<Output = ()> + Send + 'static,
     {
         let Some(mut jobs) = self.rx.lock().unwrap().take() else { return };
-        let (core, chain) = (core.clone(), chain.clone());
         tokio::spawn(async move {
             while let Some(job) = jobs.recv().await {
-                work(core.clone(), chain.clone(), job).await;
+                work(with.clone(), job).await;
             }
         });
     }

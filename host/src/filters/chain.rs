@@ -15,7 +15,7 @@ use super::engine::{Runtime, runtime};
 use super::error::FilterError;
 use super::instance::{Hook, Slot};
 use super::state::StoreState;
-use super::{Message, PermissionVerdict, Reply, Verdict};
+use super::message::{Message, PermissionVerdict, Reply, Verdict};
 use crate::config::{Diagnostic, FilterSpec, Hooks, OnError};
 use crate::permissions::Request;
 

@@ -11,7 +11,11 @@
 //! - `chain`: loading with positioned diagnostics, and the one hook loop,
 //!   where the host's types meet the generated ones.
 //!
-//! They depend one way: chain → instance → engine → state → bindings.
+//! - `message`: what the hooks see (a message, a reply) and what the
+//!   chain makes of it (a verdict), in the host's own types.
+//!
+//! They depend one way: chain → instance → engine → state → bindings, and
+//! chain → message; `mod.rs` only re-exports.
 //!
 //! Calls are async: a guest yields to the runtime at every epoch tick
 //! (1 ms), and each call is bounded by its filter's `timeout_ms` and
@@ -22,40 +26,9 @@ mod chain;
 mod engine;
 mod error;
 mod instance;
+mod message;
 mod state;
 
 pub use chain::{FilterChain, LoadStats};
 pub use error::FilterError;
-
-/// A message from the phone, as the inject filters see it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
-    pub content: String,
-    pub meta: Vec<(String, String)>,
-}
-
-/// Claude's reply, as the reply filters see it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply {
-    pub chat_id: String,
-    pub text: String,
-}
-
-/// What the inject or reply filters made of a message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict<T> {
-    Pass(T),
-    Drop { filter: String, reason: String },
-    Reject { filter: String, reason: String },
-    /// A filter failed and its `on_error` is "closed".
-    Failed { filter: String, error: String },
-}
-
-/// What the permission filters made of a prompt.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PermissionVerdict {
-    Relay,
-    Allow { filter: String, reason: String },
-    Deny { filter: String, reason: String },
-    Failed { filter: String, error: String },
-}
+pub use message::{Message, PermissionVerdict, Reply, Verdict};
