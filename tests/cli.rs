@@ -338,11 +338,11 @@ fn validate_accepts_a_good_file_with_one_line() {
 fn validate_and_serve_report_every_problem_with_its_position() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
-    std::fs::write(&path, "[host]\nport = 3\n\n[limits]\nmax_body_bytes = \"1MB\"\n\n[[filter]]\nname = \"x\"\n").unwrap();
+    std::fs::write(&path, "[host]\ninstructions = \"\"\n\n[limits]\nmax_body_bytes = 1\n\n[[filter]]\nname = \"x\"\n").unwrap();
     let p = path.display();
     let expected = format!(
-        "{p}:2:1: host.port: unknown key (expected one of: discovery_dir, instructions)\n\
-         {p}:5:18: limits.max_body_bytes: expected an integer, found string\n\
+        "{p}:2:16: host.instructions: must not be empty\n\
+         {p}:5:18: limits.max_body_bytes: must be between 64 and 67108864\n\
          {p}:7:1: filter[0].path: missing (the .wasm component to load)\n\
          {p}:7:1: filter[0].hooks: missing (a subset of [\"inject\", \"reply\", \"permission\"])\n"
     );
@@ -365,6 +365,16 @@ fn validate_and_serve_report_every_problem_with_its_position() {
     assert!(out.stdout.is_empty());
     assert!(String::from_utf8_lossy(&out.stderr).contains(&expected));
     assert!(!home.path().join("channels").exists());
+
+    // An unknown key or a value of the wrong type stops the reading at the first.
+    for (text, first) in [
+        ("[host]\nport = 3\n\n[limits]\nmax_body_bytes = \"1MB\"\n", "2:1: host.port: unknown key (expected one of: discovery_dir, instructions)"),
+        ("[limits]\nmax_body_bytes = \"1MB\"\nmax_meta_keys = -1\n", "2:18: limits.max_body_bytes: invalid type: string \"1MB\", expected i64"),
+    ] {
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(BIN).arg("validate").arg(&path).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stderr), format!("opzero-host: {p}:{first}\n"));
+    }
 
     let out = Command::new(BIN).args(["validate", "nope.toml"]).current_dir(dir.path()).output().unwrap();
     assert_eq!(out.status.code(), Some(2));

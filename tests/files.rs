@@ -968,15 +968,20 @@ fn send_from_adds_a_root_and_validate_checks_it() {
     let text = refused(&mut inside, &[&config_file]);
     assert!(text.contains("is in the host's state directory"), "{text}");
 
+    let text = "[files]\nsend_from = [\"/no/such/dir\", \"opzero.toml\"]\n";
     assert_validate_says(
-        "[files]\nsend_from = [\"/no/such/dir\", 3, \"opzero.toml\"]\nother = 1\n",
+        text,
         &[
             "{p}:2:14: files.send_from: /no/such/dir: No such file or directory",
-            "{p}:2:30: files.send_from: expected a string, found integer",
-            "{p}:2:33: files.send_from: {p} is not a directory",
-            "{p}:3:1: files.other: unknown key (expected one of: send_from)",
+            "{p}:2:30: files.send_from: {p} is not a directory",
         ],
     );
+    // A value of the wrong type or an unknown key stops the reading at the first.
+    assert_validate_says(
+        "[files]\nsend_from = [\"/no/such/dir\", 3]\n",
+        &["{p}:2:30: files.send_from[1]: invalid type: integer `3`, expected a string"],
+    );
+    assert_validate_says(&format!("{text}other = 1\n"), &["{p}:3:1: files.other: unknown key (expected one of: send_from)"]);
 }
 
 // ---------------------------------------------------------------------------

@@ -299,15 +299,23 @@ fn open_keeps_the_code_off_every_command_line() {
 
 #[test]
 fn allowed_hosts_errors_name_the_file_line_and_key() {
+    let text = "[bridge]\nallowed_hosts = [\"https://x.example\", \"ok.example:99\", \"a b\", \"h:99999\"]\nsign_in_hours = 0\n";
     assert_validate_says(
-        "[bridge]\nallowed_hosts = [\"https://x.example\", 5, \"ok.example:99\", \"a b\", \"h:99999\"]\nother = 1\nsign_in_hours = 0\n",
+        text,
         &[
             "{p}:2:18: bridge.allowed_hosts: \"https://x.example\" is not a host name (give name or name:port, with no scheme or path)",
-            "{p}:2:39: bridge.allowed_hosts: expected a string, found integer",
-            "{p}:2:59: bridge.allowed_hosts: \"a b\" is not a host name",
-            "{p}:2:66: bridge.allowed_hosts: \"h:99999\" is not a host name",
-            "{p}:3:1: bridge.other: unknown key (expected one of: allowed_hosts, sign_in_hours)",
-            "{p}:4:17: bridge.sign_in_hours: must be between 1 and 8760",
+            "{p}:2:56: bridge.allowed_hosts: \"a b\" is not a host name",
+            "{p}:2:63: bridge.allowed_hosts: \"h:99999\" is not a host name",
+            "{p}:3:17: bridge.sign_in_hours: must be between 1 and 8760",
         ],
+    );
+    // A value of the wrong type or an unknown key stops the reading at the first.
+    assert_validate_says(
+        "[bridge]\nallowed_hosts = [\"https://x.example\", 5]\n",
+        &["{p}:2:39: bridge.allowed_hosts[1]: invalid type: integer `5`, expected a string"],
+    );
+    assert_validate_says(
+        &format!("{text}other = 1\n"),
+        &["{p}:4:1: bridge.other: unknown key (expected one of: allowed_hosts, sign_in_hours)"],
     );
 }

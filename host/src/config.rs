@@ -1,17 +1,17 @@
-//! `opzero.toml`: the schema, its defaults, and the one place that maps TOML
-//! spans to error messages.
+//! `opzero.toml`: the schema, its defaults, and its checks.
 //!
-//! The file is walked by hand over toml's spanned tree instead of going
-//! through serde, so that `validate` can report *every* problem at once, each
-//! with file:line:col and the key it is about.
+//! serde reads the file into the `Raw*` structs; a syntax error, a value of
+//! the wrong type or an unknown key stops it at the first. One pass then
+//! checks every range and cross-field rule and reports all it finds at once,
+//! each at file:line:col with the key it is about.
 
 use std::fmt;
-use std::ops::Range;
+use std::ops::{Range, RangeInclusive};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use http::uri::Authority;
-use toml::de::{DeTable, DeValue};
+use serde::Deserialize;
 use toml::Spanned;
 
 /// Claude Code truncates longer server instructions silently.
@@ -240,49 +240,127 @@ impl Config {
     /// Parse `text` as if read from `path` (used for messages and to resolve
     /// filter paths).
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
-        let mut w = Walker {
-            file: path.to_path_buf(),
-            text,
-            diags: Vec::new(),
+        let mut check = Check { file: path.to_path_buf(), text, diags: Vec::new() };
+        let raw: Result<RawFile, _> = match toml::Deserializer::parse(text) {
+            Err(e) => Err(("(syntax)".to_string(), e)),
+            // `Spanned` puts a field of its own in the path; the key is the rest.
+            Ok(de) => serde_path_to_error::deserialize(de).map_err(|e| {
+                (e.path().to_string().replace(".$__serde_spanned_private_value", ""), e.into_inner())
+            }),
         };
-        let (root, parse_errors) = DeTable::parse_recoverable(text);
-        for e in parse_errors {
-            let span = e.span().unwrap_or(0..0);
-            w.error(span, "(syntax)", e.message().trim().to_string());
+        match raw {
+            Ok(raw) => {
+                let config = check.config(raw, path);
+                if check.diags.is_empty() {
+                    return Ok(config);
+                }
+            }
+            Err((key, e)) => {
+                let message = unknown_key(e.message()).unwrap_or_else(|| e.message().trim().to_string());
+                check.error(e.span().unwrap_or(0..0), &key, message);
+            }
         }
-        let mut config = Config {
-            source: Some(path.to_path_buf()),
-            ..Config::default()
-        };
-        w.root(root.get_ref(), &mut config, path.parent().unwrap_or(Path::new(".")));
-        if w.diags.is_empty() {
-            Ok(config)
-        } else {
-            w.diags.sort_by_key(|d| (d.line, d.col));
-            Err(ConfigErrors(w.diags))
-        }
+        check.diags.sort_by_key(|d| (d.line, d.col));
+        Err(ConfigErrors(check.diags))
     }
 }
 
-struct Walker<'t> {
+/// serde's "unknown field `x`, expected `a` or `b`" (or "one of `a`, `b`,
+/// `c`") as "unknown key (expected one of: a, b)".
+fn unknown_key(message: &str) -> Option<String> {
+    let expected = message.strip_prefix("unknown field `")?.split_once("`, expected ")?.1;
+    let names = expected.trim_start_matches("one of ").replace("` or `", ", ").replace('`', "");
+    Some(format!("unknown key (expected one of: {names})"))
+}
+
+/// A key that is absent keeps its default; one that is there has its span.
+type At<T> = Option<Spanned<T>>;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default, expecting = "a table")]
+struct RawFile {
+    host: RawHost,
+    bridge: RawBridge,
+    files: RawFiles,
+    events: RawEvents,
+    limits: RawLimits,
+    permissions: RawPermissions,
+    filter: Vec<Spanned<RawFilter>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default, expecting = "a table")]
+struct RawHost {
+    discovery_dir: At<String>,
+    instructions: At<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default, expecting = "a table")]
+struct RawBridge {
+    allowed_hosts: Vec<Spanned<String>>,
+    sign_in_hours: At<i64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default, expecting = "a table")]
+struct RawFiles {
+    send_from: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default, expecting = "a table")]
+struct RawEvents {
+    replay_buffer: At<i64>,
+    subscriber_lag: At<i64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default, expecting = "a table")]
+struct RawLimits {
+    max_body_bytes: At<i64>,
+    max_content_chars: At<i64>,
+    max_meta_keys: At<i64>,
+    idempotency_window: At<i64>,
+    read_timeout_ms: At<i64>,
+    max_file_bytes: At<i64>,
+    max_files: At<i64>,
+    max_files_bytes: At<i64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default, expecting = "a table")]
+struct RawPermissions {
+    relay: Option<bool>,
+    expire_after_secs: At<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+struct RawFilter {
+    name: At<String>,
+    path: At<String>,
+    hooks: At<Vec<Spanned<String>>>,
+    timeout_ms: At<i64>,
+    memory_mb: At<i64>,
+    on_error: At<String>,
+    config: At<toml::Table>,
+}
+
+/// The one validation pass: what it finds goes to `diags`.
+struct Check<'t> {
     file: PathBuf,
     text: &'t str,
     diags: Vec<Diagnostic>,
 }
 
-type Item<'i> = (&'i Spanned<toml::de::DeString<'i>>, &'i Spanned<DeValue<'i>>);
-
-impl Walker<'_> {
+impl Check<'_> {
     fn location(&self, span: Range<usize>) -> Location {
         let start = span.start.min(self.text.len());
         let before = &self.text[..start];
         let line = before.matches('\n').count() + 1;
         let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-        Location {
-            file: self.file.clone(),
-            line,
-            col,
-        }
+        Location { file: self.file.clone(), line, col }
     }
 
     fn error(&mut self, span: Range<usize>, key: &str, message: impl Into<String>) {
@@ -290,382 +368,182 @@ impl Walker<'_> {
         self.diags.push(d);
     }
 
-    fn unknown(&mut self, section: &str, item: Item<'_>, known: &[&str]) {
-        let key = qualified(section, item.0.get_ref());
-        self.error(
-            item.0.span(),
-            &key,
-            format!("unknown key (expected one of: {})", known.join(", ")),
-        );
-    }
-
-    fn root(&mut self, root: &DeTable<'_>, config: &mut Config, base_dir: &Path) {
-        const KNOWN: &[&str] = &["host", "bridge", "files", "events", "limits", "permissions", "filter"];
-        for item in root.iter() {
-            let key: &str = item.0.get_ref().as_ref();
-            match key {
-                "host" | "bridge" | "files" | "events" | "limits" | "permissions" => {
-                    let Some(t) = self.typed(key, item.1, "a table", DeValue::as_table) else { continue };
-                    match key {
-                        "host" => self.host(t, config),
-                        "bridge" => self.bridge(t, config),
-                        "files" => self.files(t, config, base_dir),
-                        "events" => self.events(t, &mut config.events),
-                        "limits" => self.limits(t, &mut config.limits),
-                        _ => self.permissions(t, &mut config.permissions),
-                    }
-                }
-                "filter" => {
-                    let what = "an array of tables ([[filter]])";
-                    let Some(entries) = self.typed(key, item.1, what, DeValue::as_array) else { continue };
-                    for (i, entry) in entries.iter().enumerate() {
-                        if let Some(t) = self.typed(&format!("filter[{i}]"), entry, "a table", DeValue::as_table)
-                            && let Some(f) = self.filter(i, entry.span(), t, base_dir)
-                        {
-                            config.filters.push(f);
-                        }
-                    }
-                    self.unique_filter_names(&config.filters);
-                }
-                _ => self.unknown("", item, KNOWN),
-            }
+    /// A number that is given goes to `set` if it is in `range`; an error
+    /// at it if not.
+    fn int<T: TryFrom<i64>>(&mut self, key: &str, value: &At<i64>, range: RangeInclusive<i64>, set: impl FnOnce(T)) {
+        let Some(value) = value else { return };
+        match T::try_from(*value.get_ref()) {
+            Ok(n) if range.contains(value.get_ref()) => set(n),
+            _ => self.error(value.span(), key, format!("must be between {} and {}", range.start(), range.end())),
         }
     }
 
-    /// The value as `get` reads it, or an "expected ..." error at it.
-    fn typed<'a, 'i, T>(
-        &mut self,
-        key: &str,
-        v: &'a Spanned<DeValue<'i>>,
-        what: &str,
-        get: impl FnOnce(&'a DeValue<'i>) -> Option<T>,
-    ) -> Option<T> {
-        let got = get(v.get_ref());
-        if got.is_none() {
-            self.error(v.span(), key, format!("expected {what}, found {}", v.get_ref().type_str()));
+    /// The string if it is not empty; an error at it if it is.
+    fn non_empty(&mut self, key: &str, value: Spanned<String>) -> Option<String> {
+        if value.get_ref().is_empty() {
+            self.error(value.span(), key, "must not be empty");
+            return None;
         }
-        got
+        Some(value.into_inner())
     }
 
-    fn host(&mut self, t: &DeTable<'_>, config: &mut Config) {
-        const KNOWN: &[&str] = &["discovery_dir", "instructions"];
-        for item in t.iter() {
-            let key = qualified("host", item.0.get_ref());
-            match item.0.get_ref().as_ref() {
-                "discovery_dir" => {
-                    if let Some(s) = self.string(&key, item) {
-                        if s.is_empty() {
-                            self.error(item.1.span(), &key, "must not be empty");
-                        } else {
-                            config.discovery_dir = Some(expand_home(&s));
-                        }
-                    }
-                }
-                "instructions" => {
-                    if let Some(s) = self.string(&key, item) {
-                        let n = s.chars().count();
-                        if n == 0 {
-                            self.error(item.1.span(), &key, "must not be empty");
-                        } else if n > MAX_INSTRUCTIONS_CHARS {
-                            self.error(
-                                item.1.span(),
-                                &key,
-                                format!(
-                                    "is {n} characters; Claude Code silently truncates instructions past {MAX_INSTRUCTIONS_CHARS}"
-                                ),
-                            );
-                        } else {
-                            config.instructions = s;
-                        }
-                    }
-                }
-                _ => self.unknown("host", item, KNOWN),
-            }
-        }
+    fn config(&mut self, raw: RawFile, path: &Path) -> Config {
+        let base_dir = path.parent().unwrap_or(Path::new("."));
+        let discovery_dir = raw.host.discovery_dir.and_then(|s| self.non_empty("host.discovery_dir", s));
+        let instructions = raw.host.instructions.and_then(|s| self.instructions(s));
+        let mut c = Config {
+            source: Some(path.to_path_buf()),
+            discovery_dir: discovery_dir.map(|s| expand_home(&s)),
+            instructions: instructions.unwrap_or_else(|| DEFAULT_INSTRUCTIONS.to_string()),
+            allowed_hosts: raw.bridge.allowed_hosts.iter().filter_map(|s| self.host_name(s)).collect(),
+            send_from: raw.files.send_from.into_iter().filter_map(|s| self.send_from(s, base_dir)).collect(),
+            filters: self.filters(raw.filter, base_dir),
+            ..Config::default()
+        };
+        let (b, e, l, p) = (&raw.bridge, &raw.events, &raw.limits, &raw.permissions);
+        self.int("bridge.sign_in_hours", &b.sign_in_hours, 1..=24 * 365, |n: u64| {
+            c.sign_in = Duration::from_secs(n * 3600);
+        });
+        self.int("events.replay_buffer", &e.replay_buffer, 1..=1_000_000, |n| c.events.replay_buffer = n);
+        self.int("events.subscriber_lag", &e.subscriber_lag, 1..=1_000_000, |n| c.events.subscriber_lag = n);
+        self.int("limits.max_body_bytes", &l.max_body_bytes, 64..=64 << 20, |n| c.limits.max_body_bytes = n);
+        self.int("limits.max_content_chars", &l.max_content_chars, 1..=64 << 20, |n| c.limits.max_content_chars = n);
+        self.int("limits.max_meta_keys", &l.max_meta_keys, 0..=10_000, |n| c.limits.max_meta_keys = n);
+        self.int("limits.idempotency_window", &l.idempotency_window, 0..=1_000_000, |n| {
+            c.limits.idempotency_window = n;
+        });
+        self.int("limits.read_timeout_ms", &l.read_timeout_ms, 100..=600_000, |n| {
+            c.limits.read_timeout = Duration::from_millis(n);
+        });
+        self.int("limits.max_file_bytes", &l.max_file_bytes, 1..=1 << 30, |n| c.limits.max_file_bytes = n);
+        self.int("limits.max_files", &l.max_files, 0..=1000, |n| c.limits.max_files = n);
+        self.int("limits.max_files_bytes", &l.max_files_bytes, 1..=4 << 30, |n| c.limits.max_files_bytes = n);
+        self.int("permissions.expire_after_secs", &p.expire_after_secs, 1..=7 * 24 * 3600, |n| {
+            c.permissions.expire_after = Duration::from_secs(n);
+        });
+        c.permissions.relay = p.relay.unwrap_or(c.permissions.relay);
+        c
     }
 
-    fn bridge(&mut self, t: &DeTable<'_>, config: &mut Config) {
-        for item in t.iter() {
-            let key = qualified("bridge", item.0.get_ref());
-            match item.0.get_ref().as_ref() {
-                "allowed_hosts" => {
-                    let Some(names) = self.typed(&key, item.1, "an array of host names", DeValue::as_array) else { continue };
-                    for name in names.iter() {
-                        let Some(s) = self.typed(&key, name, "a string", DeValue::as_str) else { continue };
-                        match host_name(s) {
-                            Some(host) => config.allowed_hosts.push(host),
-                            None => self.error(
-                                name.span(),
-                                &key,
-                                format!("{s:?} is not a host name (give name or name:port, with no scheme or path)"),
-                            ),
-                        }
-                    }
-                }
-                "sign_in_hours" => {
-                    if let Some(n) = self.int_in(&key, item, 1, 24 * 365) {
-                        config.sign_in = Duration::from_secs(n as u64 * 3600);
-                    }
-                }
-                _ => self.unknown("bridge", item, &["allowed_hosts", "sign_in_hours"]),
-            }
+    fn instructions(&mut self, s: Spanned<String>) -> Option<String> {
+        let n = s.get_ref().chars().count();
+        if n > MAX_INSTRUCTIONS_CHARS {
+            let message =
+                format!("is {n} characters; Claude Code silently truncates instructions past {MAX_INSTRUCTIONS_CHARS}");
+            self.error(s.span(), "host.instructions", message);
+            return None;
         }
+        self.non_empty("host.instructions", s)
+    }
+
+    fn host_name(&mut self, s: &Spanned<String>) -> Option<Authority> {
+        let host = host_name(s.get_ref());
+        if host.is_none() {
+            let message = format!("{:?} is not a host name (give name or name:port, with no scheme or path)", s.get_ref());
+            self.error(s.span(), "bridge.allowed_hosts", message);
+        }
+        host
     }
 
     /// `[files] send_from`: each an existing directory, absolute, `~/`, or
     /// relative to the config file.
-    fn files(&mut self, t: &DeTable<'_>, config: &mut Config, base_dir: &Path) {
-        for item in t.iter() {
-            let key = qualified("files", item.0.get_ref());
-            if item.0.get_ref().as_ref() != "send_from" {
-                self.unknown("files", item, &["send_from"]);
-                continue;
-            }
-            let Some(dirs) = self.typed(&key, item.1, "an array of directories", DeValue::as_array) else { continue };
-            for dir in dirs.iter() {
-                let Some(s) = self.typed(&key, dir, "a string", DeValue::as_str) else { continue };
-                let path = expand_home(s);
-                let path = if path.is_absolute() { path } else { base_dir.join(path) };
-                match std::fs::metadata(&path) {
-                    _ if s.is_empty() => self.error(dir.span(), &key, "must not be empty"),
-                    Ok(m) if m.is_dir() => config.send_from.push(path),
-                    Ok(_) => self.error(dir.span(), &key, format!("{} is not a directory", path.display())),
-                    Err(e) => self.error(dir.span(), &key, format!("{}: {e}", path.display())),
-                }
-            }
+    fn send_from(&mut self, s: Spanned<String>, base_dir: &Path) -> Option<PathBuf> {
+        let (span, key) = (s.span(), "files.send_from");
+        let path = base_dir.join(expand_home(&self.non_empty(key, s)?));
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_dir() => return Some(path),
+            Ok(_) => self.error(span, key, format!("{} is not a directory", path.display())),
+            Err(e) => self.error(span, key, format!("{}: {e}", path.display())),
         }
+        None
     }
 
-    fn events(&mut self, t: &DeTable<'_>, events: &mut EventsConfig) {
-        self.numbers("events", t, &mut [
-            ("replay_buffer", 1, 1_000_000, &mut |n| events.replay_buffer = n as usize),
-            ("subscriber_lag", 1, 1_000_000, &mut |n| events.subscriber_lag = n as usize),
-        ]);
-    }
-
-    fn limits(&mut self, t: &DeTable<'_>, limits: &mut Limits) {
-        self.numbers("limits", t, &mut [
-            ("max_body_bytes", 64, 64 * 1024 * 1024, &mut |n| limits.max_body_bytes = n as usize),
-            ("max_content_chars", 1, 64 * 1024 * 1024, &mut |n| limits.max_content_chars = n as usize),
-            ("max_meta_keys", 0, 10_000, &mut |n| limits.max_meta_keys = n as usize),
-            ("idempotency_window", 0, 1_000_000, &mut |n| limits.idempotency_window = n as usize),
-            ("read_timeout_ms", 100, 600_000, &mut |n| limits.read_timeout = Duration::from_millis(n as u64)),
-            ("max_file_bytes", 1, 1 << 30, &mut |n| limits.max_file_bytes = n as u64),
-            ("max_files", 0, 1000, &mut |n| limits.max_files = n as usize),
-            ("max_files_bytes", 1, 4 << 30, &mut |n| limits.max_files_bytes = n as u64),
-        ]);
-    }
-
-    /// A table of whole numbers: each key with its bounds and where it goes.
-    fn numbers(&mut self, section: &str, t: &DeTable<'_>, keys: &mut [(&str, i64, i64, &mut dyn FnMut(i64))]) {
-        let known: Vec<&str> = keys.iter().map(|k| k.0).collect();
-        for item in t.iter() {
-            let key = qualified(section, item.0.get_ref());
-            match keys.iter_mut().find(|k| k.0 == item.0.get_ref().as_ref()) {
-                Some((_, min, max, set)) => {
-                    if let Some(n) = self.int_in(&key, item, *min, *max) {
-                        set(n);
-                    }
-                }
-                None => self.unknown(section, item, &known),
+    /// The valid entries, in file order; a name used twice is refused at the
+    /// second.
+    fn filters(&mut self, entries: Vec<Spanned<RawFilter>>, base_dir: &Path) -> Vec<FilterSpec> {
+        let mut specs: Vec<FilterSpec> = Vec::new();
+        for (i, entry) in entries.into_iter().enumerate() {
+            let Some(spec) = self.filter(i, entry, base_dir) else { continue };
+            if specs.iter().any(|f| f.name == spec.name) {
+                let message = format!("filter name {:?} is used twice", spec.name);
+                self.diags.push(spec.at.diagnostic(format!("filter[{i}].name"), message));
             }
+            specs.push(spec);
         }
+        specs
     }
 
-    fn permissions(&mut self, t: &DeTable<'_>, p: &mut PermissionsConfig) {
-        const KNOWN: &[&str] = &["relay", "expire_after_secs"];
-        for item in t.iter() {
-            let key = qualified("permissions", item.0.get_ref());
-            match item.0.get_ref().as_ref() {
-                "relay" => {
-                    if let Some(b) = self.typed(&key, item.1, "true or false", DeValue::as_bool) {
-                        p.relay = b;
-                    }
-                }
-                "expire_after_secs" => {
-                    if let Some(n) = self.int_in(&key, item, 1, 7 * 24 * 3600) {
-                        p.expire_after = Duration::from_secs(n as u64);
-                    }
-                }
-                _ => self.unknown("permissions", item, KNOWN),
-            }
-        }
-    }
-
-    fn filter(
-        &mut self,
-        index: usize,
-        span: Range<usize>,
-        t: &DeTable<'_>,
-        base_dir: &Path,
-    ) -> Option<FilterSpec> {
-        const KNOWN: &[&str] = &[
-            "name",
-            "path",
-            "hooks",
-            "timeout_ms",
-            "memory_mb",
-            "on_error",
-            "config",
-        ];
+    fn filter(&mut self, i: usize, entry: Spanned<RawFilter>, base_dir: &Path) -> Option<FilterSpec> {
         let errors_before = self.diags.len();
-        let at = self.location(span.clone());
-        let mut name: Option<String> = None;
-        let mut path: Option<(PathBuf, Location)> = None;
-        let mut hooks: Option<Hooks> = None;
-        let mut spec_timeout = 50;
-        let mut spec_memory = 32;
-        let mut on_error = OnError::Closed;
-        let mut config = serde_json::Value::Object(Default::default());
-        let mut config_at = at.clone();
-        let section = format!("filter[{index}]");
-        for item in t.iter() {
-            let key = qualified(&section, item.0.get_ref());
-            match item.0.get_ref().as_ref() {
-                "name" => {
-                    if let Some(s) = self.string(&key, item) {
-                        if s.is_empty()
-                            || !s
-                                .chars()
-                                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-                        {
-                            self.error(
-                                item.1.span(),
-                                &key,
-                                format!("{s:?} is not a valid name (use letters, digits, '-' and '_')"),
-                            );
-                        } else {
-                            name = Some(s);
-                        }
-                    }
-                }
-                "path" => {
-                    if let Some(s) = self.string(&key, item) {
-                        if s.is_empty() {
-                            self.error(item.1.span(), &key, "must not be empty");
-                        } else {
-                            let p = expand_home(&s);
-                            let p = if p.is_absolute() { p } else { base_dir.join(p) };
-                            path = Some((p, self.location(item.1.span())));
-                        }
-                    }
-                }
-                "hooks" => hooks = self.hooks(&key, item),
-                "timeout_ms" => {
-                    if let Some(n) = self.int_in(&key, item, 1, 10_000) {
-                        spec_timeout = n as u64;
-                    }
-                }
-                "memory_mb" => {
-                    if let Some(n) = self.int_in(&key, item, 1, 4096) {
-                        spec_memory = n as u64;
-                    }
-                }
-                "on_error" => {
-                    if let Some(s) = self.string(&key, item) {
-                        match s.as_str() {
-                            "closed" => on_error = OnError::Closed,
-                            "open" => on_error = OnError::Open,
-                            _ => self.error(
-                                item.1.span(),
-                                &key,
-                                format!("{s:?} is not one of \"closed\", \"open\""),
-                            ),
-                        }
-                    }
-                }
-                "config" => {
-                    if self.typed(&key, item.1, "a table", DeValue::as_table).is_some() {
-                        config = to_json(item.1.get_ref());
-                        config_at = self.location(item.1.span());
-                    }
-                }
-                _ => self.unknown(&section, item, KNOWN),
-            }
-        }
-        // A key that is there but wrong has its own error already.
+        let at = self.location(entry.span());
+        let f = entry.into_inner();
+        let key = |k: &str| format!("filter[{i}].{k}");
         for (given, k, what) in [
-            (name.is_some(), "name", "every filter needs a name"),
-            (path.is_some(), "path", "the .wasm component to load"),
-            (hooks.is_some(), "hooks", "a subset of [\"inject\", \"reply\", \"permission\"]"),
+            (f.name.is_some(), "name", "every filter needs a name"),
+            (f.path.is_some(), "path", "the .wasm component to load"),
+            (f.hooks.is_some(), "hooks", "a subset of [\"inject\", \"reply\", \"permission\"]"),
         ] {
-            if !given && !t.iter().any(|(key, _)| key.get_ref().as_ref() == k) {
-                self.error(span.clone(), &format!("{section}.{k}"), format!("missing ({what})"));
+            if !given {
+                self.diags.push(at.diagnostic(key(k), format!("missing ({what})")));
             }
         }
+        if let Some(name) = &f.name
+            && (name.get_ref().is_empty()
+                || !name.get_ref().chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+        {
+            let message = format!("{:?} is not a valid name (use letters, digits, '-' and '_')", name.get_ref());
+            self.error(name.span(), &key("name"), message);
+        }
+        let path_at = f.path.as_ref().map(|p| self.location(p.span()));
+        let path = f.path.and_then(|p| self.non_empty(&key("path"), p));
+        let hooks = f.hooks.map(|h| self.hooks(&key("hooks"), h));
+        let (mut timeout_ms, mut memory_mb) = (50, 32);
+        self.int(&key("timeout_ms"), &f.timeout_ms, 1..=10_000, |n| timeout_ms = n);
+        self.int(&key("memory_mb"), &f.memory_mb, 1..=4096, |n| memory_mb = n);
+        let on_error = match f.on_error {
+            Some(s) if s.get_ref() == "open" => OnError::Open,
+            Some(s) if s.get_ref() != "closed" => {
+                let message = format!("{:?} is not one of \"closed\", \"open\"", s.get_ref());
+                self.error(s.span(), &key("on_error"), message);
+                OnError::Closed
+            }
+            _ => OnError::Closed,
+        };
+        let config_at = f.config.as_ref().map_or(at.clone(), |c| self.location(c.span()));
         if self.diags.len() != errors_before {
             return None;
         }
-        let (path, path_at) = path?;
         Some(FilterSpec {
-            name: name?,
-            path,
+            name: f.name?.into_inner(),
+            path: base_dir.join(expand_home(&path?)),
             hooks: hooks?,
-            timeout_ms: spec_timeout,
-            memory_mb: spec_memory,
+            timeout_ms,
+            memory_mb,
             on_error,
-            config,
+            config: f.config.map_or(serde_json::json!({}), |c| to_json(toml::Value::Table(c.into_inner()))),
             at,
-            path_at,
+            path_at: path_at?,
             config_at,
         })
     }
 
-    fn hooks(&mut self, key: &str, item: Item<'_>) -> Option<Hooks> {
-        let items = self.typed(key, item.1, "an array of strings", DeValue::as_array)?;
+    fn hooks(&mut self, key: &str, list: Spanned<Vec<Spanned<String>>>) -> Hooks {
+        if list.get_ref().is_empty() {
+            self.error(list.span(), key, "is empty: the filter would never run");
+        }
         let mut hooks = Hooks::default();
-        let mut ok = true;
-        for v in items.iter() {
-            match self.typed(key, v, "a string", DeValue::as_str) {
-                Some("inject") => hooks.inject = true,
-                Some("reply") => hooks.reply = true,
-                Some("permission") => hooks.permission = true,
-                Some(other) => {
-                    ok = false;
+        for hook in list.into_inner() {
+            match hook.get_ref().as_str() {
+                "inject" => hooks.inject = true,
+                "reply" => hooks.reply = true,
+                "permission" => hooks.permission = true,
+                other => {
                     let message = format!("unknown hook {other:?} (expected \"inject\", \"reply\" or \"permission\")");
-                    self.error(v.span(), key, message);
+                    self.error(hook.span(), key, message);
                 }
-                None => ok = false,
             }
         }
-        if ok && hooks == Hooks::default() {
-            self.error(item.1.span(), key, "is empty: the filter would never run");
-            return None;
-        }
-        ok.then_some(hooks)
-    }
-
-    fn unique_filter_names(&mut self, filters: &[FilterSpec]) {
-        for (i, f) in filters.iter().enumerate() {
-            if filters[..i].iter().any(|g| g.name == f.name) {
-                let d = f.at.diagnostic(
-                    format!("filter[{i}].name"),
-                    format!("filter name {:?} is used twice", f.name),
-                );
-                self.diags.push(d);
-            }
-        }
-    }
-
-    fn string(&mut self, key: &str, item: Item<'_>) -> Option<String> {
-        self.typed(key, item.1, "a string", DeValue::as_str).map(str::to_string)
-    }
-
-    fn int_in(&mut self, key: &str, item: Item<'_>, min: i64, max: i64) -> Option<i64> {
-        let i = self.typed(key, item.1, "an integer", DeValue::as_integer)?;
-        let n = i64::from_str_radix(i.as_str(), i.radix()).ok().filter(|n| (min..=max).contains(n));
-        if n.is_none() {
-            self.error(item.1.span(), key, format!("must be between {min} and {max}"));
-        }
-        n
-    }
-}
-
-fn qualified(section: &str, key: &str) -> String {
-    if section.is_empty() {
-        key.to_string()
-    } else {
-        format!("{section}.{key}")
+        hooks
     }
 }
 
@@ -685,22 +563,17 @@ pub fn home_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/"))
 }
 
-/// `[filter.config]` goes to the filter's `configure` as JSON.
-fn to_json(v: &DeValue<'_>) -> serde_json::Value {
-    use serde_json::Value;
+/// `[filter.config]` goes to the filter's `configure` as JSON; a datetime as
+/// its string.
+fn to_json(v: toml::Value) -> serde_json::Value {
     match v {
-        DeValue::String(s) => Value::String(s.to_string()),
-        // toml has taken out the `_`s: what is left is Rust's syntax.
-        DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix()).map_or(Value::Null, Value::from),
-        DeValue::Float(f) => f.as_str().parse().ok().and_then(serde_json::Number::from_f64).map_or(Value::Null, Value::Number),
-        DeValue::Boolean(b) => Value::Bool(*b),
-        DeValue::Datetime(d) => Value::String(d.to_string()),
-        DeValue::Array(a) => Value::Array(a.iter().map(|x| to_json(x.get_ref())).collect()),
-        DeValue::Table(t) => Value::Object(
-            t.iter()
-                .map(|(k, x)| (k.get_ref().to_string(), to_json(x.get_ref())))
-                .collect(),
-        ),
+        toml::Value::String(s) => s.into(),
+        toml::Value::Integer(i) => i.into(),
+        toml::Value::Float(f) => f.into(),
+        toml::Value::Boolean(b) => b.into(),
+        toml::Value::Datetime(d) => d.to_string().into(),
+        toml::Value::Array(a) => a.into_iter().map(to_json).collect(),
+        toml::Value::Table(t) => t.into_iter().map(|(k, v)| (k, to_json(v))).collect(),
     }
 }
 
@@ -729,17 +602,30 @@ mod tests {
     }
 
     #[test]
-    fn every_problem_is_reported_with_line_col_and_key() {
-        let text = "[host]\nbogus = 1\n\n[limits]\nmax_body_bytes = \"big\"\nmax_meta_keys = -1\n\n[surprise]\n";
+    fn every_problem_of_meaning_is_reported_with_line_col_and_key() {
+        let text = "[host]\ninstructions = \"\"\n\n[limits]\nmax_body_bytes = 1\nmax_meta_keys = -1\n";
         assert_eq!(
             errors(text),
             vec![
-                "x/opzero.toml:2:1: host.bogus: unknown key (expected one of: discovery_dir, instructions)",
-                "x/opzero.toml:5:18: limits.max_body_bytes: expected an integer, found string",
+                "x/opzero.toml:2:16: host.instructions: must not be empty",
+                "x/opzero.toml:5:18: limits.max_body_bytes: must be between 64 and 67108864",
                 "x/opzero.toml:6:17: limits.max_meta_keys: must be between 0 and 10000",
-                "x/opzero.toml:8:2: surprise: unknown key (expected one of: host, bridge, files, events, limits, permissions, filter)",
             ]
         );
+    }
+
+    #[test]
+    fn an_unknown_key_or_a_wrong_type_stops_at_the_first() {
+        let rest = "[limits]\nmax_body_bytes = \"big\"\nmax_meta_keys = -1\n\n[surprise]\n";
+        let all = format!("[host]\nbogus = 1\n{rest}");
+        for (text, want) in [
+            (all.as_str(), "x/opzero.toml:2:1: host.bogus: unknown key (expected one of: discovery_dir, instructions)"),
+            (rest, "x/opzero.toml:2:18: limits.max_body_bytes: invalid type: string \"big\", expected i64"),
+            ("[surprise]\n", "x/opzero.toml:1:2: surprise: unknown key (expected one of: host, bridge, files, events, limits, permissions, filter)"),
+            ("[[filter]]\nhooks = [\"reply\", 3]\n", "x/opzero.toml:2:19: filter[0].hooks[1]: invalid type: integer `3`, expected a string"),
+        ] {
+            assert_eq!(errors(text), vec![want]);
+        }
     }
 
     #[test]
@@ -760,6 +646,7 @@ hooks = ["inject", "reply"]
 words = ["x", "y"]
 limit = 3_000
 ratio = 1_0.5
+when = 1979-05-27T07:32:00Z
 
 [[filter]]
 name = "b"
@@ -775,7 +662,7 @@ on_error = "open"
         assert_eq!(a.path, PathBuf::from("/etc/op/f/a.wasm"));
         assert!(a.hooks.inject && a.hooks.reply && !a.hooks.permission);
         assert_eq!((a.timeout_ms, a.memory_mb, a.on_error), (50, 32, OnError::Closed));
-        assert_eq!(a.config, serde_json::json!({"words": ["x", "y"], "limit": 3000, "ratio": 10.5}));
+        assert_eq!(a.config, serde_json::json!({"words": ["x", "y"], "limit": 3000, "ratio": 10.5, "when": "1979-05-27T07:32:00Z"}));
         assert_eq!((a.at.line, a.path_at.line, a.config_at.line), (2, 4, 6));
         let b = &c.filters[1];
         assert_eq!(b.path, PathBuf::from("/abs/b.wasm"));
@@ -784,7 +671,7 @@ on_error = "open"
 
     #[test]
     fn filter_mistakes_name_the_entry_and_key() {
-        let text = "[[filter]]\nname = \"a b\"\nhooks = [\"inject\", \"sideways\"]\ntimeout_ms = 0\nextra = true\n";
+        let text = "[[filter]]\nname = \"a b\"\nhooks = [\"inject\", \"sideways\"]\ntimeout_ms = 0\n";
         assert_eq!(
             errors(text),
             vec![
@@ -792,8 +679,12 @@ on_error = "open"
                 "x/opzero.toml:2:8: filter[0].name: \"a b\" is not a valid name (use letters, digits, '-' and '_')",
                 "x/opzero.toml:3:20: filter[0].hooks: unknown hook \"sideways\" (expected \"inject\", \"reply\" or \"permission\")",
                 "x/opzero.toml:4:14: filter[0].timeout_ms: must be between 1 and 10000",
-                "x/opzero.toml:5:1: filter[0].extra: unknown key (expected one of: name, path, hooks, timeout_ms, memory_mb, on_error, config)",
             ]
+        );
+        // An unknown key stops the reading there.
+        assert_eq!(
+            errors(&format!("{text}extra = true\n")),
+            vec!["x/opzero.toml:5:1: filter[0].extra: unknown key (expected one of: name, path, hooks, timeout_ms, memory_mb, on_error, config)"]
         );
     }
 
