@@ -332,6 +332,12 @@ fn validate_accepts_a_good_file_with_one_line() {
     let out = Command::new(BIN).arg("validate").current_dir(dir.path()).output().unwrap();
     assert!(out.status.success());
     assert_eq!(stdout(&out), "opzero.toml: ok (0 filters; permission relay off)\n");
+    // --config names it as for every other command; a FILE given wins.
+    std::fs::write(dir.path().join("other.toml"), "[permissions]\nrelay = true\n").unwrap();
+    let out = Command::new(BIN).args(["--config", "other.toml", "validate"]).current_dir(dir.path()).output().unwrap();
+    assert_eq!(stdout(&out), "other.toml: ok (0 filters; permission relay on)\n");
+    let out = Command::new(BIN).args(["validate", "--config", "other.toml", "opzero.toml"]).current_dir(dir.path()).output().unwrap();
+    assert_eq!(stdout(&out), "opzero.toml: ok (0 filters; permission relay off)\n");
 }
 
 #[test]

@@ -3,9 +3,8 @@
 
 #![forbid(unsafe_code)]
 
-use std::ffi::OsString;
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -15,6 +14,9 @@ use opzero_host::{discovery, serve, UserError};
 #[derive(Parser)]
 #[command(name = "opzero-host", version, about = "Talk to a live Claude Code session from your phone: a native channel host")]
 struct Cli {
+    /// Config file (default: ./opzero.toml if present, else built-in defaults).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -23,41 +25,17 @@ struct Cli {
 enum Command {
     /// Run the channel host (Claude Code spawns this over stdio).
     Serve {
-        /// Config file (default: ./opzero.toml if present, else built-in defaults).
-        #[arg(long, value_name = "FILE")]
-        config: Option<PathBuf>,
         /// Session UUID (default: $OPZERO_CHANNEL_SESSION_ID).
         #[arg(long, value_name = "UUID")]
         session_id: Option<String>,
     },
     /// Start claude in DIR with this host attached as its channel.
-    Launch {
-        #[arg(long, value_name = "DIR")]
-        cwd: Option<PathBuf>,
-        #[arg(long, value_name = "M")]
-        model: Option<String>,
-        /// Session UUID (default: a new random one).
-        #[arg(long, value_name = "UUID", conflicts_with_all = ["resume", "continue_session"])]
-        session_id: Option<String>,
-        /// Resume this session of DIR (see `opzero-host sessions --all`), with the channel.
-        #[arg(long, value_name = "UUID", conflicts_with = "continue_session")]
-        resume: Option<String>,
-        /// Resume the newest session of DIR, with the channel.
-        #[arg(long = "continue")]
-        continue_session: bool,
-        #[arg(long, value_name = "FILE")]
-        config: Option<PathBuf>,
-        /// Passed to claude as is.
-        #[arg(last = true, value_name = "CLAUDE_ARGS")]
-        claude_args: Vec<OsString>,
-    },
+    Launch(launcher::Launch),
     /// List live sessions (and delete files of dead ones).
     Sessions {
         /// Also list this directory's Claude Code sessions that have no live host.
         #[arg(long)]
         all: bool,
-        #[arg(long, value_name = "FILE")]
-        config: Option<PathBuf>,
     },
     /// Send a message into a session, as the phone would.
     Send {
@@ -69,8 +47,6 @@ enum Command {
         /// Attach a file (repeat for several).
         #[arg(long = "file", value_name = "PATH")]
         files: Vec<PathBuf>,
-        #[arg(long, value_name = "FILE")]
-        config: Option<PathBuf>,
     },
     /// Follow a session's replies and permission prompts.
     Tail {
@@ -85,8 +61,6 @@ enum Command {
         /// overwriting a file already there).
         #[arg(long, value_name = "DIR")]
         save: Option<PathBuf>,
-        #[arg(long, value_name = "FILE")]
-        config: Option<PathBuf>,
     },
     /// Sign a browser in to the session's chat page: prints a one-time
     /// link (valid 60 s) and opens it where there is a desktop.
@@ -99,18 +73,12 @@ enum Command {
         /// Only print the link.
         #[arg(long)]
         no_browser: bool,
-        #[arg(long, value_name = "FILE")]
-        config: Option<PathBuf>,
     },
     /// Show a session's state.
-    Status {
-        session: String,
-        #[arg(long, value_name = "FILE")]
-        config: Option<PathBuf>,
-    },
+    Status { session: String },
     /// Check a config file and the filters it names.
     Validate {
-        /// Default: ./opzero.toml
+        /// Default: the --config file, else ./opzero.toml
         file: Option<PathBuf>,
     },
 }
@@ -136,8 +104,9 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
-fn channels_dir(config: Option<PathBuf>) -> Result<PathBuf, UserError> {
-    Ok(discovery::channels_dir(&serve::config(config.as_deref())?))
+/// The live session `session` names, in the config's discovery directory.
+fn find(config: Option<&Path>, session: &str) -> Result<discovery::Record, UserError> {
+    client::find(&discovery::channels_dir(&serve::config(config)?), session)
 }
 
 fn main() -> ExitCode {
@@ -146,7 +115,7 @@ fn main() -> ExitCode {
         Command::Serve { .. } => tracing::Level::INFO,
         _ => tracing::Level::WARN,
     });
-    match run(cli.command) {
+    match run(cli.command, cli.config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => ExitCode::from(report(&e)),
     }
@@ -167,11 +136,12 @@ fn report(e: &anyhow::Error) -> u8 {
     }
 }
 
-fn run(command: Command) -> anyhow::Result<()> {
+fn run(command: Command, config: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = config.as_deref();
     match command {
-        Command::Serve { config, session_id } => {
+        Command::Serve { session_id } => {
             let session_id = serve::session_id(session_id.as_deref())?;
-            let config = serve::config(config.as_deref())?;
+            let config = serve::config(config)?;
             let result = runtime().block_on(serve::run(session_id, config));
             // Don't wait for the runtime's blocking threads (a stdin read may
             // still be parked there): the discovery file is gone, we are done.
@@ -180,57 +150,28 @@ fn run(command: Command) -> anyhow::Result<()> {
                 Err(e) => report(&e).into(),
             });
         }
-        Command::Launch {
-            cwd,
-            model,
-            session_id,
-            resume,
-            continue_session,
-            config,
-            claude_args,
-        } => {
-            let plan = launcher::plan(launcher::Launch {
-                cwd,
-                model,
-                session_id,
-                resume,
-                continue_session,
-                config,
-                claude_args,
-            })?;
+        Command::Launch(launch) => {
+            let plan = launcher::plan(launcher::Launch { config: config.map(Path::to_path_buf), ..launch })?;
             Err(launcher::exec(plan).into())
         }
-        Command::Sessions { all, config } => Ok(client::sessions(&channels_dir(config)?, all)?),
-        Command::Send {
-            session,
-            text,
-            chat_id,
-            files,
-            config,
-        } => {
-            let entry = client::find(&channels_dir(config)?, &session)?;
+        Command::Sessions { all } => {
+            Ok(client::sessions(&discovery::channels_dir(&serve::config(config)?), all)?)
+        }
+        Command::Send { session, text, chat_id, files } => {
+            let entry = find(config, &session)?;
             runtime().block_on(client::send(&entry, &text, chat_id.as_deref(), &files))
         }
-        Command::Tail {
-            session,
-            json,
-            since,
-            save,
-            config,
-        } => {
-            let entry = client::find(&channels_dir(config)?, &session)?;
+        Command::Tail { session, json, since, save } => {
+            let entry = find(config, &session)?;
             runtime().block_on(client::tail(&entry, json, since, save.as_deref()))
         }
-        Command::Open { session, base, no_browser, config } => {
-            let entry = client::find(&channels_dir(config)?, &session)?;
+        Command::Open { session, base, no_browser } => {
+            let entry = find(config, &session)?;
             runtime().block_on(client::open(&entry, base.as_deref(), !no_browser))
         }
-        Command::Status { session, config } => {
-            let entry = client::find(&channels_dir(config)?, &session)?;
-            runtime().block_on(client::status(&entry))
-        }
+        Command::Status { session } => runtime().block_on(client::status(&find(config, &session)?)),
         Command::Validate { file } => {
-            let file = file.unwrap_or_else(|| PathBuf::from("opzero.toml"));
+            let file = file.or(config.map(Path::to_path_buf)).unwrap_or_else(|| PathBuf::from("opzero.toml"));
             if !file.is_file() {
                 return Err(UserError(format!("{}: no such config file", file.display())).into());
             }

@@ -45,19 +45,10 @@ pub fn find(dir: &Path, prefix: &str) -> Result<Record, UserError> {
     }
 }
 
-/// Sends one request on a fresh connection; returns the response with its
-/// body still streaming.
+/// Sends one request on a fresh connection (with a `Last-Event-ID` when
+/// resuming an event stream); returns the response with its body still
+/// streaming.
 async fn request(
-    entry: &Record,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
-    request_with(entry, method, path, body, None).await
-}
-
-/// [`request`], with a `Last-Event-ID` when resuming an event stream.
-async fn request_with(
     entry: &Record,
     method: Method,
     path: &str,
@@ -90,7 +81,7 @@ async fn request_json(
     path: &str,
     body: Option<Value>,
 ) -> anyhow::Result<(StatusCode, Value)> {
-    let resp = request(entry, method, path, body).await?;
+    let resp = request(entry, method, path, body, None).await?;
     let status = resp.status();
     let bytes = resp.into_body().collect().await?.to_bytes();
     let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
@@ -282,7 +273,7 @@ pub async fn tail(entry: &Record, json_out: bool, since: Option<u64>, save: Opti
     let mut following = false;
     loop {
         let resume = last.map(|n| n.to_string());
-        let resp = match request_with(entry, Method::GET, "/events", None, resume.as_deref()).await {
+        let resp = match request(entry, Method::GET, "/events", None, resume.as_deref()).await {
             Ok(resp) => resp,
             Err(_) if following => {
                 eprintln!("the host closed the stream");
@@ -343,7 +334,7 @@ async fn show(entry: &Record, data: &str, json_out: bool, save: Option<&Path>) -
 /// that is taken; a reader never sees it half-written.
 async fn download(entry: &Record, file: &Value, dir: &Path) -> anyhow::Result<PathBuf> {
     let id = file["id"].as_str().context("the event names no file id")?;
-    let resp = request(entry, Method::GET, &format!("/files/{id}"), None).await?;
+    let resp = request(entry, Method::GET, &format!("/files/{id}"), None, None).await?;
     let status = resp.status();
     let bytes = resp.into_body().collect().await?.to_bytes();
     if !status.is_success() {

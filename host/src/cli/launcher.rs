@@ -15,14 +15,27 @@ use crate::UserError;
 /// Channels need Claude Code 2.1.80 or newer.
 pub const MIN_CLAUDE: (u64, u64, u64) = (2, 1, 80);
 
+/// `launch`'s arguments, as the command line gives them.
+#[derive(clap::Args)]
 pub struct Launch {
+    #[arg(long, value_name = "DIR")]
     pub cwd: Option<PathBuf>,
+    #[arg(long, value_name = "M")]
     pub model: Option<String>,
+    /// Session UUID (default: a new random one).
+    #[arg(long, value_name = "UUID", conflicts_with_all = ["resume", "continue_session"])]
     pub session_id: Option<String>,
-    /// Resume this session, or (`continue_session`) the newest, of `cwd`.
+    /// Resume this session of DIR (see `opzero-host sessions --all`), with the channel.
+    #[arg(long, value_name = "UUID", conflicts_with = "continue_session")]
     pub resume: Option<String>,
+    /// Resume the newest session of DIR, with the channel.
+    #[arg(long = "continue")]
     pub continue_session: bool,
+    /// The global `--config`.
+    #[arg(skip)]
     pub config: Option<PathBuf>,
+    /// Passed to claude as is.
+    #[arg(last = true, value_name = "CLAUDE_ARGS")]
     pub claude_args: Vec<OsString>,
 }
 
