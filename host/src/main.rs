@@ -104,9 +104,14 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
+/// Where the config's discovery files are.
+fn channels_dir(config: Option<&Path>) -> Result<PathBuf, UserError> {
+    Ok(discovery::channels_dir(&serve::config(config)?))
+}
+
 /// The live session `session` names, in the config's discovery directory.
 fn find(config: Option<&Path>, session: &str) -> Result<discovery::Record, UserError> {
-    client::find(&discovery::channels_dir(&serve::config(config)?), session)
+    client::find(&channels_dir(config)?, session)
 }
 
 fn main() -> ExitCode {
@@ -154,9 +159,7 @@ fn run(command: Command, config: Option<PathBuf>) -> anyhow::Result<()> {
             let plan = launcher::plan(launcher::Launch { config: config.map(Path::to_path_buf), ..launch })?;
             Err(launcher::exec(plan).into())
         }
-        Command::Sessions { all } => {
-            Ok(client::sessions(&discovery::channels_dir(&serve::config(config)?), all)?)
-        }
+        Command::Sessions { all } => Ok(client::sessions(&channels_dir(config)?, all)?),
         Command::Send { session, text, chat_id, files } => {
             let entry = find(config, &session)?;
             runtime().block_on(client::send(&entry, &text, chat_id.as_deref(), &files))

@@ -28,7 +28,7 @@ impl Bridge {
     /// Whether a `Host` header names this bridge: a loopback name with its
     /// port, or one of `[bridge] allowed_hosts` (`name` with any port, or
     /// `name:port` exactly).
-    pub(super) fn serves(&self, host: &str) -> bool {
+    fn serves(&self, host: &str) -> bool {
         let Ok(host) = host.parse::<Authority>() else { return false };
         // Authority compares without regard to case.
         self.is_loopback(&host)
@@ -38,7 +38,7 @@ impl Bridge {
             })
     }
 
-    pub(super) fn is_loopback(&self, host: &Authority) -> bool {
+    fn is_loopback(&self, host: &Authority) -> bool {
         self.hosts.iter().any(|name| host == name.as_str())
     }
 
@@ -72,7 +72,7 @@ impl Bridge {
     /// Who the request's credential says it is from: the secret
     /// (`X-OPZero-Secret`, or `Authorization: Bearer`), or a page's token
     /// (`Authorization: Bearer`) from the page's own origin.
-    pub(super) fn access(&self, method: &Method, h: &HeaderMap) -> Access {
+    fn access(&self, method: &Method, h: &HeaderMap) -> Access {
         use subtle::ConstantTimeEq;
         let bearer = h.get(header::AUTHORIZATION).and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
         let given = h.get("x-opzero-secret").map(HeaderValue::as_bytes).or(bearer).unwrap_or_default();

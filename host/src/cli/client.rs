@@ -258,11 +258,10 @@ pub async fn status(r: &Record) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Follows the event stream until the host goes away; with `save`, the
-/// files of each reply are downloaded there.
-/// Follows the event stream. When the connection drops, it reconnects
-/// with `Last-Event-ID` after the last event shown, so nothing is missed
-/// or shown twice; it ends when the host is gone.
+/// Follows the event stream; with `save`, the files of each reply are
+/// downloaded there. When the connection drops, it reconnects with
+/// `Last-Event-ID` after the last event shown, so nothing is missed or
+/// shown twice; it ends when the host is gone.
 pub async fn tail(entry: &Record, json_out: bool, since: Option<u64>, save: Option<&Path>) -> anyhow::Result<()> {
     use eventsource_stream::Eventsource;
     use futures_util::StreamExt;

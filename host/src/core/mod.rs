@@ -221,9 +221,10 @@ impl Core {
     }
 
     /// Sends a notification to Claude. Returns once it is on stdout, or in
-    /// a burst that the burst's last message writes (see `channel::Out`),
-    /// or at once while Claude Code is still initializing (it is then
-    /// held, and sent in order after initialization).
+    /// a burst that the burst's last message writes (see `Out` in
+    /// `channel/stdio.rs`), or at once while Claude Code is still
+    /// initializing (it is then held, and sent in order after
+    /// initialization).
     async fn send_to_claude(&self, method: &str, params: Value) -> Result<(), Undelivered> {
         let notification = |params| ServerNotification::CustomNotification(CustomNotification::new(method, Some(params)));
         let peer = {
