@@ -75,7 +75,11 @@ fn inject_emits_the_exact_channel_notification() {
     let mut h = Host::spawn();
     h.initialize();
     let r = h.post("/inject", &json!({"content": "hello there", "chat_id": "c-1", "meta": {"user": "ann"}}));
-    assert_eq!((r.status, r.body.as_slice()), (202, br#"{"ok":true}"#.as_slice()));
+    // CONTRACT.md pins status 202 and `"ok": true`; `message_id` (the
+    // host's own here, as the phone gave none) is an addition (issue 20).
+    assert_eq!(r.pair_host_id(), (202, json!({"ok": true})));
+    let id = r.json()["message_id"].as_str().unwrap().to_string();
+    assert_eq!((r.status, r.body.as_slice()), (202, format!(r#"{{"message_id":"{id}","ok":true}}"#).as_bytes()));
     assert_eq!(r.header("content-type"), Some("application/json"));
     assert_eq!(
         h.recv_line(),
@@ -91,7 +95,7 @@ fn meta_follows_the_contract_rules() {
         "/inject",
         &json!({"content": "x", "meta": {"ok_key": "v", "bad-key": "v", "sp ace": "v", "n": 42, "b": false, "nil": null, "chat_id": "from-meta"}}),
     );
-    assert_eq!(r.pair(), (202, json!({"ok": true, "dropped_meta": ["bad-key", "sp ace"]})));
+    assert_eq!(r.pair_host_id(), (202, json!({"ok": true, "dropped_meta": ["bad-key", "sp ace"]})));
     let n = h.recv();
     // No chat_id given: the default wins even over meta.chat_id.
     assert_eq!(n["params"]["meta"], json!({"chat_id": "inject", "ok_key": "v", "n": "42", "b": "false"}));
@@ -213,7 +217,7 @@ fn every_error_row_of_the_contract() {
         &[("Authorization", &bearer)],
         Some(br#"{"content":"via bearer"}"#),
     );
-    assert_eq!(r.pair(), (202, json!({"ok": true})));
+    assert_eq!(r.pair_host_id(), (202, json!({"ok": true})));
     assert_eq!(h.recv()["params"]["content"], "via bearer");
 
     let auth = [("X-OPZero-Secret", secret.as_str())];
@@ -354,7 +358,7 @@ fn injects_before_initialization_are_held_then_delivered_in_order() {
     let mut h = Host::spawn();
     for i in 0..5 {
         let r = h.post("/inject", &json!({"content": format!("early {i}")}));
-        assert_eq!(r.pair(), (202, json!({"ok": true})));
+        assert_eq!(r.pair_host_id(), (202, json!({"ok": true})));
     }
     // Nothing may reach stdout before the handshake.
     assert_eq!(h.try_recv_line(Duration::from_millis(200)), None);
@@ -516,7 +520,7 @@ fn permission_capability_is_absent_when_relay_is_off() {
 fn pipes_work_like_sockets() {
     let mut h = Host::spawn_with(Options { pipes: true, ..Options::default() });
     h.initialize();
-    assert_eq!(h.post("/inject", &json!({"content": "over a pipe"})).pair(), (202, json!({"ok": true})));
+    assert_eq!(h.post("/inject", &json!({"content": "over a pipe"})).pair_host_id(), (202, json!({"ok": true})));
     assert_eq!(
         h.recv_line(),
         r#"{"jsonrpc":"2.0","method":"notifications/claude/channel","params":{"content":"over a pipe","meta":{"chat_id":"inject"}}}"#

@@ -79,7 +79,7 @@ fn channel_line(content: &str, meta: &str) -> String {
 /// inject's notification is the very next stdout line.
 fn next_line_is_a_probe(h: &Host, tag: &str) {
     let r = h.post("/inject", &json!({"content": tag, "chat_id": "probe"}));
-    assert_eq!(r.pair(), (202, json!({"ok": true})), "probe {tag}");
+    assert_eq!(r.pair_host_id(), (202, json!({"ok": true})), "probe {tag}");
     assert_eq!(h.recv_line(), channel_line(tag, r#"{"chat_id":"probe"}"#), "after {tag}");
 }
 
@@ -189,7 +189,9 @@ fn an_image_lands_in_the_private_inbox_as_image_path() {
         &json!({"content": "look at this", "chat_id": "c-1", "meta": {"user": "ann"},
                 "files": [file("photo.png", Some("image/png"), &png)]}),
     );
-    assert_eq!((r.status, r.body.as_slice()), (202, br#"{"ok":true}"#.as_slice()));
+    assert_eq!(r.pair_host_id(), (202, json!({"ok": true})));
+    let id = r.json()["message_id"].as_str().unwrap().to_string();
+    assert_eq!((r.status, r.body.as_slice()), (202, format!(r#"{{"message_id":"{id}","ok":true}}"#).as_bytes()));
     let n = h.recv();
     let path = meta_str(&n, "image_path").to_string();
     assert_eq!(
@@ -227,7 +229,7 @@ fn mime_is_optional_guessed_from_the_name_and_padding_is_optional() {
     {
         let content = format!("m{i}");
         let r = h.post("/inject", &json!({"content": content, "chat_id": "c", "files": [entry.clone()]}));
-        assert_eq!(r.pair(), (202, json!({"ok": true})), "{entry}");
+        assert_eq!(r.pair_host_id(), (202, json!({"ok": true})), "{entry}");
         let n = h.recv();
         let path = meta_str(&n, key).to_string();
         assert_eq!(
@@ -255,7 +257,7 @@ fn several_files_are_counted_and_numbered_in_order() {
             file("c.bin", None, &c),
         ]}),
     );
-    assert_eq!(r.pair(), (202, json!({"ok": true})));
+    assert_eq!(r.pair_host_id(), (202, json!({"ok": true})));
     let n = h.recv();
     let paths: Vec<String> = (1..=3).map(|i| meta_str(&n, &format!("file_path_{i}")).to_string()).collect();
     // An image among several is still file_path_N; content is unchanged.
@@ -285,7 +287,7 @@ fn two_files_of_the_same_name_both_survive() {
         "/inject",
         &json!({"content": "twins", "files": [file("same.txt", None, b"one"), file("same.txt", None, b"two")]}),
     );
-    assert_eq!(r.pair(), (202, json!({"ok": true})));
+    assert_eq!(r.pair_host_id(), (202, json!({"ok": true})));
     let n = h.recv();
     assert_eq!(meta_str(&n, "file_count"), "2");
     let (p1, p2) = (meta_str(&n, "file_path_1").to_string(), meta_str(&n, "file_path_2").to_string());
@@ -294,7 +296,7 @@ fn two_files_of_the_same_name_both_survive() {
     assert_eq!(std::fs::read(&p2).unwrap(), b"two");
     // And in a later message too.
     let r = h.post("/inject", &json!({"content": "again", "files": [file("same.txt", None, b"three")]}));
-    assert_eq!(r.pair(), (202, json!({"ok": true})));
+    assert_eq!(r.pair_host_id(), (202, json!({"ok": true})));
     let n = h.recv();
     let p3 = meta_str(&n, "file_path").to_string();
     assert!(p3 != p1 && p3 != p2, "{p3}");
@@ -329,7 +331,7 @@ fn file_names_are_sanitized() {
         let files: Vec<Value> =
             names.iter().enumerate().map(|(i, n)| file(n, None, format!("file {c}.{i}").as_bytes())).collect();
         let r = h.post("/inject", &json!({"content": format!("chunk {c}"), "files": files}));
-        assert_eq!(r.pair(), (202, json!({"ok": true})), "chunk {c}");
+        assert_eq!(r.pair_host_id(), (202, json!({"ok": true})), "chunk {c}");
         let n = h.recv();
         assert_eq!(n["params"]["content"], format!("chunk {c}"));
         assert_eq!(meta_str(&n, "file_count"), names.len().to_string());
@@ -379,14 +381,14 @@ fn the_phone_cannot_set_the_file_meta_keys() {
     // Without files.
     let r = h.post("/inject", &json!({"content": "no files", "chat_id": "c", "meta": spoof}));
     assert_eq!(r.status, 202);
-    assert_eq!(sorted(r.json()), json!({"ok": true, "dropped_meta": dropped}));
+    assert_eq!(sorted(r.pair_host_id().1), json!({"ok": true, "dropped_meta": dropped}));
     assert_eq!(h.recv_line(), channel_line("no files", r#"{"chat_id":"c","user":"ann"}"#));
 
     // With one: only the host names it.
     let r = h.post("/inject", &json!({"content": "one file", "chat_id": "c", "meta": spoof,
                                       "files": [file("p.png", None, b"png")]}));
     assert_eq!(r.status, 202);
-    assert_eq!(sorted(r.json()), json!({"ok": true, "dropped_meta": dropped}));
+    assert_eq!(sorted(r.pair_host_id().1), json!({"ok": true, "dropped_meta": dropped}));
     let n = h.recv();
     let path = meta_str(&n, "image_path").to_string();
     assert_eq!(n["params"], json!({"content": "one file", "meta": {"chat_id": "c", "user": "ann", "image_path": path}}));
@@ -402,7 +404,7 @@ fn the_phone_cannot_set_the_file_meta_keys() {
     ]);
     let r = post_multipart(&h, &body);
     assert_eq!(r.status, 202, "{:?}", String::from_utf8_lossy(&r.body));
-    assert_eq!(sorted(r.json()), json!({"ok": true, "dropped_meta": dropped}));
+    assert_eq!(sorted(r.pair_host_id().1), json!({"ok": true, "dropped_meta": dropped}));
     let n = h.recv();
     let path = meta_str(&n, "file_path").to_string();
     assert_eq!(n["params"], json!({"content": "mp", "meta": {"chat_id": "c", "user": "ann", "file_path": path}}));
@@ -421,7 +423,7 @@ fn multipart_with_content_fields_and_files() {
         Part::File { filename: "cam.jpg", mime: Some("image/jpeg"), data: &img },
     ]);
     let r = post_multipart(&h, &body);
-    assert_eq!((r.status, r.body.as_slice()), (202, br#"{"ok":true}"#.as_slice()), "{:?}", String::from_utf8_lossy(&r.body));
+    assert_eq!((r.status, r.body.as_slice()), (202, br#"{"message_id":"m-1","ok":true}"#.as_slice()), "{:?}", String::from_utf8_lossy(&r.body));
     let n = h.recv();
     let path = meta_str(&n, "image_path").to_string();
     assert_eq!(
@@ -436,7 +438,7 @@ fn multipart_with_content_fields_and_files() {
     // The same message_id again is a duplicate, as with JSON: its file is
     // not kept.
     let r = post_multipart(&h, &body);
-    assert_eq!(r.pair(), (200, json!({"ok": true, "duplicate": true})));
+    assert_eq!(r.pair(), (200, json!({"ok": true, "duplicate": true, "message_id": "m-1"})));
     assert_eq!(entries(&inbox(&h)), vec![PathBuf::from(&path)]);
 
     // Two files: the part's Content-Type is the mime; without one, the name decides.
@@ -447,7 +449,7 @@ fn multipart_with_content_fields_and_files() {
         Part::File { filename: "notes.txt", mime: None, data: &doc },
     ]);
     let r = post_multipart(&h, &body);
-    assert_eq!(r.pair(), (202, json!({"ok": true})));
+    assert_eq!(r.pair_host_id(), (202, json!({"ok": true})));
     let n = h.recv();
     let (p1, p2) = (meta_str(&n, "file_path_1").to_string(), meta_str(&n, "file_path_2").to_string());
     assert_eq!(
@@ -459,7 +461,7 @@ fn multipart_with_content_fields_and_files() {
 
     // Text only.
     let r = post_multipart(&h, &multipart(&[Part::Text("content", "just text")]));
-    assert_eq!(r.pair(), (202, json!({"ok": true})));
+    assert_eq!(r.pair_host_id(), (202, json!({"ok": true})));
     assert_eq!(h.recv_line(), channel_line("just text", r#"{"chat_id":"inject"}"#));
 }
 
@@ -515,7 +517,7 @@ fn json_limits_refuse_the_whole_message_and_write_nothing() {
     // Exactly at each limit is fine.
     let r = h.post("/inject", &json!({"content": "at the limits", "files": [
         file("a.bin", None, &[1u8; 1000]), file("b.bin", None, &[2u8; 500])]}));
-    assert_eq!(r.pair(), (202, json!({"ok": true})));
+    assert_eq!(r.pair_host_id(), (202, json!({"ok": true})));
     let n = h.recv();
     assert_eq!(std::fs::read(meta_str(&n, "file_path_1")).unwrap(), vec![1u8; 1000]);
     assert_eq!(std::fs::read(meta_str(&n, "file_path_2")).unwrap(), vec![2u8; 500]);
@@ -594,7 +596,7 @@ fn a_default_host_takes_a_20_mib_file_as_base64_json() {
     let data: Vec<u8> = (0..max).map(|i| (i % 251) as u8).collect();
     let body = format!(r#"{{"content":"big","files":[{{"name":"big.bin","data":"{}"}}]}}"#, b64(&data));
     let r = h.post_raw("/inject", &[("Content-Type", "application/json")], body.as_bytes());
-    assert_eq!(r.pair(), (202, json!({"ok": true})));
+    assert_eq!(r.pair_host_id(), (202, json!({"ok": true})));
     let n = h.recv();
     let path = meta_str(&n, "file_path").to_string();
     assert!(std::fs::read(&path).unwrap() == data, "the 20 MiB file on disk differs");
@@ -633,7 +635,7 @@ fn a_filter_that_drops_or_rejects_a_message_removes_its_files() {
 
     // One the chain lets through keeps its file.
     let r = h.post("/inject", &json!({"content": "hello", "meta": {"user": "ann"}, "files": [file("c.png", None, b"png")]}));
-    assert_eq!(r.pair(), (202, json!({"ok": true})));
+    assert_eq!(r.pair_host_id(), (202, json!({"ok": true})));
     let n = h.recv();
     assert_eq!(n["params"]["content"], "Hi! hello");
     assert_eq!(std::fs::read(meta_str(&n, "image_path")).unwrap(), b"png");
@@ -1007,7 +1009,7 @@ fn send_with_files_delivers_them() {
     next_line_is_a_probe(&h, "after missing");
     assert_empty_or_absent(&inbox(&h), "missing");
 
-    let out = h.cli(&["send", &h.session, "two files", "--chat-id", "c9", "--file", &a_s, "--file", &b_s]);
+    let out = h.cli(&["send", &h.session, "two files", "--no-wait", "--chat-id", "c9", "--file", &a_s, "--file", &b_s]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout), format!("delivered to {}\n", h.session));
     let n = h.recv();

@@ -34,7 +34,7 @@ fn an_inject_transformed_by_the_chain_reaches_stdout_changed_in_file_order() {
         );
     let h = host(config);
     let r = h.post("/inject", &json!({"content": "hello world", "chat_id": "c1", "meta": {"user": "ann"}}));
-    assert_eq!(r.pair(), (202, json!({"ok": true})));
+    assert_eq!(r.pair_host_id(), (202, json!({"ok": true})));
     // "Hi! hello world" (hello ran first), then cut to 12 characters, marker included.
     assert_eq!(
         h.recv_line(),
@@ -161,13 +161,13 @@ fn a_failing_filter_is_a_named_502_when_closed_and_skipped_when_open() {
     assert!(h.stderr_shows("timed out after 20 ms") && h.stderr_shows("boom: the filter gave up"));
     // Fresh instances took over: the host and both filters still serve.
     let r = h.post("/inject", &json!({"content": "fine"}));
-    assert_eq!(r.pair(), (202, json!({"ok": true})));
+    assert_eq!(r.pair_host_id(), (202, json!({"ok": true})));
     assert_eq!(h.recv()["params"]["content"], "fine");
     assert_eq!(h.try_recv_line(Duration::from_millis(100)), None, "failed injects reached nothing");
 
     let h = host(entry("spin", "loop_forever", r#"["inject"]"#, "timeout_ms = 20\non_error = \"open\""));
     let r = h.post("/inject", &json!({"content": "loop"}));
-    assert_eq!(r.pair(), (202, json!({"ok": true})));
+    assert_eq!(r.pair_host_id(), (202, json!({"ok": true})));
     assert_eq!(h.recv()["params"]["content"], "loop");
     assert!(h.stderr_shows("timed out after 20 ms"));
 }
@@ -248,7 +248,7 @@ fn a_client_hanging_up_mid_filter_leaves_the_filter_whole() {
         support::reset(s);
         std::thread::sleep(Duration::from_millis(700)); // past its deadline
         let r = h.post("/inject", &json!({"content": "after"}));
-        assert_eq!(r.pair(), (202, json!({"ok": true})), "{framing}\n{}", h.stderr());
+        assert_eq!(r.pair_host_id(), (202, json!({"ok": true})), "{framing}\n{}", h.stderr());
         assert_eq!(h.recv()["params"]["content"], "after");
     }
     assert!(!h.stderr().contains("panicked"), "{}", h.stderr());

@@ -9,7 +9,7 @@ use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{raw, reply_text, Host, Options, Sse, WAIT};
+use support::{raw, reply_text, Host, Options, Response, Sse, WAIT};
 
 fn with_config(config: &str) -> Host {
     Host::spawn_with(Options {
@@ -193,7 +193,7 @@ fn huge_and_deeply_nested_bodies() {
     // At the limit is fine.
     let exact = format!(r#"{{"content":"{}"}}"#, "y".repeat(1024 - 14));
     assert_eq!(exact.len(), 1024);
-    assert_eq!(h.post_raw("/inject", &[], exact.as_bytes()).pair(), (202, json!({"ok": true})));
+    assert_eq!(h.post_raw("/inject", &[], exact.as_bytes()).pair_host_id(), (202, json!({"ok": true})));
     assert_eq!(h.recv()["params"]["content"].as_str().unwrap().len(), 1010);
 
     // The default limit is 1 MiB, and the error says so.
@@ -220,7 +220,7 @@ fn huge_and_deeply_nested_bodies() {
     assert_eq!(d.post_raw("/inject", &[], deep.as_bytes()).pair(), (400, json!({"error": "invalid json body"})));
     // ...and nesting it does follow becomes a flat meta string.
     let nested = format!(r#"{{"content":"x","meta":{{"a":{}1{}}}}}"#, "[".repeat(50), "]".repeat(50));
-    assert_eq!(d.post_raw("/inject", &[], nested.as_bytes()).pair(), (202, json!({"ok": true})));
+    assert_eq!(d.post_raw("/inject", &[], nested.as_bytes()).pair_host_id(), (202, json!({"ok": true})));
     assert_eq!(d.recv_line(), channel_line("x", r#"{"a":"1","chat_id":"inject"}"#), "brackets are scrubbed from meta values");
     nothing_on_stdout(&d);
     d.assert_still_serving();
@@ -537,7 +537,7 @@ fn clients_that_never_read_block_nothing() {
         assert!(reader.event().1["text"].as_str().unwrap().starts_with(&format!("{n} ")));
         if n % 100 == 0 {
             let r = h.post("/inject", &json!({"content": format!("inject {n}")}));
-            assert_eq!(r.pair(), (202, json!({"ok": true})));
+            assert_eq!(r.pair_host_id(), (202, json!({"ok": true})));
             assert_eq!(h.recv()["params"]["content"], format!("inject {n}"));
         }
     }
@@ -552,7 +552,7 @@ fn content_and_meta_limits_name_the_limit() {
     let mut h = with_config("[limits]\nmax_content_chars = 10\nmax_meta_keys = 3\n");
     h.initialize();
     for content in ["0123456789", "éééééééééé"] {
-        assert_eq!(h.post("/inject", &json!({"content": content})).pair(), (202, json!({"ok": true})));
+        assert_eq!(h.post("/inject", &json!({"content": content})).pair_host_id(), (202, json!({"ok": true})));
         assert_eq!(h.recv()["params"]["content"], content);
     }
     for content in ["01234567890", "ééééééééééé"] {
@@ -562,7 +562,7 @@ fn content_and_meta_limits_name_the_limit() {
         );
     }
     let three = json!({"a": "1", "b": "2", "c": "3"});
-    assert_eq!(h.post("/inject", &json!({"content": "m", "meta": three})).pair(), (202, json!({"ok": true})));
+    assert_eq!(h.post("/inject", &json!({"content": "m", "meta": three})).pair_host_id(), (202, json!({"ok": true})));
     h.recv();
     let four = json!({"a": "1", "b": "2", "c": "3", "bad-key": "4"});
     assert_eq!(
@@ -573,7 +573,7 @@ fn content_and_meta_limits_name_the_limit() {
     let r = h.post("/inject", &json!({"content": "far too long", "message_id": "m-1"}));
     assert_eq!(r.status, 413);
     let r = h.post("/inject", &json!({"content": "retry", "message_id": "m-1"}));
-    assert_eq!(r.pair(), (202, json!({"ok": true})));
+    assert_eq!(r.pair(), (202, json!({"ok": true, "message_id": "m-1"})));
     assert_eq!(h.recv()["params"]["content"], "retry");
     nothing_on_stdout(&h);
     h.assert_still_serving();
@@ -604,7 +604,7 @@ fn meta_values_are_scrubbed_and_dropped_keys_named() {
         }),
     );
     assert_eq!(
-        r.pair(),
+        r.pair_host_id(),
         (202, json!({"ok": true, "dropped_meta": ["", "bad-key", "has space", "émoji"]}))
     );
     assert_eq!(
@@ -619,43 +619,44 @@ fn meta_values_are_scrubbed_and_dropped_keys_named() {
 fn idempotent_injects_emit_once() {
     let mut h = with_config("[limits]\nidempotency_window = 3\n");
     h.initialize();
-    let dup = json!({"ok": true, "duplicate": true});
+    let ok = |id: &str| json!({"ok": true, "message_id": id});
+    let dup = |id: &str| json!({"ok": true, "duplicate": true, "message_id": id});
     // By the body's message_id.
     let body = json!({"content": "once", "message_id": "m-1"});
-    assert_eq!(h.post("/inject", &body).pair(), (202, json!({"ok": true})));
+    assert_eq!(h.post("/inject", &body).pair(), (202, ok("m-1")));
     assert_eq!(h.recv()["params"]["content"], "once");
-    assert_eq!(h.post("/inject", &body).pair(), (200, dup.clone()));
+    assert_eq!(h.post("/inject", &body).pair(), (200, dup("m-1")));
     // Even with other content: the id decides.
-    assert_eq!(h.post("/inject", &json!({"content": "changed", "message_id": "m-1"})).pair(), (200, dup.clone()));
+    assert_eq!(h.post("/inject", &json!({"content": "changed", "message_id": "m-1"})).pair(), (200, dup("m-1")));
     // By the header; the same id space as the body's.
     let header = |key: &str, content: &str| {
         h.post_raw("/inject", &[("Idempotency-Key", key)], json!({"content": content}).to_string().as_bytes())
     };
-    assert_eq!(header("k-1", "by header").pair(), (202, json!({"ok": true})));
+    assert_eq!(header("k-1", "by header").pair(), (202, ok("k-1")));
     assert_eq!(h.recv()["params"]["content"], "by header");
-    assert_eq!(header("k-1", "by header").pair(), (200, dup.clone()));
-    assert_eq!(header("m-1", "header, body's id").pair(), (200, dup.clone()));
-    assert_eq!(h.post("/inject", &json!({"content": "x", "message_id": "k-1"})).pair(), (200, dup.clone()));
+    assert_eq!(header("k-1", "by header").pair(), (200, dup("k-1")));
+    assert_eq!(header("m-1", "header, body's id").pair(), (200, dup("m-1")));
+    assert_eq!(h.post("/inject", &json!({"content": "x", "message_id": "k-1"})).pair(), (200, dup("k-1")));
     // A number and its text are the same id.
-    assert_eq!(h.post("/inject", &json!({"content": "n", "message_id": 7})).pair(), (202, json!({"ok": true})));
+    assert_eq!(h.post("/inject", &json!({"content": "n", "message_id": 7})).pair(), (202, ok("7")));
     h.recv();
-    assert_eq!(h.post("/inject", &json!({"content": "n", "message_id": "7"})).pair(), (200, dup.clone()));
+    assert_eq!(h.post("/inject", &json!({"content": "n", "message_id": "7"})).pair(), (200, dup("7")));
     // An empty id is no id.
     for _ in 0..2 {
-        assert_eq!(h.post("/inject", &json!({"content": "e", "message_id": ""})).pair(), (202, json!({"ok": true})));
+        assert_eq!(h.post("/inject", &json!({"content": "e", "message_id": ""})).pair_host_id(), (202, json!({"ok": true})));
         assert_eq!(h.recv()["params"]["content"], "e");
-        assert_eq!(header("", "e").pair(), (202, json!({"ok": true})));
+        assert_eq!(header("", "e").pair_host_id(), (202, json!({"ok": true})));
         assert_eq!(h.recv()["params"]["content"], "e");
     }
     // A long id works like a short one.
     let long = "L".repeat(100_000);
-    assert_eq!(h.post("/inject", &json!({"content": "long", "message_id": long})).pair(), (202, json!({"ok": true})));
+    assert_eq!(h.post("/inject", &json!({"content": "long", "message_id": long})).pair(), (202, ok(&long)));
     h.recv();
-    assert_eq!(h.post("/inject", &json!({"content": "long", "message_id": long})).pair(), (200, dup.clone()));
+    assert_eq!(h.post("/inject", &json!({"content": "long", "message_id": long})).pair(), (200, dup(&long)));
     // The window is the last 3 ids (7, the long one, and this one): m-1 fell out.
-    assert_eq!(h.post("/inject", &json!({"content": "w", "message_id": "w"})).pair(), (202, json!({"ok": true})));
+    assert_eq!(h.post("/inject", &json!({"content": "w", "message_id": "w"})).pair(), (202, ok("w")));
     h.recv();
-    assert_eq!(h.post("/inject", &body).pair(), (202, json!({"ok": true})));
+    assert_eq!(h.post("/inject", &body).pair(), (202, ok("m-1")));
     assert_eq!(h.recv()["params"]["content"], "once");
 
     // Eight senders retrying the same message at once: one gets through.
@@ -671,8 +672,8 @@ fn idempotent_injects_emit_once() {
         .collect();
     let mut answers: Vec<_> = senders.into_iter().map(|t| t.join().unwrap()).collect();
     answers.sort_by_key(|a| a.0);
-    assert_eq!(answers[0], (200, dup.clone()));
-    assert_eq!(answers[7], (202, json!({"ok": true})));
+    assert_eq!(answers[0], (200, dup("r-1")));
+    assert_eq!(answers[7], (202, ok("r-1")));
     assert_eq!(answers.iter().filter(|a| a.0 == 202).count(), 1, "{answers:?}");
     assert_eq!(h.recv()["params"]["content"], "race");
     nothing_on_stdout(&h);
@@ -856,11 +857,18 @@ fn inject_request(port: u16, secret: &str, body: &[u8], chunked: bool) -> Vec<u8
     r
 }
 
-/// Status line, headers but `date`, and body.
+/// Status line, headers but `date`, and body, with the `message_id` the
+/// host made for an accepted message (each framing's message gets its own)
+/// replaced by `ID`.
 fn without_date(raw: &[u8]) -> (u16, Vec<(String, String)>, String) {
     let r = support::parse_response(raw);
     let headers = r.headers.iter().filter(|(k, _)| !k.eq_ignore_ascii_case("date")).cloned().collect();
-    (r.status, headers, String::from_utf8(r.body).unwrap())
+    let mut body = String::from_utf8(r.body.clone()).unwrap();
+    if r.status == 202 {
+        r.pair_host_id();
+        body = body.replace(r.json()["message_id"].as_str().unwrap(), "ID");
+    }
+    (r.status, headers, body)
 }
 
 #[test]
@@ -891,13 +899,16 @@ fn inject_answers_do_not_depend_on_how_the_request_is_framed() {
     let once = br#"{"content":"once","message_id":"m"}"#;
     assert_eq!(parsed(&raw(port, &inject_request(port, &secret, once, false))).0, 202);
     assert_eq!(h.recv()["params"]["content"], "once");
-    assert_eq!(parsed(&raw(port, &inject_request(port, &secret, once, true))), (200, json!({"ok": true, "duplicate": true})));
+    assert_eq!(
+        parsed(&raw(port, &inject_request(port, &secret, once, true))),
+        (200, json!({"ok": true, "duplicate": true, "message_id": "m"}))
+    );
     nothing_on_stdout(&h);
     h.assert_still_serving();
 }
 
-/// Reads one response off a kept-alive connection.
-fn read_response(r: &mut std::io::BufReader<TcpStream>) -> (u16, Value) {
+/// Reads one response off a kept-alive connection (its headers left out).
+fn read_response(r: &mut std::io::BufReader<TcpStream>) -> Response {
     use std::io::BufRead;
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
@@ -912,7 +923,7 @@ fn read_response(r: &mut std::io::BufReader<TcpStream>) -> (u16, Value) {
     let mut body = vec![0; length];
     r.read_exact(&mut body).unwrap();
     let status = text.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, serde_json::from_slice(&body).unwrap())
+    Response { status, headers: Vec::new(), body }
 }
 
 #[test]
@@ -936,17 +947,17 @@ fn kept_alive_injects_pipeline_in_order_and_any_request_may_follow() {
     let burst = format!("{}{}{}", inject("a", &ours), inject("b", &format!("Authorization: Bearer {secret}")), inject("c", &ours));
     w.write_all(burst.as_bytes()).unwrap();
     for _ in 0..3 {
-        assert_eq!(read_response(&mut r), ok);
+        assert_eq!(read_response(&mut r).pair_host_id(), ok);
     }
     w.write_all(format!("GET /status HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n").as_bytes()).unwrap();
-    assert_eq!(read_response(&mut r).0, 200);
+    assert_eq!(read_response(&mut r).pair().0, 200);
     w.write_all(inject("d", &ours).as_bytes()).unwrap();
-    assert_eq!(read_response(&mut r), ok);
+    assert_eq!(read_response(&mut r).pair_host_id(), ok);
     // A wrong secret is refused, and the connection still serves.
     w.write_all(inject("forged", "X-OPZero-Secret: nope").as_bytes()).unwrap();
-    assert_eq!(read_response(&mut r), (403, json!({"error": "forbidden"})));
+    assert_eq!(read_response(&mut r).pair(), (403, json!({"error": "forbidden"})));
     w.write_all(inject("e", &ours).as_bytes()).unwrap();
-    assert_eq!(read_response(&mut r), ok);
+    assert_eq!(read_response(&mut r).pair_host_id(), ok);
     for want in ["a", "b", "c", "d", "e"] {
         assert_eq!(h.recv()["params"]["content"], want);
     }
@@ -961,7 +972,7 @@ fn kept_alive_injects_pipeline_in_order_and_any_request_may_follow() {
         w.write_all(piece).unwrap();
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert_eq!(read_response(&mut r), ok);
+    assert_eq!(read_response(&mut r).pair_host_id(), ok);
     assert_eq!(h.recv()["params"]["content"], "pieces");
     // HTTP/1.0 is answered too, in its own version.
     let old = raw(port, whole.replace("HTTP/1.1", "HTTP/1.0").as_bytes());
@@ -982,7 +993,7 @@ fn a_claude_code_that_stops_reading_stdout_delays_injects_and_loses_none() {
         (0..60)
             .map(|i| {
                 let body = json!({"content": format!("{i}:{}", "x".repeat(16_000))}).to_string();
-                support::http(port, "POST", "/inject", &[("X-OPZero-Secret", &secret)], Some(body.as_bytes())).pair()
+                support::http(port, "POST", "/inject", &[("X-OPZero-Secret", &secret)], Some(body.as_bytes())).pair_host_id()
             })
             .collect::<Vec<_>>()
     });
@@ -1033,7 +1044,7 @@ fn requests_that_are_not_http_get_hyper_s_answer_and_change_nothing() {
     let auth = format!("X-OPZero-Secret: {}\r\nContent-Length: 17\r\n", h.secret());
     let mut many = with_headers(40, "POST /inject", &auth).into_bytes();
     many.extend_from_slice(br#"{"content":"man"}"#);
-    assert_eq!(parsed(&raw(port, &many)), (202, json!({"ok": true})));
+    assert_eq!(support::parse_response(&raw(port, &many)).pair_host_id(), (202, json!({"ok": true})));
     assert_eq!(h.recv()["params"]["content"], "man");
     nothing_on_stdout(&h);
     h.assert_still_serving();

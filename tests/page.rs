@@ -144,7 +144,7 @@ fn the_token_works_only_from_the_bridges_own_origin_until_sign_out() {
     assert_eq!(inject(&[("Origin", &other_name)], "b5").pair(), refused, "the origin is the one the request was sent to");
     assert_eq!(inject(&[], "c").pair(), refused, "a POST without an Origin is not the page's");
     assert_eq!(inject(&[("Origin", &origin), ("Sec-Fetch-Site", "cross-site")], "d").pair(), refused);
-    assert_eq!(inject(&[("Origin", &origin)], "from the page").pair(), (202, json!({"ok": true})));
+    assert_eq!(inject(&[("Origin", &origin)], "from the page").pair_host_id(), (202, json!({"ok": true})));
     assert_eq!(
         h.recv(),
         json!({"jsonrpc": "2.0", "method": "notifications/claude/channel",
@@ -235,7 +235,7 @@ fn allowed_hosts_let_a_tunnel_in_and_nothing_else() {
         h.http("POST", "/inject", &headers, Some(br#"{"content":"through the tunnel"}"#))
     };
     let tunnel_name = "laptop.example.ts.net";
-    assert_eq!(inject(tunnel_name, "https://laptop.example.ts.net", &[]).pair(), (202, json!({"ok": true})));
+    assert_eq!(inject(tunnel_name, "https://laptop.example.ts.net", &[]).pair_host_id(), (202, json!({"ok": true})));
     let refused = (403, json!({"error": "cross-origin request refused"}));
     assert_eq!(inject(tunnel_name, "https://evil.example", &[]).pair(), refused);
     // A name-only entry allows any port in Host, but the Origin must be the

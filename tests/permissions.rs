@@ -119,7 +119,7 @@ fn text_verdicts_answer_a_pending_prompt_and_are_not_forwarded() {
     );
     // Only the exact form is a verdict, even for a pending id.
     for content in ["yes  fghij", "yes fghij please", "ok fghij"] {
-        assert_eq!(h.post("/inject", &json!({"content": content})).pair(), (202, json!({"ok": true})));
+        assert_eq!(h.post("/inject", &json!({"content": content})).pair_host_id(), (202, json!({"ok": true})));
         assert_eq!(h.recv_line(), channel_line(content));
     }
     let r = h.post("/inject", &json!({"content": "no fghij"}));
@@ -134,7 +134,7 @@ fn text_verdicts_answer_a_pending_prompt_and_are_not_forwarded() {
     // Not pending (decided, or never asked): an ordinary message for Claude.
     for content in ["no abcde", "yes zzzzz", "yes fghij"] {
         let r = h.post("/inject", &json!({"content": content}));
-        assert_eq!(r.pair(), (202, json!({"ok": true})), "{content}");
+        assert_eq!(r.pair_host_id(), (202, json!({"ok": true})), "{content}");
         assert_eq!(h.recv_line(), channel_line(content));
     }
     // ...and no more outcomes on the stream.
@@ -159,7 +159,7 @@ fn a_retried_text_verdict_is_a_duplicate_not_a_message() {
     );
     assert_eq!(h.recv_line(), verdict_line("abcde", "allow"));
     // The phone did not see the answer and sends it again.
-    assert_eq!(h.post("/inject", &body).pair(), (200, json!({"ok": true, "duplicate": true})));
+    assert_eq!(h.post("/inject", &body).pair(), (200, json!({"ok": true, "duplicate": true, "message_id": "m-1"})));
     nothing_on_stdout(&h);
 }
 

@@ -222,7 +222,7 @@ fn a_subscriber_that_stops_reading_blocks_nobody_and_resumes_by_id() {
         if n == N / 2 {
             // The inject path does not wait on any subscriber.
             let r = h.post("/inject", &json!({"content": "meanwhile"}));
-            assert_eq!(r.pair(), (202, json!({"ok": true})));
+            assert_eq!(r.pair_host_id(), (202, json!({"ok": true})));
             assert_eq!(h.recv()["params"]["content"], "meanwhile");
         }
     }

@@ -103,7 +103,28 @@ pub struct Config {
     pub events: EventsConfig,
     pub limits: Limits,
     pub permissions: PermissionsConfig,
+    pub mirror: MirrorConfig,
     pub filters: Vec<FilterSpec>,
+}
+
+/// `[mirror]`: what the host reads from Claude Code's transcript.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MirrorConfig {
+    /// `receipt` events, and `POST /inject?wait=`.
+    pub receipts: bool,
+    /// `unanswered` events.
+    pub unanswered: bool,
+    /// `activity` events.
+    pub activity: bool,
+    /// How long Claude Code has to take a message before it is `undelivered`.
+    pub grace: Duration,
+}
+
+impl MirrorConfig {
+    /// Whether there is any reason to follow the transcript.
+    pub fn follows(&self) -> bool {
+        self.receipts || self.unanswered || self.activity
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -213,6 +234,12 @@ impl Default for Config {
                 relay: true,
                 expire_after: Duration::from_secs(600),
             },
+            mirror: MirrorConfig {
+                receipts: true,
+                unanswered: true,
+                activity: true,
+                grace: Duration::from_millis(5000),
+            },
             filters: Vec::new(),
         }
     }
@@ -285,6 +312,7 @@ struct RawFile {
     events: RawEvents,
     limits: RawLimits,
     permissions: RawPermissions,
+    mirror: RawMirror,
     filter: Vec<Spanned<RawFilter>>,
 }
 
@@ -333,6 +361,15 @@ struct RawLimits {
 struct RawPermissions {
     relay: Option<bool>,
     expire_after_secs: At<i64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default, expecting = "a table")]
+struct RawMirror {
+    receipts: Option<bool>,
+    unanswered: Option<bool>,
+    activity: Option<bool>,
+    grace_ms: At<i64>,
 }
 
 #[derive(Deserialize)]
@@ -422,6 +459,11 @@ impl Check<'_> {
             c.permissions.expire_after = Duration::from_secs(n);
         });
         c.permissions.relay = p.relay.unwrap_or(c.permissions.relay);
+        let m = &raw.mirror;
+        self.int("mirror.grace_ms", &m.grace_ms, 100..=600_000, |n| c.mirror.grace = Duration::from_millis(n));
+        c.mirror.receipts = m.receipts.unwrap_or(c.mirror.receipts);
+        c.mirror.unanswered = m.unanswered.unwrap_or(c.mirror.unanswered);
+        c.mirror.activity = m.activity.unwrap_or(c.mirror.activity);
         c
     }
 
@@ -621,7 +663,7 @@ mod tests {
         for (text, want) in [
             (all.as_str(), "x/opzero.toml:2:1: host.bogus: unknown key (expected one of: discovery_dir, instructions)"),
             (rest, "x/opzero.toml:2:18: limits.max_body_bytes: invalid type: string \"big\", expected i64"),
-            ("[surprise]\n", "x/opzero.toml:1:2: surprise: unknown key (expected one of: host, bridge, files, events, limits, permissions, filter)"),
+            ("[surprise]\n", "x/opzero.toml:1:2: surprise: unknown key (expected one of: host, bridge, files, events, limits, permissions, mirror, filter)"),
             ("[[filter]]\nhooks = [\"reply\", 3]\n", "x/opzero.toml:2:19: filter[0].hooks[1]: invalid type: integer `3`, expected a string"),
         ] {
             assert_eq!(errors(text), vec![want]);

@@ -2,7 +2,8 @@
 //!
 //! Data flow (see README): the HTTP `bridge` and the MCP `channel` meet in
 //! `core`; outbound events live in `events`, permission prompts in
-//! `permissions`, the WebAssembly chain in `filters`.
+//! `permissions`, the WebAssembly chain in `filters`; what Claude's
+//! transcript says (receipts, unanswered turns, activity) in `mirror`.
 
 #![forbid(unsafe_code)]
 
@@ -16,6 +17,7 @@ pub mod events;
 pub mod files;
 pub mod filters;
 pub mod meta;
+pub mod mirror;
 pub mod permissions;
 pub mod private;
 pub mod serve;

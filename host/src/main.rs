@@ -47,6 +47,10 @@ enum Command {
         /// Attach a file (repeat for several).
         #[arg(long = "file", value_name = "PATH")]
         files: Vec<PathBuf>,
+        /// Don't wait for Claude Code to take it (by default `send` waits,
+        /// and fails if it was not taken).
+        #[arg(long)]
+        no_wait: bool,
     },
     /// Follow a session's replies and permission prompts.
     Tail {
@@ -160,9 +164,9 @@ fn run(command: Command, config: Option<PathBuf>) -> anyhow::Result<()> {
             Err(launcher::exec(plan).into())
         }
         Command::Sessions { all } => Ok(client::sessions(&channels_dir(config)?, all)?),
-        Command::Send { session, text, chat_id, files } => {
+        Command::Send { session, text, chat_id, files, no_wait } => {
             let entry = find(config, &session)?;
-            runtime().block_on(client::send(&entry, &text, chat_id.as_deref(), &files))
+            runtime().block_on(client::send(&entry, &text, chat_id.as_deref(), &files, !no_wait))
         }
         Command::Tail { session, json, since, save } => {
             let entry = find(config, &session)?;

@@ -111,7 +111,13 @@ pub async fn run(session_id: String, config: Config) -> anyhow::Result<()> {
     let sign_in_pages = discovery::opzero_home().join("signin");
     web::sweep_pages(&sign_in_pages, &session_id);
     let sign_in = Arc::new(SignIn::new(config.sign_in, sign_in_pages, session_id.clone()));
-    let core = Core::new(session_id.clone(), config, files);
+    let (observed, observations) = tokio::sync::mpsc::unbounded_channel();
+    let mirror = crate::mirror::Mirror::start(config.mirror.clone(), observed);
+    let core = Core::new(session_id.clone(), config, files, mirror);
+    tokio::spawn({
+        let core = core.clone();
+        async move { core.observe(observations).await }
+    });
     let listener = TcpListener::bind(("127.0.0.1", 0))
         .await
         .context("cannot bind the HTTP bridge on 127.0.0.1")?;

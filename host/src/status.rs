@@ -20,6 +20,9 @@ pub struct Claude {
     pub state: String,
     pub name: Option<String>,
     pub cwd: Option<String>,
+    /// The transcript Claude is writing (see `mirror`).
+    #[serde(rename(deserialize = "sessionId"), skip_serializing)]
+    pub session_id: Option<String>,
 }
 
 fn read(file: &Path) -> Option<Claude> {

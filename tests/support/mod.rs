@@ -401,6 +401,12 @@ impl Drop for Host {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            // A failed test shows what the host logged (the end of it).
+            let err = self.stderr();
+            let tail = &err[err.len().saturating_sub(8000)..];
+            eprintln!("--- the host's stderr (last {} bytes) ---\n{tail}", tail.len());
+        }
     }
 }
 
@@ -427,6 +433,25 @@ impl Response {
     /// Status and JSON body together, for one-line asserts.
     pub fn pair(&self) -> (u16, Value) {
         (self.status, self.json())
+    }
+
+    /// [`Response::pair`] of an inject answer whose `message_id` the host
+    /// made (the phone gave none): asserts it is one, `h-<hex>-<n>`, and
+    /// leaves it out, so the rest of the answer is still compared whole.
+    /// Where the phone gives its own id, tests compare it with `pair`.
+    pub fn pair_host_id(&self) -> (u16, Value) {
+        let (status, mut body) = self.pair();
+        let id = body.as_object_mut().and_then(|o| o.remove("message_id"));
+        let host_made = |hex: &str, n: &str| {
+            !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()) && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+        };
+        let made = id.as_ref().and_then(Value::as_str).and_then(|id| id.strip_prefix("h-")?.split_once('-'));
+        assert!(
+            made.is_some_and(|(hex, n)| host_made(hex, n)),
+            "no host-made message_id in {status} {}",
+            String::from_utf8_lossy(&self.body)
+        );
+        (status, body)
     }
 }
 
@@ -776,7 +801,7 @@ impl Host {
     pub fn assert_still_serving(&mut self) {
         assert!(self.is_running(), "the host exited; stderr:\n{}", self.stderr());
         let r = self.post("/inject", &json!({"content": "alive?", "chat_id": "last"}));
-        assert_eq!(r.pair(), (202, json!({"ok": true})));
+        assert_eq!(r.pair_host_id(), (202, json!({"ok": true})));
         assert_eq!(
             self.recv_line(),
             r#"{"jsonrpc":"2.0","method":"notifications/claude/channel","params":{"content":"alive?","meta":{"chat_id":"last"}}}"#

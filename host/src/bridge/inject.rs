@@ -1,17 +1,19 @@
 //! `POST /inject`: its body (JSON with base64 files, or multipart), read
 //! into a request for the core, and the core's outcome as the phone gets it.
 
-use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
+use tokio::sync::watch;
 
 use super::access::Shared;
 use super::error::{error, json_kind, not_connected, read_body, too_large, unreadable, ApiError};
 use crate::config::Limits;
 use crate::core::{InjectOutcome, InjectRequest};
 use crate::files::Upload;
+use crate::mirror::{Delivery, Latest};
 
 /// `POST /inject`'s body. Fields are read as JSON values first, so each
 /// wrong one gets an answer that names it.
@@ -158,7 +160,19 @@ fn inject_request(header_id: Option<Result<String, ()>>, body: InjectBody, files
     Ok(InjectRequest { content, chat_id, meta, message_id, files })
 }
 
+/// `?wait=queued|seen`: answer once Claude Code has the message.
+#[derive(serde::Deserialize)]
+struct Wait {
+    wait: Option<String>,
+}
+
 pub(super) async fn inject(State(b): State<Shared>, req: Request) -> Result<Response, ApiError> {
+    let wait = match Query::<Wait>::try_from_uri(req.uri()).map(|q| q.0.wait) {
+        Ok(None) => None,
+        Ok(Some(w)) if w == "queued" => Some(Delivery::Queued),
+        Ok(Some(w)) if w == "seen" => Some(Delivery::Seen),
+        _ => return Err(error(StatusCode::BAD_REQUEST, "wait must be queued or seen")),
+    };
     let headers = req.headers();
     let header_id = headers
         .get("idempotency-key")
@@ -182,7 +196,53 @@ pub(super) async fn inject(State(b): State<Shared>, req: Request) -> Result<Resp
         (body, files)
     };
     let request = inject_request(header_id, body, files).map_err(bad_request)?;
-    Ok(b.core.inject(request).await.into_response())
+    let outcome = b.core.inject(request).await;
+    match (wait, outcome) {
+        (Some(wait), InjectOutcome::Accepted { message_id, dropped_meta }) => {
+            Ok(waited(b.core.mirror.receipts(&message_id), wait, accepted(message_id, dropped_meta)).await)
+        }
+        (_, outcome) => Ok(outcome.into_response()),
+    }
+}
+
+/// An accepted message's answer.
+fn accepted(message_id: String, dropped_meta: Vec<String>) -> Value {
+    let mut body = json!({ "ok": true, "message_id": message_id });
+    if !dropped_meta.is_empty() {
+        body["dropped_meta"] = json!(dropped_meta);
+    }
+    body
+}
+
+/// The answer once the receipt `wait` asks for (or a later one) came, or
+/// `undelivered` (504), or word that there will be none.
+async fn waited(mut receipts: watch::Receiver<Latest>, wait: Delivery, mut body: Value) -> Response {
+    let done = |l: &Latest| match l {
+        Latest::Nothing => false,
+        Latest::Got(r) => r.state == Delivery::Undelivered || r.state == Delivery::Seen || r.state == wait,
+        Latest::Unknown(_) => true,
+    };
+    let latest = match receipts.wait_for(done).await {
+        Ok(latest) => latest.clone(),
+        Err(_) => Latest::Unknown("the host no longer remembers this message".into()),
+    };
+    match latest {
+        Latest::Got(r) if r.state == Delivery::Undelivered => {
+            let why = r.reason.unwrap_or_default();
+            let body = json!({ "error": why, "message_id": body["message_id"], "receipt": "undelivered" });
+            (StatusCode::GATEWAY_TIMEOUT, Json(body)).into_response()
+        }
+        Latest::Got(r) => {
+            body["receipt"] = r.state.as_str().into();
+            (StatusCode::ACCEPTED, Json(body)).into_response()
+        }
+        Latest::Unknown(why) => {
+            body["receipt"] = "unavailable".into();
+            body["reason"] = why.into();
+            (StatusCode::ACCEPTED, Json(body)).into_response()
+        }
+        Latest::Nothing => unreachable!("waited for something"),
+    }
 }
 
 /// An inject's outcome, as the phone gets it.
@@ -190,18 +250,17 @@ impl IntoResponse for InjectOutcome {
     fn into_response(self) -> Response {
         let answer = |status: StatusCode, body: Value| (status, Json(body)).into_response();
         match self {
-            InjectOutcome::Accepted { dropped_meta } if dropped_meta.is_empty() => answer(StatusCode::ACCEPTED, json!({ "ok": true })),
-            InjectOutcome::Accepted { dropped_meta } => {
-                answer(StatusCode::ACCEPTED, json!({ "ok": true, "dropped_meta": dropped_meta }))
+            InjectOutcome::Accepted { message_id, dropped_meta } => answer(StatusCode::ACCEPTED, accepted(message_id, dropped_meta)),
+            InjectOutcome::Duplicate { message_id } => {
+                answer(StatusCode::OK, json!({ "ok": true, "duplicate": true, "message_id": message_id }))
             }
-            InjectOutcome::Duplicate => answer(StatusCode::OK, json!({ "ok": true, "duplicate": true })),
             InjectOutcome::Verdict { request_id, behavior } => answer(
                 StatusCode::ACCEPTED,
                 json!({ "ok": true, "verdict": behavior.as_str(), "request_id": request_id }),
             ),
-            InjectOutcome::Dropped { filter, reason } => answer(
+            InjectOutcome::Dropped { message_id, filter, reason } => answer(
                 StatusCode::ACCEPTED,
-                json!({ "ok": true, "delivered": false, "filter": filter, "reason": reason }),
+                json!({ "ok": true, "message_id": message_id, "delivered": false, "filter": filter, "reason": reason }),
             ),
             InjectOutcome::Rejected { filter, reason } => {
                 answer(StatusCode::UNPROCESSABLE_ENTITY, json!({ "error": reason, "filter": filter }))

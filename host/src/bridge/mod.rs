@@ -185,8 +185,18 @@ async fn status(State(b): State<Shared>, Extension(access): Extension<Access>) -
         "pid": std::process::id(),
         "version": env!("CARGO_PKG_VERSION"),
     });
-    if let (Access::Secret | Access::Page(_), Some(claude)) = (access, &*b.core.claude.lock().unwrap()) {
-        status["claude"] = json!(claude);
+    if let Access::Secret | Access::Page(_) = access {
+        if let Some(claude) = &*b.core.claude.lock().unwrap() {
+            status["claude"] = json!(claude);
+        }
+        // Best effort, and honest about it.
+        match b.core.mirror.unavailable() {
+            None => status["receipts"] = "available".into(),
+            Some(why) => {
+                status["receipts"] = "unavailable".into();
+                status["receipts_reason"] = why.into();
+            }
+        }
     }
     Json(status).into_response()
 }

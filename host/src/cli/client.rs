@@ -138,7 +138,9 @@ pub fn sessions(dir: &Path, all: bool) -> Result<(), UserError> {
     Ok(())
 }
 
-pub async fn send(entry: &Record, text: &str, chat_id: Option<&str>, files: &[PathBuf]) -> anyhow::Result<()> {
+/// Sends a message, and (`wait`) waits until Claude Code has it: a message
+/// it did not take is an error.
+pub async fn send(entry: &Record, text: &str, chat_id: Option<&str>, files: &[PathBuf], wait: bool) -> anyhow::Result<()> {
     use base64::Engine;
     let mut body = json!({ "content": text });
     if let Some(c) = chat_id {
@@ -154,7 +156,8 @@ pub async fn send(entry: &Record, text: &str, chat_id: Option<&str>, files: &[Pa
     if !attached.is_empty() {
         body["files"] = Value::Array(attached);
     }
-    let (status, v) = request_json(entry, Method::POST, "/inject", Some(body)).await?;
+    let path = if wait { "/inject?wait=queued" } else { "/inject" };
+    let (status, v) = request_json(entry, Method::POST, path, Some(body)).await?;
     let id = &entry.session_id;
     if !status.is_success() {
         let msg = v.get("error").and_then(Value::as_str).unwrap_or("no message");
@@ -174,7 +177,14 @@ pub async fn send(entry: &Record, text: &str, chat_id: Option<&str>, files: &[Pa
     } else if let Some(b) = v.get("verdict").and_then(Value::as_str) {
         println!("answered permission request {}: {b}", v["request_id"].as_str().unwrap_or("?"));
     } else {
-        println!("delivered to {id}");
+        match v["receipt"].as_str() {
+            Some("unavailable") => println!(
+                "delivered to {id}; whether Claude Code took it is unknown: {}",
+                v["reason"].as_str().unwrap_or("?")
+            ),
+            Some(receipt) => println!("delivered to {id}; Claude Code has it ({receipt})"),
+            None => println!("delivered to {id}"),
+        }
     }
     if let Some(d) = v.get("dropped_meta") {
         println!("dropped meta keys: {d}");
@@ -246,6 +256,14 @@ pub async fn status(r: &Record) -> anyhow::Result<()> {
     println!("version   {}", st["version"].as_str().unwrap_or("?"));
     println!("age       {}", age(r.created_at));
     println!("cwd       {}", cwd_of(r.pid).unwrap_or_else(|| "?".into()));
+    if let Some(state) = st["claude"]["state"].as_str() {
+        println!("claude    {state}");
+    }
+    match (st["receipts"].as_str(), st["receipts_reason"].as_str()) {
+        (Some(r), Some(why)) => println!("receipts  {r}: {why}"),
+        (Some(r), None) => println!("receipts  {r}"),
+        _ => {}
+    }
     println!("pending   {pending} permission request(s)");
     for p in perms["pending"].as_array().into_iter().flatten() {
         println!(
@@ -389,6 +407,12 @@ fn human(data: &str) -> String {
             v["by"].as_str().unwrap_or("?")
         ),
         "permission_expired" => format!("permission {} expired unanswered", s("request_id")),
+        "receipt" => match v["reason"].as_str() {
+            Some(why) => format!("message {} [{}] {}: {why}", s("message_id"), s("chat_id"), s("state")),
+            None => format!("message {} [{}] {}", s("message_id"), s("chat_id"), s("state")),
+        },
+        "unanswered" => format!("said in the terminal [{}] (to {}): {}", s("chat_id"), s("message_id"), s("text")),
+        "activity" => format!("claude: {} {}", s("tool"), s("summary")),
         "gap" => format!("(missed events {} to {}: they fell out of the replay buffer)", v["from"], v["to"]),
         _ => data.to_string(),
     }

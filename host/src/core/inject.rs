@@ -4,6 +4,7 @@
 use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
+use super::recent_ids::RecentIds;
 use super::{Core, InjectJob, InjectOutcome, InjectRequest, Undelivered, VerdictOutcome, CHANNEL};
 use crate::files::{self, Upload, Written};
 use crate::filters::{self, Verdict};
@@ -36,11 +37,12 @@ impl Core {
         let claim = match &req.message_id {
             Some(id) => match self.recent_ids.lock().unwrap().claim(id) {
                 Some(key) => Some(key),
-                None => return InjectOutcome::Duplicate,
+                None => return InjectOutcome::Duplicate { message_id: id.clone() },
             },
             None => None,
         };
-        let outcome = self.inject_claimed(req).await;
+        let message_id = req.message_id.clone().unwrap_or_else(host_message_id);
+        let outcome = self.inject_claimed(req, message_id).await;
         if let Some(key) = claim
             && !matches!(
                 outcome,
@@ -53,7 +55,13 @@ impl Core {
         outcome
     }
 
-    async fn inject_claimed(&self, req: InjectRequest) -> InjectOutcome {
+    /// Claude Code did not take a message (`undelivered`): its id may be
+    /// sent again.
+    pub(super) fn release_id(&self, message_id: &str) {
+        self.recent_ids.lock().unwrap().release(&RecentIds::key(message_id));
+    }
+
+    async fn inject_claimed(&self, req: InjectRequest, message_id: String) -> InjectOutcome {
         if self.config.permissions.relay
             && let Some((behavior, request_id)) = permissions::parse_text_verdict(&req.content)
             && self.permissions.is_pending(&request_id)
@@ -79,10 +87,10 @@ impl Core {
         let outcome = if self.hooks.inject {
             let (done, outcome) = oneshot::channel();
             let message = filters::Message { content: req.content, meta: meta.into_iter().collect() };
-            self.injects.push(InjectJob { message, chat_id, dropped_meta, done });
+            self.injects.push(InjectJob { message, message_id, chat_id, dropped_meta, done });
             outcome.await.unwrap_or(InjectOutcome::Closed)
         } else {
-            self.deliver(req.content, meta, dropped_meta).await
+            self.deliver(req.content, meta, message_id, dropped_meta).await
         };
         if !matches!(outcome, InjectOutcome::Accepted { .. }) {
             written.remove();
@@ -105,11 +113,17 @@ impl Core {
     }
 
     /// What the inject filters decided, carried out.
-    pub(super) async fn filtered_inject(&self, verdict: Verdict<filters::Message>, chat_id: String, mut dropped: Vec<String>) -> InjectOutcome {
+    pub(super) async fn filtered_inject(
+        &self,
+        verdict: Verdict<filters::Message>,
+        message_id: String,
+        chat_id: String,
+        mut dropped: Vec<String>,
+    ) -> InjectOutcome {
         let message = match verdict {
             Verdict::Pass(m) => m,
             // The chain has logged each of these.
-            Verdict::Drop { filter, reason } => return InjectOutcome::Dropped { filter, reason },
+            Verdict::Drop { filter, reason } => return InjectOutcome::Dropped { message_id, filter, reason },
             Verdict::Reject { filter, reason } => return InjectOutcome::Rejected { filter, reason },
             Verdict::Failed { filter, error } => return InjectOutcome::FilterFailed { filter, error },
         };
@@ -120,19 +134,31 @@ impl Core {
         let (mut meta, more) = meta::clean(message.meta.into_iter().map(|(k, v)| (k, Value::String(v))));
         dropped.extend(more);
         meta.entry("chat_id".into()).or_insert(chat_id);
-        self.deliver(message.content, meta, dropped).await
+        self.deliver(message.content, meta, message_id, dropped).await
     }
 
-    async fn deliver(&self, content: String, meta: Meta, dropped_meta: Vec<String>) -> InjectOutcome {
+    async fn deliver(&self, content: String, meta: Meta, message_id: String, dropped_meta: Vec<String>) -> InjectOutcome {
+        // Before it is written: its lines in the transcript come after.
+        self.mirror.written(&message_id, meta.get("chat_id").map_or("", String::as_str), &content);
         // Built as values, not through `json!`, which would serialize each one again.
         let meta = Value::Object(meta.into_iter().map(|(k, v)| (k, v.into())).collect());
         let params = Value::Object(Map::from_iter([("content".into(), content.into()), ("meta".into(), meta)]));
-        match self.send_to_claude(CHANNEL, params).await {
-            Ok(()) => InjectOutcome::Accepted { dropped_meta },
+        let outcome = match self.send_to_claude(CHANNEL, params).await {
+            Ok(()) => return InjectOutcome::Accepted { message_id, dropped_meta },
             Err(Undelivered::Closed) => InjectOutcome::Closed,
             Err(Undelivered::Backlog(why)) => InjectOutcome::Backlog(format!(
                 "Claude Code has not finished starting and {why}; try again shortly"
             )),
-        }
+        };
+        self.mirror.withdrawn(&message_id);
+        outcome
     }
+}
+
+/// An id for a message the phone gave none: unique within this host's life.
+fn host_message_id() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    static STARTED: std::sync::LazyLock<u64> = std::sync::LazyLock::new(crate::events::now_ms);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("h-{:x}-{n}", *STARTED)
 }

@@ -15,10 +15,11 @@
 //! - `inject`: messages from the phone, duplicate ids, the inbox.
 //! - `replies`: Claude's replies and edits, the outbox.
 //! - `prompts`: permission prompts, verdicts, expiry.
+//! - `observed`: what the mirror found in Claude's transcript, published.
 //! - `queue`: the queues filtered work waits in.
 //! - `recent_ids`: the ids seen lately, for duplicate detection.
 //!
-//! `inject`, `replies` and `prompts` add `Core`'s methods for their part;
+//! `inject`, `replies`, `prompts` and `observed` add `Core`'s methods for their part;
 //! `mod.rs` uses only the two leaves, `queue` and `recent_ids`.
 
 use std::sync::{Arc, Mutex};
@@ -32,9 +33,11 @@ use crate::config::{Config, Hooks};
 use crate::events::{now_ms, EventLog, Subscription};
 use crate::files::{Files, Outgoing, Upload};
 use crate::filters::{self, FilterChain};
+use crate::mirror::{Mirror, Observed};
 use crate::permissions::{self, Behavior, Permissions, VerdictError};
 
 mod inject;
+mod observed;
 mod prompts;
 mod queue;
 mod recent_ids;
@@ -64,12 +67,14 @@ pub struct InjectRequest {
 
 #[derive(Debug, PartialEq)]
 pub enum InjectOutcome {
-    /// On stdout, or held until Claude Code finishes initializing.
-    Accepted { dropped_meta: Vec<String> },
-    Duplicate,
+    /// On stdout, or held until Claude Code finishes initializing; its
+    /// receipts will carry `message_id`.
+    Accepted { message_id: String, dropped_meta: Vec<String> },
+    /// This `message_id` was taken already.
+    Duplicate { message_id: String },
     /// `yes <id>` / `no <id>` answered a pending permission prompt.
     Verdict { request_id: String, behavior: Behavior },
-    Dropped { filter: String, reason: String },
+    Dropped { message_id: String, filter: String, reason: String },
     Rejected { filter: String, reason: String },
     FilterFailed { filter: String, error: String },
     /// A limit refused it; the message says which.
@@ -117,17 +122,28 @@ enum ToClaude {
 
 struct InjectJob {
     message: filters::Message,
+    message_id: String,
     chat_id: String,
     dropped_meta: Vec<String>,
     done: oneshot::Sender<InjectOutcome>,
 }
 
+/// Text of Claude's on its way to the phone, through the reply filters.
 struct ReplyJob {
     reply: filters::Reply,
-    /// The reply this one replaces (`edit_message`).
-    edits: Option<u64>,
-    files: Vec<Outgoing>,
-    done: oneshot::Sender<ReplyOutcome>,
+    then: Then,
+}
+
+/// What the reply filters' verdict is for.
+enum Then {
+    Reply {
+        /// The reply this one replaces (`edit_message`).
+        edits: Option<u64>,
+        files: Vec<Outgoing>,
+        done: oneshot::Sender<ReplyOutcome>,
+    },
+    /// The mirror's `unanswered` and `activity` events.
+    Mirror(Observed),
 }
 
 pub struct Core {
@@ -143,6 +159,8 @@ pub struct Core {
     pub claude: Mutex<Option<crate::status::Claude>>,
     /// The inbox and the outbox.
     pub files: Arc<Files>,
+    /// What the host learns from Claude's transcript.
+    pub mirror: Mirror,
     /// Each reply's event id and chat, for `edit_message`.
     replies_sent: Mutex<std::collections::HashMap<u64, String>>,
     injects: Queue<InjectJob>,
@@ -153,7 +171,7 @@ pub struct Core {
 impl Core {
     /// A core whose filtered work waits in its queues until
     /// [`Core::start_filters`] hands it the loaded chain.
-    pub fn new(session_id: String, config: Config, files: Files) -> Arc<Core> {
+    pub fn new(session_id: String, config: Config, files: Files, mirror: Mirror) -> Arc<Core> {
         let hooks = config.filters.iter().fold(Hooks::default(), |h, f| Hooks {
             inject: h.inject || f.hooks.inject,
             reply: h.reply || f.hooks.reply,
@@ -166,6 +184,7 @@ impl Core {
             replies_sent: Mutex::default(),
             files: Arc::new(files),
             claude: Mutex::default(),
+            mirror,
             config,
             permissions: Permissions::default(),
             hooks,
@@ -181,11 +200,11 @@ impl Core {
         let with = (self.clone(), Arc::new(chain));
         self.injects.start(with.clone(), |(core, chain), job| async move {
             let verdict = chain.on_inject(job.message).await;
-            let _ = job.done.send(core.filtered_inject(verdict, job.chat_id, job.dropped_meta).await);
+            let _ = job.done.send(core.filtered_inject(verdict, job.message_id, job.chat_id, job.dropped_meta).await);
         });
         self.replies.start(with.clone(), |(core, chain), job| async move {
             let verdict = chain.on_reply(job.reply).await;
-            let _ = job.done.send(core.publish_reply(verdict, job.edits, job.files));
+            core.after_reply_filters(verdict, job.then);
         });
         self.prompts.start(with, |(core, chain), request| async move {
             let verdict = chain.on_permission(request.clone()).await;
@@ -196,6 +215,7 @@ impl Core {
     /// Claude Code sent `notifications/initialized`: what was held goes to
     /// `peer` first, in order, then everything else directly.
     pub async fn claude_initialized(&self, peer: Peer<RoleServer>) {
+        self.mirror.opened();
         loop {
             // Held stays the route until nothing is left, so a message that
             // comes while these are written is held behind them.
@@ -251,8 +271,12 @@ impl Core {
         peer.send_notification(notification(params)).await.map_err(|_| Undelivered::Closed)
     }
 
-    /// Claude's session file changed: a change of state is an event.
+    /// Claude's session file changed: a change of state is an event, and
+    /// it names the transcript the mirror follows.
     pub fn claude_status(&self, now: crate::status::Claude) {
+        if let (Some(id), Some(cwd)) = (&now.session_id, &now.cwd) {
+            self.mirror.session(id, cwd);
+        }
         let mut claude = self.claude.lock().unwrap();
         if claude.as_ref().is_none_or(|c| c.state != now.state) {
             self.events.publish(&json!({ "type": "status", "state": now.state, "ts": now_ms() }));

@@ -19,8 +19,7 @@ impl RecentIds {
 
     /// `Some(key)` if `id` is new (and now remembered under `key`).
     pub(super) fn claim(&mut self, id: &str) -> Option<IdKey> {
-        use sha2::Digest;
-        let key: IdKey = sha2::Sha256::digest(id.as_bytes()).into();
+        let key = Self::key(id);
         if self.capacity == 0 {
             return Some(key);
         }
@@ -34,6 +33,11 @@ impl RecentIds {
             self.set.remove(&old);
         }
         Some(key)
+    }
+
+    pub(super) fn key(id: &str) -> IdKey {
+        use sha2::Digest;
+        sha2::Sha256::digest(id.as_bytes()).into()
     }
 
     pub(super) fn release(&mut self, key: &IdKey) {

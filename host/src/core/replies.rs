@@ -4,7 +4,7 @@
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use super::{Core, ReplyJob, ReplyOutcome};
+use super::{Core, ReplyJob, ReplyOutcome, Then};
 use crate::events::now_ms;
 use crate::files::{Files, Outgoing};
 use crate::filters::{self, Verdict};
@@ -34,18 +34,32 @@ impl Core {
             }
         };
         let reply = filters::Reply { chat_id, text };
-        if !self.hooks.reply {
-            return self.publish_reply(Verdict::Pass(reply), edits, files);
-        }
         let (done, outcome) = oneshot::channel();
-        self.replies.push(ReplyJob { reply, edits, files, done });
+        self.through_reply_filters(reply, Then::Reply { edits, files, done });
         outcome.await.unwrap_or_else(|_| ReplyOutcome::FilterFailed {
             filter: "(chain)".into(),
             error: "the host is shutting down".into(),
         })
     }
 
-    pub(super) fn publish_reply(&self, verdict: Verdict<filters::Reply>, edits: Option<u64>, files: Vec<Outgoing>) -> ReplyOutcome {
+    /// Sends Claude's text through the reply filters, in order with the
+    /// rest, then on to what `then` says.
+    pub(super) fn through_reply_filters(&self, reply: filters::Reply, then: Then) {
+        if self.hooks.reply {
+            self.replies.push(ReplyJob { reply, then });
+        } else {
+            self.after_reply_filters(Verdict::Pass(reply), then);
+        }
+    }
+
+    pub(super) fn after_reply_filters(&self, verdict: Verdict<filters::Reply>, then: Then) {
+        match then {
+            Then::Reply { edits, files, done } => drop(done.send(self.publish_reply(verdict, edits, files))),
+            Then::Mirror(observed) => self.publish_observed(verdict, observed),
+        }
+    }
+
+    fn publish_reply(&self, verdict: Verdict<filters::Reply>, edits: Option<u64>, files: Vec<Outgoing>) -> ReplyOutcome {
         let refused = match verdict {
             Verdict::Pass(reply) => return self.publish(reply, edits, files),
             Verdict::Drop { filter, reason } => ReplyOutcome::Dropped { filter, reason },

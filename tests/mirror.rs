@@ -1,0 +1,406 @@
+//! Receipts, unanswered turns and activity, through the real binary: the
+//! test plays Claude Code over stdio, writes its session file
+//! (`~/.claude/sessions/<pid>.json`; the test is the host's parent), and
+//! appends to its transcript the lines Claude Code 2.1.328 writes, taken
+//! from the transcripts recorded in `host/testdata/claude-2.1.328/`.
+
+mod support;
+#[path = "../host/tests/filters_support/mod.rs"]
+mod filters_support;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::{wait_until, without_ts, Host, Options, Sse};
+
+/// Where the recorded transcripts are.
+const RECORDED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/claude-2.1.328");
+
+/// A line Claude Code wrote, of the kind `pick` chooses, from a recording.
+fn recorded(pick: impl Fn(&Value) -> bool) -> Value {
+    let mut files: Vec<_> = std::fs::read_dir(RECORDED).unwrap().flatten().map(|e| e.path()).collect();
+    files.sort();
+    for file in files.iter().filter(|f| f.extension().is_some_and(|e| e == "jsonl")) {
+        for line in std::fs::read_to_string(file).unwrap().lines() {
+            if let Ok(v) = serde_json::from_str::<Value>(line)
+                && pick(&v)
+            {
+                return v;
+            }
+        }
+    }
+    panic!("no such line in {RECORDED}");
+}
+
+/// Claude Code, as far as its files go.
+struct Claude {
+    home: tempfile::TempDir,
+    id: String,
+    transcript: PathBuf,
+}
+
+impl Claude {
+    /// A session file for a session whose transcript does not exist yet.
+    fn new() -> Claude {
+        let home = tempfile::tempdir().unwrap();
+        let cwd = home.path().join("project.d");
+        std::fs::create_dir_all(&cwd).unwrap();
+        let cwd = cwd.canonicalize().unwrap();
+        let id = support::new_session_id();
+        let sessions = home.path().join(".claude/sessions");
+        std::fs::create_dir_all(&sessions).unwrap();
+        let session = json!({"pid": 1, "sessionId": id, "cwd": cwd, "name": "mirror", "status": "idle", "kind": "interactive"});
+        std::fs::write(sessions.join(format!("{}.json", std::process::id())), session.to_string()).unwrap();
+        let project: String = cwd.to_string_lossy().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+        let transcript = home.path().join(".claude/projects").join(project).join(format!("{id}.jsonl"));
+        Claude { home, id, transcript }
+    }
+
+    /// The host Claude Code started, initialized. Claude Code gets
+    /// `grace_ms` to take a message: short where the test waits for the
+    /// grace to pass, long where a busy machine must not make it pass.
+    fn host(&self, grace_ms: u64, more_config: &str) -> Host {
+        let mut h = Host::spawn_with(Options {
+            env: vec![("HOME".into(), self.home.path().display().to_string())],
+            config: Some(format!("[mirror]\ngrace_ms = {grace_ms}\n\n{more_config}")),
+            filter_cache: more_config.contains("[[filter]]").then(|| filters_support::wasm_dir().join("test-cache")),
+            ..Options::default()
+        });
+        h.initialize();
+        wait_until(|| h.get("/status").json()["receipts"] == "available");
+        h
+    }
+
+    fn append(&self, line: &Value) {
+        std::fs::create_dir_all(self.transcript.parent().unwrap()).unwrap();
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&self.transcript).unwrap();
+        writeln!(f, "{line}").unwrap();
+    }
+
+    /// A recorded line of `kind`, made this session's.
+    fn line(&self, pick: impl Fn(&Value) -> bool) -> Value {
+        let mut line = recorded(pick);
+        line["sessionId"] = self.id.clone().into();
+        line
+    }
+
+    fn enqueue(&self, tag: &str) {
+        let mut line = self.line(|v| v["type"] == "queue-operation" && v["operation"] == "enqueue");
+        line["content"] = tag.into();
+        self.append(&line);
+    }
+
+    fn dequeue(&self) {
+        self.append(&self.line(|v| v["type"] == "queue-operation" && v["operation"] == "dequeue"));
+    }
+
+    /// The model's input: the channel's tag on a line of its own.
+    fn model_sees(&self, tag: &str) {
+        let mut line = self.line(|v| v["type"] == "user" && v["origin"]["kind"] == "channel");
+        line["message"]["content"] = tag.into();
+        self.append(&line);
+    }
+
+    fn says(&self, text: &str) {
+        let mut line = self.line(|v| v["type"] == "assistant" && v["message"]["content"][0]["type"] == "text");
+        line["message"]["content"] = json!([{"type": "text", "text": text}]);
+        self.append(&line);
+    }
+
+    fn calls(&self, name: &str, input: Value) {
+        let mut line = self.line(|v| v["type"] == "assistant" && v["message"]["content"][0]["type"] == "tool_use");
+        line["message"]["content"][0]["name"] = name.into();
+        line["message"]["content"][0]["input"] = input;
+        self.append(&line);
+    }
+
+    fn turn_ends(&self) {
+        self.append(&self.line(|v| v["type"] == "system" && v["subtype"] == "turn_duration"));
+    }
+}
+
+/// The tag Claude Code makes of a message from this host.
+fn tag(chat: &str, text: &str) -> String {
+    format!("<channel source=\"opzero-channel\" chat_id=\"{chat}\">\n{}\n</channel>", text.replace("</channel>", "<\\/channel>"))
+}
+
+/// The next event that is not a `status` one, without its `ts`.
+fn next(sse: &mut Sse) -> Value {
+    loop {
+        let e = sse.event().1;
+        if e["type"] != "status" {
+            return without_ts(e);
+        }
+    }
+}
+
+fn receipt(id: &str, chat: &str, state: &str) -> Value {
+    json!({"type": "receipt", "message_id": id, "chat_id": chat, "state": state})
+}
+
+fn inject(h: &Host, text: &str, chat: &str, id: &str) {
+    let r = h.post("/inject", &json!({"content": text, "chat_id": chat, "message_id": id}));
+    assert_eq!(r.pair(), (202, json!({"ok": true, "message_id": id})));
+    h.recv_line();
+}
+
+#[test]
+fn a_message_is_queued_then_seen_even_when_the_transcript_comes_with_it() {
+    let claude = Claude::new();
+    let h = claude.host(5000, "");
+    let mut sse = h.sse("/events", &[]);
+    assert_eq!(sse.line(), ": connected");
+    // The first message is what makes Claude Code start its transcript.
+    let text = "hi </channel> \"quoted\" & <b> ünï\nsecond line";
+    inject(&h, text, "c1", "m-1");
+    claude.enqueue(&tag("c1", text));
+    assert_eq!(next(&mut sse), receipt("m-1", "c1", "queued"));
+    claude.dequeue();
+    claude.model_sees(&tag("c1", text));
+    assert_eq!(next(&mut sse), receipt("m-1", "c1", "seen"));
+    // A message with no id of the phone's gets one from the host.
+    let r = h.post("/inject", &json!({"content": "no id", "chat_id": "c1"}));
+    let id = r.json()["message_id"].as_str().unwrap().to_string();
+    assert!(id.starts_with("h-"), "{id}");
+    h.recv_line();
+    claude.enqueue(&tag("c1", "no id"));
+    assert_eq!(next(&mut sse), receipt(&id, "c1", "queued"));
+}
+
+#[test]
+fn no_enqueue_line_within_the_grace_is_undelivered_and_the_id_may_be_sent_again() {
+    let claude = Claude::new();
+    let h = claude.host(600, "");
+    let mut sse = h.sse("/events", &[]);
+    assert_eq!(sse.line(), ": connected");
+    inject(&h, "lost", "c1", "m-lost");
+    let e = next(&mut sse);
+    let reason = e["reason"].as_str().unwrap().to_string();
+    assert_eq!(e, json!({"type": "receipt", "message_id": "m-lost", "chat_id": "c1", "state": "undelivered", "reason": reason}));
+    for needle in ["600 ms", "--dangerously-load-development-channels", "opzero-host status"] {
+        assert!(reason.contains(needle), "{needle} not in {reason}");
+    }
+    // Waiting for it says the same, as an error.
+    let r = h.post("/inject?wait=queued", &json!({"content": "lost", "chat_id": "c1", "message_id": "m-lost"}));
+    h.recv_line();
+    assert_eq!(r.status, 504, "the retry was taken, not called a duplicate");
+    assert_eq!(r.json(), json!({"error": reason, "message_id": "m-lost", "receipt": "undelivered"}));
+    assert_eq!(next(&mut sse)["state"], "undelivered");
+}
+
+#[test]
+fn wait_answers_once_claude_code_has_the_message() {
+    let claude = Claude::new();
+    let h = claude.host(5000, "");
+    let post = |wait: &str, id: &str| {
+        let (port, secret, wait, id) = (h.port(), h.secret(), wait.to_string(), id.to_string());
+        std::thread::spawn(move || {
+            let body = json!({"content": format!("wait for {id}"), "chat_id": "c", "message_id": id}).to_string();
+            let headers = [("X-OPZero-Secret", secret.as_str()), ("Content-Type", "application/json")];
+            support::http(port, "POST", &format!("/inject?wait={wait}"), &headers, Some(body.as_bytes())).pair()
+        })
+    };
+    let queued = post("queued", "w-1");
+    h.recv_line();
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(!queued.is_finished(), "answered before Claude Code had it");
+    claude.enqueue(&tag("c", "wait for w-1"));
+    assert_eq!(queued.join().unwrap(), (202, json!({"ok": true, "message_id": "w-1", "receipt": "queued"})));
+
+    let seen = post("seen", "w-2");
+    h.recv_line();
+    claude.enqueue(&tag("c", "wait for w-2"));
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(!seen.is_finished(), "answered at queued");
+    claude.model_sees(&tag("c", "wait for w-2"));
+    assert_eq!(seen.join().unwrap(), (202, json!({"ok": true, "message_id": "w-2", "receipt": "seen"})));
+
+    let r = h.post("/inject?wait=soon", &json!({"content": "x"}));
+    assert_eq!(r.pair(), (400, json!({"error": "wait must be queued or seen"})));
+}
+
+#[test]
+fn two_identical_texts_get_their_own_receipts_in_order() {
+    let claude = Claude::new();
+    let h = claude.host(5000, "");
+    let mut sse = h.sse("/events", &[]);
+    assert_eq!(sse.line(), ": connected");
+    inject(&h, "same", "c", "a");
+    inject(&h, "same", "c", "b");
+    claude.enqueue(&tag("c", "same"));
+    assert_eq!(next(&mut sse), receipt("a", "c", "queued"));
+    claude.enqueue(&tag("c", "same"));
+    assert_eq!(next(&mut sse), receipt("b", "c", "queued"));
+    claude.model_sees(&tag("c", "same"));
+    assert_eq!(next(&mut sse), receipt("a", "c", "seen"));
+    claude.model_sees(&tag("c", "same"));
+    assert_eq!(next(&mut sse), receipt("b", "c", "seen"));
+}
+
+#[test]
+fn without_claudes_session_file_there_are_no_receipts_and_status_says_why() {
+    let home = tempfile::tempdir().unwrap();
+    let mut h = Host::spawn_with(Options {
+        env: vec![("HOME".into(), home.path().display().to_string())],
+        config: Some("[mirror]\ngrace_ms = 200\n".into()),
+        ..Options::default()
+    });
+    h.initialize();
+    let status = h.get("/status").json();
+    assert_eq!(status["receipts"], "unavailable");
+    assert!(status["receipts_reason"].as_str().unwrap().contains("session file"), "{status}");
+    let mut sse = h.sse("/events", &[]);
+    assert_eq!(sse.line(), ": connected");
+    let r = h.post("/inject?wait=queued", &json!({"content": "hello", "message_id": "u-1"}));
+    h.recv_line();
+    let why = status["receipts_reason"].clone();
+    assert_eq!(r.pair(), (202, json!({"ok": true, "message_id": "u-1", "receipt": "unavailable", "reason": why})));
+    // Long past the grace, nothing was claimed: the next event is a reply.
+    std::thread::sleep(Duration::from_millis(600));
+    h.call_reply(json!({"chat_id": "c", "text": "next"}));
+    assert_eq!(next(&mut sse)["type"], "reply");
+}
+
+#[test]
+fn lines_of_another_shape_make_receipts_go_quiet_never_wrong() {
+    let claude = Claude::new();
+    let mut h = claude.host(600, "");
+    let mut sse = h.sse("/events", &[]);
+    assert_eq!(sse.line(), ": connected");
+    // Lines of kinds it does not read, and a line that is not JSON, change nothing.
+    claude.append(&json!({"type": "some-new-kind", "content": 5, "message": "text"}));
+    inject(&h, "one", "c", "s-1");
+    std::fs::OpenOptions::new().append(true).open(&claude.transcript).unwrap().write_all(b"{not json\n").unwrap();
+    claude.enqueue(&tag("c", "one"));
+    assert_eq!(next(&mut sse), receipt("s-1", "c", "queued"));
+    // An enqueue line without its content: the format has changed.
+    inject(&h, "two", "c", "s-2");
+    let mut changed = claude.line(|v| v["type"] == "queue-operation" && v["operation"] == "enqueue");
+    changed.as_object_mut().unwrap().remove("content");
+    changed["prompt"] = tag("c", "two").into();
+    claude.append(&changed);
+    wait_until(|| h.get("/status").json()["receipts"] == "unavailable");
+    let status = h.get("/status").json();
+    assert!(status["receipts_reason"].as_str().unwrap().contains("changed shape"), "{status}");
+    // Long past the grace, "two" is not called undelivered.
+    std::thread::sleep(Duration::from_millis(1000));
+    h.call_reply(json!({"chat_id": "c", "text": "next"}));
+    assert_eq!(next(&mut sse)["type"], "reply");
+    assert!(h.stderr().contains("changed shape"), "a debug line says it");
+}
+
+#[test]
+fn a_turn_answered_only_in_the_terminal_is_unanswered_and_tool_calls_are_activity() {
+    let claude = Claude::new();
+    let mut h = claude.host(5000, "");
+    let mut sse = h.sse("/events", &[]);
+    assert_eq!(sse.line(), ": connected");
+    // A turn that replied: nothing unanswered.
+    inject(&h, "first", "c1", "t-1");
+    claude.enqueue(&tag("c1", "first"));
+    claude.model_sees(&tag("c1", "first"));
+    assert_eq!(next(&mut sse)["state"], "queued");
+    assert_eq!(next(&mut sse)["state"], "seen");
+    h.call_reply(json!({"chat_id": "c1", "text": "on it"}));
+    assert_eq!(next(&mut sse)["type"], "reply");
+    claude.calls("mcp__opzero-channel__reply", json!({"chat_id": "c1", "text": "on it"}));
+    claude.says("done");
+    claude.turn_ends();
+    // A turn that only talked in the terminal, after a tool call.
+    inject(&h, "second", "c1", "t-2");
+    claude.enqueue(&tag("c1", "second"));
+    claude.model_sees(&tag("c1", "second"));
+    assert_eq!(next(&mut sse)["state"], "queued");
+    assert_eq!(next(&mut sse)["state"], "seen");
+    claude.calls("Bash", json!({"command": "cargo test --workspace\nmore", "description": "Run the tests"}));
+    assert_eq!(next(&mut sse), json!({"type": "activity", "tool": "Bash", "summary": "Run the tests"}));
+    claude.calls("Bash", json!({"command": "ls -la\nmore"}));
+    assert_eq!(next(&mut sse), json!({"type": "activity", "tool": "Bash", "summary": "ls -la"}));
+    claude.calls("Read", json!({"file_path": "/src/main.rs", "limit": 5}));
+    assert_eq!(next(&mut sse), json!({"type": "activity", "tool": "Read", "summary": "/src/main.rs"}));
+    claude.calls("Glob", json!({"pattern": "*.rs"}));
+    assert_eq!(next(&mut sse), json!({"type": "activity", "tool": "Glob", "summary": "Glob"}));
+    let long = "x".repeat(300);
+    claude.calls("Write", json!({"file_path": long, "content": "y".repeat(100_000)}));
+    assert_eq!(next(&mut sse)["summary"], "x".repeat(200));
+    claude.says("I looked; all 12 tests pass.");
+    claude.turn_ends();
+    assert_eq!(
+        next(&mut sse),
+        json!({"type": "unanswered", "chat_id": "c1", "message_id": "t-2", "text": "I looked; all 12 tests pass."})
+    );
+    // A turn from the terminal has activity, and nothing unanswered.
+    let mut typed = claude.line(|v| v["type"] == "user" && v["origin"]["kind"] == "channel");
+    let fields = typed.as_object_mut().unwrap();
+    fields.remove("isMeta");
+    fields.remove("origin");
+    typed["message"]["content"] = "fix the lint".into();
+    claude.append(&typed);
+    claude.calls("Edit", json!({"file_path": "/src/lib.rs", "old_string": "a", "new_string": "b"}));
+    assert_eq!(next(&mut sse), json!({"type": "activity", "tool": "Edit", "summary": "/src/lib.rs"}));
+    claude.says("edited");
+    claude.turn_ends();
+    h.call_reply(json!({"chat_id": "c", "text": "next"}));
+    assert_eq!(next(&mut sse)["type"], "reply");
+}
+
+#[test]
+fn each_part_of_the_mirror_can_be_turned_off() {
+    let claude = Claude::new();
+    let mut h = Host::spawn_with(Options {
+        env: vec![("HOME".into(), claude.home.path().display().to_string())],
+        config: Some("[mirror]\nreceipts = false\nactivity = false\nunanswered = false\n".into()),
+        ..Options::default()
+    });
+    h.initialize();
+    let status = h.get("/status").json();
+    assert_eq!((&status["receipts"], &status["receipts_reason"]), (&json!("unavailable"), &json!("turned off in [mirror]")));
+    let mut sse = h.sse("/events", &[]);
+    assert_eq!(sse.line(), ": connected");
+    inject(&h, "quiet", "c", "q-1");
+    claude.enqueue(&tag("c", "quiet"));
+    claude.model_sees(&tag("c", "quiet"));
+    claude.calls("Bash", json!({"command": "ls"}));
+    claude.says("terminal only");
+    claude.turn_ends();
+    std::thread::sleep(Duration::from_millis(300));
+    h.call_reply(json!({"chat_id": "c", "text": "next"}));
+    assert_eq!(next(&mut sse)["type"], "reply");
+}
+
+#[test]
+fn what_stayed_in_the_terminal_goes_through_the_reply_filters() {
+    let claude = Claude::new();
+    let redact = filters_support::entry("redact", "redact_secrets", r#"["reply"]"#, "");
+    let short = filters_support::entry("short", "max_length", r#"["reply"]"#, "[filter.config]\nreply = { max_chars = 60, action = \"reject\" }");
+    let mut h = claude.host(5000, &(redact + &short));
+    let mut sse = h.sse("/events", &[]);
+    assert_eq!(sse.line(), ": connected");
+    inject(&h, "what is the key?", "c1", "k-1");
+    claude.enqueue(&tag("c1", "what is the key?"));
+    claude.model_sees(&tag("c1", "what is the key?"));
+    assert_eq!(next(&mut sse)["state"], "queued");
+    assert_eq!(next(&mut sse)["state"], "seen");
+    claude.calls("Bash", json!({"command": "export KEY=AKIAABCDEFGHIJKLMNOP"}));
+    assert_eq!(next(&mut sse), json!({"type": "activity", "tool": "Bash", "summary": "export KEY=[REDACTED:aws-access-key-id]"}));
+    // Rejected by a filter: not published.
+    claude.calls("Bash", json!({"command": "x".repeat(100)}));
+    claude.says("It is AKIAABCDEFGHIJKLMNOP.");
+    claude.turn_ends();
+    assert_eq!(
+        next(&mut sse),
+        json!({"type": "unanswered", "chat_id": "c1", "message_id": "k-1", "text": "It is [REDACTED:aws-access-key-id]."})
+    );
+    // An answer the filter rejects: not published either.
+    inject(&h, "and now?", "c1", "k-2");
+    claude.enqueue(&tag("c1", "and now?"));
+    claude.model_sees(&tag("c1", "and now?"));
+    assert_eq!(next(&mut sse)["state"], "queued");
+    assert_eq!(next(&mut sse)["state"], "seen");
+    claude.says(&"a long answer, far too long for the phone, which the filter refuses".repeat(2));
+    claude.turn_ends();
+    h.call_reply(json!({"chat_id": "c", "text": "next"}));
+    assert_eq!(next(&mut sse)["type"], "reply");
+}
