@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Every test: the workspace's unit and end-to-end tests, the chat page in a
 # real Chromium (tests/browser/), then the real Claude Code conformance suite
-# (../shared/claude-e2e) against the built host, and the repo's plugin in the
-# real Claude Code (tests/claude/).
+# (../shared/claude-e2e) against the built host, and the repo's plugin,
+# `launch` and the transcript mirror in the real Claude Code (tests/claude/).
 #   tests/run-all.sh            everything
 #   tests/run-all.sh --no-e2e   skip the Claude Code levels
 set -euo pipefail
@@ -62,6 +62,12 @@ done
 for how in --resume --continue; do
   echo "== launch $how"
   if tests/claude/resume.sh "$how" "$host"; then passed=$((passed+1)); else failed=$((failed+1)); fi
+done
+# Receipts, answers left in the terminal and activity, from the transcript;
+# and the silent drop of a session started without the channel.
+for how in --enabled --not-enabled; do
+  echo "== mirror $how"
+  if tests/claude/mirror.sh "$how" "$host"; then passed=$((passed+1)); else failed=$((failed+1)); fi
 done
 echo "claude-e2e: $passed passed, $failed failed"
 [ $failed = 0 ]
