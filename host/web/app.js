@@ -164,24 +164,112 @@ function size(bytes) {
   return `${(bytes / 1024 / 1024).toFixed(1)} MB`;
 }
 
-/** A message sent from here, shown as it is sent (so a quick reply cannot
- * land above it); `sending` until the host takes it. Sent ones are kept in
- * this tab's storage, with the last event seen before them, so a reload
- * shows them again where they were. */
-function addMine(text, fileNames) {
-  const files = fileNames.length ? el("span", { class: "meta" }, `attached: ${fileNames.join(", ")}`) : null;
-  const stamp = el("span", { class: "meta" }, "sending…");
-  const node = el("article", { class: "msg mine sending" }, text, files, stamp);
-  place(node);
-  const after = lastEventId;
-  return {
-    sent() {
-      node.classList.remove("sending");
-      stamp.textContent = time(Date.now());
-      keepMine({ text, files: fileNames, after, ts: Date.now() });
-    },
-    failed: () => node.remove(),
-  };
+/** Messages sent from here, by id: each one's mark follows the host's
+ * receipts for it, which may come before the host's answer to the send. */
+const mine = new Map();
+/** What each mark says. */
+const MARKS = {
+  sending: "sending…",
+  sent: "sent",
+  queued: "queued",
+  seen: "seen by Claude",
+  undelivered: "not delivered",
+  dropped: "kept from Claude",
+};
+/** How far along a message is: a receipt never moves a mark back. */
+const RANK = { sending: 0, sent: 1, queued: 2, seen: 3 };
+
+/** A message from here, in the log. `m` is {id, text, files (names), ts?,
+ * state, reason?, upload (its File objects; null when they are gone, after
+ * a reload)}. */
+function showMine(m) {
+  const files = m.files.length ? el("span", { class: "meta" }, `attached: ${m.files.join(", ")}`) : null;
+  m.when = el("span", { class: "when" }, m.ts ? time(m.ts) : "");
+  m.mark = el("span", { class: "mark" });
+  m.problem = el("div", { class: "problem", hidden: true });
+  m.node = el("article", { class: "msg mine", "data-message-id": m.id }, m.text, files, el("span", { class: "meta" }, m.when, m.mark), m.problem);
+  mine.set(m.id, m);
+  setMark(m, m.state, m.reason);
+  place(m.node);
+  return m;
+}
+
+/** Shows where message `m` is: `state` is one of MARKS; `reason` says why
+ * it was not delivered. */
+function setMark(m, state, reason) {
+  m.state = state;
+  m.reason = state === "undelivered" ? reason ?? "" : undefined;
+  m.node.dataset.state = state;
+  m.node.classList.toggle("sending", state === "sending");
+  m.mark.textContent = MARKS[state] ?? state;
+  if (state === "undelivered") {
+    const retry = m.upload ? el("button", { type: "button", class: "retry" }, "Retry") : null;
+    retry?.addEventListener("click", () => resend(m));
+    const gone = m.upload ? null : el("p", {}, "Its files are no longer here: send them again.");
+    m.problem.replaceChildren(...[el("p", {}, inline(m.reason)), gone, retry].filter(Boolean));
+    m.problem.hidden = false;
+  } else {
+    m.problem.replaceChildren();
+    m.problem.hidden = true;
+  }
+  // A retry under way is kept as what it was: after a reload, it has to
+  // be tried again unless a receipt says it arrived.
+  if (m.kept && state !== "sending") updateKept(m.id, { state, reason: m.reason });
+}
+
+/** The host has the message (its answer to the send, or a receipt that
+ * came first): kept in this tab's storage from now on, with the last event
+ * seen before it, so a reload shows it again where it was. */
+function accepted(m, answer = {}) {
+  if (answer.message_id && answer.message_id !== m.id) {
+    // The host named it otherwise: its receipts will use that name.
+    mine.delete(m.id);
+    m.id = answer.message_id;
+    m.node.dataset.messageId = m.id;
+    mine.set(m.id, m);
+  }
+  if (m.state === "sending") setMark(m, answer.delivered === false ? "dropped" : "sent");
+  if (!m.ts) {
+    m.ts = Date.now();
+    m.when.textContent = time(m.ts);
+  }
+  if (!m.kept) {
+    keepMine({ id: m.id, text: m.text, files: m.files, after: m.after, ts: m.ts, state: m.state, reason: m.reason });
+    m.kept = true;
+  }
+}
+
+/** A receipt from the host, for a message sent from here (another
+ * client's are not this page's to show). */
+function receipt(e) {
+  const m = mine.get(e.message_id);
+  if (!m) return;
+  if (e.state === "undelivered") {
+    if (m.state !== "seen") setMark(m, "undelivered", e.reason);
+  } else if (e.state in RANK && (m.state === "undelivered" || RANK[e.state] > (RANK[m.state] ?? Infinity))) {
+    setMark(m, e.state);
+  }
+  if (m.state !== "sending") accepted(m);
+}
+
+/** Retry: the same message again, with the same id, so the host can tell
+ * it from a new one. */
+async function resend(m) {
+  if (m.state !== "undelivered") return;
+  const reason = m.reason;
+  setMark(m, "sending");
+  try {
+    const r = await post(m);
+    const answer = await r.json().catch(() => ({}));
+    if (!r.ok) throw new Error(answer.error ?? `the host answered ${r.status}`);
+    if (m.state === "sending") setMark(m, answer.delivered === false ? "dropped" : "sent");
+    showError("");
+  } catch (err) {
+    if (m.state !== "sending") return; // a receipt says it arrived after all
+    setMark(m, "undelivered", reason);
+    const why = err instanceof TypeError ? "the host cannot be reached" : err.message;
+    showError(`Not sent again: ${why}.`);
+  }
 }
 
 const storageKey = () => `opzero-mine:${sessionId}`;
@@ -200,12 +288,29 @@ function keepMine(message) {
   }
 }
 
-/** Shows the messages sent before a reload that came before event `id`. */
+/** A kept message's mark, as it changes. */
+function updateKept(id, change) {
+  try {
+    const kept = JSON.parse(sessionStorage.getItem(storageKey()) ?? "[]");
+    const m = kept.find((k) => k.id === id);
+    if (!m) return;
+    Object.assign(m, change);
+    sessionStorage.setItem(storageKey(), JSON.stringify(kept));
+  } catch {
+    // No storage: nothing was kept.
+  }
+}
+
+/** Shows the messages sent before a reload that came before event `id`;
+ * the receipts replayed after them move their marks on. */
 function showKept(id) {
   while (backlog.length && backlog[0].after < id) {
-    const m = backlog.shift();
-    const files = m.files.length ? el("span", { class: "meta" }, `attached: ${m.files.join(", ")}`) : null;
-    place(el("article", { class: "msg mine" }, m.text, files, el("span", { class: "meta" }, time(m.ts))));
+    const k = backlog.shift();
+    // Kept before messages had ids: a mark nothing will move.
+    const m = { id: k.id ?? newId(), text: k.text, files: k.files, after: k.after, ts: k.ts, state: k.state ?? "sent", reason: k.reason };
+    m.upload = m.files.length ? null : [];
+    showMine(m);
+    m.kept = k.id !== undefined;
   }
 }
 
@@ -220,6 +325,15 @@ function addReply(id, e) {
   const node = el("article", { class: "msg reply", "data-event-id": id, "data-chat-id": e.chat_id }, body, files.length ? el("ul", { class: "files" }, files) : null, meta);
   replies.set(id, node);
   place(node);
+}
+
+/** Claude's answer to a message from here that stayed in the terminal (no
+ * reply came): shown as Claude's, saying where it was said. */
+function addSaid(id, e) {
+  const body = el("div", { class: "body" }, markdown(e.text));
+  const chat = e.chat_id !== CHAT_ID ? ` · to ${e.chat_id}` : "";
+  const meta = el("span", { class: "meta" }, `Claude · ${time(e.ts)} · `, el("span", { class: "said" }, "said in the terminal"), chat);
+  place(el("article", { class: "msg reply terminal", "data-event-id": id, "data-chat-id": e.chat_id, "data-answers": e.message_id }, body, meta));
 }
 
 function editReply(e) {
@@ -276,6 +390,17 @@ function setClaude(state) {
   const node = $("#claude-state");
   node.dataset.state = state ?? "unknown";
   node.textContent = state === "busy" ? "Claude is working…" : state === "idle" ? "Claude is idle" : "Claude: unknown";
+  if (state === "idle") setActivity(null);
+}
+
+/** What Claude is doing now (its latest tool call), under #claude-state;
+ * nothing once it is idle. */
+function setActivity(e) {
+  const node = $("#activity");
+  const what = !e ? "" : e.summary && e.summary !== e.tool ? `${e.tool}: ${e.summary}` : e.tool ?? "";
+  node.textContent = what;
+  node.title = what;
+  node.hidden = !what;
 }
 
 function setConnected(online) {
@@ -292,6 +417,12 @@ function handle(id, e) {
       return addReply(id, e);
     case "edit":
       return editReply(e);
+    case "receipt":
+      return receipt(e);
+    case "unanswered":
+      return addSaid(id, e);
+    case "activity":
+      return setActivity(e);
     case "status":
       return setClaude(e.state);
     case "permission_request":
@@ -420,6 +551,7 @@ async function signOut() {
     // Nothing was kept.
   }
   backlog = [];
+  mine.clear();
   logEl.replaceChildren();
   signedOut(`You are signed out.${note} ${openHint()}`);
 }
@@ -628,6 +760,22 @@ function showAttached() {
   list.replaceChildren(...[...filesEl.files].map((f) => el("li", {}, `${f.name} (${size(f.size)})`)));
 }
 
+/** Posts message `m` to the host, with its id as the idempotency key. */
+function post(m) {
+  let body;
+  const headers = { "idempotency-key": m.id };
+  if (m.upload.length) {
+    body = new FormData();
+    body.append("content", m.text);
+    body.append("chat_id", CHAT_ID);
+    for (const f of m.upload) body.append("file", f, f.name);
+  } else {
+    body = JSON.stringify({ content: m.text, chat_id: CHAT_ID });
+    headers["content-type"] = "application/json";
+  }
+  return api("/inject", { method: "POST", headers, body });
+}
+
 /** Sends what is in the box. The box is emptied at once, so typing can go
  * on; if the host does not take the message, its text comes back. */
 async function send() {
@@ -637,26 +785,22 @@ async function send() {
   if (!typed.trim() && !files.length) return;
   const content = typed.trim() ? typed : `(${files.map((f) => f.name).join(", ")})`;
   if (pending?.content !== content) pending = { content, id: newId() };
-  let body;
-  const headers = { "idempotency-key": pending.id };
-  if (files.length) {
-    body = new FormData();
-    body.append("content", content);
-    body.append("chat_id", CHAT_ID);
-    for (const f of files) body.append("file", f, f.name);
-  } else {
-    body = JSON.stringify({ content, chat_id: CHAT_ID });
-    headers["content-type"] = "application/json";
-  }
   sendEl.disabled = true;
   textEl.value = "";
-  const shown = addMine(content, files.map((f) => f.name));
+  // Shown as it is sent, so a quick reply cannot land above it.
+  const m = showMine({ id: pending.id, text: content, files: files.map((f) => f.name), upload: files, after: lastEventId, state: "sending" });
   try {
-    const r = await api("/inject", { method: "POST", headers, body });
-    const answer = await r.json().catch(() => ({}));
-    if (!r.ok) throw new Error(answer.error ?? `the host answered ${r.status}`);
+    let answer = {};
+    try {
+      const r = await post(m);
+      answer = await r.json().catch(() => ({}));
+      if (!r.ok) throw new Error(answer.error ?? `the host answered ${r.status}`);
+    } catch (err) {
+      // A receipt came first: the host has it, whatever became of its answer.
+      if (m.state === "sending") throw err;
+    }
     pending = null;
-    shown.sent();
+    accepted(m, answer);
     filesEl.value = "";
     showAttached();
     showError("");
@@ -664,7 +808,8 @@ async function send() {
       place(el("p", { class: "note" }, `Filter ${answer.filter} kept that from Claude: ${answer.reason}`));
     }
   } catch (err) {
-    shown.failed();
+    mine.delete(m.id);
+    m.node.remove();
     // Back in the box, before anything typed since.
     textEl.value = textEl.value ? `${typed}\n${textEl.value}` : typed;
     const why = err instanceof TypeError ? "the host cannot be reached" : err.message;

@@ -24,6 +24,8 @@ import { chromium } from 'playwright-core';
 
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const BIN = process.env.OPZERO_HOST_BIN ?? path.join(REPO, 'target', 'debug', 'opzero-host');
+/// What Claude Code 2.1.328 wrote, recorded: the shapes the harness copies.
+export const RECORDED = path.join(REPO, 'host', 'testdata', 'claude-2.1.328');
 /// Screenshots (and, on a failure, what the page looked like).
 export const OUT = path.join(REPO, 'target', 'browser-tests');
 export const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
@@ -77,8 +79,11 @@ class Line {
 }
 
 export class Host {
-  /// Starts a host; `config` is the text of its opzero.toml.
-  static async start({ config = '' } = {}) {
+  /// Starts a host; `config` is the text of its opzero.toml. With `claude`
+  /// (`idle` or `busy`), Claude Code's session file is there from the start,
+  /// and the host is following its transcript (`h.transcript`) when this
+  /// returns, so the mirror's receipts come.
+  static async start({ config = '', claude } = {}) {
     const home = await fsp.mkdtemp(path.join(os.tmpdir(), 'opzero-browser-'));
     // The host follows ~/.claude/sessions/<its parent's pid>.json; the
     // directory must be there for it to watch.
@@ -89,10 +94,15 @@ export class Host {
     // Claude's own files (what it sends with a reply): never the host's
     // state directory, which the host refuses to send from.
     h.work = await fsp.mkdtemp(path.join(os.tmpdir(), 'opzero-browser-work-'));
+    if (claude) {
+      await h.transcript.open();
+      await h.setClaudeStatus(claude);
+    }
     h.spawn();
     try {
       await h.initialize();
       await h.discovery();
+      if (claude) await h.followsTranscript();
     } catch (e) {
       await h.stop();
       throw e;
@@ -236,12 +246,35 @@ export class Host {
     this.send({ jsonrpc: '2.0', method: 'notifications/claude/channel/permission_request', params });
   }
 
-  /// Writes Claude Code's session file, the one the host follows.
+  /// Writes Claude Code's session file, the one the host follows: the
+  /// host's parent is this process, which plays Claude Code.
   async setClaudeStatus(status) {
     const file = path.join(this.home, '.claude', 'sessions', `${process.pid}.json`);
     const tmp = file + '.tmp';
-    await fsp.writeFile(tmp, JSON.stringify({ sessionId: this.session, cwd: this.home, name: 'browser-test', status }));
+    const { cwd, sessionId } = this.transcript;
+    await fsp.writeFile(tmp, JSON.stringify({ pid: process.pid, sessionId, cwd, name: 'browser-test', status }));
     await fsp.rename(tmp, file);
+  }
+
+  /// Claude Code's transcript of this session (see `Transcript`).
+  get transcript() {
+    this._transcript ??= new Transcript(this.home, this.session);
+    return this._transcript;
+  }
+
+  /// `GET /status` with the secret: its JSON.
+  async status() {
+    const r = await this.http('GET', '/status', { headers: { 'X-OPZero-Secret': this.secret } });
+    assert.equal(r.status, 200, r.body);
+    return r.json;
+  }
+
+  /// Waits until the host follows Claude's transcript (its receipts are
+  /// available), so lines written from now on are read.
+  async followsTranscript() {
+    await eventually(async () => assert.equal((await this.status()).receipts, 'available')).catch(async (e) =>
+      assert.fail(`the host does not follow the transcript: ${e.message}\n${this.describe()}`),
+    );
   }
 
   /// The discovery file ({port, secret, ...}), waited for.
@@ -293,12 +326,162 @@ export class Host {
     });
   }
 
+  /// The first event of the host's stream, its replay included, for which
+  /// `pred(event)` holds (read with the secret, beside the page's stream).
+  event(pred, { timeout = WAIT, what = 'a matching event' } = {}) {
+    return new Promise((resolve, reject) => {
+      const req = http.request(
+        {
+          host: '127.0.0.1',
+          port: this.port,
+          path: '/events?since=0',
+          headers: { 'X-OPZero-Secret': this.secret, Accept: 'text/event-stream' },
+          agent: false,
+        },
+        (res) => {
+          res.setEncoding('utf8');
+          let buffer = '';
+          res.on('data', (d) => {
+            buffer += d;
+            const lines = buffer.split('\n');
+            buffer = lines.pop();
+            for (const l of lines) {
+              if (!l.startsWith('data: ')) continue;
+              const e = JSON.parse(l.slice('data: '.length));
+              if (pred(e)) {
+                clearTimeout(timer);
+                req.destroy();
+                resolve(e);
+                return;
+              }
+            }
+          });
+        },
+      );
+      const timer = setTimeout(() => {
+        req.destroy();
+        reject(new Error(`no ${what} on /events within ${timeout} ms\n${this.describe()}`));
+      }, timeout);
+      req.on('error', reject);
+      req.end();
+    });
+  }
+
   async stop() {
     if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
     await this.exited;
+    await this._transcript?.close();
     await fsp.rm(this.home, { recursive: true, force: true });
     await fsp.rm(this.work, { recursive: true, force: true });
   }
+}
+
+/// Claude Code's transcript, `~/.claude/projects/<cwd, each character not
+/// ASCII alphanumeric made a '-'>/<session>.jsonl`, written as Claude Code
+/// 2.1.328 writes it: each line is a copy of a recorded one (RECORDED) with
+/// this session's ids, the time and the content put in.
+export class Transcript {
+  constructor(home, sessionId) {
+    this.cwd = fs.realpathSync(home);
+    this.sessionId = sessionId;
+    this.file = path.join(home, '.claude', 'projects', this.cwd.replace(/[^A-Za-z0-9]/g, '-'), `${sessionId}.jsonl`);
+    this.last = null;
+    this.handle = null;
+  }
+
+  /// Creates the file, empty, and keeps it open: each `write` is then one
+  /// write(2) of whole lines, so the host never wakes to a line half
+  /// written. (Claude Code opens the file for each append, and the host
+  /// hears of the open too: that race is the host's own tests' business,
+  /// not the page's.)
+  async open() {
+    await fsp.mkdir(path.dirname(this.file), { recursive: true });
+    this.handle = await fsp.open(this.file, 'a');
+  }
+
+  async close() {
+    await this.handle?.close();
+    this.handle = null;
+  }
+
+  /// The `<channel>` tag Claude Code makes of a channel notification's
+  /// params: its meta as attributes, its content with `</channel>` escaped.
+  static tag({ content, meta = {} }, source = 'opzero-channel') {
+    const attr = (v) => String(v).replace(/&/g, '&amp;').replace(/'/g, '&apos;').replace(/"/g, '&quot;');
+    const attrs = Object.entries(meta).map(([k, v]) => ` ${k}="${attr(v)}"`).join('');
+    return `<channel source="${source}"${attrs}>\n${content.replace(/<\/(channel)>/gi, '<\\/$1>')}\n</channel>`;
+  }
+
+  /// Appends these lines at once.
+  async write(...lines) {
+    assert.ok(this.handle, 'the transcript is not open (Host.start with `claude`)');
+    const bytes = Buffer.from(lines.map((l) => JSON.stringify(l) + '\n').join(''));
+    const { bytesWritten } = await this.handle.write(bytes);
+    assert.equal(bytesWritten, bytes.length, 'a short write to the transcript');
+  }
+
+  /// A recorded line (the first of `file` for which `pred` holds), made
+  /// this session's, now, and after the last one written.
+  line(file, pred, change) {
+    const l = structuredClone(recorded(file).find(pred));
+    assert.ok(l, `no such line in ${path.join(RECORDED, file)}`);
+    l.timestamp = new Date().toISOString();
+    if ('sessionId' in l) l.sessionId = this.sessionId;
+    if ('session_id' in l) l.session_id = this.sessionId;
+    if ('cwd' in l) l.cwd = this.cwd;
+    if ('uuid' in l) {
+      l.uuid = randomUUID();
+      l.parentUuid = this.last;
+      this.last = l.uuid;
+    }
+    change(l);
+    return l;
+  }
+
+  /// Claude Code took channel notification `n` (a stdout line's JSON) into
+  /// its queue: the host's `queued`.
+  enqueue(n) {
+    const content = Transcript.tag(n.params);
+    return this.write(this.line('text-only.jsonl', (l) => l.type === 'queue-operation' && l.operation === 'enqueue', (l) => (l.content = content)));
+  }
+
+  /// Then out of its queue, to the model: the host's `seen`.
+  toModel(n) {
+    const content = Transcript.tag(n.params);
+    return this.write(
+      this.line('text-only.jsonl', (l) => l.type === 'queue-operation' && l.operation === 'dequeue', () => {}),
+      this.line('text-only.jsonl', (l) => l.type === 'user' && l.origin?.kind === 'channel', (l) => (l.message.content = content)),
+    );
+  }
+
+  /// The model answers in text (in the terminal).
+  say(text) {
+    const isText = (l) => l.type === 'assistant' && l.message?.content?.[0]?.type === 'text';
+    return this.write(this.line('text-only.jsonl', isText, (l) => (l.message.content = [{ type: 'text', text }])));
+  }
+
+  /// The model calls a built-in tool.
+  tool(name, input) {
+    const isBash = (l) => l.type === 'assistant' && l.message?.content?.[0]?.name === 'Bash';
+    return this.write(
+      this.line('bash.jsonl', isBash, (l) => (l.message.content = [{ type: 'tool_use', id: `toolu_${randomUUID().replace(/-/g, '')}`, name, input }])),
+    );
+  }
+
+  /// The turn is over.
+  endTurn() {
+    return this.write(this.line('text-only.jsonl', (l) => l.type === 'system' && l.subtype === 'turn_duration', () => {}));
+  }
+}
+
+/// The lines of a recorded transcript, read once.
+const recordings = new Map();
+function recorded(file) {
+  if (!recordings.has(file)) {
+    const text = fs.readFileSync(path.join(RECORDED, file), 'utf8');
+    recordings.set(file, text.split('\n').filter(Boolean).map((l) => JSON.parse(l)));
+  }
+  return recordings.get(file);
 }
 
 export function rawHttp(port, method, pathname, { headers = {}, body } = {}) {

@@ -36,6 +36,10 @@ const CHANNEL = 'notifications/claude/channel';
 const VERDICT = 'notifications/claude/channel/permission';
 const isChannel = (j) => j.method === CHANNEL;
 const TOKEN = /^[0-9a-f]{64}$/;
+/// A grace long enough that a slow machine never makes a message the test
+/// delivers `undelivered`; and one short enough to wait for.
+const PATIENT = '[mirror]\ngrace_ms = 60000\n';
+const IMPATIENT = '[mirror]\ngrace_ms = 2000\n';
 
 let browser;
 before(async () => {
@@ -53,11 +57,13 @@ after(async () => {
 /// Runs `body` with its own host (and proxy), signed in unless `signedIn` is
 /// false; on a failure adds what the host printed and saves what the page
 /// showed; always cleans up. Fails on any uncaught exception in the page.
+/// With `claude` (`idle` or `busy`), the host follows Claude Code's session
+/// file and transcript from the start (see Host.start).
 async function withHost(t, opts, body) {
-  const { config = '', proxy: wantProxy = false, signedIn = true, viewport, contextOptions } = opts;
+  const { config = '', claude, proxy: wantProxy = false, signedIn = true, viewport, contextOptions } = opts;
   const proxy = wantProxy ? await Proxy.start() : undefined;
   const allowed = proxy ? `[bridge]\nallowed_hosts = ["127.0.0.1:${proxy.port}"]\n` : '';
-  const h = await Host.start({ config: allowed + config });
+  const h = await Host.start({ config: allowed + config, claude });
   if (proxy) proxy.target = h.port;
   const env = { h, proxy, contexts: [] };
   try {
@@ -85,6 +91,7 @@ async function withHost(t, opts, body) {
 }
 
 const reply = (page, id) => page.locator(`#log article.msg.reply[data-event-id="${id}"]`);
+const mineMsg = (page, id) => page.locator(`#log article.msg.mine[data-message-id="${id}"]`);
 const card = (page, id) => page.locator(`#log article.card.permission[data-request-id="${id}"]`);
 
 /// Waits until `locator` matches exactly `n` elements.
@@ -117,6 +124,19 @@ async function sendTyped(h, page, content, meta = {}) {
   return n;
 }
 
+/// Claude Code takes the message of channel notification `n` (a stdout
+/// line) into its queue, then hands it to the model: its transcript says so.
+async function deliver(h, n) {
+  await h.transcript.enqueue(n.json);
+  await h.transcript.toModel(n.json);
+}
+
+/// The mark of message `node` reads `label`, with data-state `state`.
+async function marked(node, state, label) {
+  await attr(node, 'data-state', state);
+  await text(node.locator('.mark'), label);
+}
+
 /// The conversation as it reads, top to bottom: "me: TEXT" for a message
 /// sent here (TEXT: the one of `sent` it shows), "claude: ID" for a reply,
 /// "card: ID" for a permission card.
@@ -133,7 +153,7 @@ function order(page, sent) {
 
 // A realistic conversation, for the screenshots and the phone test.
 async function conversation(h, page, dir) {
-  await sendTyped(h, page, 'The CI run failed again. Can you look at why, and fix it if it is simple?');
+  await deliver(h, await sendTyped(h, page, 'The CI run failed again. Can you look at why, and fix it if it is simple?'));
   const log = path.join(dir, 'ci-build.log');
   await fsp.writeFile(log, 'error: could not find chromium\n'.repeat(40));
   const id = await h.reply({
@@ -146,8 +166,9 @@ async function conversation(h, page, dir) {
     files: [log],
   });
   await reply(page, id).waitFor();
-  await sendTyped(h, page, 'Yes please, go ahead.');
+  await deliver(h, await sendTyped(h, page, 'Yes please, go ahead.'));
   await h.setClaudeStatus('busy');
+  await h.transcript.tool('Edit', { file_path: '.ci/run', old_string: 'apt-get install -y tmux', new_string: 'apt-get install -y tmux chromium' });
   h.permissionRequest({
     request_id: 'kqmzp',
     tool_name: 'Edit',
@@ -156,6 +177,8 @@ async function conversation(h, page, dir) {
   });
   await card(page, 'kqmzp').waitFor();
   await attr(page.locator('#claude-state'), 'data-state', 'busy');
+  await text(page.locator('#activity'), 'Edit: .ci/run');
+  for (const m of await page.locator('#log article.msg.mine').all()) await marked(m, 'seen', 'seen by Claude');
   const sent = ['The CI run failed again. Can you look at why, and fix it if it is simple?', 'Yes please, go ahead.'];
   assert.deepEqual(await order(page, sent), [
     'me: The CI run failed again. Can you look at why, and fix it if it is simple?',
@@ -498,7 +521,9 @@ describe('the chat page in Chromium', { concurrency: 1 }, () => {
       // The same token from the page's own origin works: the refusals were
       // the origin's doing (and the refused /logout ended nothing).
       r = await inject(h.origin, 'from the page');
-      assert.deepEqual([r.status, r.json], [202, { ok: true }]);
+      assert.equal(r.status, 202, r.body);
+      assert.match(r.json?.message_id ?? '', /^\S+$/, r.body);
+      assert.deepEqual(r.json, { ok: true, message_id: r.json.message_id });
       const n = await h.channelMessage();
       assert.equal(n.raw, '{"jsonrpc":"2.0","method":"notifications/claude/channel","params":{"content":"from the page","meta":{"chat_id":"web"}}}');
       await h.noLine(isChannel, 300, 'channel notification');
@@ -525,7 +550,7 @@ describe('the chat page in Chromium', { concurrency: 1 }, () => {
   test('11. at 390x844 the composer and the last message are visible and usable (phone screenshot)', (t) =>
     withHost(
       t,
-      { viewport: { width: 390, height: 844 }, contextOptions: { isMobile: true, hasTouch: true, deviceScaleFactor: 1 } },
+      { claude: 'idle', config: PATIENT, viewport: { width: 390, height: 844 }, contextOptions: { isMobile: true, hasTouch: true, deviceScaleFactor: 1 } },
       async ({ h, page }) => {
         await conversation(h, page, h.work);
         const last = await h.reply({ chat_id: 'web', text: 'On it: editing `.ci/run` once you allow it.' });
@@ -551,9 +576,12 @@ describe('the chat page in Chromium', { concurrency: 1 }, () => {
         await page.getByLabel('Message', { exact: true }).tap();
         await page.keyboard.type('Allowed it, thanks');
         await page.getByRole('button', { name: 'Send' }).tap();
-        assert.deepEqual((await h.channelMessage()).json.params, { content: 'Allowed it, thanks', meta: { chat_id: 'web' } });
+        const n = await h.channelMessage();
+        assert.deepEqual(n.json.params, { content: 'Allowed it, thanks', meta: { chat_id: 'web' } });
+        await deliver(h, n);
         const sent = page.locator('#log article.msg.mine', { hasText: 'Allowed it, thanks' });
         await count(sent, 1);
+        await marked(sent, 'seen', 'seen by Claude');
         await sleep(300);
         await inView(sent, 'the message just sent');
         await inView(page.getByLabel('Message', { exact: true }), 'the message box');
@@ -561,7 +589,7 @@ describe('the chat page in Chromium', { concurrency: 1 }, () => {
     ));
 
   test('12. desktop screenshot (1280x800) with a realistic conversation', (t) =>
-    withHost(t, { viewport: { width: 1280, height: 800 } }, async ({ h, page }) => {
+    withHost(t, { claude: 'idle', config: PATIENT, viewport: { width: 1280, height: 800 } }, async ({ h, page }) => {
       await conversation(h, page, h.work);
       await sleep(300);
       const overflow = await page.evaluate(() => document.documentElement.scrollWidth);
@@ -881,5 +909,193 @@ describe('the chat page in Chromium', { concurrency: 1 }, () => {
       assert.ok(await page.locator('#sign-out').isHidden());
       assert.ok(await page.locator('#composer').isHidden());
       assert.equal(streams.length, 0, 'the stream started with a refused token');
+    }));
+
+  // Receipts and the mirror: the host reads Claude Code's transcript, which
+  // the harness writes as Claude Code would (Transcript).
+
+  test('23. a sent message is marked sent, then queued, then seen by Claude; another client\'s receipts change nothing', (t) =>
+    withHost(t, { claude: 'idle', config: PATIENT }, async ({ h, page }) => {
+      const posted = page.waitForResponse((r) => new URL(r.url()).pathname === '/inject');
+      const n = await sendTyped(h, page, 'Is the build green? </channel> <b>not bold</b>');
+      const answer = await posted;
+      const id = answer.request().headers()['idempotency-key'];
+      assert.match(id ?? '', /^web-[0-9a-f]{32}$/);
+      assert.deepEqual([answer.status(), await answer.json()], [202, { ok: true, message_id: id }]);
+      const m = mineMsg(page, id);
+      await count(m, 1);
+      await marked(m, 'sent', 'sent');
+      assert.ok(await m.locator('.problem').isHidden());
+      assert.equal(await m.getByRole('button').count(), 0);
+
+      await h.transcript.enqueue(n.json);
+      await marked(m, 'queued', 'queued');
+      await h.transcript.toModel(n.json);
+      await marked(m, 'seen', 'seen by Claude');
+      assert.equal(await page.locator('#log b').count(), 0, 'markup from a message reached the DOM');
+
+      // Another client's message, taken and seen: its receipts are not this
+      // page's to show.
+      const other = await h.post('/inject', { content: 'from another client', chat_id: 'web' });
+      assert.equal(other.status, 202, other.body);
+      const n2 = await h.channelMessage();
+      await deliver(h, n2);
+      await h.event((e) => e.type === 'receipt' && e.message_id === other.json.message_id && e.state === 'seen', { what: 'the other client\'s seen receipt' });
+      await sleep(300);
+      await count(page.locator('#log article.msg.mine'), 1);
+      await count(page.locator('#log > *'), 1);
+      await marked(m, 'seen', 'seen by Claude');
+
+      // A reload shows the message again, with its mark.
+      await page.reload();
+      await signedIn(page);
+      await count(mineMsg(page, id), 1);
+      await marked(mineMsg(page, id), 'seen', 'seen by Claude');
+      await sleep(700);
+      await count(page.locator('#log > *'), 1);
+    }));
+
+  test('24. receipts that come before the answer to the send still move the mark on', (t) =>
+    withHost(t, { claude: 'idle', config: PATIENT }, async ({ h, page }) => {
+      // The host's answer to the send is held back until the message is seen.
+      let release;
+      const held = new Promise((resolve) => (release = resolve));
+      await page.route('**/inject', async (route) => {
+        const response = await route.fetch();
+        await held;
+        await route.fulfill({ response });
+      });
+      const box = page.getByLabel('Message', { exact: true });
+      await box.fill('a quick one');
+      await box.press('Enter');
+      const n = await h.channelMessage();
+      const m = page.locator('#log article.msg.mine');
+      await count(m, 1);
+      await attr(m, 'data-state', 'sending');
+      await deliver(h, n);
+      await marked(m, 'seen', 'seen by Claude');
+      release();
+      await eventually(async () => assert.equal(await box.inputValue(), ''));
+      await sleep(500);
+      await count(m, 1);
+      await marked(m, 'seen', 'seen by Claude');
+      assert.ok(await page.locator('#send-error').isHidden());
+    }));
+
+  test('25. a message Claude Code did not take is marked not delivered, with the reason; Retry sends it again with the same id', (t) =>
+    withHost(t, { claude: 'idle', config: IMPATIENT }, async ({ h, page }) => {
+      const content = 'Did this reach you?';
+      const n = await sendTyped(h, page, content);
+      const m = page.locator('#log article.msg.mine');
+      await count(m, 1);
+      const id = await m.getAttribute('data-message-id');
+      // Nothing in the transcript: within the grace, the host says so.
+      const undelivered = await h.event((e) => e.type === 'receipt' && e.message_id === id && e.state === 'undelivered', { what: 'undelivered' });
+      assert.equal(typeof undelivered.reason, 'string');
+      await marked(m, 'undelivered', 'not delivered');
+      const problem = m.locator('.problem');
+      await problem.waitFor({ state: 'visible' });
+      // The reason, as text (its `code` spans as code).
+      await text(problem, undelivered.reason.replace(/`/g, '') + 'Retry');
+      assert.equal(await problem.locator('code').count(), (undelivered.reason.match(/`/g) ?? []).length / 2);
+      assert.equal(await page.getByLabel('Message', { exact: true }).inputValue(), '', 'the text came back to the box');
+
+      // Retry: the same content, the same id, taken.
+      const retry = m.getByRole('button', { name: 'Retry' });
+      const [request] = await Promise.all([
+        page.waitForRequest((r) => new URL(r.url()).pathname === '/inject' && r.method() === 'POST'),
+        retry.click(),
+      ]);
+      const again = await h.channelMessage();
+      // Claude Code takes it at once this time.
+      await h.transcript.enqueue(again.json);
+      assert.deepEqual(again.json, n.json);
+      assert.equal(request.headers()['idempotency-key'], id);
+      assert.deepEqual(JSON.parse(request.postData()), { content, chat_id: 'web' });
+      const response = await request.response();
+      assert.deepEqual([response.status(), await response.json()], [202, { ok: true, message_id: id }]);
+      await marked(m, 'queued', 'queued');
+      await h.transcript.toModel(again.json);
+      await marked(m, 'seen', 'seen by Claude');
+      await problem.waitFor({ state: 'hidden' });
+      await count(m.getByRole('button'), 0);
+      await count(m, 1);
+      assert.ok(await page.locator('#send-error').isHidden());
+      await h.noLine(isChannel, 300, 'a third channel notification');
+    }));
+
+  test('25b. after a reload a message not delivered still says so, and its Retry still works', (t) =>
+    withHost(t, { claude: 'idle', config: IMPATIENT }, async ({ h, page }) => {
+      const n = await sendTyped(h, page, 'before the reload');
+      const m = page.locator('#log article.msg.mine');
+      const id = await m.getAttribute('data-message-id');
+      await marked(m, 'undelivered', 'not delivered');
+      await page.reload();
+      await signedIn(page);
+      await count(mineMsg(page, id), 1);
+      await marked(mineMsg(page, id), 'undelivered', 'not delivered');
+      const [request] = await Promise.all([
+        page.waitForRequest((r) => new URL(r.url()).pathname === '/inject' && r.method() === 'POST'),
+        mineMsg(page, id).getByRole('button', { name: 'Retry' }).click(),
+      ]);
+      const again = await h.channelMessage();
+      await deliver(h, again);
+      assert.deepEqual(again.json, n.json);
+      assert.equal(request.headers()['idempotency-key'], id);
+      assert.equal((await request.response()).status(), 202);
+      await marked(mineMsg(page, id), 'seen', 'seen by Claude');
+      // And a reload after that shows it seen, once.
+      await page.reload();
+      await signedIn(page);
+      await marked(mineMsg(page, id), 'seen', 'seen by Claude');
+      await sleep(700);
+      await count(page.locator('#log > *'), 1);
+    }));
+
+  test('26. Claude\'s answer that stayed in the terminal shows as Claude\'s, marked said in the terminal', (t) =>
+    withHost(t, { claude: 'idle', config: PATIENT }, async ({ h, page }) => {
+      const n = await sendTyped(h, page, 'What did the tests say?');
+      const id = await page.locator('#log article.msg.mine').getAttribute('data-message-id');
+      await deliver(h, n);
+      await h.transcript.say('All **green**: 42 passed.\n\n- unit\n- browser <img src=x onerror="window.__pwned=1">');
+      await h.transcript.endTurn();
+      const said = page.locator('#log article.msg.reply.terminal');
+      await count(said, 1);
+      assert.equal(await said.getAttribute('data-answers'), id);
+      assert.equal(await said.getAttribute('data-chat-id'), 'web');
+      await text(said.locator('.body strong'), 'green');
+      await count(said.locator('.body li'), 2);
+      await text(said.locator('.body li').nth(1), 'browser <img src=x onerror="window.__pwned=1">');
+      assert.equal(await page.locator('#log img').count(), 0, 'markup from a message reached the DOM');
+      await text(said.locator('.meta'), /^Claude · [^·]+ · said in the terminal$/);
+      await text(said.locator('.said'), 'said in the terminal');
+      // Below the message it answers.
+      const sent = ['What did the tests say?'];
+      const eventId = await said.getAttribute('data-event-id');
+      assert.deepEqual(await order(page, sent), ['me: What did the tests say?', `claude: ${eventId}`]);
+      await marked(page.locator('#log article.msg.mine'), 'seen', 'seen by Claude');
+    }));
+
+  test('27. what Claude is doing shows under the busy indicator, and goes when it is idle', (t) =>
+    withHost(t, { claude: 'idle', config: PATIENT }, async ({ h, page }) => {
+      const state = page.locator('#claude-state');
+      const activity = page.locator('#activity');
+      await attr(state, 'data-state', 'idle');
+      assert.ok(await activity.isHidden());
+      await h.setClaudeStatus('busy');
+      await attr(state, 'data-state', 'busy');
+      await h.transcript.tool('Bash', { command: 'cargo test', description: 'run the tests' });
+      await activity.waitFor({ state: 'visible' });
+      await text(activity, 'Bash: run the tests');
+      await text(state, 'Claude is working…');
+      const [s, a] = [await state.boundingBox(), await activity.boundingBox()];
+      assert.ok(a.y >= s.y + s.height - 1 && Math.abs(a.x - s.x) < 2, `not under the indicator: ${JSON.stringify({ s, a })}`);
+      // The latest one.
+      await h.transcript.tool('Read', { file_path: '/work/README.md' });
+      await text(activity, 'Read: /work/README.md');
+      await h.setClaudeStatus('idle');
+      await attr(state, 'data-state', 'idle');
+      await activity.waitFor({ state: 'hidden' });
+      await text(activity, '');
     }));
 });
