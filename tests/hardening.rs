@@ -594,6 +594,8 @@ fn meta_values_are_scrubbed_and_dropped_keys_named() {
                 "": "empty",
                 "émoji": "x",
                 "has space": "x",
+                "1st": "Claude Code drops keys that start with a digit",
+                "_1": "but not this one",
                 "n": 3,
                 "t": true,
                 "gone": null,
@@ -605,11 +607,11 @@ fn meta_values_are_scrubbed_and_dropped_keys_named() {
     );
     assert_eq!(
         r.pair_host_id(),
-        (202, json!({"ok": true, "dropped_meta": ["", "bad-key", "has space", "émoji"]}))
+        (202, json!({"ok": true, "dropped_meta": ["", "1st", "bad-key", "has space", "émoji"]}))
     );
     assert_eq!(
         h.recv_line(),
-        channel_line("hi", r#"{"chat_id":"c  ","n":"3","o":"{a:x}","ok":"fine","q":"abc  d","t":"true"}"#)
+        channel_line("hi", r#"{"_1":"but not this one","chat_id":"c  ","n":"3","o":"{a:x}","ok":"fine","q":"abc  d","t":"true"}"#)
     );
     nothing_on_stdout(&h);
     h.assert_still_serving();

@@ -32,9 +32,12 @@ pub fn clean(entries: impl IntoIterator<Item = (String, Value)>) -> (Meta, Vec<S
     (meta, dropped)
 }
 
-/// Meta keys Claude Code accepts: `^[A-Za-z0-9_]+$` (it drops others).
+/// Meta keys Claude Code keeps: CONTRACT.md's `^[A-Za-z0-9_]+$`, and not
+/// starting with a digit (Claude Code 2.1.328 drops `1st` with a warning
+/// in its debug log; see `host/testdata/claude-2.1.328/escape.jsonl`).
+/// Dropped here, the phone is told (`dropped_meta`).
 pub fn valid_key(k: &str) -> bool {
-    !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    k.bytes().next().is_some_and(|b| !b.is_ascii_digit()) && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// Removes the characters that could break out of a `<channel k="v">`
