@@ -404,3 +404,47 @@ fn what_stayed_in_the_terminal_goes_through_the_reply_filters() {
     h.call_reply(json!({"chat_id": "c", "text": "next"}));
     assert_eq!(next(&mut sse)["type"], "reply");
 }
+
+#[test]
+fn send_waits_for_claude_code_and_tail_shows_what_the_mirror_saw() {
+    use std::io::BufRead;
+    let claude = Claude::new();
+    let mut h = claude.host(600, "");
+    let mut tail = h.tail(&[&h.session.clone()]);
+    let mut lines = std::io::BufReader::new(tail.stdout.take().unwrap()).lines();
+    // What tail prints, but Claude's state.
+    let mut shown = std::iter::from_fn(move || lines.find(|l| l.as_ref().map_or(true, |l| !l.starts_with("claude is "))));
+    // Not taken: send fails, saying why.
+    let out = h.cli(&["send", &h.session, "anyone?", "--chat-id", "c1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("Claude Code did not take this message") && err.contains("opzero-host status"), "{err}");
+    h.recv_line();
+    let line = shown.next().unwrap().unwrap();
+    assert!(line.starts_with("message h-") && line.contains(" [c1] undelivered: Claude Code did not take"), "{line}");
+    // Taken: send says so once the enqueue line is there.
+    let (bin, home, session) = (support::BIN, h.home.path().to_path_buf(), h.session.clone());
+    let send = std::thread::spawn(move || {
+        let out = std::process::Command::new(bin)
+            .args(["send", &session, "hello", "--chat-id", "c2"])
+            .env("OPZERO_HOME", &home)
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string())
+    });
+    h.recv_line();
+    claude.enqueue(&tag("c2", "hello"));
+    let (ok, said) = send.join().unwrap();
+    assert!(ok);
+    assert_eq!(said, format!("delivered to {}; Claude Code has it (queued)\n", h.session));
+    assert!(shown.next().unwrap().unwrap().ends_with(" [c2] queued"));
+    claude.calls("Bash", json!({"command": "make", "description": "Build it"}));
+    assert_eq!(shown.next().unwrap().unwrap(), "claude: Bash Build it");
+    claude.model_sees(&tag("c2", "hello"));
+    assert!(shown.next().unwrap().unwrap().ends_with(" [c2] seen"));
+    claude.says("built");
+    claude.turn_ends();
+    let line = shown.next().unwrap().unwrap();
+    assert!(line.starts_with("said in the terminal [c2] (to h-") && line.ends_with("): built"), "{line}");
+    let _ = tail.kill();
+}

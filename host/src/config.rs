@@ -657,6 +657,18 @@ mod tests {
     }
 
     #[test]
+    fn the_mirror_section_is_read_and_checked() {
+        let c = Config::parse("[mirror]\nreceipts = false\nactivity = false\ngrace_ms = 1500\n", Path::new("x/opzero.toml")).unwrap();
+        assert_eq!((c.mirror.receipts, c.mirror.unanswered, c.mirror.activity), (false, true, false));
+        assert_eq!(c.mirror.grace, Duration::from_millis(1500));
+        assert_eq!(errors("[mirror]\ngrace_ms = 50\n"), vec!["x/opzero.toml:2:12: mirror.grace_ms: must be between 100 and 600000"]);
+        assert_eq!(
+            errors("[mirror]\nreceipt = true\n"),
+            vec!["x/opzero.toml:2:1: mirror.receipt: unknown key (expected one of: receipts, unanswered, activity, grace_ms)"]
+        );
+    }
+
+    #[test]
     fn an_unknown_key_or_a_wrong_type_stops_at_the_first() {
         let rest = "[limits]\nmax_body_bytes = \"big\"\nmax_meta_keys = -1\n\n[surprise]\n";
         let all = format!("[host]\nbogus = 1\n{rest}");
