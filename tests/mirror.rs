@@ -146,6 +146,15 @@ fn inject(h: &Host, text: &str, chat: &str, id: &str) {
     h.recv_line();
 }
 
+/// A message from the phone that Claude Code takes, and the model sees.
+fn taken(claude: &Claude, h: &Host, sse: &mut Sse, text: &str, chat: &str, id: &str) {
+    inject(h, text, chat, id);
+    claude.enqueue(&tag(chat, text));
+    claude.model_sees(&tag(chat, text));
+    assert_eq!(next(sse), receipt(id, chat, "queued"));
+    assert_eq!(next(sse), receipt(id, chat, "seen"));
+}
+
 #[test]
 fn a_message_is_queued_then_seen_even_when_the_transcript_comes_with_it() {
     let claude = Claude::new();
@@ -298,22 +307,14 @@ fn a_turn_answered_only_in_the_terminal_is_unanswered_and_tool_calls_are_activit
     let mut sse = h.sse("/events", &[]);
     assert_eq!(sse.line(), ": connected");
     // A turn that replied: nothing unanswered.
-    inject(&h, "first", "c1", "t-1");
-    claude.enqueue(&tag("c1", "first"));
-    claude.model_sees(&tag("c1", "first"));
-    assert_eq!(next(&mut sse)["state"], "queued");
-    assert_eq!(next(&mut sse)["state"], "seen");
+    taken(&claude, &h, &mut sse, "first", "c1", "t-1");
     h.call_reply(json!({"chat_id": "c1", "text": "on it"}));
     assert_eq!(next(&mut sse)["type"], "reply");
     claude.calls("mcp__opzero-channel__reply", json!({"chat_id": "c1", "text": "on it"}));
     claude.says("done");
     claude.turn_ends();
     // A turn that only talked in the terminal, after a tool call.
-    inject(&h, "second", "c1", "t-2");
-    claude.enqueue(&tag("c1", "second"));
-    claude.model_sees(&tag("c1", "second"));
-    assert_eq!(next(&mut sse)["state"], "queued");
-    assert_eq!(next(&mut sse)["state"], "seen");
+    taken(&claude, &h, &mut sse, "second", "c1", "t-2");
     claude.calls("Bash", json!({"command": "cargo test --workspace\nmore", "description": "Run the tests"}));
     assert_eq!(next(&mut sse), json!({"type": "activity", "tool": "Bash", "summary": "Run the tests"}));
     claude.calls("Bash", json!({"command": "ls -la\nmore"}));
@@ -378,11 +379,7 @@ fn what_stayed_in_the_terminal_goes_through_the_reply_filters() {
     let mut h = claude.host(5000, &(redact + &short));
     let mut sse = h.sse("/events", &[]);
     assert_eq!(sse.line(), ": connected");
-    inject(&h, "what is the key?", "c1", "k-1");
-    claude.enqueue(&tag("c1", "what is the key?"));
-    claude.model_sees(&tag("c1", "what is the key?"));
-    assert_eq!(next(&mut sse)["state"], "queued");
-    assert_eq!(next(&mut sse)["state"], "seen");
+    taken(&claude, &h, &mut sse, "what is the key?", "c1", "k-1");
     claude.calls("Bash", json!({"command": "export KEY=AKIAABCDEFGHIJKLMNOP"}));
     assert_eq!(next(&mut sse), json!({"type": "activity", "tool": "Bash", "summary": "export KEY=[REDACTED:aws-access-key-id]"}));
     // Rejected by a filter: not published.
@@ -394,11 +391,7 @@ fn what_stayed_in_the_terminal_goes_through_the_reply_filters() {
         json!({"type": "unanswered", "chat_id": "c1", "message_id": "k-1", "text": "It is [REDACTED:aws-access-key-id]."})
     );
     // An answer the filter rejects: not published either.
-    inject(&h, "and now?", "c1", "k-2");
-    claude.enqueue(&tag("c1", "and now?"));
-    claude.model_sees(&tag("c1", "and now?"));
-    assert_eq!(next(&mut sse)["state"], "queued");
-    assert_eq!(next(&mut sse)["state"], "seen");
+    taken(&claude, &h, &mut sse, "and now?", "c1", "k-2");
     claude.says(&"a long answer, far too long for the phone, which the filter refuses".repeat(2));
     claude.turn_ends();
     h.call_reply(json!({"chat_id": "c", "text": "next"}));
