@@ -49,7 +49,9 @@ pub fn watch(on_read: impl Fn(Claude) + Send + 'static) -> Option<notify::Recomm
     let (tx, mut changed) = tokio::sync::mpsc::unbounded_channel();
     let watched = file.clone();
     let handler = move |event: notify::Result<notify::Event>| {
-        if event.is_ok_and(|e| e.paths.contains(&watched)) {
+        // Not its opening or closing (notify reports those too): reading
+        // the file would wake the reader again, and again.
+        if event.is_ok_and(|e| !e.kind.is_access() && e.paths.contains(&watched)) {
             let _ = tx.send(());
         }
     };

@@ -127,8 +127,11 @@ impl Watch {
     pub fn new(transcript: &Path, on_change: impl Fn() + Send + 'static) -> notify::Result<Watch> {
         let target = transcript.to_path_buf();
         let handler = move |event: notify::Result<notify::Event>| {
-            // No paths: the OS lost track (an overflow); look again anyway.
-            if event.is_ok_and(|e| e.paths.is_empty() || e.paths.iter().any(|p| target.starts_with(p))) {
+            // Not an opening or closing (notify reports those too: reading
+            // would wake the reader again). No paths: the OS lost track (an
+            // overflow); look again anyway.
+            let concerns = |e: &notify::Event| e.paths.is_empty() || e.paths.iter().any(|p| target.starts_with(p));
+            if event.is_ok_and(|e| !e.kind.is_access() && concerns(&e)) {
                 on_change();
             }
         };
