@@ -112,7 +112,8 @@ struct Recent {
 }
 
 enum Input {
-    /// A message was written (see `Shared::pending`): its grace counts.
+    /// A message was written when none was waiting (see
+    /// `Shared::pending`): its grace counts.
     Written,
     /// Claude Code initialized: messages held until now are written now.
     Opened,
@@ -159,12 +160,17 @@ impl Mirror {
         if self.config.follows() {
             let (message_id, chat_id, content) = (message_id.to_string(), chat_id.to_string(), digest(content));
             let mut pending = self.shared.pending.lock().unwrap();
+            let first = pending.is_empty();
             pending.push_back(Pending { message_id, chat_id, content, written: Instant::now() });
             if pending.len() > REMEMBERED {
                 pending.pop_front();
             }
+            drop(pending);
+            // The task times the oldest; a later one needs no wake-up.
+            if first {
+                self.send(Input::Written);
+            }
         }
-        self.send(Input::Written);
     }
 
     /// The write failed after all.
