@@ -276,6 +276,16 @@ pub fn idle_wakeups(specs: &[&Spec], window: Duration) -> Result<Vec<Wakeups>, S
     for spec in specs {
         let mut s = Server::start(spec)?;
         s.handshake()?;
+        if spec.claude_session {
+            // Only a host that follows the transcript shows what that costs.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !s.has_receipts() {
+                if Instant::now() > deadline {
+                    return Err(format!("{}: never said receipts are available\n{}", s.label, s.stderr_tail()));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         servers.push(s);
     }
     let pids: Vec<u32> = servers.iter().map(|s| s.pid).collect();

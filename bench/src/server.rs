@@ -22,6 +22,9 @@ pub struct Spec {
     pub home: PathBuf,
     /// stdin and stdout are pipes, not the socket pairs Claude Code gives.
     pub pipes: bool,
+    /// Claude Code's session file and a transcript exist, as in a real
+    /// session, so the host follows the transcript (receipts).
+    pub claude_session: bool,
 }
 
 /// A running server that has answered `/status`.
@@ -62,6 +65,9 @@ impl Server {
         let candidates = discovery_candidates(&spec.home, &session);
         let stderr_path = spec.home.join(format!("stderr-{session}.log"));
         let stderr = fs::File::create(&stderr_path).map_err(|e| e.to_string())?;
+        if spec.claude_session {
+            claude_session(&spec.home)?;
+        }
         let mut cmd = Command::new(&spec.program);
         cmd.args(&spec.args)
             .env_clear()
@@ -356,5 +362,37 @@ mod tests {
         read_lines(&b"a\nbb\nc"[..], tx);
         let got: Vec<String> = rx.iter().map(|(_, l)| l).collect();
         assert_eq!(got, vec!["a", "bb"]);
+    }
+}
+
+/// What Claude Code keeps for a session in `home`: its session file (named
+/// for this process, the servers' parent, as Claude Code is theirs) and a
+/// transcript with lines of the real kinds.
+fn claude_session(home: &Path) -> Result<(), String> {
+    let io = |e: io::Error| format!("{}: {e}", home.display());
+    let home = home.canonicalize().map_err(io)?;
+    let id = uuid::Uuid::new_v4().to_string();
+    let sessions = home.join(".claude/sessions");
+    fs::create_dir_all(&sessions).map_err(io)?;
+    let session = serde_json::json!({"pid": std::process::id(), "sessionId": id, "cwd": home, "status": "idle"});
+    fs::write(sessions.join(format!("{}.json", std::process::id())), session.to_string()).map_err(io)?;
+    let project: String = home.to_string_lossy().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+    let dir = home.join(".claude/projects").join(project);
+    fs::create_dir_all(&dir).map_err(io)?;
+    let lines = [
+        serde_json::json!({"type": "queue-operation", "operation": "enqueue", "sessionId": id, "content": "<channel source=\"opzero-channel\" chat_id=\"c\">\nhello\n</channel>"}),
+        serde_json::json!({"type": "assistant", "sessionId": id, "message": {"role": "assistant", "content": [{"type": "text", "text": "hi"}]}}),
+        serde_json::json!({"type": "system", "subtype": "turn_duration", "sessionId": id}),
+    ];
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    fs::write(dir.join(format!("{id}.jsonl")), text).map_err(io)
+}
+
+impl Server {
+    /// Whether the host says it has receipts (it follows the transcript).
+    pub fn has_receipts(&self) -> bool {
+        crate::http::Conn::connect(self.port)
+            .and_then(|mut c| c.request("GET", "/status", Some(&self.secret), None))
+            .is_ok_and(|r| String::from_utf8_lossy(&r.body).contains("\"receipts\":\"available\""))
     }
 }
