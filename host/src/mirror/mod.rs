@@ -144,8 +144,12 @@ impl Mirror {
         }
     }
 
-    /// The core is about to write this message to Claude Code.
+    /// The core is about to write this message to Claude Code. Nothing is
+    /// kept of it while there is no transcript to find it in.
     pub fn written(&self, message_id: &str, chat_id: &str, content: &str) {
+        if self.shared.unavailable.lock().unwrap().is_some() {
+            return;
+        }
         if self.config.receipts {
             let mut recent = self.shared.latest.lock().unwrap();
             if recent.by_id.insert(message_id.to_string(), watch::Sender::new(Latest::Nothing)).is_none() {
@@ -157,7 +161,7 @@ impl Mirror {
                 }
             }
         }
-        if self.config.follows() {
+        {
             let (message_id, chat_id, content) = (message_id.to_string(), chat_id.to_string(), digest(content));
             let mut pending = self.shared.pending.lock().unwrap();
             let first = pending.is_empty();
