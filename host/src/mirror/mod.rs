@@ -317,6 +317,7 @@ impl Task {
                     // Whatever is already written counts, notified or not.
                     self.read();
                     self.expire();
+                    self.report();
                     continue;
                 }
             };
