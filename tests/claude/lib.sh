@@ -111,7 +111,16 @@ file_out() {
   T0=$(now)
   "$PY" "$HARNESS_DIR/chan_client.py" inject --file "$DISC_FILE" --content "send me E2E_FILE=$sent" \
     --chat-id e2e-file-out >"$WORK/inject.out" 2>&1 || verdict FAIL "POST /inject failed: $(cat "$WORK/inject.out")"
-  got=$("$PY" - "$WORK/events.jsonl" "$DISC_FILE" "$sent" "$TIMEOUT" 2>&1 <<'PYEOF') || verdict FAIL "the model's reply with a file: $got"
+  got=$(file_out_check "$WORK/events.jsonl" "$DISC_FILE" "$sent" "$TIMEOUT" 2>&1) || verdict FAIL "the model's reply with a file: $got"
+  log "the model's reply carried the file; GET /files/$got returned its bytes"
+}
+
+# file_out_check EVENTS DISC SENT TIMEOUT: waits for the reply with a file,
+# fetches it, compares it with SENT, prints its id. (A function, so that
+# the here-document is not inside a command substitution, which bash warns
+# about.)
+file_out_check() {
+  "$PY" - "$@" <<'PYEOF'
 import json, sys, time, urllib.request
 events, disc, sent, timeout = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
 d = json.load(open(disc))
@@ -132,5 +141,4 @@ assert body == open(sent, "rb").read(), "GET /files/%s returned other bytes" % f
 assert files[0]["size"] == len(body), files
 print(files[0]["id"])
 PYEOF
-  log "the model's reply carried the file; GET /files/$got returned its bytes"
 }
