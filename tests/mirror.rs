@@ -440,4 +440,22 @@ fn send_waits_for_claude_code_and_tail_shows_what_the_mirror_saw() {
     let line = shown.next().unwrap().unwrap();
     assert!(line.starts_with("said in the terminal [c2] (to h-") && line.ends_with("): built"), "{line}");
     let _ = tail.kill();
+    let _ = tail.wait();
+}
+
+#[test]
+fn a_session_file_that_names_no_session_id_is_not_followed_anywhere() {
+    let claude = Claude::new();
+    let file = claude.home.path().join(format!(".claude/sessions/{}.json", std::process::id()));
+    let session = json!({"pid": 1, "sessionId": "../../../.ssh/known", "cwd": claude.home.path(), "status": "idle"});
+    std::fs::write(&file, session.to_string()).unwrap();
+    let mut h = Host::spawn_with(Options {
+        env: vec![("HOME".into(), claude.home.path().display().to_string())],
+        ..Options::default()
+    });
+    h.initialize();
+    let why = |h: &Host| h.get("/status").json()["receipts_reason"].as_str().unwrap_or_default().to_string();
+    wait_until(|| why(&h).contains("which is not a session id"));
+    assert_eq!(h.get("/status").json()["receipts"], "unavailable");
+    assert!(!h.stderr().contains("following Claude's transcript"), "{}", h.stderr());
 }

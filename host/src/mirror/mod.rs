@@ -342,6 +342,13 @@ impl Task {
     }
 
     fn session(&mut self, session_id: &str, cwd: &std::path::Path) {
+        // A name, not a path: the transcript is never looked for elsewhere.
+        if crate::discovery::parse_session_id(session_id).is_err() {
+            let why = format!("Claude Code's session file names the session {session_id:?}, which is not a session id");
+            tracing::debug!("{why}");
+            (self.follower, self.watch, self.broken) = (None, None, Some(why));
+            return;
+        }
         let path = crate::transcripts::project_dir(cwd).join(format!("{session_id}.jsonl"));
         if self.follower.as_ref().is_some_and(|f| f.path == path) {
             return;
