@@ -402,7 +402,7 @@ fn what_stayed_in_the_terminal_goes_through_the_reply_filters() {
 fn send_waits_for_claude_code_and_tail_shows_what_the_mirror_saw() {
     use std::io::BufRead;
     let claude = Claude::new();
-    let mut h = claude.host(600, "");
+    let h = claude.host(600, "");
     let mut tail = h.tail(&[&h.session.clone()]);
     let mut lines = std::io::BufReader::new(tail.stdout.take().unwrap()).lines();
     // What tail prints, but Claude's state.

@@ -337,7 +337,8 @@ impl Task {
     fn next_deadline(&self) -> Option<Instant> {
         let opened = self.opened?;
         self.follower.as_ref()?;
-        let oldest = self.shared.pending.lock().unwrap().iter().map(|p| p.written).min()?;
+        // Written in order: the first is the oldest.
+        let oldest = self.shared.pending.lock().unwrap().front()?.written;
         Some(oldest.max(opened) + self.config.grace)
     }
 
