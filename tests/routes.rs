@@ -17,6 +17,7 @@ const ROUTES: &[(&str, &str, Tier)] = &[
     ("GET", "/app.css", Tier::Open),
     ("POST", "/login", Tier::Open),
     ("POST", "/login-code", Tier::Secret),
+    ("GET", "/watch", Tier::Secret),
     ("POST", "/inject", Tier::SecretOrPage),
     ("GET", "/events", Tier::SecretOrPage),
     ("GET", "/sse", Tier::SecretOrPage),
@@ -39,7 +40,7 @@ fn token(h: &Host) -> String {
 
 /// The status and body of one request; an event stream's status only.
 fn answer(h: &Host, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
-    if (path == "/events" || path == "/sse") && Sse::open(h.port(), path, headers).status == 200 {
+    if (path == "/events" || path == "/sse" || path == "/watch") && Sse::open(h.port(), path, headers).status == 200 {
         return (200, String::new());
     }
     let r = h.http(method, path, headers, Some(b"{}"));

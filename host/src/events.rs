@@ -33,6 +33,9 @@ pub struct Event {
     pub id: u64,
     /// The JSON object sent as the SSE `data:` line.
     pub data: String,
+    /// A reply (or an answer said only in the terminal): while no client
+    /// has taken it, it is unread.
+    unread: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -46,6 +49,9 @@ pub struct EventLog {
     state: Mutex<State>,
     /// The id of the newest event (0 before the first).
     head: watch::Sender<u64>,
+    /// The highest id a subscriber has taken, for whoever watches what is
+    /// unread (`GET /watch`); the state's `taken` is the same number.
+    taken: watch::Sender<u64>,
     lag_limit: u64,
 }
 
@@ -87,19 +93,21 @@ impl EventLog {
                 next_reader: 0,
             }),
             head: watch::channel(0).0,
+            taken: watch::channel(0).0,
             lag_limit: lag_limit.max(1) as u64,
         })
     }
 
     /// Appends an event; `data` must serialize to a JSON object.
     pub fn publish(&self, data: &serde_json::Value) -> u64 {
+        let unread = matches!(data["type"].as_str(), Some("reply" | "unanswered"));
         let data = data.to_string();
         let mut st = self.state.lock().unwrap();
         let id = *self.head.borrow() + 1;
         if st.buffer.len() == st.capacity {
             st.buffer.pop_front();
         }
-        st.buffer.push_back(Arc::new(Event { id, data }));
+        st.buffer.push_back(Arc::new(Event { id, data, unread }));
         // Under the lock, so ids reach subscribers in order.
         self.head.send_replace(id);
         for r in st.readers.values() {
@@ -111,6 +119,18 @@ impl EventLog {
             }
         }
         id
+    }
+
+    /// Replies still in the buffer that no subscriber has taken.
+    pub fn unread(&self) -> usize {
+        let st = self.state.lock().unwrap();
+        st.buffer.iter().rev().take_while(|e| e.id > st.taken).filter(|e| e.unread).count()
+    }
+
+    /// Changes whenever an event is published or taken: when
+    /// [`EventLog::unread`] may have changed. Watching it takes nothing.
+    pub fn changes(&self) -> (watch::Receiver<u64>, watch::Receiver<u64>) {
+        (self.head.subscribe(), self.taken.subscribe())
     }
 
     /// How many SSE streams are open right now.
@@ -198,6 +218,7 @@ impl Subscription {
         r.cursor.store(event.id, Ordering::SeqCst);
         if event.id > st.taken {
             st.taken = event.id;
+            self.log.taken.send_replace(event.id);
         }
         Ok(Some(Item::Event(event)))
     }
@@ -289,6 +310,22 @@ mod tests {
         assert!(tokio::time::timeout(std::time::Duration::ZERO, cut.notified()).await.is_err(), "fired twice");
         // The one that reads is not affected.
         assert_eq!(ids(drain(&mut reading, 2).await), ["4", "5"]);
+    }
+
+    #[tokio::test]
+    async fn replies_are_unread_until_a_subscriber_takes_them() {
+        let log = EventLog::new(10, 100);
+        let (_, taken) = log.changes();
+        log.publish(&json!({ "type": "reply" }));
+        log.publish(&json!({ "type": "status" }));
+        log.publish(&json!({ "type": "unanswered" }));
+        assert_eq!(log.unread(), 2);
+        let mut s = log.subscribe(Some(1), None);
+        assert_eq!(ids(drain(&mut s, 1).await), ["2"]);
+        assert!(taken.has_changed().unwrap());
+        assert_eq!(log.unread(), 1, "a client that resumes after the reply had it already");
+        drain(&mut s, 1).await;
+        assert_eq!(log.unread(), 0);
     }
 
     #[tokio::test]

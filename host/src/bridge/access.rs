@@ -1,11 +1,11 @@
-//! Who a request is from: the Host check, the credential it carries (the
+//! Who a request is from (at a host's bridge or at the hub): the Host check, the credential it carries (the
 //! secret, compared in constant time, or a page's token from the page's own
 //! origin), and the guards each sub-router's `route_layer` puts in front of
 //! its routes.
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::{FromRef, Request, State};
 use axum::http::uri::Authority;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::Next;
@@ -14,30 +14,62 @@ use axum::Extension;
 
 use super::error::{error, too_large, ApiError};
 use super::web::{Digest32, SignIn, Token};
+use crate::config::Limits;
 use crate::core::Core;
 
-pub(super) struct Bridge {
-    pub(super) core: Arc<Core>,
-    pub(super) secret: String,
+/// Who may come in, for a host's bridge and for the hub alike: the names
+/// it answers to, its secret, and its page's sign-ins.
+pub struct Door {
+    secret: String,
     /// `127.0.0.1:PORT`, `localhost:PORT`, `[::1]:PORT`.
-    pub(super) hosts: [String; 3],
-    pub(super) sign_in: Arc<SignIn>,
+    hosts: [String; 3],
+    /// `allowed_hosts` of the config: names besides loopback.
+    allowed_hosts: Vec<Authority>,
+    pub(crate) sign_in: Arc<SignIn>,
+    /// For the bodies this door reads itself, and what its 413 says.
+    pub(crate) limits: Limits,
+    /// The command that makes a new sign-in link, for the messages.
+    open_again: String,
+    /// The session a host's sign-in is for; none on the hub.
+    pub(crate) session_id: Option<String>,
 }
 
-impl Bridge {
-    /// Whether a `Host` header names this bridge: a loopback name with its
-    /// port, or one of `[bridge] allowed_hosts` (`name` with any port, or
+impl Door {
+    pub fn new(
+        port: u16,
+        secret: String,
+        allowed_hosts: Vec<Authority>,
+        sign_in: Arc<SignIn>,
+        limits: Limits,
+        session_id: Option<String>,
+    ) -> Door {
+        let open_again = match &session_id {
+            Some(id) => format!("opzero-host open {}", id.get(..8).unwrap_or_default()),
+            None => "opzero-host open".to_string(),
+        };
+        Door {
+            secret,
+            hosts: [format!("127.0.0.1:{port}"), format!("localhost:{port}"), format!("[::1]:{port}")],
+            allowed_hosts,
+            sign_in,
+            limits,
+            open_again,
+            session_id,
+        }
+    }
+
+    /// Whether a `Host` header names this door: a loopback name with its
+    /// port, or one of `allowed_hosts` (`name` with any port, or
     /// `name:port` exactly).
     fn serves(&self, host: &str) -> bool {
         let Ok(host) = host.parse::<Authority>() else { return false };
         // Authority compares without regard to case.
         self.is_loopback(&host)
-            || self.core.config.allowed_hosts.iter().any(|allowed| match allowed.port() {
+            || self.allowed_hosts.iter().any(|allowed| match allowed.port() {
                 Some(_) => *allowed == host,
                 None => allowed.host().eq_ignore_ascii_case(host.host()),
             })
     }
-
     fn is_loopback(&self, host: &Authority) -> bool {
         self.hosts.iter().any(|name| host == name.as_str())
     }
@@ -48,7 +80,7 @@ impl Bridge {
     /// tunnel's scheme is its `X-Forwarded-Proto`, when it says), and no
     /// cross-site `Sec-Fetch-Site`. A browser sends no `Origin` with a
     /// same-origin GET, so without one only a read passes.
-    pub(super) fn same_origin(&self, method: &Method, h: &HeaderMap) -> bool {
+    pub(crate) fn same_origin(&self, method: &Method, h: &HeaderMap) -> bool {
         let text = |name: &str| h.get(name).map(|v| v.to_str().unwrap_or("?"));
         if text("sec-fetch-site").is_some_and(|site| site != "same-origin" && site != "none") {
             return false;
@@ -87,16 +119,15 @@ impl Bridge {
         }
     }
 
-    pub(super) fn sign_in_again(&self) -> String {
-        let short = self.core.session_id.get(..8).unwrap_or_default();
-        format!("run `opzero-host open {short}` for a new sign-in link")
+    pub(crate) fn sign_in_again(&self) -> String {
+        format!("run `{}` for a new sign-in link", self.open_again)
     }
 }
 
 /// What a request's credential allows; the guard puts it in the request's
 /// extensions for the handlers that answer differently by it.
 #[derive(Clone, Copy, PartialEq)]
-pub(super) enum Access {
+pub(crate) enum Access {
     Secret,
     /// A page's sign-in, from the page's own origin.
     Page(Digest32),
@@ -106,17 +137,28 @@ pub(super) enum Access {
     None,
 }
 
-pub(super) type Shared = Arc<Bridge>;
+/// The bridge's state: the core it serves, and its door.
+#[derive(Clone)]
+pub(super) struct Shared {
+    pub(super) core: Arc<Core>,
+    pub(super) door: Arc<Door>,
+}
 
-pub(super) async fn require_secret(Extension(access): Extension<Access>, req: Request, next: Next) -> Result<Response, ApiError> {
+impl FromRef<Shared> for Arc<Door> {
+    fn from_ref(shared: &Shared) -> Arc<Door> {
+        shared.door.clone()
+    }
+}
+
+pub(crate) async fn require_secret(Extension(access): Extension<Access>, req: Request, next: Next) -> Result<Response, ApiError> {
     match access {
         Access::Secret => Ok(next.run(req).await),
         _ => Err(error(StatusCode::FORBIDDEN, "forbidden")),
     }
 }
 
-pub(super) async fn require_secret_or_page(
-    State(b): State<Shared>,
+pub(crate) async fn require_secret_or_page(
+    State(door): State<Arc<Door>>,
     Extension(access): Extension<Access>,
     req: Request,
     next: Next,
@@ -125,15 +167,15 @@ pub(super) async fn require_secret_or_page(
         Access::Secret | Access::Page(_) => Ok(next.run(req).await),
         Access::CrossOrigin => Err(cross_origin()),
         Access::Expired => {
-            let hours = b.sign_in.lifetime().as_secs() / 3600;
-            let message = format!("this sign-in has expired (sign-ins last {hours} hours); {}", b.sign_in_again());
+            let hours = door.sign_in.lifetime().as_secs() / 3600;
+            let message = format!("this sign-in has expired (sign-ins last {hours} hours); {}", door.sign_in_again());
             Err(error(StatusCode::FORBIDDEN, message))
         }
         Access::None => Err(error(StatusCode::FORBIDDEN, "forbidden")),
     }
 }
 
-pub(super) fn cross_origin() -> ApiError {
+pub(crate) fn cross_origin() -> ApiError {
     error(StatusCode::FORBIDDEN, "cross-origin request refused")
 }
 
@@ -145,14 +187,14 @@ pub(super) fn cross_origin() -> ApiError {
 /// sub-router its route is in. Refusals that come from the libraries
 /// (tower-http's 413 for a declared length over the limit, say) become
 /// JSON errors like ours.
-pub(super) async fn guard(State(b): State<Shared>, mut req: Request, next: Next) -> Response {
+pub(crate) async fn guard(State(door): State<Arc<Door>>, mut req: Request, next: Next) -> Response {
     let h = req.headers();
     let host = h.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
-    if !b.serves(host) {
-        let message = format!("host {host:?} is not served here; use {}", b.hosts[0]);
+    if !door.serves(host) {
+        let message = format!("host {host:?} is not served here; use {}", door.hosts[0]);
         return error(StatusCode::MISDIRECTED_REQUEST, message).into_response();
     }
-    let access = b.access(req.method(), h);
+    let access = door.access(req.method(), h);
     req.extensions_mut().insert(access);
     let inject = req.uri().path() == "/inject";
     let response = next.run(req).await;
@@ -165,7 +207,7 @@ pub(super) async fn guard(State(b): State<Shared>, mut req: Request, next: Next)
         return response;
     }
     match status {
-        StatusCode::PAYLOAD_TOO_LARGE => too_large(&b.core.config.limits, inject),
+        StatusCode::PAYLOAD_TOO_LARGE => too_large(&door.limits, inject),
         _ => error(status, status.canonical_reason().unwrap_or("error").to_lowercase()),
     }
     .into_response()

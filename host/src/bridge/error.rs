@@ -36,7 +36,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-pub(super) fn error(status: StatusCode, message: impl Into<String>) -> ApiError {
+pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> ApiError {
     ApiError { status, message: message.into() }
 }
 

@@ -21,7 +21,7 @@ use crate::events::{Closed, Item};
 /// subscriber whose client stopped reading is cut off, since its stream is
 /// then never polled.
 #[derive(Clone)]
-pub(super) struct CutOff(pub(super) Arc<Notify>);
+pub(crate) struct CutOff(pub(crate) Arc<Notify>);
 
 const PING_EVERY: Duration = Duration::from_secs(20);
 
@@ -68,15 +68,23 @@ pub(super) async fn events(
         Some((Ok(event), Some(sub)))
     });
     use futures_util::StreamExt;
-    let events = connected.chain(stream);
-    // The ping's clock is a kernel timer: it wakes the host once a ping,
-    // where a tokio timer 20 s out wakes it three times (the timer wheel
-    // moves it down a level each time). Without one, axum's keep-alive.
+    Ok(with_pings(connected.chain(stream)))
+}
+
+/// `events` as an SSE response with a ping every 20 s, on a kernel timer:
+/// it wakes the process once a ping, where a tokio timer 20 s out wakes it
+/// three times (the timer wheel moves it down a level each time). Without
+/// one, axum's keep-alive. The response ends when `events` does.
+pub(crate) fn with_pings<S>(events: S) -> Response
+where
+    S: futures_util::Stream<Item = Result<Event, Infallible>> + Send + 'static,
+{
+    use futures_util::StreamExt;
     let ticks = match tokio_timerfd::Interval::new_interval(PING_EVERY) {
         Ok(ticks) => ticks,
         Err(e) => {
             tracing::warn!("no timerfd for the SSE ping ({e}); using tokio's timer");
-            return Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(PING_EVERY).text("ping")).into_response());
+            return Sse::new(events).keep_alive(KeepAlive::new().interval(PING_EVERY).text("ping")).into_response();
         }
     };
     let ping = || Some(Ok(Event::default().comment("ping")));
@@ -85,5 +93,5 @@ pub(super) async fn events(
     let merged = futures_util::stream::select(events, ticks.map(move |_| ping()))
         .take_while(|e| std::future::ready(e.is_some()))
         .filter_map(std::future::ready);
-    Ok(Sse::new(merged).into_response())
+    Sse::new(merged).into_response()
 }

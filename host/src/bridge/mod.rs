@@ -44,13 +44,19 @@ mod error;
 mod events;
 mod files;
 mod inject;
-mod page;
+pub(crate) mod page;
+mod watch;
 pub mod web;
 
-use access::{guard, require_secret, require_secret_or_page, Access, Bridge, Shared};
+pub(crate) use access::{guard, require_secret, require_secret_or_page, Access, Door};
+use access::Shared;
 pub use error::{json_kind, ApiError};
-use error::{error, not_connected, read_body};
-use events::{events, CutOff};
+pub(crate) use error::error;
+use error::{not_connected, read_body};
+use events::events;
+pub(crate) use events::CutOff;
+pub(crate) use events::with_pings;
+use watch::watch;
 use files::file;
 use inject::inject;
 use page::{asset, login, login_code, logout};
@@ -61,7 +67,8 @@ use page::{asset, login, login_code, logout};
 pub enum Tier {
     /// Anyone: `/status`, the page's files, and signing in.
     Open,
-    /// Whoever holds the secret: asking for a sign-in code.
+    /// Whoever holds the secret: asking for a sign-in code, and watching
+    /// the session's state (the hub).
     Secret,
     /// The secret, or the page's token from the page's own origin.
     SecretOrPage,
@@ -81,7 +88,10 @@ fn routes(limits: &Limits) -> [(Tier, Routes); 3] {
             ("/app.css", get(asset)),
             ("/login", post(login).layer(limit(limits.max_body_bytes))),
         ]),
-        (Tier::Secret, vec![("/login-code", post(login_code).layer(limit(limits.max_body_bytes)))]),
+        (Tier::Secret, vec![
+            ("/login-code", post(login_code).layer(limit(limits.max_body_bytes))),
+            ("/watch", get(watch)),
+        ]),
         (Tier::SecretOrPage, vec![
             ("/inject", post(inject).layer(limit(limits.inject_body_bytes()))),
             ("/events", get(events)),
@@ -109,7 +119,7 @@ fn router(bridge: Shared) -> Router {
         router = router.merge(match tier {
             Tier::Open => tiered,
             Tier::Secret => tiered.route_layer(middleware::from_fn(require_secret)),
-            Tier::SecretOrPage => tiered.route_layer(middleware::from_fn_with_state(bridge.clone(), require_secret_or_page)),
+            Tier::SecretOrPage => tiered.route_layer(middleware::from_fn_with_state(bridge.door.clone(), require_secret_or_page)),
         });
     }
     router
@@ -123,18 +133,43 @@ fn router(bridge: Shared) -> Router {
 /// connection is closed after as long (hyper's timers); its body gets as
 /// long again (tower-http's).
 pub async fn serve(listener: TcpListener, core: Arc<Core>, secret: String, sign_in: Arc<SignIn>) {
-    use hyper_util::rt::{TokioIo, TokioTimer};
-    use hyper_util::service::TowerToHyperService;
     let port = listener.local_addr().map_or(0, |a| a.port());
     let read_timeout = core.config.limits.read_timeout;
-    let bridge: Shared = Arc::new(Bridge {
-        core,
-        secret,
-        hosts: [format!("127.0.0.1:{port}"), format!("localhost:{port}"), format!("[::1]:{port}")],
-        sign_in,
-    });
-    let guard = middleware::from_fn_with_state(bridge.clone(), guard);
+    let (allowed, limits) = (core.config.allowed_hosts.clone(), core.config.limits.clone());
+    let door = Arc::new(Door::new(port, secret, allowed, sign_in, limits, Some(core.session_id.clone())));
+    let bridge = Shared { core, door: door.clone() };
+    let guard = middleware::from_fn_with_state(door, guard);
     let router = router(bridge);
+    accept(listener, read_timeout, move |cut: CutOff| {
+        // The guard sees every request, routed or not.
+        tower::ServiceBuilder::new()
+            .layer(RequestBodyTimeoutLayer::new(read_timeout))
+            .map_request(move |req: Request<_>| {
+                let mut req = req.map(Body::new);
+                // For a subscriber (`GET /events`).
+                if req.method() == Method::GET {
+                    req.extensions_mut().insert(cut.clone());
+                }
+                req
+            })
+            .layer(guard.clone())
+            .service(router.clone())
+    })
+    .await;
+}
+
+/// Serves connections from `listener` until the process ends, each with
+/// the service `app` makes for it. A request's headers must arrive within
+/// `read_timeout`, and an idle kept-alive connection is closed after as
+/// long (hyper's timers). The connection ends when its `CutOff` fires.
+pub(crate) async fn accept<A, S>(listener: TcpListener, read_timeout: Duration, app: A)
+where
+    A: Fn(CutOff) -> S,
+    S: tower::Service<Request<hyper::body::Incoming>, Response = Response, Error = std::convert::Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -147,25 +182,12 @@ pub async fn serve(listener: TcpListener, core: Arc<Core>, secret: String, sign_
         };
         let _ = stream.set_nodelay(true);
         let cut_off = CutOff(Arc::new(Notify::new()));
-        let cut = cut_off.clone();
-        // The guard sees every request, routed or not.
-        let app = tower::ServiceBuilder::new()
-            .layer(RequestBodyTimeoutLayer::new(read_timeout))
-            .map_request(move |req: Request<_>| {
-                let mut req = req.map(Body::new);
-                // For a subscriber (`GET /events`).
-                if req.method() == Method::GET {
-                    req.extensions_mut().insert(cut.clone());
-                }
-                req
-            })
-            .layer(guard.clone())
-            .service(router.clone());
+        let service = app(cut_off.clone());
         tokio::spawn(async move {
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(read_timeout)
-                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
+                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
             tokio::select! {
                 r = conn => if let Err(e) = r {
                     tracing::debug!("connection ended: {e}");
@@ -186,7 +208,7 @@ async fn status(State(b): State<Shared>, Extension(access): Extension<Access>) -
         "version": env!("CARGO_PKG_VERSION"),
     });
     if let Access::Secret | Access::Page(_) = access {
-        if let Some(claude) = &*b.core.claude.lock().unwrap() {
+        if let Some(claude) = &*b.core.claude.borrow() {
             status["claude"] = json!(claude);
         }
         // Best effort, and honest about it.

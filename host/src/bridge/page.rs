@@ -7,12 +7,14 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde_json::{json, Value};
 
-use super::access::{cross_origin, Access, Shared};
+use std::sync::Arc;
+
+use super::access::{cross_origin, Access, Door};
 use super::error::{error, json_kind, read_body, ApiError};
 use super::web;
 
 /// One of the page's files, from the binary.
-pub(super) async fn asset(req: Request) -> Result<Response, ApiError> {
+pub(crate) async fn asset(req: Request) -> Result<Response, ApiError> {
     let Some((_, kind, body)) = web::ASSETS.iter().find(|(path, ..)| *path == req.uri().path()) else {
         return Err(error(StatusCode::NOT_FOUND, "not found"));
     };
@@ -30,8 +32,8 @@ pub(super) async fn asset(req: Request) -> Result<Response, ApiError> {
 /// A one-time sign-in code for the page, for `opzero-host open`. With
 /// `{"page_for": BASE}`, also a private page that sends a browser on to
 /// `BASE/#code=CODE`, for `open` to hand the browser instead of the link.
-pub(super) async fn login_code(State(b): State<Shared>, body: Body) -> Result<Response, ApiError> {
-    let bytes = read_body(&b.core.config.limits, false, body).await?;
+pub(crate) async fn login_code(State(door): State<Arc<Door>>, body: Body) -> Result<Response, ApiError> {
+    let bytes = read_body(&door.limits, false, body).await?;
     let bad_request = |message: String| Err(error(StatusCode::BAD_REQUEST, message));
     let base = match serde_json::from_slice::<Value>(&bytes) {
         _ if bytes.is_empty() => None,
@@ -47,8 +49,8 @@ pub(super) async fn login_code(State(b): State<Shared>, body: Body) -> Result<Re
     };
     let mut body = json!({ "expires_in": web::CODE_LIFETIME.as_secs() });
     match base {
-        None => body["code"] = json!(b.sign_in.new_code()),
-        Some(base) => match b.sign_in.new_code_with_page(&base) {
+        None => body["code"] = json!(door.sign_in.new_code()),
+        Some(base) => match door.sign_in.new_code_with_page(&base) {
             Ok((code, page)) => {
                 body["code"] = json!(code);
                 body["page"] = json!(page);
@@ -70,29 +72,31 @@ fn web_base(base: &str) -> Option<String> {
 /// The page trades a code for its token, which it sends as
 /// `Authorization: Bearer` from then on. Nobody else's page may sign a
 /// browser in.
-pub(super) async fn login(State(b): State<Shared>, method: Method, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
-    if !b.same_origin(&method, &headers) {
+pub(crate) async fn login(State(door): State<Arc<Door>>, method: Method, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    if !door.same_origin(&method, &headers) {
         return Err(cross_origin());
     }
-    let bytes = read_body(&b.core.config.limits, false, body).await?;
+    let bytes = read_body(&door.limits, false, body).await?;
     let Some(code) = serde_json::from_slice::<Value>(&bytes).ok().and_then(|v| Some(v.get("code")?.as_str()?.to_string())) else {
         return Err(error(StatusCode::BAD_REQUEST, "code required"));
     };
-    let token = b.sign_in.redeem(&code).map_err(|why| error(StatusCode::FORBIDDEN, format!("{why}; {}", b.sign_in_again())))?;
-    let body = json!({
-        "ok": true,
-        "sessionId": b.core.session_id,
-        "token": token,
-        "expires_in": b.sign_in.lifetime().as_secs(),
-    });
+    let token = door.sign_in.redeem(&code).map_err(|why| error(StatusCode::FORBIDDEN, format!("{why}; {}", door.sign_in_again())))?;
+    let mut body = json!({ "ok": true });
+    // A host's page learns its session; the hub's, that it is the hub.
+    match &door.session_id {
+        Some(id) => body["sessionId"] = json!(id),
+        None => body["hub"] = json!(true),
+    }
+    body["token"] = json!(token);
+    body["expires_in"] = json!(door.sign_in.lifetime().as_secs());
     Ok(Json(body).into_response())
 }
 
 /// Ends the page's sign-in: its token is refused from then on.
-pub(super) async fn logout(State(b): State<Shared>, Extension(access): Extension<Access>) -> Result<Response, ApiError> {
+pub(crate) async fn logout(State(door): State<Arc<Door>>, Extension(access): Extension<Access>) -> Result<Response, ApiError> {
     match access {
         Access::Page(signed_in) => {
-            b.sign_in.sign_out(&signed_in);
+            door.sign_in.sign_out(&signed_in);
             Ok(Json(json!({ "ok": true })).into_response())
         }
         _ => Err(error(StatusCode::BAD_REQUEST, "sign-out ends a page's sign-in: send its token as Authorization: Bearer")),

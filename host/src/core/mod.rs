@@ -156,7 +156,7 @@ pub struct Core {
     to_claude: Mutex<ToClaude>,
     recent_ids: Mutex<RecentIds>,
     /// What Claude's session file last said (see `status`).
-    pub claude: Mutex<Option<crate::status::Claude>>,
+    pub claude: tokio::sync::watch::Sender<Option<crate::status::Claude>>,
     /// The inbox and the outbox.
     pub files: Arc<Files>,
     /// What the host learns from Claude's transcript.
@@ -183,7 +183,7 @@ impl Core {
             recent_ids: Mutex::new(RecentIds::new(config.limits.idempotency_window)),
             replies_sent: Mutex::default(),
             files: Arc::new(files),
-            claude: Mutex::default(),
+            claude: tokio::sync::watch::Sender::new(None),
             mirror,
             config,
             permissions: Permissions::default(),
@@ -277,11 +277,14 @@ impl Core {
         if let (Some(id), Some(cwd)) = (&now.session_id, &now.cwd) {
             self.mirror.session(id, cwd);
         }
-        let mut claude = self.claude.lock().unwrap();
-        if claude.as_ref().is_none_or(|c| c.state != now.state) {
-            self.events.publish(&json!({ "type": "status", "state": now.state, "ts": now_ms() }));
-        }
-        *claude = Some(now);
+        self.claude.send_if_modified(|claude| {
+            if claude.as_ref().is_none_or(|c| c.state != now.state) {
+                self.events.publish(&json!({ "type": "status", "state": now.state, "ts": now_ms() }));
+            }
+            let changed = claude.as_ref() != Some(&now);
+            *claude = Some(now);
+            changed
+        });
     }
 
     /// See [`EventLog::subscribe`].
