@@ -1,6 +1,6 @@
 //! The command line a person types: `launch` (with a stand-in `claude` that
 //! records what it was given), the bridge client (`sessions`, `send`,
-//! `tail`, `status`) against a live host, and `validate`.
+//! `tail`, `status`, `open`'s QR code) against a live host, and `validate`.
 
 mod support;
 
@@ -327,6 +327,29 @@ fn send_reports_refusals_and_exits_non_zero() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not delivered (413 Payload Too Large): content is 12 characters; the limit is 5"), "{err}");
+}
+
+#[test]
+fn open_prints_its_link_as_a_qr_code_unless_told_not_to() {
+    let h = Host::spawn();
+    h.discovery();
+    // `cli` pipes stderr: the code is printed even where it is no terminal.
+    let out = h.cli(&["open", &h.session[..8], "--no-browser"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let link = stdout(&out).trim_end().to_string();
+    assert!(link.contains("/#code="), "{link}");
+    let err = String::from_utf8(out.stderr).unwrap();
+    let (said, code) = err.split_once('\n').unwrap();
+    assert!(said.starts_with("a sign-in link for "), "the code follows the link's line:\n{err}");
+    assert!(code.chars().all(|c| matches!(c, ' ' | '▀' | '▄' | '█' | '\n')), "plain block characters only:\n{err}");
+    assert_eq!(support::decode_qr(&err), link);
+
+    let out = h.cli(&["open", &h.session[..8], "--no-browser", "--no-qr"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout(&out).contains("/#code="));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(!err.contains(['▀', '▄', '█']), "no QR code with --no-qr:\n{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
 }
 
 #[test]

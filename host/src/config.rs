@@ -1,4 +1,5 @@
-//! `opzero.toml`: the schema, its defaults, and its checks.
+//! `opzero.toml` and the hub's `hub.toml`: the schemas, their defaults,
+//! and their checks.
 //!
 //! serde reads the file into the `Raw*` structs; a syntax error, a value of
 //! the wrong type or an unknown key stops it at the first. One pass then
@@ -268,27 +269,66 @@ impl Config {
     /// filter paths).
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
         let mut check = Check { file: path.to_path_buf(), text, diags: Vec::new() };
-        let raw: Result<RawFile, _> = match toml::Deserializer::parse(text) {
-            Err(e) => Err(("(syntax)".to_string(), e)),
-            // `Spanned` puts a field of its own in the path; the key is the rest.
-            Ok(de) => serde_path_to_error::deserialize(de).map_err(|e| {
-                (e.path().to_string().replace(".$__serde_spanned_private_value", ""), e.into_inner())
-            }),
-        };
-        match raw {
-            Ok(raw) => {
-                let config = check.config(raw, path);
-                if check.diags.is_empty() {
-                    return Ok(config);
-                }
-            }
-            Err((key, e)) => {
-                let message = unknown_key(e.message()).unwrap_or_else(|| e.message().trim().to_string());
-                check.error(e.span().unwrap_or(0..0), &key, message);
-            }
+        let config = check.read::<RawFile>().map(|raw| check.config(raw, path));
+        check.finish(config)
+    }
+}
+
+/// The hub's default port: clear of the opzero-claude server (4097) and
+/// fakechat (8787).
+pub const DEFAULT_HUB_PORT: u16 = 4870;
+
+/// `hub.toml`: the hub's own settings (`opzero-host hub`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HubConfig {
+    /// The file this was read from; `None` for the built-in defaults.
+    pub source: Option<PathBuf>,
+    /// `port` (`--port` wins).
+    pub port: u16,
+    /// `allowed_hosts`: names besides loopback the hub answers to (a
+    /// tunnel's), each `name` (any port) or `name:port`.
+    pub allowed_hosts: Vec<Authority>,
+    /// `sign_in_hours`: how long a page's sign-in lasts.
+    pub sign_in: Duration,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig { source: None, port: DEFAULT_HUB_PORT, allowed_hosts: Vec::new(), sign_in: Config::default().sign_in }
+    }
+}
+
+impl HubConfig {
+    /// `--config FILE`, else `default` if present, else the defaults.
+    pub fn resolve(explicit: Option<&Path>, default: &Path) -> Result<HubConfig, ConfigErrors> {
+        match explicit {
+            Some(path) => HubConfig::load(path),
+            None if default.is_file() => HubConfig::load(default),
+            None => Ok(HubConfig::default()),
         }
-        check.diags.sort_by_key(|d| (d.line, d.col));
-        Err(ConfigErrors(check.diags))
+    }
+
+    pub fn load(path: &Path) -> Result<HubConfig, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            let at = Location { file: path.to_path_buf(), line: 0, col: 0 };
+            ConfigErrors(vec![at.diagnostic("(file)", format!("cannot read config file: {e}"))])
+        })?;
+        HubConfig::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<HubConfig, ConfigErrors> {
+        let mut check = Check { file: path.to_path_buf(), text, diags: Vec::new() };
+        let config = check.read::<RawHub>().map(|raw| {
+            let mut c = HubConfig {
+                source: Some(path.to_path_buf()),
+                allowed_hosts: raw.allowed_hosts.iter().filter_map(|s| check.host_name("allowed_hosts", s)).collect(),
+                ..HubConfig::default()
+            };
+            check.int("port", &raw.port, 1..=65535, |n| c.port = n);
+            check.int("sign_in_hours", &raw.sign_in_hours, 1..=24 * 365, |n: u64| c.sign_in = Duration::from_secs(n * 3600));
+            c
+        });
+        check.finish(config)
     }
 }
 
@@ -314,6 +354,14 @@ struct RawFile {
     permissions: RawPermissions,
     mirror: RawMirror,
     filter: Vec<Spanned<RawFilter>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default, expecting = "a table")]
+struct RawHub {
+    port: At<i64>,
+    allowed_hosts: Vec<Spanned<String>>,
+    sign_in_hours: At<i64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -392,6 +440,37 @@ struct Check<'t> {
 }
 
 impl Check<'_> {
+    /// The file as `R`; a syntax error, a wrong type or an unknown key is
+    /// the one problem reported.
+    fn read<R: serde::de::DeserializeOwned>(&mut self) -> Option<R> {
+        let raw: Result<R, _> = match toml::Deserializer::parse(self.text) {
+            Err(e) => Err(("(syntax)".to_string(), e)),
+            // `Spanned` puts a field of its own in the path; the key is the rest.
+            Ok(de) => serde_path_to_error::deserialize(de).map_err(|e| {
+                (e.path().to_string().replace(".$__serde_spanned_private_value", ""), e.into_inner())
+            }),
+        };
+        match raw {
+            Ok(raw) => Some(raw),
+            Err((key, e)) => {
+                let message = unknown_key(e.message()).unwrap_or_else(|| e.message().trim().to_string());
+                self.error(e.span().unwrap_or(0..0), &key, message);
+                None
+            }
+        }
+    }
+
+    /// `value` if nothing was found wrong; else every problem, in file order.
+    fn finish<T>(mut self, value: Option<T>) -> Result<T, ConfigErrors> {
+        match value {
+            Some(value) if self.diags.is_empty() => Ok(value),
+            _ => {
+                self.diags.sort_by_key(|d| (d.line, d.col));
+                Err(ConfigErrors(self.diags))
+            }
+        }
+    }
+
     fn location(&self, span: Range<usize>) -> Location {
         let start = span.start.min(self.text.len());
         let before = &self.text[..start];
@@ -432,7 +511,7 @@ impl Check<'_> {
             source: Some(path.to_path_buf()),
             discovery_dir: discovery_dir.map(|s| expand_home(&s)),
             instructions: instructions.unwrap_or_else(|| DEFAULT_INSTRUCTIONS.to_string()),
-            allowed_hosts: raw.bridge.allowed_hosts.iter().filter_map(|s| self.host_name(s)).collect(),
+            allowed_hosts: raw.bridge.allowed_hosts.iter().filter_map(|s| self.host_name("bridge.allowed_hosts", s)).collect(),
             send_from: raw.files.send_from.into_iter().filter_map(|s| self.send_from(s, base_dir)).collect(),
             filters: self.filters(raw.filter, base_dir),
             ..Config::default()
@@ -478,11 +557,11 @@ impl Check<'_> {
         self.non_empty("host.instructions", s)
     }
 
-    fn host_name(&mut self, s: &Spanned<String>) -> Option<Authority> {
+    fn host_name(&mut self, key: &str, s: &Spanned<String>) -> Option<Authority> {
         let host = host_name(s.get_ref());
         if host.is_none() {
             let message = format!("{:?} is not a host name (give name or name:port, with no scheme or path)", s.get_ref());
-            self.error(s.span(), "bridge.allowed_hosts", message);
+            self.error(s.span(), key, message);
         }
         host
     }

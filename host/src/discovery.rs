@@ -102,10 +102,20 @@ pub fn pid_alive(pid: u32) -> bool {
         return false;
     };
     // Signal 0 only asks whether it exists (EPERM: it does, as another user).
-    match rustix::process::test_kill_process(pid) {
+    let exists = match rustix::process::test_kill_process(pid) {
         Ok(()) => true,
         Err(e) => e == rustix::io::Errno::PERM,
-    }
+    };
+    // A process that has exited but is not yet reaped (a zombie) is gone.
+    exists && !is_zombie(pid.as_raw_pid())
+}
+
+/// Whether `/proc` says the process has exited (state `Z`) but its parent
+/// has not reaped it yet.
+fn is_zombie(pid: i32) -> bool {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    // `pid (comm) state ...`; comm may hold spaces and parentheses.
+    stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
 }
 
 /// Live sessions in `dir`, oldest first. Files of dead processes are deleted;
@@ -166,5 +176,14 @@ mod tests {
         assert!(pid_alive(std::process::id()));
         assert!(!pid_alive(0));
         assert!(!pid_alive(u32::MAX));
+        // Exited, not yet reaped: gone.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while pid_alive(child.id()) {
+            assert!(std::time::Instant::now() < deadline, "an exited child still counts as alive");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(is_zombie(child.id() as i32), "the child is reaped only below");
+        child.wait().unwrap();
     }
 }

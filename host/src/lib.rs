@@ -16,6 +16,7 @@ pub mod discovery;
 pub mod events;
 pub mod files;
 pub mod filters;
+pub mod hub;
 pub mod meta;
 pub mod mirror;
 pub mod permissions;

@@ -9,7 +9,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use opzero_host::cli::{client, launcher};
-use opzero_host::{discovery, serve, UserError};
+use opzero_host::config::HubConfig;
+use opzero_host::{discovery, hub, serve, UserError};
 
 #[derive(Parser)]
 #[command(name = "opzero-host", version, about = "Talk to a live Claude Code session from your phone: a native channel host")]
@@ -66,24 +67,42 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         save: Option<PathBuf>,
     },
-    /// Sign a browser in to the session's chat page: prints a one-time
-    /// link (valid 60 s) and opens it where there is a desktop.
+    /// Sign a browser in to the chat page: prints a one-time link (valid
+    /// 60 s), also as a QR code on stderr, and opens it where there is a
+    /// desktop. With no SESSION: the hub's page, where one runs (every
+    /// session behind one sign-in), else the only live session's.
     Open {
-        session: String,
-        /// Where the phone reaches the bridge, if not 127.0.0.1 (a tunnel:
-        /// its name must be in [bridge] allowed_hosts).
+        session: Option<String>,
+        /// Where the phone reaches the bridge (or the hub), if not
+        /// 127.0.0.1 (a tunnel: its name must be in [bridge] allowed_hosts,
+        /// or the hub's allowed_hosts).
         #[arg(long, value_name = "URL")]
         base: Option<String>,
         /// Only print the link.
         #[arg(long)]
         no_browser: bool,
+        /// Do not print the link as a QR code (on stderr).
+        #[arg(long)]
+        no_qr: bool,
     },
     /// Show a session's state.
     Status { session: String },
-    /// Check a config file and the filters it names.
+    /// Serve every live session on one port, behind one sign-in (its
+    /// config: --config FILE, else $OPZERO_HOME/hub.toml if present).
+    Hub {
+        /// Port on 127.0.0.1 (default: `port` in the config, else 4870;
+        /// 0 lets the system pick).
+        #[arg(long, value_name = "P")]
+        port: Option<u16>,
+    },
+    /// Check a config file and the filters it names (a file named
+    /// hub.toml, or given with --hub, is checked as the hub's config).
     Validate {
         /// Default: the --config file, else ./opzero.toml
         file: Option<PathBuf>,
+        /// Check FILE as the hub's config.
+        #[arg(long)]
+        hub: bool,
     },
 }
 
@@ -118,10 +137,26 @@ fn find(config: Option<&Path>, session: &str) -> Result<discovery::Record, UserE
     client::find(&channels_dir(config)?, session)
 }
 
+/// The one live session, for `open` with no session and no hub.
+fn only_session(config: Option<&Path>) -> Result<discovery::Record, UserError> {
+    let dir = channels_dir(config)?;
+    let mut live = discovery::live_sessions(&dir).map_err(|e| UserError(format!("cannot read {}: {e}", dir.display())))?;
+    match live.len() {
+        1 => Ok(live.remove(0)),
+        0 => Err(UserError(format!(
+            "no hub is running and no live session in {}: start one (`opzero-host hub`, or a session with `opzero-host launch`)",
+            dir.display()
+        ))),
+        n => Err(UserError(format!(
+            "no hub is running and {n} sessions are live: name one (`opzero-host sessions` lists them), or start `opzero-host hub` to reach them all"
+        ))),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(match cli.command {
-        Command::Serve { .. } => tracing::Level::INFO,
+        Command::Serve { .. } | Command::Hub { .. } => tracing::Level::INFO,
         _ => tracing::Level::WARN,
     });
     match run(cli.command, cli.config) {
@@ -172,15 +207,39 @@ fn run(command: Command, config: Option<PathBuf>) -> anyhow::Result<()> {
             let entry = find(config, &session)?;
             runtime().block_on(client::tail(&entry, json, since, save.as_deref()))
         }
-        Command::Open { session, base, no_browser } => {
-            let entry = find(config, &session)?;
-            runtime().block_on(client::open(&entry, base.as_deref(), !no_browser))
+        Command::Open { session, base, no_browser, no_qr } => {
+            let (base, browser, qr) = (base.as_deref(), !no_browser, !no_qr);
+            let hub = session.is_none().then(|| hub::running(&discovery::opzero_home())).flatten();
+            if let Some(hub) = hub {
+                let what = format!("the hub (every session, http://127.0.0.1:{})", hub.port);
+                return runtime().block_on(client::open(&hub, &what, base, browser, qr));
+            }
+            let entry = match session {
+                Some(session) => find(config, &session)?,
+                None => only_session(config)?,
+            };
+            runtime().block_on(client::open(&entry, &entry.session_id, base, browser, qr))
         }
         Command::Status { session } => runtime().block_on(client::status(&find(config, &session)?)),
-        Command::Validate { file } => {
+        Command::Hub { port } => {
+            let config = HubConfig::resolve(config, &hub::default_config()).map_err(|e| UserError(e.to_string()))?;
+            runtime().block_on(hub::run(config, port))
+        }
+        Command::Validate { file, hub } => {
             let file = file.or(config.map(Path::to_path_buf)).unwrap_or_else(|| PathBuf::from("opzero.toml"));
             if !file.is_file() {
                 return Err(UserError(format!("{}: no such config file", file.display())).into());
+            }
+            if hub || file.file_name().is_some_and(|n| n == "hub.toml") {
+                let c = HubConfig::load(&file).map_err(|e| UserError(e.to_string()))?;
+                let hosts = c.allowed_hosts.iter().map(ToString::to_string).collect::<Vec<_>>();
+                println!(
+                    "{}: ok (the hub's config: port {}; allowed hosts: {})",
+                    file.display(),
+                    c.port,
+                    if hosts.is_empty() { "loopback only".to_string() } else { hosts.join(", ") },
+                );
+                return Ok(());
             }
             let (config, filters) = serve::check(Some(&file))?;
             let names = filters.names();

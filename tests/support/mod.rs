@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+pub mod hub;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_opzero-host");
 pub const WAIT: Duration = Duration::from_secs(10);
 
@@ -51,6 +53,8 @@ pub fn new_session_id() -> String {
 pub struct Host {
     pub child: Child,
     pub home: tempfile::TempDir,
+    /// `$OPZERO_HOME`: `home`, or one that other hosts share.
+    pub state: PathBuf,
     pub session: String,
     stdin: Option<Box<dyn Write + Send>>,
     lines: Receiver<String>,
@@ -77,6 +81,8 @@ pub struct Options {
     pub cwd: Option<PathBuf>,
     /// Start the host with this soft limit on open files.
     pub open_files: Option<u64>,
+    /// `$OPZERO_HOME`, when hosts share one (a hub's); default: `home`.
+    pub state: Option<PathBuf>,
 }
 
 impl Host {
@@ -86,12 +92,13 @@ impl Host {
 
     pub fn spawn_with(opts: Options) -> Host {
         let home = tempfile::tempdir().unwrap();
+        let state = opts.state.clone().unwrap_or_else(|| home.path().to_path_buf());
         let session = new_session_id();
         let mut cmd = Command::new(BIN);
         cmd.arg("serve")
             .current_dir(opts.cwd.as_deref().unwrap_or(home.path()))
             .env("OPZERO_CHANNEL_SESSION_ID", &session)
-            .env("OPZERO_HOME", home.path())
+            .env("OPZERO_HOME", &state)
             .env("OPZERO_LOG", "debug")
             .stderr(Stdio::piped());
         // Our ends of stdin and stdout, when they are sockets.
@@ -109,8 +116,8 @@ impl Host {
             // The host trusts only a real 0700 directory of its own (not a
             // symlink): it gets one, with the shared cache's files linked in.
             use std::os::unix::fs::DirBuilderExt;
-            let own = home.path().join("cache");
-            std::fs::DirBuilder::new().mode(0o700).create(&own).unwrap();
+            let own = state.join("cache");
+            std::fs::DirBuilder::new().mode(0o700).recursive(true).create(&own).unwrap();
             for entry in std::fs::read_dir(cache).into_iter().flatten().flatten() {
                 if entry.path().extension().is_some_and(|e| e == "cwasm") {
                     let _ = std::fs::hard_link(entry.path(), own.join(entry.file_name()));
@@ -178,6 +185,7 @@ impl Host {
         Host {
             child,
             home,
+            state,
             session,
             stdin: Some(stdin),
             lines,
@@ -188,7 +196,7 @@ impl Host {
     }
 
     pub fn channels_dir(&self) -> PathBuf {
-        self.home.path().join("channels")
+        self.state.join("channels")
     }
 
     pub fn discovery_path(&self) -> PathBuf {
@@ -322,7 +330,7 @@ impl Host {
         Command::new(BIN)
             .args(args)
             .current_dir(self.home.path())
-            .env("OPZERO_HOME", self.home.path())
+            .env("OPZERO_HOME", &self.state)
             .env("HOME", self.home.path())
             .env_remove("DISPLAY")
             .env_remove("WAYLAND_DISPLAY")
@@ -337,7 +345,7 @@ impl Host {
         let mut tail = Command::new(BIN)
             .arg("tail")
             .args(args)
-            .env("OPZERO_HOME", self.home.path())
+            .env("OPZERO_HOME", &self.state)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -820,4 +828,46 @@ impl Host {
             }
         }
     }
+}
+
+/// Reads back the QR code `open` prints among the lines of `text` (its
+/// stderr): the first run of lines made only of ' ', '▀', '▄' and '█'.
+/// Each character is one module wide and two tall; a drawn half is light
+/// (a dark terminal's foreground) and a blank one dark (its background),
+/// as `host/src/cli/qr.rs` draws them. The modules are scaled up to
+/// pixels, set in a margin of the terminal's dark background (so a code
+/// without its own light quiet zone would not decode), and decoded with
+/// rqrr's detector, as a camera's picture would be.
+#[allow(dead_code)]
+pub fn decode_qr(text: &str) -> String {
+    const PX: usize = 4; // pixels a module
+    const MARGIN: usize = 4; // modules of terminal background each side
+    let is_block = |l: &&str| l.chars().any(|c| c != ' ') && l.chars().all(|c| matches!(c, ' ' | '▀' | '▄' | '█'));
+    let lines: Vec<&str> = text.lines().skip_while(|l| !is_block(l)).take_while(is_block).collect();
+    assert!(!lines.is_empty(), "no QR code in:\n{text}");
+    // Light modules, row by row: two rows a line.
+    let mut light: Vec<Vec<bool>> = Vec::new();
+    for line in &lines {
+        let (top, bottom) = line
+            .chars()
+            .map(|c| match c {
+                '█' => (true, true),
+                '▀' => (true, false),
+                '▄' => (false, true),
+                _ => (false, false),
+            })
+            .unzip();
+        light.push(top);
+        light.push(bottom);
+    }
+    let cols = light.iter().map(Vec::len).max().unwrap();
+    let (w, h) = ((cols + 2 * MARGIN) * PX, (light.len() + 2 * MARGIN) * PX);
+    let mut img = rqrr::PreparedImage::prepare_from_greyscale(w, h, |x, y| {
+        let (mx, my) = ((x / PX).checked_sub(MARGIN), (y / PX).checked_sub(MARGIN));
+        let lit = mx.zip(my).and_then(|(mx, my)| light.get(my)?.get(mx).copied()).unwrap_or(false);
+        if lit { 255 } else { 0 }
+    });
+    let grids = img.detect_grids();
+    assert_eq!(grids.len(), 1, "want one QR code in:\n{}", lines.join("\n"));
+    grids[0].decode().unwrap_or_else(|e| panic!("{e}: cannot decode\n{}", lines.join("\n"))).1
 }

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpStream;
 
 use crate::discovery::{self, Record};
+use crate::hub::HubRecord;
 use crate::events::now_ms;
 use crate::files;
 use crate::transcripts;
@@ -45,17 +46,41 @@ pub fn find(dir: &Path, prefix: &str) -> Result<Record, UserError> {
     }
 }
 
+/// A bridge a command can talk to: a session's host, or the hub.
+pub trait Reach {
+    fn port(&self) -> u16;
+    fn secret(&self) -> &str;
+}
+
+impl Reach for Record {
+    fn port(&self) -> u16 {
+        self.port
+    }
+    fn secret(&self) -> &str {
+        &self.secret
+    }
+}
+
+impl Reach for HubRecord {
+    fn port(&self) -> u16 {
+        self.port
+    }
+    fn secret(&self) -> &str {
+        &self.secret
+    }
+}
+
 /// Sends one request on a fresh connection (with a `Last-Event-ID` when
 /// resuming an event stream); returns the response with its body still
 /// streaming.
 async fn request(
-    entry: &Record,
+    entry: &impl Reach,
     method: Method,
     path: &str,
     body: Option<Value>,
     last_event_id: Option<&str>,
 ) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
-    let port = entry.port;
+    let port = entry.port();
     let stream = TcpStream::connect(("127.0.0.1", port))
         .await
         .with_context(|| format!("cannot connect to the host on 127.0.0.1:{port} (did it just exit?)"))?;
@@ -66,7 +91,7 @@ async fn request(
         .method(method)
         .uri(path)
         .header("host", format!("127.0.0.1:{port}"))
-        .header("x-opzero-secret", &entry.secret)
+        .header("x-opzero-secret", entry.secret())
         .header("content-type", "application/json");
     if let Some(id) = last_event_id {
         req = req.header("last-event-id", id);
@@ -76,7 +101,7 @@ async fn request(
 }
 
 async fn request_json(
-    entry: &Record,
+    entry: &impl Reach,
     method: Method,
     path: &str,
     body: Option<Value>,
@@ -193,22 +218,31 @@ pub async fn send(entry: &Record, text: &str, chat_id: Option<&str>, files: &[Pa
 }
 
 /// Prints a sign-in link for the chat page, and opens it in the desktop's
-/// browser if there is one. The link's code works once, for 60 s. The
+/// browser if there is one; with `qr`, also as a QR code on stderr, for a
+/// phone's camera. The link's code works once, for 60 s. The
 /// browser is handed a private page that sends it on to the link, never
-/// the link itself: any user can read a process's command line.
-pub async fn open(entry: &Record, base: Option<&str>, browser: bool) -> anyhow::Result<()> {
+/// the link itself: any user can read a process's command line. `to` is a
+/// session's host or the hub; `what` names it.
+pub async fn open(to: &impl Reach, what: &str, base: Option<&str>, browser: bool, qr: bool) -> anyhow::Result<()> {
     let base = match base {
         Some(b) => b.trim_end_matches('/').to_string(),
-        None => format!("http://127.0.0.1:{}", entry.port),
+        None => format!("http://127.0.0.1:{}", to.port()),
     };
     let opener = browser.then(opener).flatten();
     let body = opener.as_ref().map(|_| json!({ "page_for": base }));
-    let (status, v) = request_json(entry, Method::POST, "/login-code", body).await?;
+    let (status, v) = request_json(to, Method::POST, "/login-code", body).await?;
     let Some(code) = v["code"].as_str().filter(|_| status == StatusCode::CREATED) else {
-        bail!("the host answered {status}: {v}");
+        bail!("{what} answered {status}: {v}");
     };
-    println!("{base}/#code={code}");
-    eprintln!("a sign-in link for {}: it works once, within 60 s", entry.session_id);
+    let link = format!("{base}/#code={code}");
+    println!("{link}");
+    eprintln!("a sign-in link for {what}: it works once, within 60 s");
+    if qr {
+        match super::qr::render(&link) {
+            Ok(code) => eprintln!("{code}"),
+            Err(e) => eprintln!("no QR code for it: {e}"),
+        }
+    }
     if let (Some((program, args)), Some(page)) = (opener, v["page"].as_str()) {
         let opened = std::process::Command::new(&program)
             .args(args.iter().map(|a| a.replace("%s", page)))

@@ -5,3 +5,4 @@
 
 pub mod client;
 pub mod launcher;
+pub mod qr;
