@@ -15,7 +15,8 @@ use opzero_host::{discovery, hub, serve, UserError};
 #[derive(Parser)]
 #[command(name = "opzero-host", version, about = "Talk to a live Claude Code session from your phone: a native channel host")]
 struct Cli {
-    /// Config file (default: ./opzero.toml if present, else built-in defaults).
+    /// Config file (default: ./opzero.toml if present, else built-in
+    /// defaults; for `hub`, $OPZERO_HOME/hub.toml if present).
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
     #[command(subcommand)]

@@ -22,6 +22,20 @@ let sessionId = "";
  * host can tell it from a new message if the first try did arrive. */
 let pending = null;
 
+/** On a hub (`opzero-host hub`, whose `/status` says `"hub": true`) the page
+ * lists every session and opens one at a time: its routes are the host's,
+ * under `/s/<session id>` (`base`). On a host's own page `base` is "". */
+let hub = false;
+/** The open session's id on a hub ("" while none is), and its routes' prefix. */
+let openId = "";
+let base = "";
+/** Counts the sessions opened: what an answer for an earlier one must not touch. */
+let generation = 0;
+/** The route `path` of the open session (of the host, on a host's page). */
+const at = (path) => base + path;
+/** Who answers: the host itself, or the hub in front of the hosts. */
+const server = () => (hub ? "hub" : "host");
+
 /** An element with attributes and children (strings become text nodes). */
 function el(tag, attrs = {}, ...children) {
   const e = document.createElement(tag);
@@ -183,6 +197,10 @@ const RANK = { sending: 0, sent: 1, queued: 2, seen: 3 };
  * state, reason?, upload (its File objects; null when they are gone, after
  * a reload)}. */
 function showMine(m) {
+  // Whose it is: an answer that comes after another session opened still
+  // goes to this one's storage and routes.
+  m.key ??= storageKey();
+  m.base ??= base;
   const files = m.files.length ? el("span", { class: "meta" }, `attached: ${m.files.join(", ")}`) : null;
   m.when = el("span", { class: "when" }, m.ts ? time(m.ts) : "");
   m.mark = el("span", { class: "mark" });
@@ -214,7 +232,7 @@ function setMark(m, state, reason) {
   }
   // A retry under way is kept as what it was: after a reload, it has to
   // be tried again unless a receipt says it arrived.
-  if (m.kept && state !== "sending") updateKept(m.id, { state, reason: m.reason });
+  if (m.kept && state !== "sending") updateKept(m.key, m.id, { state, reason: m.reason });
 }
 
 /** The host has the message (its answer to the send, or a receipt that
@@ -234,7 +252,7 @@ function accepted(m, answer = {}) {
     m.when.textContent = time(m.ts);
   }
   if (!m.kept) {
-    keepMine({ id: m.id, text: m.text, files: m.files, after: m.after, ts: m.ts, state: m.state, reason: m.reason });
+    keepMine(m.key, { id: m.id, text: m.text, files: m.files, after: m.after, ts: m.ts, state: m.state, reason: m.reason });
     m.kept = true;
   }
 }
@@ -261,41 +279,43 @@ async function resend(m) {
   try {
     const r = await post(m);
     const answer = await r.json().catch(() => ({}));
-    if (!r.ok) throw new Error(answer.error ?? `the host answered ${r.status}`);
+    if (!r.ok) throw new Error(answer.error ?? `the ${server()} answered ${r.status}`);
     if (m.state === "sending") setMark(m, answer.delivered === false ? "dropped" : "sent");
     showError("");
   } catch (err) {
     if (m.state !== "sending") return; // a receipt says it arrived after all
     setMark(m, "undelivered", reason);
-    const why = err instanceof TypeError ? "the host cannot be reached" : err.message;
+    const why = err instanceof TypeError ? `the ${server()} cannot be reached` : err.message;
     showError(`Not sent again: ${why}.`);
   }
 }
 
-const storageKey = () => `opzero-mine:${sessionId}`;
+/** This tab's copy of the messages sent to a session, under its id. */
+const STORAGE_PREFIX = "opzero-mine:";
+const storageKey = () => `${STORAGE_PREFIX}${sessionId}`;
 /** Messages sent before a reload, not shown yet (oldest first). */
 let backlog = [];
 /** Prompts `GET /permissions` listed at load, shown after the replay. */
 const stillPending = [];
 
-function keepMine(message) {
+function keepMine(key, message) {
   try {
-    const kept = JSON.parse(sessionStorage.getItem(storageKey()) ?? "[]");
+    const kept = JSON.parse(sessionStorage.getItem(key) ?? "[]");
     kept.push(message);
-    sessionStorage.setItem(storageKey(), JSON.stringify(kept.slice(-200)));
+    sessionStorage.setItem(key, JSON.stringify(kept.slice(-200)));
   } catch {
     // No storage (a private window, say): a reload just forgets them.
   }
 }
 
 /** A kept message's mark, as it changes. */
-function updateKept(id, change) {
+function updateKept(key, id, change) {
   try {
-    const kept = JSON.parse(sessionStorage.getItem(storageKey()) ?? "[]");
+    const kept = JSON.parse(sessionStorage.getItem(key) ?? "[]");
     const m = kept.find((k) => k.id === id);
     if (!m) return;
     Object.assign(m, change);
-    sessionStorage.setItem(storageKey(), JSON.stringify(kept));
+    sessionStorage.setItem(key, JSON.stringify(kept));
   } catch {
     // No storage: nothing was kept.
   }
@@ -318,7 +338,7 @@ function addReply(id, e) {
   const body = el("div", { class: "body" }, markdown(e.text));
   const files = (e.files ?? []).map((f) =>
     // The click downloads it (see `download`); the href is only what the link names.
-    el("li", {}, el("a", { class: "file", href: `/files/${encodeURIComponent(f.id)}`, download: f.name, "data-file-id": f.id }, f.name), ` ${size(f.size)}`),
+    el("li", {}, el("a", { class: "file", href: at(`/files/${encodeURIComponent(f.id)}`), download: f.name, "data-file-id": f.id }, f.name), ` ${size(f.size)}`),
   );
   const chat = e.chat_id !== CHAT_ID ? ` · to ${e.chat_id}` : "";
   const meta = el("span", { class: "meta" }, `Claude · ${time(e.ts)}${chat}`);
@@ -374,7 +394,7 @@ async function answer(requestId, behavior) {
   const node = cards.get(requestId);
   node?.querySelectorAll("button").forEach((b) => (b.disabled = true));
   try {
-    const r = await api("/permission", postJson({ request_id: requestId, behavior }));
+    const r = await api(at("/permission"), postJson({ request_id: requestId, behavior }));
     if (r.status === 403) return; // signed out
     if (!r.ok) {
       const why = (await r.json().catch(() => ({}))).error ?? `the host answered ${r.status}`;
@@ -382,7 +402,7 @@ async function answer(requestId, behavior) {
     }
   } catch {
     node?.querySelectorAll("button").forEach((b) => (b.disabled = false));
-    showError("Not answered: the host cannot be reached.");
+    showError(`Not answered: the ${server()} cannot be reached.`);
   }
 }
 
@@ -403,8 +423,29 @@ function setActivity(e) {
   node.hidden = !what;
 }
 
+/** Whether the open session's stream is up (null: not tried yet), and the
+ * hub's list stream. The header shows the list's while no session is open. */
+let sessionOnline = null;
+let listOnline = null;
+
 function setConnected(online) {
+  sessionOnline = online;
+  paintConnection();
+}
+
+function paintConnection() {
   const node = $("#connection");
+  if (hub && openId && ended) {
+    node.dataset.state = "offline";
+    node.textContent = "session ended";
+    return;
+  }
+  const online = hub && !openId ? listOnline : sessionOnline;
+  if (online === null) {
+    node.dataset.state = "offline";
+    node.textContent = "connecting…";
+    return;
+  }
   node.dataset.state = online ? "online" : "offline";
   node.textContent = online ? "online" : "offline, reconnecting…";
 }
@@ -494,7 +535,7 @@ const postJson = (body) => ({ method: "POST", headers: { "content-type": "applic
 function endedMessage(why) {
   // The host's bare "forbidden" is a token it does not know: most likely it
   // restarted. Its other reasons say what to run.
-  const message = why && why !== "forbidden" ? `${capitalized(why)}.` : "You are signed out (did the host restart?).";
+  const message = why && why !== "forbidden" ? `${capitalized(why)}.` : `You are signed out (did the ${server()} restart?).`;
   return message.includes("opzero-host open") ? message : `${message} ${openHint()}`;
 }
 
@@ -504,6 +545,11 @@ function showSignedOut(message) {
   logEl.hidden = true;
   $("#composer").hidden = true;
   $("#sign-out").hidden = true;
+  if (hub) {
+    document.body.dataset.view = "signin";
+    for (const id of ["#sessions", "#pick", "#back", "#claude"]) $(id).hidden = true;
+    document.title = TITLE;
+  }
   const conn = $("#connection");
   conn.dataset.state = "offline";
   conn.textContent = "signed out";
@@ -511,19 +557,23 @@ function showSignedOut(message) {
 
 function showSignedIn() {
   $("#signin").hidden = true;
+  $("#sign-out").hidden = false;
+  if (hub) return showView();
   logEl.hidden = false;
   $("#composer").hidden = false;
-  $("#sign-out").hidden = false;
 }
 
 /** The sign-in is over: forget the token, stop the stream, say so. */
 function signedOut(message) {
   dropToken();
   stopListening();
+  if (hub) forgetSessions();
   showSignedOut(message);
 }
 
 function openHint() {
+  // One sign-in at the hub serves every session.
+  if (hub) return "On the computer running Claude Code, run `opzero-host open` and open the link it prints.";
   const short = sessionId.slice(0, 8) || "SESSION";
   return `On the computer running Claude Code, run \`opzero-host open ${short}\` and open the link it prints.`;
 }
@@ -536,17 +586,24 @@ async function signOut() {
   const button = $("#sign-out");
   button.disabled = true;
   stopListening();
+  if (hub) stopHub();
   let note = "";
   try {
+    // On a hub: the hub's own, which ends the one sign-in every session used.
     const r = await fetch("/logout", { method: "POST", headers: { authorization: `Bearer ${sent}` } });
     // A 403: it had ended already.
-    if (!r.ok && r.status !== 403) note = ` The host answered ${r.status}, so the sign-in may still be valid until it expires.`;
+    if (!r.ok && r.status !== 403) note = ` The ${server()} answered ${r.status}, so the sign-in may still be valid until it expires.`;
   } catch {
-    note = " The host could not be reached, so the sign-in stays valid until it expires or the host stops.";
+    note = ` The ${server()} could not be reached, so the sign-in stays valid until it expires or the ${server()} stops.`;
   }
   button.disabled = false;
   try {
-    sessionStorage.removeItem(storageKey());
+    if (hub) {
+      // Every session's, kept under its id.
+      for (const key of Object.keys(sessionStorage)) if (key.startsWith(STORAGE_PREFIX)) sessionStorage.removeItem(key);
+    } else {
+      sessionStorage.removeItem(storageKey());
+    }
   } catch {
     // Nothing was kept.
   }
@@ -628,19 +685,23 @@ function stopListening() {
 async function listen() {
   const ctl = new AbortController();
   stream = ctl;
+  const gen = generation;
   try {
-    const r = await api(`/events?since=${lastEventId}`, {
+    const r = await api(at(`/events?since=${lastEventId}`), {
       headers: { accept: "text/event-stream", "last-event-id": String(lastEventId) },
       cache: "no-store",
       signal: ctl.signal,
     });
     if (r.status === 403) return; // signed out already
-    if (!r.ok || !r.body) throw new Error(`the host answered ${r.status}`);
+    // The hub knows no such session (any more): it ended.
+    if (hub && r.status === 404) return stream === ctl && sessionEnded();
+    if (!r.ok || !r.body) throw new Error(`the ${server()} answered ${r.status}`);
     failures = 0;
     setConnected(true);
     // The replay comes at once. Then what was sent after its last event,
     // and prompts still pending whose events are too old to replay.
     setTimeout(() => {
+      if (gen !== generation) return; // another session is open now
       showKept(Infinity);
       for (const p of stillPending.splice(0)) addCard(p);
     }, 500);
@@ -648,7 +709,7 @@ async function listen() {
     const reader = r.body.getReader();
     for (;;) {
       const { done, value } = await reader.read();
-      if (done) break;
+      if (done || stream !== ctl) break;
       feed(value);
     }
   } catch {
@@ -659,6 +720,295 @@ async function listen() {
   failures++;
   retry = setTimeout(listen, Math.min(3000, 1000 * failures));
 }
+
+// --- the hub: every session on one page --------------------------------------
+// The list comes from the hub's own stream (`GET /events`), which takes
+// nothing from any session. Only the open session's stream is held: taking
+// its events is what marks its replies read, so a session you are not
+// looking at keeps its unread count.
+
+const TITLE = document.title;
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+/** The hub's list (oldest first), by session id. */
+let sessions = new Map();
+/** The list's items, by session id. */
+const entries = new Map();
+/** What was typed in a session (and the id of a message not sent yet),
+ * kept while another is open. Never stored. */
+const drafts = new Map();
+/** The open session has ended: its host is gone from the hub. */
+let ended = false;
+/** The open session has been on the list since it was opened, so its
+ * leaving the list means it ended. */
+let listedOpen = false;
+/** The list was showing when this session opened: back is then the
+ * browser's back. */
+let cameFromList = false;
+
+const sessionLabel = (s, id = "") => s?.name || (s?.session_id ?? id).slice(0, 8);
+const plural = (n, one, many) => `${n} ${n === 1 ? one : many}`;
+const howMany = (n) => Math.max(0, Math.floor(Number(n) || 0));
+
+async function startHub() {
+  showSignedIn();
+  try {
+    const r = await api("/sessions");
+    if (r.ok) showSessions((await r.json()).sessions);
+  } catch {
+    // The stream brings the list.
+  }
+  if (!token) return; // refused: signed out
+  listenHub();
+  route();
+}
+
+/** Opens the session the address names (`#s=<id>`), or shows the list. */
+function route() {
+  if (!hub || !token) return;
+  const id = new URLSearchParams(location.hash.slice(1)).get("s") ?? "";
+  if (UUID.test(id)) openSession(id);
+  else closeSession();
+}
+
+/** What shows: the list, or a session's conversation (on a wide screen,
+ * both side by side). */
+function showView() {
+  const open = Boolean(openId);
+  document.body.dataset.view = open ? "session" : "list";
+  $("#sessions").hidden = false;
+  logEl.hidden = !open;
+  $("#composer").hidden = !open || ended;
+  $("#claude").hidden = !open;
+  $("#pick").hidden = open || sessions.size === 0;
+  $("#back").hidden = !open;
+  paintConnection();
+  paintAttention();
+}
+
+/** The header, the back button, the title and the list's current item:
+ * what waits in the sessions you are not looking at. */
+function paintAttention() {
+  const open = sessions.get(openId);
+  const head = $("#session");
+  head.textContent = openId ? sessionLabel(open, openId) : "";
+  head.title = openId ? [open?.cwd, openId].filter(Boolean).join("\n") : "";
+  let waiting = 0;
+  let unread = 0;
+  for (const s of sessions.values()) {
+    if (s.session_id === openId) continue;
+    waiting += howMany(s.pending);
+    unread += howMany(s.unread);
+  }
+  const badge = $("#back-badge");
+  badge.hidden = !(waiting || unread);
+  badge.dataset.kind = waiting ? "pending" : "unread";
+  badge.textContent = waiting ? `⚠ ${waiting}` : String(unread);
+  const elsewhere = [waiting && plural(waiting, "prompt waiting", "prompts waiting"), unread && plural(unread, "new reply", "new replies")].filter(Boolean);
+  $("#back").setAttribute("aria-label", elsewhere.length ? `Sessions (${elsewhere.join(", ")})` : "Sessions");
+  const attention = waiting + unread + howMany(open?.pending);
+  document.title = `${attention ? `(${attention}) ` : ""}${openId ? `${sessionLabel(open, openId)} · ` : ""}${TITLE}`;
+  for (const [id, li] of entries) {
+    if (id === openId) li.firstElementChild.setAttribute("aria-current", "page");
+    else li.firstElementChild.removeAttribute("aria-current");
+  }
+}
+
+/** The hub's list: each item updated in place (a focused one stays
+ * focused), new ones added, ended ones removed. */
+function showSessions(list) {
+  if (!Array.isArray(list)) return;
+  list = list.filter((s) => typeof s?.session_id === "string" && UUID.test(s.session_id));
+  sessions = new Map(list.map((s) => [s.session_id, s]));
+  const ul = $("#session-list");
+  for (const [id, li] of entries) {
+    if (sessions.has(id)) continue;
+    li.remove();
+    entries.delete(id);
+  }
+  list.forEach((s, i) => {
+    let li = entries.get(s.session_id);
+    if (!li) {
+      li = el("li", {}, el("a", { class: "entry", href: `#s=${s.session_id}`, "data-session-id": s.session_id }));
+      entries.set(s.session_id, li);
+    }
+    paintEntry(li.firstElementChild, s);
+    if (ul.children[i] !== li) ul.insertBefore(li, ul.children[i] ?? null);
+  });
+  $("#sessions-empty").hidden = sessions.size > 0;
+  if (openId && sessions.has(openId)) listedOpen = true;
+  else if (openId && listedOpen) sessionEnded();
+  if (token) showView();
+}
+
+/** One session in the list: its name (else its id's start), where it
+ * runs, whether Claude is busy, and what waits there. */
+function paintEntry(a, s) {
+  const state = s.state === "busy" || s.state === "idle" ? s.state : "unknown";
+  const pending = howMany(s.pending);
+  // The open session's replies are read as its stream brings them: a count
+  // for it would only flash between a reply and its taking.
+  const unread = s.session_id === openId && sessionOnline ? 0 : howMany(s.unread);
+  a.dataset.state = state;
+  a.dataset.pending = String(pending);
+  a.dataset.unread = String(unread);
+  a.classList.toggle("waiting", pending > 0);
+  const id = s.name ? el("span", { class: "id" }, s.session_id.slice(0, 8)) : null;
+  const parts = [
+    el("span", { class: "top" }, el("span", { class: "name" }, sessionLabel(s)), el("span", { class: "state" }, state === "unknown" ? "" : state)),
+    el("span", { class: "where" }, s.cwd ? el("span", { class: "cwd", title: s.cwd }, s.cwd) : null, id),
+    pending || unread
+      ? el(
+          "span",
+          { class: "badges" },
+          pending ? el("span", { class: "badge pending" }, plural(pending, "prompt waiting", "prompts waiting")) : null,
+          unread ? el("span", { class: "badge unread" }, plural(unread, "new reply", "new replies")) : null,
+        )
+      : null,
+  ];
+  a.replaceChildren(...parts.filter(Boolean));
+}
+
+/** Opens session `id`'s conversation: the host's page, through the hub. */
+async function openSession(id) {
+  if (id === openId) return showView();
+  leaveSession();
+  openId = sessionId = id;
+  base = `/s/${id}`;
+  listedOpen = sessions.has(id);
+  const draft = drafts.get(id);
+  drafts.delete(id);
+  textEl.value = draft?.text ?? "";
+  pending = draft?.pending ?? null;
+  const gen = generation;
+  showView();
+  const get = (path) =>
+    api(at(path))
+      .then(async (r) => ({ r, body: await r.json().catch(() => ({})) }))
+      .catch(() => null);
+  const [status, permissions] = await Promise.all([get("/status"), get("/permissions")]);
+  if (gen !== generation || !token) return; // another one opened, or signed out
+  if (status?.r.status === 404) return sessionEnded();
+  if (status?.r.ok) setClaude(status.body.claude?.state);
+  try {
+    backlog = JSON.parse(sessionStorage.getItem(storageKey()) ?? "[]");
+  } catch {
+    backlog = [];
+  }
+  if (permissions?.r.ok) stillPending.push(...(permissions.body.pending ?? []));
+  listen();
+}
+
+/** Closes the open session: its stream ends (its replies count as unread
+ * again), and what it showed goes. */
+function leaveSession() {
+  if (!openId) return;
+  if (textEl.value || pending) drafts.set(openId, { text: textEl.value, pending });
+  stopListening();
+  generation++;
+  replies.clear();
+  cards.clear();
+  seen.clear();
+  mine.clear();
+  lastEventId = 0;
+  backlog = [];
+  stillPending.length = 0;
+  pending = null;
+  failures = 0;
+  logEl.replaceChildren();
+  textEl.value = "";
+  filesEl.value = "";
+  showAttached();
+  showError("");
+  setClaude(undefined);
+  setActivity(null);
+  ended = false;
+  sessionOnline = null;
+  openId = sessionId = base = "";
+}
+
+function closeSession() {
+  leaveSession();
+  showView();
+}
+
+function sessionEnded() {
+  if (!openId || ended) return;
+  ended = true;
+  stopListening();
+  place(el("p", { class: "note ended" }, "This session has ended: its Claude Code is no longer running."));
+  showView();
+}
+
+/** Signed out: the list and every session's drafts go. */
+function forgetSessions() {
+  stopHub();
+  leaveSession();
+  drafts.clear();
+  sessions = new Map();
+  entries.clear();
+  $("#session-list").replaceChildren();
+  $("#sessions-empty").hidden = true;
+  if (location.hash) history.replaceState(null, "", location.pathname);
+}
+
+/** The hub's list stream, and its pending reconnect. */
+let hubStream = null;
+let hubRetry = 0;
+let hubFailures = 0;
+
+function stopHub() {
+  clearTimeout(hubRetry);
+  hubStream?.abort();
+  hubStream = null;
+}
+
+function setListOnline(online) {
+  listOnline = online;
+  const note = $("#sessions-state");
+  note.hidden = online !== false;
+  note.textContent = online === false ? "(offline, reconnecting…)" : "";
+  paintConnection();
+}
+
+/** Reads the hub's stream: the whole list at once, then again on each
+ * change. Reconnects as `listen` does. */
+async function listenHub() {
+  const ctl = new AbortController();
+  hubStream = ctl;
+  try {
+    const r = await api("/events", { headers: { accept: "text/event-stream" }, cache: "no-store", signal: ctl.signal });
+    if (r.status === 403) return; // signed out already
+    if (!r.ok || !r.body) throw new Error(`the hub answered ${r.status}`);
+    hubFailures = 0;
+    setListOnline(true);
+    const feed = sseParser((_, data) => {
+      try {
+        const e = JSON.parse(data);
+        if (e.type === "sessions") showSessions(e.sessions);
+      } catch (err) {
+        console.error("bad list event", data, err);
+      }
+    });
+    const reader = r.body.getReader();
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done || hubStream !== ctl) break;
+      feed(value);
+    }
+  } catch {
+    // Dropped, or not reached: start again below.
+  }
+  if (hubStream !== ctl) return; // stopped (signed out)
+  setListOnline(false);
+  hubFailures++;
+  hubRetry = setTimeout(listenHub, Math.min(3000, 1000 * hubFailures));
+}
+
+$("#back").addEventListener("click", () => {
+  if (cameFromList) return history.back();
+  history.pushState(null, "", location.pathname);
+  route();
+});
 
 // --- starting -------------------------------------------------------------------
 
@@ -673,7 +1023,7 @@ async function redeem(code) {
   try {
     r = await fetch("/login", postJson({ code }));
   } catch {
-    showSignedOut(`The host cannot be reached. ${openHint()}`);
+    showSignedOut(`The ${server()} cannot be reached. ${openHint()}`);
     return false;
   }
   const answer = await r.json().catch(() => ({}));
@@ -689,17 +1039,21 @@ async function redeem(code) {
 
 async function start() {
   try {
-    // Who the host is, for the header and the hints: no token needed.
+    // Who the host is, for the header and the hints: no token needed. A
+    // hub says it is one.
     const status = await (await fetch("/status")).json();
-    sessionId = status.sessionId ?? "";
+    hub = status.hub === true;
+    sessionId = hub ? "" : status.sessionId ?? "";
     $("#session").textContent = sessionId.slice(0, 8);
   } catch {
     setConnected(false);
   }
+  if (hub) document.body.classList.add("hub");
   const code = codeInHash();
   if (code && !(await redeem(code))) return;
   // Without a code, a token kept from before a reload signs in.
   if (!token) return showSignedOut(`This browser is not signed in. ${openHint()}`);
+  if (hub) return startHub();
   // With the token, the status says what Claude is doing.
   const [status, permissions] = await Promise.all([api("/status").catch(() => null), api("/permissions").catch(() => null)]);
   if (!token) return; // refused: signed out
@@ -721,10 +1075,10 @@ async function download(link) {
   if (link.getAttribute("aria-busy") === "true") return;
   link.setAttribute("aria-busy", "true");
   try {
-    const r = await api(`/files/${encodeURIComponent(link.dataset.fileId)}`);
+    const r = await api(at(`/files/${encodeURIComponent(link.dataset.fileId)}`));
     if (r.status === 403) return; // signed out
     if (!r.ok) {
-      const why = (await r.json().catch(() => ({}))).error ?? `the host answered ${r.status}`;
+      const why = (await r.json().catch(() => ({}))).error ?? `the ${server()} answered ${r.status}`;
       return showError(`Not downloaded: ${why}.`);
     }
     const url = URL.createObjectURL(await r.blob());
@@ -736,7 +1090,7 @@ async function download(link) {
     setTimeout(() => URL.revokeObjectURL(url), 10_000);
     showError("");
   } catch {
-    showError("Not downloaded: the host cannot be reached.");
+    showError(`Not downloaded: the ${server()} cannot be reached.`);
   } finally {
     link.removeAttribute("aria-busy");
   }
@@ -773,7 +1127,7 @@ function post(m) {
     body = JSON.stringify({ content: m.text, chat_id: CHAT_ID });
     headers["content-type"] = "application/json";
   }
-  return api("/inject", { method: "POST", headers, body });
+  return api(`${m.base ?? base}/inject`, { method: "POST", headers, body });
 }
 
 /** Sends what is in the box. The box is emptied at once, so typing can go
@@ -785,6 +1139,10 @@ async function send() {
   if (!typed.trim() && !files.length) return;
   const content = typed.trim() ? typed : `(${files.map((f) => f.name).join(", ")})`;
   if (pending?.content !== content) pending = { content, id: newId() };
+  const attempt = pending;
+  // On a hub, another session may be open by the time the answer comes.
+  const gen = generation;
+  const to = openId;
   sendEl.disabled = true;
   textEl.value = "";
   // Shown as it is sent, so a quick reply cannot land above it.
@@ -794,12 +1152,19 @@ async function send() {
     try {
       const r = await post(m);
       answer = await r.json().catch(() => ({}));
-      if (!r.ok) throw new Error(answer.error ?? `the host answered ${r.status}`);
+      if (!r.ok) throw new Error(answer.error ?? `the ${server()} answered ${r.status}`);
     } catch (err) {
       // A receipt came first: the host has it, whatever became of its answer.
       if (m.state === "sending") throw err;
     }
-    pending = null;
+    if (pending === attempt) pending = null;
+    if (gen !== generation) {
+      // Kept in its own session's storage: shown when it is opened again.
+      accepted(m, answer);
+      const draft = drafts.get(to);
+      if (draft?.pending === attempt) draft.pending = null;
+      return;
+    }
     accepted(m, answer);
     filesEl.value = "";
     showAttached();
@@ -810,13 +1175,22 @@ async function send() {
   } catch (err) {
     mine.delete(m.id);
     m.node.remove();
+    const why = err instanceof TypeError ? `the ${server()} cannot be reached` : err.message;
+    if (gen !== generation) {
+      // Back in its own session's box, for when it is opened again.
+      const draft = drafts.get(to) ?? { text: "", pending: null };
+      draft.text = draft.text ? `${typed}\n${draft.text}` : typed;
+      draft.pending = attempt;
+      drafts.set(to, draft);
+      showError(`Not sent to ${sessionLabel(sessions.get(to), to)}: ${why}. Your message is back in its box there.`);
+      return;
+    }
     // Back in the box, before anything typed since.
     textEl.value = textEl.value ? `${typed}\n${textEl.value}` : typed;
-    const why = err instanceof TypeError ? "the host cannot be reached" : err.message;
     showError(`Not sent: ${why}. Your message is still here; send it again.`);
   } finally {
     sendEl.disabled = false;
-    textEl.focus();
+    if (gen === generation) textEl.focus();
   }
 }
 
@@ -846,6 +1220,10 @@ $("#sign-out").addEventListener("click", signOut);
 // does not load the page again: load it, so its code is used.
 addEventListener("hashchange", () => {
   if (codeInHash()) location.reload();
+  else if (hub) {
+    cameFromList = !openId;
+    route();
+  }
 });
 
 start();

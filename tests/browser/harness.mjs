@@ -5,7 +5,8 @@
 // TCP proxy it can cut in front of the bridge.
 //
 // Each host gets its own temporary HOME and OPZERO_HOME, so tests can run in
-// parallel in one process and in several.
+// parallel in one process and in several; hosts behind one hub (`Hub`)
+// share the hub's OPZERO_HOME, each still with its own HOME.
 
 import { spawn, execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -82,15 +83,23 @@ export class Host {
   /// Starts a host; `config` is the text of its opzero.toml. With `claude`
   /// (`idle` or `busy`), Claude Code's session file is there from the start,
   /// and the host is following its transcript (`h.transcript`) when this
-  /// returns, so the mirror's receipts come.
-  static async start({ config = '', claude } = {}) {
+  /// returns, so the mirror's receipts come. `opzeroHome`: the state
+  /// directory (discovery files) to share, a hub's; `name`: the session's
+  /// name in Claude's session file; `project`: Claude's working directory
+  /// is then a directory of that name (its transcript's `cwd`).
+  static async start({ config = '', claude, opzeroHome, name = 'browser-test', project } = {}) {
     const home = await fsp.mkdtemp(path.join(os.tmpdir(), 'opzero-browser-'));
     // The host follows ~/.claude/sessions/<its parent's pid>.json; the
     // directory must be there for it to watch.
     await fsp.mkdir(path.join(home, '.claude', 'sessions'), { recursive: true });
     const configPath = path.join(home, 'opzero.toml');
     await fsp.writeFile(configPath, config);
-    const h = new Host(home, randomUUID(), configPath);
+    const h = new Host(home, randomUUID(), configPath, opzeroHome ?? home);
+    h.name = name;
+    if (project) {
+      h.cwd = path.join(home, project);
+      await fsp.mkdir(h.cwd, { recursive: true });
+    }
     // Claude's own files (what it sends with a reply): never the host's
     // state directory, which the host refuses to send from.
     h.work = await fsp.mkdtemp(path.join(os.tmpdir(), 'opzero-browser-work-'));
@@ -110,8 +119,9 @@ export class Host {
     return h;
   }
 
-  constructor(home, session, configPath) {
+  constructor(home, session, configPath, opzeroHome = home) {
     this.home = home;
+    this.opzeroHome = opzeroHome;
     this.session = session;
     this.configPath = configPath;
     /** every stdout line, in order */
@@ -129,7 +139,7 @@ export class Host {
       env: {
         ...process.env,
         HOME: this.home,
-        OPZERO_HOME: this.home,
+        OPZERO_HOME: this.opzeroHome,
         OPZERO_CHANNEL_SESSION_ID: this.session,
         OPZERO_LOG: 'debug',
       },
@@ -241,6 +251,18 @@ export class Host {
     return id;
   }
 
+  /// Claude calls `reply` while no client reads the session's events (its
+  /// page is closed, or open on another session of a hub), asserting the
+  /// exact answer "queued (id: N; no client connected)"; returns N.
+  async replyQueued(args) {
+    const r = await this.callTool('reply', args);
+    const text = r.result?.content?.[0]?.text ?? '';
+    const m = /^queued \(id: (\d+); no client connected\)$/.exec(text);
+    assert.ok(m, `reply was not queued: ${JSON.stringify(r)}`);
+    assert.equal(r.result.isError, false);
+    return Number(m[1]);
+  }
+
   /// Claude asks for a tool approval.
   permissionRequest(params) {
     this.send({ jsonrpc: '2.0', method: 'notifications/claude/channel/permission_request', params });
@@ -252,13 +274,13 @@ export class Host {
     const file = path.join(this.home, '.claude', 'sessions', `${process.pid}.json`);
     const tmp = file + '.tmp';
     const { cwd, sessionId } = this.transcript;
-    await fsp.writeFile(tmp, JSON.stringify({ pid: process.pid, sessionId, cwd, name: 'browser-test', status }));
+    await fsp.writeFile(tmp, JSON.stringify({ pid: process.pid, sessionId, cwd, name: this.name ?? 'browser-test', status }));
     await fsp.rename(tmp, file);
   }
 
   /// Claude Code's transcript of this session (see `Transcript`).
   get transcript() {
-    this._transcript ??= new Transcript(this.home, this.session);
+    this._transcript ??= new Transcript(this.home, this.session, this.cwd);
     return this._transcript;
   }
 
@@ -280,7 +302,7 @@ export class Host {
   /// The discovery file ({port, secret, ...}), waited for.
   async discovery() {
     if (this.record) return this.record;
-    const file = path.join(this.home, 'channels', `${this.session}.json`);
+    const file = path.join(this.opzeroHome, 'channels', `${this.session}.json`);
     await eventually(async () => {
       this.record = JSON.parse(await fsp.readFile(file, 'utf8'));
     }).catch((e) => assert.fail(`no discovery file ${file}: ${e}\n${this.describe()}`));
@@ -304,7 +326,7 @@ export class Host {
     const args = ['open', this.session, '--no-browser'];
     if (base) args.push('--base', base);
     const { stdout } = await promisify(execFile)(BIN, args, {
-      env: { ...process.env, HOME: this.home, OPZERO_HOME: this.home, DISPLAY: '', WAYLAND_DISPLAY: '' },
+      env: { ...process.env, HOME: this.home, OPZERO_HOME: this.opzeroHome, DISPLAY: '', WAYLAND_DISPLAY: '' },
       timeout: WAIT,
     });
     const lines = stdout.split('\n').filter(Boolean);
@@ -381,8 +403,8 @@ export class Host {
 /// 2.1.328 writes it: each line is a copy of a recorded one (RECORDED) with
 /// this session's ids, the time and the content put in.
 export class Transcript {
-  constructor(home, sessionId) {
-    this.cwd = fs.realpathSync(home);
+  constructor(home, sessionId, cwd = home) {
+    this.cwd = fs.realpathSync(cwd);
     this.sessionId = sessionId;
     this.file = path.join(home, '.claude', 'projects', this.cwd.replace(/[^A-Za-z0-9]/g, '-'), `${sessionId}.jsonl`);
     this.last = null;
@@ -584,13 +606,36 @@ export class Proxy {
 export async function signIn(browser, host, { base, viewport = { width: 1280, height: 800 }, contextOptions = {} } = {}) {
   const context = await browser.newContext({ viewport, ...contextOptions });
   context.setDefaultTimeout(WAIT);
+  await pageOverrides(context);
+  return { context, ...(await signInPage(context, host, { base })) };
+}
+
+/// What the environment asks to serve in place of the binary's page files.
+/// `OPZERO_TEST_APP_JS`: another app.js, a way to check that the tests
+/// catch a broken page (a mutation of it) without rebuilding.
+/// `OPZERO_TEST_WEB`: a directory whose index.html, app.js and app.css
+/// stand in for the binary's (with the binary's own headers, its
+/// Content-Security-Policy included), to try the page's sources against a
+/// binary built before them.
+export async function pageOverrides(context) {
   if (process.env.OPZERO_TEST_APP_JS) {
-    // Serves another app.js in place of the host's: a way to check that the
-    // tests catch a broken page (a mutation of it) without rebuilding.
     const body = await fsp.readFile(process.env.OPZERO_TEST_APP_JS, 'utf8');
     await context.route('**/app.js', (route) => route.fulfill({ contentType: 'text/javascript', body }));
   }
-  return { context, ...(await signInPage(context, host, { base })) };
+  const dir = process.env.OPZERO_TEST_WEB;
+  if (dir) {
+    const files = { '/': 'index.html', '/app.js': 'app.js', '/app.css': 'app.css' };
+    await context.route(
+      (url) => url.hostname === '127.0.0.1' && url.pathname in files,
+      async (route) => {
+        const response = await route.fetch();
+        // Only what the binary serves (with its CSP), not another local server's.
+        if (!response.headers()['content-security-policy']) return route.fulfill({ response });
+        const body = await fsp.readFile(path.join(dir, files[new URL(route.request().url()).pathname]), 'utf8');
+        await route.fulfill({ response, body });
+      },
+    );
+  }
 }
 
 /// A new page in `context`, signed in to `host` the same way. Returns
@@ -605,6 +650,21 @@ export async function signInPage(context, host, { base } = {}) {
   return { page, errors, url };
 }
 
+/// A fresh browser context signed in to `hub`'s page with one sign-in
+/// link; waits until the page shows the session list with the hub's stream
+/// up. Returns {context, page, errors}.
+export async function signInHub(browser, hub, { viewport = { width: 1280, height: 800 }, contextOptions = {} } = {}) {
+  const context = await browser.newContext({ viewport, ...contextOptions });
+  context.setDefaultTimeout(WAIT);
+  await pageOverrides(context);
+  const page = await context.newPage();
+  const errors = watchErrors(page);
+  await page.goto(await hub.signInLink());
+  await signedIn(page);
+  await page.locator('#sessions').waitFor({ state: 'visible', timeout: WAIT });
+  return { context, page, errors };
+}
+
 /// Waits until `page` shows the signed-in view with its event stream up.
 export async function signedIn(page) {
   await page.locator('#signin').waitFor({ state: 'hidden', timeout: WAIT });
@@ -615,6 +675,107 @@ export async function signedIn(page) {
 /// The page's sign-in token, as it keeps it (sessionStorage), or null.
 export function pageToken(page) {
   return page.evaluate(() => sessionStorage.getItem('opzero-token'));
+}
+
+/// `opzero-host hub --port 0`, the way a user runs it, on its own temporary
+/// state directory (`home`, its OPZERO_HOME and HOME): hosts started with
+/// `opzeroHome: hub.home` are the sessions it lists. Its port and secret
+/// come from the `hub.json` it writes once it listens.
+export class Hub {
+  static async start({ config } = {}) {
+    const home = await fsp.mkdtemp(path.join(os.tmpdir(), 'opzero-hub-'));
+    const hub = new Hub(home);
+    const args = ['hub', '--port', '0'];
+    if (config !== undefined) {
+      const file = path.join(home, 'hub-test.toml');
+      await fsp.writeFile(file, config);
+      args.push('--config', file);
+    }
+    hub.child = spawn(BIN, args, {
+      cwd: home,
+      env: { ...process.env, HOME: home, OPZERO_HOME: home, OPZERO_LOG: 'debug' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    hub.exited = new Promise((resolve) => hub.child.once('exit', (code, signal) => resolve({ code, signal })));
+    for (const [stream, key] of [[hub.child.stdout, 'stdout'], [hub.child.stderr, 'stderr']]) {
+      stream.setEncoding('utf8');
+      stream.on('data', (d) => (hub[key] += d));
+    }
+    try {
+      const file = path.join(home, 'hub.json');
+      await eventually(async () => {
+        const record = JSON.parse(await fsp.readFile(file, 'utf8'));
+        assert.equal(record.pid, hub.child.pid, 'hub.json is not this hub\'s');
+        assert.ok(Number.isInteger(record.port) && record.port > 0, `hub.json has no port: ${JSON.stringify(record)}`);
+        hub.record = record;
+      }).catch((e) => assert.fail(`no hub.json in ${home}: ${e.message}\n${hub.describe()}`));
+    } catch (e) {
+      await hub.stop();
+      throw e;
+    }
+    return hub;
+  }
+
+  constructor(home) {
+    this.home = home;
+    this.stdout = '';
+    this.stderr = '';
+  }
+
+  get port() {
+    return this.record.port;
+  }
+
+  get secret() {
+    return this.record.secret;
+  }
+
+  get origin() {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  describe() {
+    const tail = (t) => t.split('\n').slice(-40).join('\n');
+    return `hub stdout:\n${tail(this.stdout)}\nhub stderr (last lines):\n${tail(this.stderr)}`;
+  }
+
+  http(method, pathname, { headers = {}, body } = {}) {
+    return rawHttp(this.port, method, pathname, { headers, body });
+  }
+
+  /// A sign-in link for the hub's page: a one-time code from
+  /// `POST /login-code` with the hub's secret.
+  async signInLink() {
+    const r = await this.http('POST', '/login-code', { headers: { 'X-OPZero-Secret': this.secret } });
+    assert.equal(r.status, 201, `POST /login-code: ${r.status} ${r.body}\n${this.describe()}`);
+    assert.match(r.json?.code ?? '', /^[0-9a-f]+$/, r.body);
+    return `${this.origin}/#code=${r.json.code}`;
+  }
+
+  /// `GET /sessions` with the secret: its list.
+  async sessions() {
+    const r = await this.http('GET', '/sessions', { headers: { 'X-OPZero-Secret': this.secret } });
+    assert.equal(r.status, 200, r.body);
+    return r.json.sessions;
+  }
+
+  /// Waits until the hub lists every one of `hosts`.
+  async lists(...hosts) {
+    await eventually(async () => {
+      const ids = (await this.sessions()).map((s) => s.session_id);
+      for (const h of hosts) assert.ok(ids.includes(h.session), `the hub does not list ${h.session}: ${JSON.stringify(ids)}`);
+    }).catch((e) => assert.fail(`${e.message}\n${this.describe()}`));
+  }
+
+  async stop() {
+    if (this.child && this.child.exitCode === null && this.child.signalCode === null) {
+      this.child.kill('SIGTERM');
+      const late = setTimeout(() => this.child.kill('SIGKILL'), 3000);
+      await this.exited;
+      clearTimeout(late);
+    }
+    await fsp.rm(this.home, { recursive: true, force: true });
+  }
 }
 
 /// A plain HTTP server on its own loopback port that records every request
