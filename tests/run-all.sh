@@ -69,5 +69,7 @@ for how in --enabled --not-enabled; do
   echo "== mirror $how"
   if tests/claude/mirror.sh "$how" "$host"; then passed=$((passed+1)); else failed=$((failed+1)); fi
 done
+# Two sessions started with `launch`, one hub: each message reaches its own session, each reply its own page.
+echo "== hub"; if tests/claude/hub.sh "$host"; then passed=$((passed+1)); else failed=$((failed+1)); fi
 echo "claude-e2e: $passed passed, $failed failed"
 [ $failed = 0 ]
