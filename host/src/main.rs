@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use opzero_host::cli::{client, launcher};
+use opzero_host::cli::{client, filter_test, launcher, new_filter};
 use opzero_host::config::HubConfig;
 use opzero_host::{discovery, hub, serve, UserError};
 
@@ -105,6 +105,23 @@ enum Command {
         #[arg(long)]
         hub: bool,
     },
+    /// Make a filter crate in DIR/NAME: Cargo.toml, src/lib.rs with
+    /// pass-through hooks to change, a unit test, and a README with the
+    /// command that builds it and the [[filter]] block for opzero.toml.
+    NewFilter(new_filter::NewFilter),
+    /// Work with one filter component.
+    Filter {
+        #[command(subcommand)]
+        command: FilterCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum FilterCommand {
+    /// Call one hook of a component, in serve's sandbox and limits: the
+    /// verdict as JSON on stdout, the filter's log on stderr; exit status 0
+    /// for pass, relay or allow, 1 for drop, reject or deny, 2 for an error.
+    Test(filter_test::Test),
 }
 
 /// `OPZERO_LOG` wins; otherwise `serve` logs at info (its stderr is a log
@@ -114,9 +131,10 @@ fn init_logging(default: tracing::Level) {
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::{filter, fmt, Layer};
     let level: tracing::Level = std::env::var("OPZERO_LOG").ok().and_then(|l| l.parse().ok()).unwrap_or(default);
-    // Events only: the log shows no spans, and rmcp's (one per message
-    // sent) then cost nothing.
-    let wanted = filter::filter_fn(move |m| m.is_event() && *m.level() <= level);
+    // No spans: the log shows none, and rmcp's (one per message sent)
+    // then cost nothing. Events, and the hints of `enabled!` (a filter's
+    // `log` asks it before it logs).
+    let wanted = filter::filter_fn(move |m| !m.is_span() && *m.level() <= level);
     let log = fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()).with_target(false);
     tracing_subscriber::registry().with(log.with_filter(wanted)).init();
 }
@@ -156,10 +174,15 @@ fn only_session(config: Option<&Path>) -> Result<discovery::Record, UserError> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(match cli.command {
-        Command::Serve { .. } | Command::Hub { .. } => tracing::Level::INFO,
-        _ => tracing::Level::WARN,
-    });
+    match cli.command {
+        Command::Serve { .. } | Command::Hub { .. } => init_logging(tracing::Level::INFO),
+        Command::Filter { .. } => filter_test::init_logging(),
+        _ => init_logging(tracing::Level::WARN),
+    }
+    // Its exit status is the verdict's, and it prints its own errors.
+    if let Command::Filter { command: FilterCommand::Test(test) } = cli.command {
+        return ExitCode::from(filter_test::run(test));
+    }
     match run(cli.command, cli.config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => ExitCode::from(report(&e)),
@@ -226,6 +249,11 @@ fn run(command: Command, config: Option<PathBuf>) -> anyhow::Result<()> {
             let config = HubConfig::resolve(config, &hub::default_config()).map_err(|e| UserError(e.to_string()))?;
             runtime().block_on(hub::run(config, port))
         }
+        Command::NewFilter(args) => {
+            println!("{}", new_filter::run(&args)?);
+            Ok(())
+        }
+        Command::Filter { .. } => unreachable!("handled in main"),
         Command::Validate { file, hub } => {
             let file = file.or(config.map(Path::to_path_buf)).unwrap_or_else(|| PathBuf::from("opzero.toml"));
             if !file.is_file() {
