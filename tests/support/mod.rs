@@ -118,9 +118,15 @@ impl Host {
             use std::os::unix::fs::DirBuilderExt;
             let own = state.join("cache");
             std::fs::DirBuilder::new().mode(0o700).recursive(true).create(&own).unwrap();
-            for entry in std::fs::read_dir(cache).into_iter().flatten().flatten() {
-                if entry.path().extension().is_some_and(|e| e == "cwasm") {
-                    let _ = std::fs::hard_link(entry.path(), own.join(entry.file_name()));
+            // wasmtime keeps compiled components as `modules/<its version>/<key>`
+            // (with a `.stats` file beside each, which its cache worker rewrites).
+            for version in std::fs::read_dir(cache.join("modules")).into_iter().flatten().flatten() {
+                let to = own.join("modules").join(version.file_name());
+                std::fs::create_dir_all(&to).unwrap();
+                for entry in std::fs::read_dir(version.path()).into_iter().flatten().flatten() {
+                    if entry.path().extension().is_none_or(|e| e != "stats") {
+                        let _ = std::fs::hard_link(entry.path(), to.join(entry.file_name()));
+                    }
                 }
             }
         }
