@@ -330,3 +330,22 @@ fn serve_ends_within_two_seconds_with_a_call_stuck_in_flight() {
         assert!(!h.discovery_path().exists(), "{how}: the discovery file is gone");
     }
 }
+
+/// A component built against opzero:filter@0.1.0 before any later WIT
+/// existed (host/testdata/filter-0.1.0/README.md): it keeps loading and
+/// deciding, byte for byte as it did.
+#[test]
+fn a_component_built_for_wit_0_1_0_keeps_loading() {
+    let wasm = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/filter-0.1.0/max_length.wasm");
+    let config = format!(
+        "[[filter]]\nname = \"old\"\npath = {:?}\nhooks = [\"inject\"]\n[filter.config]\ninject = {{ max_chars = 5 }}\nmarker = \"~\"\n",
+        wasm.display().to_string()
+    );
+    let h = host(config);
+    let r = h.post("/inject", &json!({"content": "hello world", "chat_id": "c1"}));
+    assert_eq!(r.pair_host_id(), (202, json!({"ok": true})));
+    assert_eq!(
+        h.recv_line(),
+        r#"{"jsonrpc":"2.0","method":"notifications/claude/channel","params":{"content":"hell~","meta":{"chat_id":"c1"}}}"#
+    );
+}
