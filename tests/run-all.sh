@@ -2,7 +2,8 @@
 # Every test: the workspace's unit and end-to-end tests, the chat page in a
 # real Chromium (tests/browser/), then the real Claude Code conformance suite
 # (../shared/claude-e2e) against the built host, and the repo's plugin,
-# `launch` and the transcript mirror in the real Claude Code (tests/claude/).
+# `launch`, the transcript mirror and a reload in the real Claude Code
+# (tests/claude/).
 #   tests/run-all.sh            everything
 #   tests/run-all.sh --no-e2e   skip the Claude Code levels
 set -euo pipefail
@@ -69,6 +70,8 @@ for how in --enabled --not-enabled; do
   echo "== mirror $how"
   if tests/claude/mirror.sh "$how" "$host"; then passed=$((passed+1)); else failed=$((failed+1)); fi
 done
+# The config changed under a running session: the next message takes the new filter settings, on the same connection.
+echo "== reload"; if tests/claude/reload.sh --tui "$host"; then passed=$((passed+1)); else failed=$((failed+1)); fi
 # Two sessions started with `launch`, one hub: each message reaches its own session, each reply its own page.
 echo "== hub"; if tests/claude/hub.sh "$host"; then passed=$((passed+1)); else failed=$((failed+1)); fi
 echo "claude-e2e: $passed passed, $failed failed"

@@ -2,8 +2,9 @@
 //!
 //! Data flow (see README): the HTTP `bridge` and the MCP `channel` meet in
 //! `core`; outbound events live in `events`, permission prompts in
-//! `permissions`, the WebAssembly chain in `filters`; what Claude's
-//! transcript says (receipts, unanswered turns, activity) in `mirror`.
+//! `permissions`, the WebAssembly chain in `filters` (loaded again by
+//! `reload`); what Claude's transcript says (receipts, unanswered turns,
+//! activity) in `mirror`.
 
 #![forbid(unsafe_code)]
 
@@ -21,6 +22,7 @@ pub mod meta;
 pub mod mirror;
 pub mod permissions;
 pub mod private;
+pub mod reload;
 pub mod serve;
 pub mod status;
 pub mod transcripts;

@@ -1,7 +1,8 @@
 //! `opzero-host serve`: what Claude Code spawns. It answers Claude Code at
 //! once and loads the filters alongside; once they are ready it writes the
-//! discovery file, so no inject can arrive before them. It cleans up on
-//! stdin EOF, SIGINT or SIGTERM.
+//! discovery file, so no inject can arrive before them. Then it reloads
+//! them when the config or a component changes, or on SIGHUP (`reload`).
+//! It cleans up on stdin EOF, SIGINT or SIGTERM.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use crate::discovery::{self, DiscoveryFile, Record};
 use crate::events::now_ms;
 use crate::files::{Files, Reach};
 use crate::filters::FilterChain;
+use crate::reload::Reloader;
 use crate::bridge::web::{self, SignIn};
 use crate::{bridge, channel, UserError};
 
@@ -135,6 +137,8 @@ pub async fn run(session_id: String, config: Config) -> anyhow::Result<()> {
         move |claude| core.claude_status(claude)
     });
 
+    // From now on: a change made while the filters load is not missed.
+    let reloader = Reloader::new(&core.config, cache_dir())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let ended = async {
@@ -151,6 +155,7 @@ pub async fn run(session_id: String, config: Config) -> anyhow::Result<()> {
     let announce = async {
         let chain = load_filters(&core.config).await?;
         core.start_filters(chain);
+        tokio::spawn(reloader.run(core.clone()));
         // Only now: a reader must never find a dead port, or a bridge whose
         // filters are not there yet.
         let record = Record {

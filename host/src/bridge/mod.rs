@@ -219,6 +219,7 @@ async fn status(State(b): State<Shared>, Extension(access): Extension<Access>) -
                 status["receipts_reason"] = why.into();
             }
         }
+        status["config"] = b.core.config_status();
     }
     Json(status).into_response()
 }

@@ -298,6 +298,20 @@ pub async fn status(r: &Record) -> anyhow::Result<()> {
         (Some(r), None) => println!("receipts  {r}"),
         _ => {}
     }
+    let config = &st["config"];
+    if let Some(state) = config["state"].as_str() {
+        let file = config["file"].as_str().unwrap_or("built-in defaults");
+        let watched = if config["watched"] == true { "" } else { " (not watched)" };
+        let names: Vec<&str> = config["filters"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        let filters = if names.is_empty() { "none".to_string() } else { names.join(", ") };
+        match state {
+            "error" => println!("config    {file}{watched}: its last change did not load; the filters before it run ({filters})"),
+            _ => println!("config    {file}{watched}: {state}; filters: {filters}; reloaded {} time(s)", config["reloads"]),
+        }
+        for e in config["errors"].as_array().into_iter().flatten() {
+            println!("  {}", e.as_str().unwrap_or("?"));
+        }
+    }
     println!("pending   {pending} permission request(s)");
     for p in perms["pending"].as_array().into_iter().flatten() {
         println!(
@@ -447,6 +461,10 @@ fn human(data: &str) -> String {
         },
         "unanswered" => format!("said in the terminal [{}] (to {}): {}", s("chat_id"), s("message_id"), s("text")),
         "activity" => format!("claude: {} {}", s("tool"), s("summary")),
+        "config_error" => {
+            let errors = v["errors"].as_array().into_iter().flatten().filter_map(Value::as_str);
+            errors.fold("the config did not reload (the filters before it still run):".to_string(), |all, e| all + "\n  " + e)
+        }
         "gap" => format!("(missed events {} to {}: they fell out of the replay buffer)", v["from"], v["to"]),
         _ => data.to_string(),
     }

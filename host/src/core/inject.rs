@@ -84,7 +84,7 @@ impl Core {
         };
         meta.extend(file_meta);
         meta.insert("chat_id".into(), chat_id.clone());
-        let outcome = if self.hooks.inject {
+        let outcome = if self.hooks().inject || self.injects.busy() {
             let (done, outcome) = oneshot::channel();
             let message = filters::Message { content: req.content, meta: meta.into_iter().collect() };
             self.injects.push(InjectJob { message, message_id, chat_id, dropped_meta, done });

@@ -12,6 +12,8 @@
 //! [`Queue`]): that is what keeps replies in order, and a guest whole when
 //! the caller stops waiting.
 //!
+//! - `chain`: the filter chain in use, swapped whole by a reload, and the
+//!   config's state.
 //! - `inject`: messages from the phone, duplicate ids, the inbox.
 //! - `replies`: Claude's replies and edits, the outbox.
 //! - `prompts`: permission prompts, verdicts, expiry.
@@ -19,23 +21,25 @@
 //! - `queue`: the queues filtered work waits in.
 //! - `recent_ids`: the ids seen lately, for duplicate detection.
 //!
-//! `inject`, `replies`, `prompts` and `observed` add `Core`'s methods for their part;
-//! `mod.rs` uses only the two leaves, `queue` and `recent_ids`.
+//! `chain`, `inject`, `replies`, `prompts` and `observed` add `Core`'s methods for their part;
+//! `mod.rs` uses only the two leaves, `queue` and `recent_ids`, and the
+//! state `chain` keeps.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use rmcp::model::{CustomNotification, ServerNotification};
 use rmcp::{Peer, RoleServer};
 use serde_json::{json, Map, Value};
 use tokio::sync::oneshot;
 
-use crate::config::{Config, Hooks};
+use crate::config::Config;
 use crate::events::{now_ms, EventLog, Subscription};
 use crate::files::{Files, Outgoing, Upload};
-use crate::filters::{self, FilterChain};
+use crate::filters;
 use crate::mirror::{Mirror, Observed};
 use crate::permissions::{self, Behavior, Permissions, VerdictError};
 
+mod chain;
 mod inject;
 mod observed;
 mod prompts;
@@ -43,6 +47,7 @@ mod queue;
 mod recent_ids;
 mod replies;
 
+use chain::{ConfigStatus, InUse};
 use queue::Queue;
 use recent_ids::RecentIds;
 
@@ -151,8 +156,10 @@ pub struct Core {
     pub config: Config,
     pub events: Arc<EventLog>,
     pub permissions: Permissions,
-    /// The hooks some filter runs on: the others skip the chain entirely.
-    hooks: Hooks,
+    /// The filter chain and its hooks; a reload swaps them.
+    in_use: RwLock<InUse>,
+    /// What `GET /status` says of the config.
+    config_status: Mutex<ConfigStatus>,
     to_claude: Mutex<ToClaude>,
     recent_ids: Mutex<RecentIds>,
     /// What Claude's session file last said (see `status`).
@@ -172,11 +179,6 @@ impl Core {
     /// A core whose filtered work waits in its queues until
     /// [`Core::start_filters`] hands it the loaded chain.
     pub fn new(session_id: String, config: Config, files: Files, mirror: Mirror) -> Arc<Core> {
-        let hooks = config.filters.iter().fold(Hooks::default(), |h, f| Hooks {
-            inject: h.inject || f.hooks.inject,
-            reply: h.reply || f.hooks.reply,
-            permission: h.permission || f.hooks.permission,
-        });
         Arc::new(Core {
             session_id,
             events: EventLog::new(config.events.replay_buffer, config.events.subscriber_lag),
@@ -185,31 +187,15 @@ impl Core {
             files: Arc::new(files),
             claude: tokio::sync::watch::Sender::new(None),
             mirror,
+            in_use: RwLock::new(InUse::pending(&config.filters)),
+            config_status: Mutex::new(ConfigStatus::new(config.source.as_deref())),
             config,
             permissions: Permissions::default(),
-            hooks,
             to_claude: Mutex::new(ToClaude::Held { queue: Vec::new(), bytes: 0 }),
             injects: Queue::new(),
             replies: Queue::new(),
             prompts: Queue::new(),
         })
-    }
-
-    /// Starts the work through `chain`, what was queued before included.
-    pub fn start_filters(self: &Arc<Self>, chain: FilterChain) {
-        let with = (self.clone(), Arc::new(chain));
-        self.injects.start(with.clone(), |(core, chain), job| async move {
-            let verdict = chain.on_inject(job.message).await;
-            let _ = job.done.send(core.filtered_inject(verdict, job.message_id, job.chat_id, job.dropped_meta).await);
-        });
-        self.replies.start(with.clone(), |(core, chain), job| async move {
-            let verdict = chain.on_reply(job.reply).await;
-            core.after_reply_filters(verdict, job.then);
-        });
-        self.prompts.start(with, |(core, chain), request| async move {
-            let verdict = chain.on_permission(request.clone()).await;
-            core.decide_permission(request, verdict).await;
-        });
     }
 
     /// Claude Code sent `notifications/initialized`: what was held goes to

@@ -13,7 +13,7 @@ impl Core {
     pub async fn permission_request(&self, request: permissions::Request) {
         if !self.config.permissions.relay {
             tracing::warn!(request_id = %request.request_id, "permission relay is off; ignoring request");
-        } else if self.hooks.permission {
+        } else if self.hooks().permission || self.prompts.busy() {
             self.prompts.push(request);
         } else {
             self.decide_permission(request, PermissionVerdict::Relay).await;

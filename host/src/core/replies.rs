@@ -45,7 +45,7 @@ impl Core {
     /// Sends Claude's text through the reply filters, in order with the
     /// rest, then on to what `then` says.
     pub(super) fn through_reply_filters(&self, reply: filters::Reply, then: Then) {
-        if self.hooks.reply {
+        if self.hooks().reply || self.replies.busy() {
             self.replies.push(ReplyJob { reply, then });
         } else {
             self.after_reply_filters(Verdict::Pass(reply), then);

@@ -1,0 +1,144 @@
+//! The filter chain in use, and what `GET /status` says of the config it
+//! came from. A reload swaps the chain whole, between jobs: each job reads
+//! the chain once, as it starts, so the messages already in a chain finish
+//! on it, and the next ones take the new one.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::json;
+
+use super::Core;
+use crate::config::{ConfigErrors, FilterSpec, Hooks};
+use crate::events::now_ms;
+use crate::filters::FilterChain;
+
+/// The chain the queues run, and the hooks it has filters for (the others
+/// skip the queues entirely).
+pub(super) struct InUse {
+    chain: Arc<FilterChain>,
+    hooks: Hooks,
+}
+
+impl InUse {
+    /// Before the chain is loaded: work for its hooks waits in the queues.
+    pub(super) fn pending(specs: &[FilterSpec]) -> InUse {
+        InUse { chain: Arc::new(FilterChain::default()), hooks: hooks_of(specs) }
+    }
+}
+
+fn hooks_of(specs: &[FilterSpec]) -> Hooks {
+    let mut hooks = Hooks::default();
+    for f in specs {
+        hooks.inject |= f.hooks.inject;
+        hooks.reply |= f.hooks.reply;
+        hooks.permission |= f.hooks.permission;
+    }
+    hooks
+}
+
+/// The config's state, as `GET /status` shows it under `config`.
+#[derive(Debug, Clone, Serialize)]
+pub(super) struct ConfigStatus {
+    /// `loading` until the first chain is ready, `ok`, or `error` when the
+    /// last change did not load (the chain before it still runs).
+    state: &'static str,
+    /// The config file; `null` for the built-in defaults.
+    file: Option<PathBuf>,
+    /// Whether changes to it are noticed (see `reload`).
+    watched: bool,
+    /// The filters running, in order.
+    filters: Vec<String>,
+    /// When they were loaded (ms since the epoch).
+    loaded_at: Option<u64>,
+    /// Successful reloads since the host started.
+    reloads: u64,
+    /// What was wrong with the last change, at file:line:col.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    errors: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failed_at: Option<u64>,
+}
+
+impl ConfigStatus {
+    pub(super) fn new(file: Option<&Path>) -> ConfigStatus {
+        ConfigStatus {
+            state: "loading",
+            file: file.map(|f| std::path::absolute(f).unwrap_or_else(|_| f.to_path_buf())),
+            watched: false,
+            filters: Vec::new(),
+            loaded_at: None,
+            reloads: 0,
+            errors: Vec::new(),
+            failed_at: None,
+        }
+    }
+
+    fn loaded(&mut self, chain: &FilterChain) {
+        self.state = "ok";
+        self.filters = chain.names();
+        self.loaded_at = Some(now_ms());
+        self.errors.clear();
+        self.failed_at = None;
+    }
+}
+
+impl Core {
+    /// The chain to run a job through: read once per job.
+    pub(super) fn chain(&self) -> Arc<FilterChain> {
+        self.in_use.read().unwrap().chain.clone()
+    }
+
+    /// The hooks some filter runs on.
+    pub(super) fn hooks(&self) -> Hooks {
+        self.in_use.read().unwrap().hooks
+    }
+
+    /// Starts the work through `chain`, what was queued before included.
+    pub fn start_filters(self: &Arc<Self>, chain: FilterChain) {
+        self.config_status.lock().unwrap().loaded(&chain);
+        self.in_use.write().unwrap().chain = Arc::new(chain);
+        self.injects.start(self.clone(), |core, job| async move {
+            let verdict = core.chain().on_inject(job.message).await;
+            let _ = job.done.send(core.filtered_inject(verdict, job.message_id, job.chat_id, job.dropped_meta).await);
+        });
+        self.replies.start(self.clone(), |core, job| async move {
+            let verdict = core.chain().on_reply(job.reply).await;
+            core.after_reply_filters(verdict, job.then);
+        });
+        self.prompts.start(self.clone(), |core, request| async move {
+            let verdict = core.chain().on_permission(request.clone()).await;
+            core.decide_permission(request, verdict).await;
+        });
+    }
+
+    /// A reload: `chain`, loaded from `specs`, takes over from the next job
+    /// of each queue.
+    pub fn swap_filters(&self, specs: &[FilterSpec], chain: FilterChain) {
+        let mut status = self.config_status.lock().unwrap();
+        status.loaded(&chain);
+        status.reloads += 1;
+        *self.in_use.write().unwrap() = InUse { chain: Arc::new(chain), hooks: hooks_of(specs) };
+    }
+
+    /// A change did not load: the chain in use stays, and the phone hears why.
+    pub fn config_failed(&self, errors: &ConfigErrors) {
+        let errors: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+        let mut status = self.config_status.lock().unwrap();
+        status.state = "error";
+        status.errors.clone_from(&errors);
+        status.failed_at = Some(now_ms());
+        self.events.publish(&json!({ "type": "config_error", "errors": errors, "ts": now_ms() }));
+    }
+
+    /// Whether changes to the config are being noticed.
+    pub fn config_watched(&self, watched: bool) {
+        self.config_status.lock().unwrap().watched = watched;
+    }
+
+    /// `GET /status`'s `config`.
+    pub fn config_status(&self) -> serde_json::Value {
+        json!(*self.config_status.lock().unwrap())
+    }
+}
