@@ -94,6 +94,13 @@ impl Conn {
         })
     }
 
+    /// The same connection, naming `127.0.0.1:<port>` as its `Host`: a
+    /// client that speaks to a server through a relay names the server.
+    pub fn with_host(mut self, port: u16) -> Conn {
+        self.host = format!("127.0.0.1:{port}");
+        self
+    }
+
     /// Send one request (in one write) and read its whole response.
     pub fn request(
         &mut self,

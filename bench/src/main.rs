@@ -8,6 +8,8 @@ mod floor;
 mod http;
 mod measure;
 mod procfs;
+mod relay;
+mod reload;
 mod report;
 mod server;
 mod stats;
@@ -22,6 +24,7 @@ use serde::Serialize;
 use measure::{AtOnce, Depth, Load, Run, Wakeups};
 use report::Row;
 use server::Spec;
+use stats::Summary;
 
 #[derive(Parser)]
 #[command(
@@ -92,6 +95,18 @@ struct Cli {
     /// (by default they get socket pairs, as Claude Code gives them)
     #[arg(long)]
     pipes: bool,
+    /// Skip the hub's rows (`opzero-host hub`, issue 21)
+    #[arg(long)]
+    no_hub: bool,
+    /// Live sessions the hub lists for the GET /sessions and hub inject
+    /// rounds [default: 20]; the idle hub lists 2 of them
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=200))]
+    hub_sessions: Option<u64>,
+    /// Injects sent while the 4-filter chain's config is saved again and
+    /// again (issue 22) [default: 10000 with 20 saves; 2000 with 5 with
+    /// --quick; 0 skips it]
+    #[arg(long, value_name = "N")]
+    reload_injects: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -99,6 +114,12 @@ enum Cmd {
     /// The trivial responder the floor is measured against (spawned by the benchmark)
     #[command(hide = true)]
     FloorServe,
+    /// The relay floor, in front of a host's port (spawned by the benchmark)
+    #[command(hide = true)]
+    FloorRelay {
+        #[arg(long)]
+        to: u16,
+    },
 }
 
 fn main() -> ExitCode {
@@ -108,6 +129,15 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("floor: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(Cmd::FloorRelay { to }) = cli.cmd {
+        return match relay::serve(to) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("relay: {e}");
                 ExitCode::FAILURE
             }
         };
@@ -142,7 +172,40 @@ struct Results {
     host_4_filters: Vec<Run>,
     single_filter: Vec<(String, Vec<Run>)>,
     filters_skipped: Option<String>,
+    /// `opzero-host hub` (issue 21) and the hosts it lists.
+    hub: Option<HubResults>,
+    /// A reload under a steady stream of injects (issue 22).
+    reload: Vec<reload::ReloadRun>,
+    /// `/proc/loadavg` when the benchmark started and when it ended: the
+    /// machine is shared, and its load moves the latencies.
+    loadavg: Vec<String>,
     rows: Vec<Row>,
+}
+
+/// The hub's figures: idle with a few hosts listed, then rounds with
+/// `sessions` listed.
+#[derive(Default, Serialize)]
+struct HubResults {
+    /// Hosts listed (and watched) while the hub idles.
+    idle_hosts: usize,
+    /// Spawn → `hub.json` names it and `GET /status` answered 200.
+    startup_ms: f64,
+    /// `VmRSS` of the hub once settled with `idle_hosts` listed, before
+    /// any client connected to it.
+    rss_idle_mib: f64,
+    /// Its anonymous part (`RssAnon`: heap, stacks); the rest is pages of
+    /// the binary and of libc, shared with every host.
+    rss_idle_anon_mib: f64,
+    idle_wakeups: Option<measure::HubWakeups>,
+    /// Hosts listed in the rounds.
+    sessions: usize,
+    /// `VmRSS` once settled with `sessions` listed.
+    rss_listed_mib: f64,
+    /// `VmHWM` after the rounds.
+    rss_peak_mib: f64,
+    /// One per `--runs`: `GET /sessions` latency, and injects through the
+    /// hub and straight to the host, alternating.
+    rounds: Vec<measure::HubRound>,
 }
 
 #[derive(Default, Serialize)]
@@ -212,8 +275,19 @@ impl Drop for Scratch {
     }
 }
 
+/// The first three fields of `/proc/loadavg` (1, 5 and 15 minutes).
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn bench(cli: &Cli) -> Result<(), String> {
     let quick = cli.quick;
+    let load_at_start = loadavg();
     let runs = cli.runs.unwrap_or(if quick { 1 } else { 5 }).max(1);
     let load = Load {
         injects: cli.injects.unwrap_or(if quick { 500 } else { 2000 }),
@@ -241,7 +315,7 @@ fn bench(cli: &Cli) -> Result<(), String> {
     let me = std::env::current_exe().map_err(|e| e.to_string())?;
     let floor_spec = Spec {
         label: "floor".into(),
-        program: me,
+        program: me.clone(),
         args: vec!["floor-serve".into()],
         home: home("floor"),
         pipes: cli.pipes,
@@ -280,6 +354,7 @@ fn bench(cli: &Cli) -> Result<(), String> {
         stdio: if cli.pipes { "pipes" } else { "sockets" },
         load: Some(load.clone()),
         runs,
+        loadavg: vec![load_at_start],
         ..Results::default()
     };
 
@@ -385,6 +460,32 @@ fn bench(cli: &Cli) -> Result<(), String> {
         }
     }
 
+    // The hub, on the state directory of hosts of its own (the idle
+    // windows' hosts stay without a watcher): a few hosts while it idles,
+    // then `--hub-sessions` for the rounds.
+    let hub_sessions = cli.hub_sessions.unwrap_or(20) as usize;
+    let mut hub_group = None;
+    if let Some(h) = host_spec.as_ref().filter(|_| !cli.no_hub) {
+        let idle_hosts = hub_sessions.min(2);
+        eprintln!("hub: {idle_hosts} hosts and a hub on one OPZERO_HOME");
+        let spec = Spec {
+            label: "opzero-host listed by the hub".into(),
+            home: home("hub"),
+            ..h.clone()
+        };
+        let g = measure::HubGroup::start(&spec, &bin, &me, idle_hosts)?;
+        g.settle();
+        results.hub = Some(HubResults {
+            idle_hosts,
+            startup_ms: g.hub.startup.as_secs_f64() * 1e3,
+            rss_idle_mib: measure::hub_rss_mib(&g),
+            rss_idle_anon_mib: procfs::status_kib(g.hub.pid, "RssAnon").unwrap_or(0) as f64
+                / 1024.0,
+            ..HubResults::default()
+        });
+        hub_group = Some(g);
+    }
+
     if idle_secs > 0 {
         // The host as it runs under Claude Code: following its transcript.
         let following = host_spec.as_ref().map(|h| Spec {
@@ -397,21 +498,46 @@ fn bench(cli: &Cli) -> Result<(), String> {
         specs.extend(&host_spec);
         specs.extend(&chain);
         specs.extend(&following);
+        let mut labels: Vec<String> = specs.iter().map(|s| s.label.clone()).collect();
+        if let Some(g) = &hub_group {
+            labels.push(format!("the hub and its {} hosts", g.hosts.len()));
+        }
         eprintln!(
             "idle wake-ups: {} side by side, {idle_secs} s with no subscriber, then {idle_secs} s with one",
-            specs
-                .iter()
-                .map(|s| s.label.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            labels.join(", ")
         );
-        let mut w = measure::idle_wakeups(&specs, Duration::from_secs(idle_secs))?.into_iter();
+        let (w, hw) =
+            measure::idle_wakeups(&specs, Duration::from_secs(idle_secs), hub_group.as_mut())?;
+        if let Some(hr) = &mut results.hub {
+            hr.idle_wakeups = hw;
+        }
+        let mut w = w.into_iter();
         results.idle_wakeups = Idle {
             floor: w.next(),
             host: host_spec.as_ref().and_then(|_| w.next()),
             host_4_filters: chain.as_ref().and_then(|_| w.next()),
             host_following: following.as_ref().and_then(|_| w.next()),
         };
+    }
+
+    if let (Some(mut g), Some(hr)) = (hub_group.take(), results.hub.as_mut()) {
+        let list_requests = if quick { 200 } else { 1000 };
+        eprintln!(
+            "hub: {hub_sessions} sessions listed; {runs} round(s) of {list_requests} GET /sessions \
+             and {} injects each way (through the hub, straight to the host, through the relay floor, in turn)",
+            load.injects
+        );
+        g.grow(hub_sessions)?;
+        g.settle();
+        hr.sessions = g.hosts.len();
+        hr.rss_listed_mib = measure::hub_rss_mib(&g);
+        for _ in 0..runs {
+            hr.rounds
+                .push(measure::hub_round(&g, &load, list_requests)?);
+        }
+        hr.rss_peak_mib = procfs::peak_kib(g.hub.pid) as f64 / 1024.0;
+        g.all_alive()?;
+        g.stop();
     }
 
     for r in 0..runs {
@@ -439,7 +565,22 @@ fn bench(cli: &Cli) -> Result<(), String> {
         }
     }
 
+    let reload_injects = cli
+        .reload_injects
+        .unwrap_or(if quick { 2000 } else { 10_000 });
+    if let Some(four) = chain.as_ref().filter(|_| reload_injects > 0) {
+        let saves = if quick { 5 } else { 20 };
+        eprintln!(
+            "reload: {reload_injects} injects at a steady pace while the 4-filter config is saved {saves} times"
+        );
+        results
+            .reload
+            .push(reload::under_injects(four, reload_injects, saves)?);
+    }
+
+    results.loadavg.push(loadavg());
     results.rows = rows(&results, &load);
+    results.rows.extend(reload::rows(&results.reload));
     if let Some(path) = &cli.json_out {
         let text = serde_json::to_string_pretty(&results).map_err(|e| e.to_string())?;
         std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -458,6 +599,11 @@ fn bench(cli: &Cli) -> Result<(), String> {
             println!("host: {b} (stdin and stdout: {})", results.stdio);
         }
         println!(
+            "load average (1, 5, 15 min): {} at the start, {} at the end",
+            results.loadavg.first().map_or("?", String::as_str),
+            results.loadavg.last().map_or("?", String::as_str)
+        );
+        println!(
             "floor: the bench's own trivial responder (floor-serve), measured by the same harness in the same run;\n\
              host/floor: the median of the rounds' ratios (each round runs the floor, then the host),\n\
              so where rounds disagree it is not the quotient of the two medians\n"
@@ -467,7 +613,20 @@ fn bench(cli: &Cli) -> Result<(), String> {
             println!("\n4-filter chain skipped: {why}");
         }
         let i = &results.idle_wakeups;
-        for w in [&i.floor, &i.host, &i.host_4_filters].into_iter().flatten() {
+        let hub_idle = results.hub.as_ref().and_then(|h| h.idle_wakeups.as_ref());
+        let hub_w = hub_idle.map(|h| &h.hub);
+        let watched = hub_idle.map(|h| &h.watched_hosts);
+        for w in [
+            i.floor.as_ref(),
+            i.host.as_ref(),
+            i.host_4_filters.as_ref(),
+            i.host_following.as_ref(),
+            hub_w,
+            watched,
+        ]
+        .into_iter()
+        .flatten()
+        {
             let n = w.alone.threads_ended + w.subscribed.threads_ended;
             if n > 0 {
                 println!(
@@ -482,6 +641,204 @@ fn bench(cli: &Cli) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The hub's rows (issue 21): idle wake-ups and memory (absolute), the
+/// inject through the hub beside the same inject straight to the host, and
+/// the list's latency.
+fn hub_rows(rows: &mut Vec<Row>, hr: &HubResults, floor_idle: Option<&Wakeups>) {
+    let s = "hub (checks of issue 21; inject rows: the floor column is the same inject sent \
+             straight to the host, the three paths taken in turn; the relay floor is a bare TCP relay)";
+    if let Some(hw) = &hr.idle_wakeups {
+        let secs = hw.hub.alone.secs.min(hw.hub.subscribed.secs);
+        let fa = floor_idle.map(|w| w.alone.per_min());
+        let fs = floor_idle.map(|w| w.subscribed.per_min());
+        let ha = hw.hub.alone.per_min();
+        rows.push(
+            Row::new(
+                s,
+                format!(
+                    "hub idle wake-ups, no subscriber, {} listed and watched ({secs:.0} s)",
+                    count(hw.hosts, "host")
+                ),
+                "/min",
+            )
+            .host(Some(ha))
+            .floor(fa)
+            .ratio(report::quotient(Some(ha), fa))
+            .target("0 /min", Some(hw.hub.alone.switches == 0)),
+        );
+        let hs = hw.hub.subscribed.per_min();
+        rows.push(
+            Row::new(
+                s,
+                format!("hub idle wake-ups, one /events subscriber ({secs:.0} s)"),
+                "/min",
+            )
+            .host(Some(hs))
+            .floor(fs)
+            .ratio(report::quotient(Some(hs), fs)),
+        );
+        let wa = hw.watched_hosts.alone.per_min();
+        rows.push(
+            Row::new(
+                s,
+                format!(
+                    "its {}, idle wake-ups together, watched by the hub only ({secs:.0} s)",
+                    count(hw.hosts, "host")
+                ),
+                "/min",
+            )
+            .host(Some(wa))
+            .floor(fa)
+            .ratio(report::quotient(Some(wa), fa)),
+        );
+    }
+    rows.push(
+        Row::new(
+            s,
+            format!(
+                "hub RSS idle, {} listed, no subscriber",
+                count(hr.idle_hosts, "host")
+            ),
+            "MiB",
+        )
+        .host(Some(hr.rss_idle_mib))
+        .at_most(10.0),
+    );
+    rows.push(
+        Row::new(
+            s,
+            "of which anonymous (heap, stacks; the rest is the binary's and libc's pages)",
+            "MiB",
+        )
+        .host(Some(hr.rss_idle_anon_mib)),
+    );
+    if hr.rounds.is_empty() {
+        return;
+    }
+    rows.push(
+        Row::new(
+            s,
+            format!("hub RSS, {} listed", count(hr.sessions, "session")),
+            "MiB",
+        )
+        .host(Some(hr.rss_listed_mib)),
+    );
+    rows.push(Row::new(s, "hub RSS peak, after the rounds", "MiB").host(Some(hr.rss_peak_mib)));
+    let rounds = &hr.rounds;
+    let each = |g: &dyn Fn(&measure::HubRound) -> Option<f64>| -> Vec<f64> {
+        rounds.iter().filter_map(g).collect()
+    };
+    let inj =
+        |g: fn(&measure::HubInject) -> f64| move |x: &measure::HubRound| x.inject.as_ref().map(g);
+    // Through the hub beside straight to the host, round by round.
+    let paths = |what: &str,
+                 via: fn(&measure::HubInject) -> f64,
+                 direct: fn(&measure::HubInject) -> f64,
+                 limit: Option<f64>| {
+        let (v, d) = (each(&inj(via)), each(&inj(direct)));
+        let ratio = ratios(&v, &d);
+        let mut row = Row::new(s, what.to_string(), "µs")
+            .host(stats::median(&v))
+            .floor(stats::median(&d))
+            .ratio(ratio);
+        if let Some(k) = limit {
+            row = row.target(
+                format!("≤ {}× straight", report::num(k)),
+                ratio.map(|r| r <= k),
+            );
+        }
+        row
+    };
+    rows.push(paths(
+        "inject → stdout p50, through the hub",
+        |x| x.via_hub_us.p50,
+        |x| x.direct_us.p50,
+        Some(1.5),
+    ));
+    rows.push(paths(
+        "inject → stdout p50, through the relay floor",
+        |x| x.via_relay_us.p50,
+        |x| x.direct_us.p50,
+        None,
+    ));
+    rows.push(paths(
+        "inject → 202 answer p50, through the hub",
+        |x| x.via_hub_answer_us.p50,
+        |x| x.direct_answer_us.p50,
+        Some(1.5),
+    ));
+    rows.push(paths(
+        "inject → 202 answer p50, through the relay floor",
+        |x| x.via_relay_answer_us.p50,
+        |x| x.direct_answer_us.p50,
+        None,
+    ));
+    rows.push(paths(
+        "inject → stdout p99, through the hub",
+        |x| x.via_hub_us.p99,
+        |x| x.direct_us.p99,
+        None,
+    ));
+    rows.push(paths(
+        "inject → 202 answer p99, through the hub",
+        |x| x.via_hub_answer_us.p99,
+        |x| x.direct_answer_us.p99,
+        None,
+    ));
+    // This one beside the relay's, not the host's.
+    let (hc, rc) = (each(&inj(|x| x.hub_cpu_us)), each(&inj(|x| x.relay_cpu_us)));
+    rows.push(
+        Row::new(
+            s,
+            "CPU per forwarded inject: the hub (floor column: the relay floor)",
+            "µs",
+        )
+        .host(stats::median(&hc))
+        .floor(stats::median(&rc))
+        .ratio(ratios(&hc, &rc)),
+    );
+    let list = |g: fn(&Summary) -> f64| move |x: &measure::HubRound| Some(g(&x.list_ms));
+    let n = hr.sessions;
+    for (what, g, checked) in [
+        ("p50", list(|l| l.p50), true),
+        ("p99", list(|l| l.p99), true),
+        ("max", list(|l| l.max), false),
+    ] {
+        let v = stats::median(&each(&g));
+        let mut row = Row::new(
+            s,
+            format!("GET /sessions, {} listed: {what}", count(n, "session")),
+            "ms",
+        )
+        .host(v);
+        if checked {
+            row = row.target("< 5 ms", v.map(|v| v < 5.0));
+        }
+        rows.push(row);
+    }
+    let failures: usize = rounds
+        .iter()
+        .filter_map(|x| x.inject.as_ref())
+        .map(|x| x.failures)
+        .sum();
+    if failures > 0 {
+        rows.push(
+            Row::new(
+                s,
+                "injects with no notification or a wrong status (all rounds)",
+                "",
+            )
+            .host(Some(failures as f64))
+            .target("0", Some(false)),
+        );
+    }
+}
+
+/// "1 host", "2 hosts".
+fn count(n: usize, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
 }
 
 fn med(runs: &[Run], f: impl Fn(&Run) -> Option<f64>) -> Option<f64> {
@@ -698,6 +1055,10 @@ fn rows(r: &Results, load: &Load) -> Vec<Row> {
                 rows.push(row);
             }
         }
+    }
+
+    if let Some(hr) = &r.hub {
+        hub_rows(&mut rows, hr, idle.floor.as_ref());
     }
 
     let s = "startup and exit";

@@ -1,6 +1,7 @@
 //! The measurements themselves, against one running server.
 
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
 use std::sync::mpsc;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -9,7 +10,7 @@ use serde::Serialize;
 
 use crate::http::{self, Conn};
 use crate::procfs;
-use crate::server::{self, Server, Spec};
+use crate::server::{self, Hub, Relay, Server, Spec};
 use crate::stats::{self, Summary};
 
 /// How much to send.
@@ -254,6 +255,15 @@ impl Window {
     pub fn per_min(&self) -> f64 {
         self.switches as f64 * 60.0 / self.secs.max(1e-9)
     }
+
+    /// Several processes' counts over the same window, added up.
+    fn sum(windows: &[Window]) -> Window {
+        Window {
+            secs: windows.first().map_or(0.0, |w| w.secs),
+            switches: windows.iter().map(|w| w.switches).sum(),
+            threads_ended: windows.iter().map(|w| w.threads_ended).sum(),
+        }
+    }
 }
 
 /// Idle wake-ups of one server: with no SSE subscriber, then with one.
@@ -271,7 +281,16 @@ const POLL: Duration = Duration::from_millis(250);
 /// context switches over `window` with nobody connected, and over another
 /// `window` with one SSE subscriber each (reading its stream). The servers
 /// are measured side by side, in the same windows.
-pub fn idle_wakeups(specs: &[&Spec], window: Duration) -> Result<Vec<Wakeups>, String> {
+///
+/// A running hub group is counted in the same windows: the hub and its
+/// hosts with nobody connected but the hub (its `GET /watch` on each
+/// host), then with one subscriber on the hub's `GET /events` (its hosts
+/// get none).
+pub fn idle_wakeups(
+    specs: &[&Spec],
+    window: Duration,
+    mut hub: Option<&mut HubGroup>,
+) -> Result<(Vec<Wakeups>, Option<HubWakeups>), String> {
     let mut servers = Vec::with_capacity(specs.len());
     for spec in specs {
         let mut s = Server::start(spec)?;
@@ -281,39 +300,70 @@ pub fn idle_wakeups(specs: &[&Spec], window: Duration) -> Result<Vec<Wakeups>, S
             let deadline = Instant::now() + Duration::from_secs(10);
             while !s.has_receipts() {
                 if Instant::now() > deadline {
-                    return Err(format!("{}: never said receipts are available\n{}", s.label, s.stderr_tail()));
+                    return Err(format!(
+                        "{}: never said receipts are available\n{}",
+                        s.label,
+                        s.stderr_tail()
+                    ));
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
         servers.push(s);
     }
-    let pids: Vec<u32> = servers.iter().map(|s| s.pid).collect();
+    let mut pids: Vec<u32> = servers.iter().map(|s| s.pid).collect();
+    // The hub's pid, then its hosts', after the servers'.
+    if let Some(g) = &hub {
+        pids.extend(g.pids());
+    }
     settle(&pids);
     let alone = count_switches(&pids, window);
     // Each reader reads until its server closes the stream; pings are SSE
     // comments, read and dropped. Its receiver is kept until then all the same.
-    let mut receivers = Vec::with_capacity(servers.len());
+    let mut receivers = Vec::with_capacity(servers.len() + 1);
     for s in &servers {
         let (tx, rx) = mpsc::channel();
         http::subscribe(s.port, &s.secret, tx)
             .map_err(|e| format!("{}: GET /events: {e}", s.label))?;
         receivers.push(rx);
     }
+    if let Some(g) = &hub {
+        let (tx, rx) = mpsc::channel();
+        http::subscribe(g.hub.port, &g.hub.secret, tx)
+            .map_err(|e| format!("hub: GET /events: {e}\n{}", g.hub.stderr_tail()))?;
+        receivers.push(rx);
+    }
     settle(&pids);
     let subscribed = count_switches(&pids, window);
     all_alive(&mut servers)?;
+    if let Some(g) = &mut hub {
+        g.all_alive()?;
+    }
+    let n = servers.len();
     let out = servers
         .iter()
-        .zip(alone.into_iter().zip(subscribed))
+        .zip(alone.iter().cloned().zip(subscribed.iter().cloned()))
         .map(|(s, (alone, subscribed))| Wakeups {
             label: s.label.clone(),
             alone,
             subscribed,
         })
         .collect();
+    let hub_out = hub.map(|g| HubWakeups {
+        hosts: g.hosts.len(),
+        hub: Wakeups {
+            label: "hub".into(),
+            alone: alone[n].clone(),
+            subscribed: subscribed[n].clone(),
+        },
+        watched_hosts: Wakeups {
+            label: format!("the {} hosts the hub watches, together", g.hosts.len()),
+            alone: Window::sum(&alone[n + 1..]),
+            subscribed: Window::sum(&subscribed[n + 1..]),
+        },
+    });
     stop_all(servers);
-    Ok(out)
+    Ok((out, hub_out))
 }
 
 /// Context switches of each process tree over `window`, thread by thread.
@@ -350,6 +400,305 @@ fn count_switches(pids: &[u32], window: Duration) -> Vec<Window> {
             threads_ended: ended[k].len(),
         })
         .collect()
+}
+
+/// Idle wake-ups of a hub and of the hosts it watches, in the windows of
+/// [`idle_wakeups`].
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct HubWakeups {
+    /// Live hosts the hub listed (and watched) during the windows.
+    pub hosts: usize,
+    /// The hub: no subscriber, then one on its `GET /events`.
+    pub hub: Wakeups,
+    /// Its hosts, added up: nobody connected but the hub's `GET /watch`,
+    /// in both windows.
+    pub watched_hosts: Wakeups,
+}
+
+/// `opzero-host hub` and live hosts on one state directory, each host
+/// spawned as Claude Code spawns it, with the MCP handshake done.
+pub struct HubGroup {
+    pub hub: Hub,
+    pub hosts: Vec<Server>,
+    /// The relay floor in front of the first host.
+    relay: Relay,
+    spec: Spec,
+}
+
+impl HubGroup {
+    /// Start `hosts` hosts of `spec` (all with `spec.home`, so one
+    /// `OPZERO_HOME`), then the hub, and wait until it lists every host
+    /// with what its `GET /watch` said; and the relay floor (`me
+    /// floor-relay`) in front of the first host. Not settled: see
+    /// [`HubGroup::settle`].
+    pub fn start(
+        spec: &Spec,
+        hub_program: &Path,
+        me: &Path,
+        hosts: usize,
+    ) -> Result<HubGroup, String> {
+        let hub = Hub::start(hub_program, &spec.home)?;
+        let mut first = Server::start(spec)?;
+        first.handshake()?;
+        let mut g = HubGroup {
+            relay: Relay::start(me, first.port)?,
+            hub,
+            hosts: vec![first],
+            spec: spec.clone(),
+        };
+        g.grow(hosts.max(1))?;
+        Ok(g)
+    }
+
+    /// Start hosts until there are `count`, and wait until the hub lists them all.
+    pub fn grow(&mut self, count: usize) -> Result<(), String> {
+        while self.hosts.len() < count {
+            let mut s = Server::start(&self.spec)?;
+            s.handshake()?;
+            self.hosts.push(s);
+        }
+        self.wait_listed()
+    }
+
+    /// `GET /sessions` until every host is listed with its summary (its
+    /// `pending` known), and no other session is.
+    fn wait_listed(&self) -> Result<(), String> {
+        let want: HashSet<&str> = self.hosts.iter().map(|s| s.session.as_str()).collect();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut last = String::new();
+        loop {
+            if let Ok(mut c) = Conn::connect(self.hub.port)
+                && let Ok(r) = c.request("GET", "/sessions", Some(&self.hub.secret), None)
+            {
+                last = String::from_utf8_lossy(&r.body).into_owned();
+                if r.status == 200 && listed(&r.body, &want) {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "hub: after 10 s, GET /sessions does not list the {} hosts with their state: {last}\n{}",
+                    want.len(),
+                    self.hub.stderr_tail()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The hub's pid, then its hosts'.
+    pub fn pids(&self) -> Vec<u32> {
+        std::iter::once(self.hub.pid)
+            .chain(self.hosts.iter().map(|s| s.pid))
+            .collect()
+    }
+
+    /// Wait out startup work, as before any idle figure.
+    pub fn settle(&self) {
+        settle(&self.pids());
+    }
+
+    pub fn all_alive(&mut self) -> Result<(), String> {
+        if self.hub.exited() {
+            return Err(format!("the hub exited\n{}", self.hub.stderr_tail()));
+        }
+        all_alive(&mut self.hosts)
+    }
+
+    /// The hosts first (Claude exited), then the hub and the relay.
+    pub fn stop(self) {
+        stop_all(self.hosts);
+        self.hub.stop();
+        drop(self.relay);
+    }
+}
+
+/// Does this `GET /sessions` body list exactly the sessions of `want`,
+/// each with its `pending` count known?
+fn listed(body: &[u8], want: &HashSet<&str>) -> bool {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let Some(list) = v["sessions"].as_array() else {
+        return false;
+    };
+    list.len() == want.len()
+        && list.iter().all(|e| {
+            e["session_id"].as_str().is_some_and(|id| want.contains(id)) && e["pending"].is_u64()
+        })
+}
+
+/// One round against a hub that lists `sessions` live hosts.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct HubRound {
+    pub sessions: usize,
+    /// `GET /sessions` with the hub's secret on one keep-alive connection,
+    /// request written → the whole answer read, ms.
+    pub list_ms: Summary,
+    /// Bytes of that answer's body.
+    pub list_bytes: usize,
+    /// Injects into one host, through the hub (`POST /s/<id>/inject`) and
+    /// straight to the host (`POST /inject`), alternating.
+    pub inject: Option<HubInject>,
+}
+
+/// Injects into one host through the hub, straight to the host, and
+/// through the relay floor, one after the other in rotating order, each
+/// path on its own keep-alive connection, µs.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct HubInject {
+    /// Request written → its notification line read off the host's stdout.
+    pub via_hub_us: Summary,
+    pub direct_us: Summary,
+    pub via_relay_us: Summary,
+    /// Request written → the `202` read (the host writes stdout first).
+    pub via_hub_answer_us: Summary,
+    pub direct_answer_us: Summary,
+    pub via_relay_answer_us: Summary,
+    /// The hub's CPU (all threads) per forwarded inject; the other paths
+    /// cost it nothing.
+    pub hub_cpu_us: f64,
+    /// The relay's, per relayed inject.
+    pub relay_cpu_us: f64,
+    /// Injects with a wrong status or no notification, both paths.
+    pub failures: usize,
+}
+
+/// `GET /sessions` latency, then (if `injects` > 0) the two inject paths
+/// into the group's first host.
+pub fn hub_round(g: &HubGroup, load: &Load, list_requests: usize) -> Result<HubRound, String> {
+    let mut out = HubRound {
+        sessions: g.hosts.len(),
+        ..HubRound::default()
+    };
+    let want: HashSet<&str> = g.hosts.iter().map(|s| s.session.as_str()).collect();
+    let mut conn = Conn::connect(g.hub.port).map_err(|e| format!("hub: connect: {e}"))?;
+    let warmup = (list_requests / 10).max(1);
+    let mut samples = Vec::with_capacity(list_requests);
+    for i in 0..warmup + list_requests {
+        let t0 = Instant::now();
+        let r = conn
+            .request("GET", "/sessions", Some(&g.hub.secret), None)
+            .map_err(|e| format!("hub: GET /sessions: {e}\n{}", g.hub.stderr_tail()))?;
+        let t = t0.elapsed();
+        if r.status != 200 {
+            return Err(format!(
+                "hub: GET /sessions answered {}: {}",
+                r.status,
+                String::from_utf8_lossy(&r.body)
+            ));
+        }
+        // Every answer is as long as the first; the first and the last are read.
+        if i == 0 || i + 1 == warmup + list_requests {
+            if !listed(&r.body, &want) {
+                return Err(format!(
+                    "hub: GET /sessions does not list the {} hosts: {}",
+                    want.len(),
+                    String::from_utf8_lossy(&r.body)
+                ));
+            }
+            out.list_bytes = r.body.len();
+        }
+        if i >= warmup {
+            samples.push(t.as_secs_f64() * 1e3);
+        }
+    }
+    out.list_ms = stats::summarize(&mut samples);
+    if load.injects > 0 {
+        out.inject = Some(hub_injects(g, load)?);
+    }
+    Ok(out)
+}
+
+fn hub_injects(g: &HubGroup, load: &Load) -> Result<HubInject, String> {
+    const PATHS: [&str; 3] = [
+        "through the hub",
+        "straight to the host",
+        "through the relay",
+    ];
+    let host = &g.hosts[0];
+    let via_path = format!("/s/{}/inject", host.session);
+    let mut via = Conn::connect(g.hub.port).map_err(|e| format!("hub: connect: {e}"))?;
+    let mut direct =
+        Conn::connect(host.port).map_err(|e| format!("{}: connect: {e}", host.label))?;
+    let mut relayed = Conn::connect(g.relay.port)
+        .map_err(|e| format!("relay: connect: {e}"))?
+        .with_host(host.port);
+    let n = load.injects;
+    let mut us: [Vec<f64>; 3] = std::array::from_fn(|_| Vec::with_capacity(n));
+    let mut answer_us: [Vec<f64>; 3] = std::array::from_fn(|_| Vec::with_capacity(n));
+    let mut failures = 0;
+    let (mut hub_cpu0, mut relay_cpu0) = (0, 0);
+    for i in 0..load.warmup + n {
+        if i == load.warmup {
+            hub_cpu0 = procfs::tree_cpu_ns(g.hub.pid);
+            relay_cpu0 = procfs::tree_cpu_ns(g.relay.pid);
+        }
+        // Each path first, second and third in turn.
+        for k in [i % 3, (i + 1) % 3, (i + 2) % 3] {
+            let id = format!("{}{i}", ["h", "d", "r"][k]);
+            let body = inject_body(&id, BODY_BYTES);
+            let t0 = Instant::now();
+            let r = match k {
+                0 => via.request("POST", &via_path, Some(&g.hub.secret), Some(&body)),
+                1 => direct.request("POST", "/inject", Some(&host.secret), Some(&body)),
+                _ => relayed.request("POST", "/inject", Some(&host.secret), Some(&body)),
+            }
+            .map_err(|e| {
+                format!(
+                    "POST /inject {}: {e}\nthe hub's stderr:\n{}\nthe host's:\n{}",
+                    PATHS[k],
+                    g.hub.stderr_tail(),
+                    host.stderr_tail()
+                )
+            })?;
+            let answered = Instant::now();
+            if r.status != 202 {
+                failures += 1;
+                if failures == 1 {
+                    eprintln!(
+                        "  POST /inject {} answered {}: {}",
+                        PATHS[k],
+                        r.status,
+                        String::from_utf8_lossy(&r.body)
+                    );
+                }
+                if failures > 20 {
+                    return Err("hub: injects keep failing".into());
+                }
+                continue;
+            }
+            match host.wait_line(Duration::from_secs(5), |l| {
+                server::channel_meta_id(l).as_deref() == Some(id.as_str())
+            }) {
+                Some((t, _)) if i >= load.warmup => {
+                    us[k].push((t - t0).as_secs_f64() * 1e6);
+                    answer_us[k].push((answered - t0).as_secs_f64() * 1e6);
+                }
+                Some(_) => {}
+                None => failures += 1,
+            }
+        }
+    }
+    let per = |cpu: u64, k: usize| cpu as f64 / 1e3 / us[k].len().max(1) as f64;
+    let hub_cpu_us = per(procfs::tree_cpu_ns(g.hub.pid) - hub_cpu0, 0);
+    let relay_cpu_us = per(procfs::tree_cpu_ns(g.relay.pid) - relay_cpu0, 2);
+    let [via_us, direct_us, relay_us] = &mut us;
+    let [via_answer, direct_answer, relay_answer] = &mut answer_us;
+    Ok(HubInject {
+        via_hub_us: stats::summarize(via_us),
+        direct_us: stats::summarize(direct_us),
+        via_relay_us: stats::summarize(relay_us),
+        via_hub_answer_us: stats::summarize(via_answer),
+        direct_answer_us: stats::summarize(direct_answer),
+        via_relay_answer_us: stats::summarize(relay_answer),
+        hub_cpu_us,
+        relay_cpu_us,
+        failures,
+    })
+}
+
+/// Resident memory of the hub alone (it has no children), MiB.
+pub fn hub_rss_mib(g: &HubGroup) -> f64 {
+    mib(procfs::rss_kib(g.hub.pid))
 }
 
 fn mib(kib: u64) -> f64 {
@@ -795,6 +1144,33 @@ mod tests {
             assert_eq!(v["meta"]["id"], id);
             assert_eq!(v["chat_id"], "bench");
         }
+    }
+
+    #[test]
+    fn hub_lists() {
+        let want: HashSet<&str> = ["a", "b"].into();
+        let entry = |id: &str, pending: serde_json::Value| serde_json::json!({"session_id": id, "pending": pending, "unread": 0});
+        let body = |list: Vec<serde_json::Value>| {
+            serde_json::to_vec(&serde_json::json!({ "sessions": list })).unwrap()
+        };
+        assert!(listed(
+            &body(vec![entry("b", 0.into()), entry("a", 2.into())]),
+            &want
+        ));
+        // Not yet summed up by the host's /watch; one missing; a stranger.
+        assert!(!listed(
+            &body(vec![
+                entry("a", 0.into()),
+                entry("b", serde_json::Value::Null)
+            ]),
+            &want
+        ));
+        assert!(!listed(&body(vec![entry("a", 0.into())]), &want));
+        assert!(!listed(
+            &body(vec![entry("a", 0.into()), entry("c", 0.into())]),
+            &want
+        ));
+        assert!(!listed(b"{\"error\":\"forbidden\"}", &want));
     }
 
     #[test]

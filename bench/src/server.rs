@@ -37,6 +37,8 @@ pub struct Server {
     pub lines: Receiver<(Instant, String)>,
     pub port: u16,
     pub secret: String,
+    /// `OPZERO_CHANNEL_SESSION_ID`, as its discovery file names it.
+    pub session: String,
     /// Spawn → discovery file present and `/status` answered 200.
     pub startup: Duration,
     stderr_path: PathBuf,
@@ -165,6 +167,7 @@ impl Server {
             lines,
             port: d.port,
             secret: d.secret,
+            session,
             startup,
             stderr_path,
         })
@@ -375,8 +378,16 @@ fn claude_session(home: &Path) -> Result<(), String> {
     let sessions = home.join(".claude/sessions");
     fs::create_dir_all(&sessions).map_err(io)?;
     let session = serde_json::json!({"pid": std::process::id(), "sessionId": id, "cwd": home, "status": "idle"});
-    fs::write(sessions.join(format!("{}.json", std::process::id())), session.to_string()).map_err(io)?;
-    let project: String = home.to_string_lossy().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+    fs::write(
+        sessions.join(format!("{}.json", std::process::id())),
+        session.to_string(),
+    )
+    .map_err(io)?;
+    let project: String = home
+        .to_string_lossy()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
     let dir = home.join(".claude/projects").join(project);
     fs::create_dir_all(&dir).map_err(io)?;
     let lines = [
@@ -394,5 +405,173 @@ impl Server {
         crate::http::Conn::connect(self.port)
             .and_then(|mut c| c.request("GET", "/status", Some(&self.secret), None))
             .is_ok_and(|r| String::from_utf8_lossy(&r.body).contains("\"receipts\":\"available\""))
+    }
+}
+
+/// A running `opzero-host hub` on the state directory (`OPZERO_HOME`) of
+/// the hosts started with the same `home`: it lists them from their
+/// discovery files and forwards to them.
+pub struct Hub {
+    child: Child,
+    pub pid: u32,
+    pub port: u16,
+    /// The hub's own secret, from its `hub.json`.
+    pub secret: String,
+    /// Spawn → `hub.json` names this process and `GET /status` answered 200.
+    pub startup: Duration,
+    stderr_path: PathBuf,
+}
+
+#[derive(serde::Deserialize)]
+struct HubRecord {
+    port: u16,
+    secret: String,
+    pid: u32,
+}
+
+impl Hub {
+    /// `program hub --port 0` with `HOME`, `XDG_CACHE_HOME` and
+    /// `OPZERO_HOME` as [`Server::start`] sets them for `home`, its stdin
+    /// and stdout closed (a hub reads and writes neither), its stderr in a
+    /// log beside the hosts'.
+    pub fn start(program: &Path, home: &Path) -> Result<Hub, String> {
+        fs::create_dir_all(home).map_err(|e| format!("{}: {e}", home.display()))?;
+        let state = home.join("opzero");
+        let record_path = state.join("hub.json");
+        let stderr_path = home.join("stderr-hub.log");
+        let stderr = fs::File::create(&stderr_path).map_err(|e| e.to_string())?;
+        let t0 = Instant::now();
+        let mut child = Command::new(program)
+            .args(["hub", "--port", "0"])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", home)
+            .env("XDG_CACHE_HOME", home.join(".cache"))
+            .env("OPZERO_HOME", &state)
+            .current_dir(home)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| format!("cannot run {} hub: {e}", program.display()))?;
+        let pid = child.id();
+        let tail = |p: &Path| {
+            let s = fs::read_to_string(p).unwrap_or_default();
+            let lines: Vec<&str> = s.lines().collect();
+            lines[lines.len().saturating_sub(15)..].join("\n")
+        };
+        let deadline = t0 + Duration::from_secs(20);
+        let mut record: Option<HubRecord> = None;
+        loop {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "hub: not ready after 20 s ({} {})\n{}",
+                    record_path.display(),
+                    if record.is_some() { "found" } else { "missing" },
+                    tail(&stderr_path)
+                ));
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!(
+                    "the hub exited ({status}) before it was ready; its stderr ends with:\n{}",
+                    tail(&stderr_path)
+                ));
+            }
+            if record.is_none() {
+                record = fs::read(&record_path)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<HubRecord>(&b).ok())
+                    .filter(|r| r.pid == pid);
+            }
+            if let Some(r) = &record
+                && let Ok(mut c) = Conn::connect(r.port)
+                && let Ok(resp) = c.request("GET", "/status", None, None)
+                && resp.status == 200
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        let startup = t0.elapsed();
+        let r = record.expect("ready implies hub.json");
+        Ok(Hub {
+            child,
+            pid,
+            port: r.port,
+            secret: r.secret,
+            startup,
+            stderr_path,
+        })
+    }
+
+    pub fn stderr_tail(&self) -> String {
+        let s = fs::read_to_string(&self.stderr_path).unwrap_or_default();
+        let lines: Vec<&str> = s.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+
+    pub fn exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// SIGTERM, as systemd or launchd stop it; killed after 3 s.
+    pub fn stop(mut self) {
+        // SAFETY: a plain signal to our own child, which has not been reaped.
+        unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGTERM) };
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(3) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The relay floor (`opzero-bench floor-relay`) in front of one port.
+pub struct Relay {
+    child: Child,
+    pub pid: u32,
+    pub port: u16,
+}
+
+impl Relay {
+    /// Spawn `me floor-relay --to <to>` and read the port it listens on.
+    pub fn start(me: &Path, to: u16) -> Result<Relay, String> {
+        let mut child = Command::new(me)
+            .args(["floor-relay", "--to", &to.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot run {} floor-relay: {e}", me.display()))?;
+        let pid = child.id();
+        let mut line = String::new();
+        let mut out = io::BufReader::new(child.stdout.take().expect("piped"));
+        io::BufRead::read_line(&mut out, &mut line).map_err(|e| format!("relay: {e}"))?;
+        let port = line
+            .trim()
+            .parse()
+            .map_err(|_| format!("relay: no port on its stdout ({line:?})"))?;
+        Ok(Relay { child, pid, port })
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
