@@ -1,6 +1,5 @@
 //! The real `opzero-host hub`, on a state directory its hosts share.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -8,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::{http, Response, Sse, BIN, WAIT};
+use super::{collect, http, Response, Sse, BIN, WAIT};
 
 pub struct Hub {
     pub child: Child,
@@ -33,18 +32,7 @@ impl Hub {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let sink = stderr.clone();
-        let mut err = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = err.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
+        let stderr = collect(child.stderr.take().unwrap());
         let file = state.join("hub.json");
         let deadline = Instant::now() + WAIT;
         let record: Value = loop {

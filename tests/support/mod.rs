@@ -46,6 +46,22 @@ pub fn wait_until(mut done: impl FnMut() -> bool) {
     }
 }
 
+/// What `stream` says, collected as it comes by a thread of its own.
+pub fn collect(mut stream: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+    let text = Arc::new(Mutex::new(String::new()));
+    let sink = text.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stream.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    text
+}
+
 pub fn new_session_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
@@ -176,18 +192,7 @@ impl Host {
                 let _unpaused = resumed.wait_while(lock.lock().unwrap(), |p| *p).unwrap();
             }
         });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let sink = stderr.clone();
-        let mut err = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = err.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
+        let stderr = collect(child.stderr.take().unwrap());
         Host {
             child,
             home,

@@ -56,6 +56,7 @@ use error::{not_connected, read_body};
 use events::events;
 pub(crate) use events::CutOff;
 pub(crate) use events::with_pings;
+pub use watch::Summary;
 use watch::watch;
 use files::file;
 use inject::inject;

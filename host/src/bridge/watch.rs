@@ -11,22 +11,22 @@ use std::convert::Infallible;
 use axum::extract::State;
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::access::Shared;
 use crate::core::Core;
 
-/// What `GET /watch` sends.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-struct Summary {
+/// What `GET /watch` sends (and the hub reads).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
     /// `busy` or `idle`, when Claude's session file says.
-    state: Option<String>,
-    name: Option<String>,
-    cwd: Option<String>,
+    pub state: Option<String>,
+    pub name: Option<String>,
+    pub cwd: Option<String>,
     /// Permission prompts waiting for an answer.
-    pending: usize,
+    pub pending: usize,
     /// Replies no client has taken yet.
-    unread: usize,
+    pub unread: usize,
 }
 
 fn summary(core: &Core, own_cwd: &Option<String>) -> Summary {

@@ -16,22 +16,13 @@ use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 use hyper_util::client::legacy::connect::HttpConnector;
 use notify::{RecursiveMode, Watcher};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::sync::watch;
 
+use crate::bridge::Summary;
 use crate::discovery::{self, Record};
 
 pub type Client = hyper_util::client::legacy::Client<HttpConnector, Body>;
-
-/// What a host's `GET /watch` says.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-struct Summary {
-    state: Option<String>,
-    name: Option<String>,
-    cwd: Option<String>,
-    pending: usize,
-    unread: usize,
-}
 
 /// One entry of `GET /sessions`. Never the host's secret or port.
 #[derive(Debug, Clone, PartialEq, Serialize)]
