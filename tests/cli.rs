@@ -377,7 +377,7 @@ fn validate_and_serve_report_every_problem_with_its_position() {
         "{p}:2:16: host.instructions: must not be empty\n\
          {p}:5:18: limits.max_body_bytes: must be between 64 and 67108864\n\
          {p}:7:1: filter[0].path: missing (the .wasm component to load)\n\
-         {p}:7:1: filter[0].hooks: missing (a subset of [\"inject\", \"reply\", \"permission\"])\n"
+         {p}:7:1: filter[0].hooks: missing (a subset of [\"inject\", \"reply\", \"permission\", \"event\"])\n"
     );
     let out = Command::new(BIN).arg("validate").arg(&path).output().unwrap();
     assert_eq!(out.status.code(), Some(2));

@@ -349,3 +349,134 @@ fn a_component_built_for_wit_0_1_0_keeps_loading() {
         r#"{"jsonrpc":"2.0","method":"notifications/claude/channel","params":{"content":"hell~","meta":{"chat_id":"c1"}}}"#
     );
 }
+
+/// The pinned 0.1.0 component's `[[filter]]` entry.
+fn pinned_0_1(name: &str, hooks: &str, config: &str) -> String {
+    let wasm = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/filter-0.1.0/max_length.wasm");
+    format!("[[filter]]\nname = \"{name}\"\npath = {:?}\nhooks = {hooks}\n{config}\n", wasm.display().to_string())
+}
+
+/// The lines of the host's stderr that hold `needle`, in order.
+fn lines_with(h: &Host, needle: &str) -> Vec<String> {
+    h.stderr().lines().filter(|l| l.contains(needle)).map(str::to_string).collect()
+}
+
+#[test]
+fn a_0_1_and_a_0_2_component_load_side_by_side_in_one_chain() {
+    let config = pinned_0_1("old", r#"["inject"]"#, "[filter.config]\ninject = { max_chars = 5 }\nmarker = \"~\"")
+        + &entry("hello", "hello_filter", r#"["inject"]"#, "[filter.config]\ngreeting = \"Hi!\"");
+    let h = host(config);
+    let r = h.post("/inject", &json!({"content": "hello world", "chat_id": "c1"}));
+    assert_eq!(r.pair_host_id(), (202, json!({"ok": true})));
+    assert_eq!(
+        h.recv_line(),
+        r#"{"jsonrpc":"2.0","method":"notifications/claude/channel","params":{"content":"Hi! hell~","meta":{"chat_id":"c1"}}}"#
+    );
+}
+
+#[test]
+fn files_reach_an_inject_filter_as_name_type_and_size() {
+    use base64::Engine;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    // A 0.1.0 filter first: it sees no files, and they get past it whole.
+    let config = pinned_0_1("old", r#"["inject"]"#, "[filter.config]\ninject = { max_chars = 100 }")
+        + &entry("gate", "file_gate", r#"["inject"]"#, "[filter.config]\nrefuse_mime = \"image/\"\nmax_bytes = 100");
+    let h = host(config);
+    let r = h.post(
+        "/inject",
+        &json!({"content": "look", "files": [{"name": "cat.png", "mime": "image/png", "data": b64(b"\x89PNG")}]}),
+    );
+    assert_eq!(r.pair(), (422, json!({"error": "cat.png is image/png: not taken here", "filter": "gate"})));
+    let r = h.post("/inject", &json!({"content": "read", "files": [{"name": "big.txt", "data": b64(&[b'x'; 101])}]}));
+    assert_eq!(r.pair(), (422, json!({"error": "big.txt is 101 bytes, more than 100", "filter": "gate"})));
+    assert_eq!(h.try_recv_line(Duration::from_millis(100)), None, "nothing reached Claude");
+    let r = h.post("/inject", &json!({"content": "read", "files": [{"name": "notes.txt", "data": b64(b"hi")}]}));
+    assert_eq!(r.status, 202);
+    let delivered = h.recv();
+    assert!(delivered["params"]["meta"]["file_path"].as_str().unwrap().ends_with("notes.txt"), "{delivered}");
+    assert!(h.stderr_shows("file notes.txt text/plain 2 filter=\"gate\""), "{}", h.stderr());
+}
+
+#[test]
+fn an_event_filter_sees_replies_and_permission_prompts_and_who_answered_them() {
+    let policy = "[filter.config]\n[[filter.config.deny]]\ntool = \"Bash\"\npattern = \"rm -rf\"\nreason = \"not from the phone\"";
+    let mut h = host(
+        entry("obs", "observer", r#"["event"]"#, "")
+            + &entry("policy", "permission_policy", r#"["permission"]"#, policy),
+    );
+    let mut sse = h.sse("/events", &[]);
+    assert_eq!(support::reply_text(&h.call_reply(json!({"chat_id": "c1", "text": "hi"}))), "sent");
+    sse.event();
+    h.request("tools/call", json!({"name": "edit_message", "arguments": {"chat_id": "c1", "message_id": 1, "text": "hi!"}}));
+    sse.event();
+    let request = |id: &str, preview: &str| {
+        json!({"jsonrpc": "2.0", "method": "notifications/claude/channel/permission_request",
+               "params": {"request_id": id, "tool_name": "Bash", "description": "d", "input_preview": preview}})
+    };
+    h.send(request("abcde", r#"{"command":"rm -rf /"}"#));
+    h.recv_line();
+    sse.event();
+    h.send(request("fghij", r#"{"command":"ls"}"#));
+    sse.event();
+    assert_eq!(h.post("/permission", &json!({"request_id": "fghij", "behavior": "allow"})).status, 202);
+    h.recv_line();
+    sse.event();
+
+    assert!(h.stderr_shows("observed #5 "), "{}", h.stderr());
+    let observed: Vec<String> = lines_with(&h, "observed #")
+        .iter()
+        .map(|l| l.split_once("observed #").unwrap().1.trim_end_matches(" filter=\"obs\"").to_string())
+        .collect();
+    assert_eq!(
+        observed,
+        [
+            r#"1 reply-sent id=1 chat=c1 text="hi" edit-of=None"#,
+            r#"2 reply-sent id=2 chat=c1 text="hi!" edit-of=Some(1)"#,
+            r#"3 permission-resolved abcde PermissionOutcome::Deny by=filter:policy reason=Some("not from the phone")"#,
+            "4 permission-relayed fghij Bash",
+            "5 permission-resolved fghij PermissionOutcome::Allow by=remote reason=None",
+        ]
+    );
+}
+
+/// An observer that sleeps to its deadline on every event: replies and
+/// injects (its own inject hook's included) go on meanwhile, in order; the
+/// events it has no room for are dropped, and counted in the log.
+#[test]
+fn a_slow_event_filter_holds_up_no_message_and_its_overflow_is_counted() {
+    let mut h = host(entry(
+        "slow",
+        "observer",
+        r#"["inject", "event"]"#,
+        "event_timeout_ms = 3000\n[filter.config]\nsleep_ms = 60000",
+    ));
+    let mut sse = h.sse("/events", &[]);
+    assert_eq!(sse.line(), ": connected");
+    let mut burst = String::new();
+    for i in 0..100 {
+        let call = json!({"jsonrpc": "2.0", "id": 1000 + i, "method": "tools/call",
+            "params": {"name": "reply", "arguments": {"chat_id": "c", "text": format!("reply {i}")}}});
+        burst.push_str(&format!("{call}\n"));
+    }
+    h.write_raw(burst.as_bytes());
+    let texts: Vec<String> = sse.events(100).into_iter().map(|(_, e)| e["text"].as_str().unwrap().to_string()).collect();
+    let want: Vec<String> = (0..100).map(|i| format!("reply {i}")).collect();
+    assert_eq!(texts, want);
+    let r = h.post("/inject", &json!({"content": "meanwhile"}));
+    assert_eq!(r.status, 202);
+    // After the 100 tool results.
+    let delivered = std::iter::repeat_with(|| h.recv()).find(|m| m["method"] == "notifications/claude/channel").unwrap();
+    assert_eq!(delivered["params"]["content"], "meanwhile");
+    // All of that while the observer was still in its first call.
+    assert!(h.stderr_shows("observed #1 reply-sent id="), "{}", h.stderr());
+    assert!(!h.stderr().contains("timed out after 3000 ms"), "{}", h.stderr());
+
+    // Its first call times out; by then its queue held 64 of the other
+    // events, and the rest were dropped: 35 (36 if the burst outran its
+    // first take).
+    assert!(h.stderr_shows("timed out after 3000 ms; on-event missed event "), "{}", h.stderr());
+    assert!(h.stderr_shows("events dropped: its queue of 64 was full (on-event is too slow)"), "{}", h.stderr());
+    let line = lines_with(&h, "events dropped: its queue of 64")[0].clone();
+    let dropped: u64 = line.split(" events dropped").next().unwrap().rsplit(' ').next().unwrap().parse().unwrap();
+    assert!((35..=36).contains(&dropped), "{line}");
+}

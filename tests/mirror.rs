@@ -459,3 +459,108 @@ fn a_session_file_that_names_no_session_id_is_not_followed_anywhere() {
     assert_eq!(h.get("/status").json()["receipts"], "unavailable");
     assert!(!h.stderr().contains("following Claude's transcript"), "{}", h.stderr());
 }
+
+/// A filter with the `event` hook sees Claude's status change and the
+/// receipts, as the phone does.
+#[test]
+fn an_event_filter_sees_status_changes_and_receipts() {
+    let claude = Claude::new();
+    let observer = filters_support::entry("obs", "observer", r#"["event"]"#, "");
+    let h = claude.host(600, &observer);
+    let mut sse = h.sse("/events", &[]);
+    assert_eq!(sse.line(), ": connected");
+    // Claude goes busy.
+    let file = claude.home.path().join(format!(".claude/sessions/{}.json", std::process::id()));
+    let mut session: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    session["status"] = "busy".into();
+    std::fs::write(&file, session.to_string()).unwrap();
+    assert!(h.stderr_shows("status-changed ClaudeState::Busy filter=\"obs\""), "{}", h.stderr());
+    // One message taken, one never taken.
+    inject(&h, "taken", "c1", "m-1");
+    claude.enqueue(&tag("c1", "taken"));
+    assert_eq!(next(&mut sse), receipt("m-1", "c1", "queued"));
+    inject(&h, "lost", "c1", "m-lost");
+    assert_eq!(next(&mut sse)["state"], "undelivered");
+    assert!(h.stderr_shows("receipt m-1 chat=c1 Delivery::Queued reason=None filter=\"obs\""), "{}", h.stderr());
+    assert!(h.stderr_shows("receipt m-lost chat=c1 Delivery::Undelivered reason=Some("), "{}", h.stderr());
+}
+
+/// The `notify` plugin, with ntfy as a local server: a permission prompt,
+/// Claude going idle after a turn the phone began, and an undelivered
+/// message each give one request, naming the session; past `per_minute`
+/// nothing more goes out, and the log says so.
+#[test]
+fn notify_tells_a_local_ntfy_of_a_prompt_a_finished_phone_turn_and_an_undelivered_message() {
+    let ntfy = support::recorder::Recorder::ok();
+    let claude = Claude::new();
+    let config = format!(
+        "[[filter]]\nname = \"notify\"\npath = \"{}\"\nhooks = [\"event\"]\nallowed_outbound_hosts = [\"http://127.0.0.1:{}\"]\n\
+         [filter.config]\nntfy_url = \"{}\"\nper_minute = 3\nbase_url = \"https://phone.example\"\n",
+        filters_support::wasm("notify").display(),
+        ntfy.port,
+        ntfy.url("/claude-7f3a"),
+    );
+    let mut h = claude.host(600, &config);
+    let mut sse = h.sse("/events", &[]);
+    assert_eq!(sse.line(), ": connected");
+    let cwd = claude.home.path().join("project.d").canonicalize().unwrap().display().to_string();
+    let link = format!("https://phone.example/#s={}", h.session);
+    // A permission prompt waits.
+    let prompt = |id: &str| {
+        json!({"jsonrpc": "2.0", "method": "notifications/claude/channel/permission_request",
+               "params": {"request_id": id, "tool_name": "Bash", "description": "Run the tests", "input_preview": "{\"command\":\"cargo test\"}"}})
+    };
+    h.send(prompt("abcde"));
+    assert_eq!(next(&mut sse)["type"], "permission_request");
+    assert_eq!(
+        sent(&ntfy, &h, 1),
+        json!({"topic": "claude-7f3a", "title": "mirror: Claude wants to use Bash", "priority": 4, "tags": ["lock"],
+               "message": format!("Claude wants to use Bash in mirror ({cwd})\nRun the tests\n{{\"command\":\"cargo test\"}}"),
+               "click": link})
+    );
+
+    // A turn from the phone: taken, Claude busy, a reply, Claude idle.
+    let set_status = |state: &str| {
+        let file = claude.home.path().join(format!(".claude/sessions/{}.json", std::process::id()));
+        let mut session: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+        session["status"] = state.into();
+        std::fs::write(&file, session.to_string()).unwrap();
+    };
+    inject(&h, "run the tests", "c1", "m-1");
+    claude.enqueue(&tag("c1", "run the tests"));
+    assert_eq!(next(&mut sse), receipt("m-1", "c1", "queued"));
+    set_status("busy");
+    while without_ts(sse.event().1) != json!({"type": "status", "state": "busy"}) {}
+    assert_eq!(support::reply_text(&h.call_reply(json!({"chat_id": "c1", "text": "All 212 tests pass."}))), "sent");
+    set_status("idle");
+    assert_eq!(
+        sent(&ntfy, &h, 2),
+        json!({"topic": "claude-7f3a", "title": "mirror: Claude is done", "tags": ["white_check_mark"],
+               "message": format!("Claude is done in mirror ({cwd})\nAll 212 tests pass."), "click": link})
+    );
+
+    // A message Claude Code never takes.
+    inject(&h, "lost", "c1", "m-lost");
+    let undelivered = sent(&ntfy, &h, 3);
+    assert_eq!(undelivered["title"], "mirror: A message did not reach Claude");
+    assert!(undelivered["message"].as_str().unwrap().starts_with(&format!("A message did not reach Claude in mirror ({cwd})\nClaude Code did not take")), "{undelivered}");
+
+    // A fourth within the minute stays here.
+    h.send(prompt("fghij"));
+    assert!(h.stderr_shows("not sent (3 a minute at most): Claude wants to use Bash"), "{}", h.stderr());
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(ntfy.got().len(), 3);
+    // Nothing else went anywhere: the session's secret never left.
+    let secret = h.secret();
+    assert!(ntfy.got().iter().all(|r| !r.body.contains(&secret)));
+}
+
+/// The `n`th request to `ntfy`, as JSON, once it has come.
+fn sent(ntfy: &support::recorder::Recorder, h: &Host, n: usize) -> Value {
+    let got = ntfy.wait_for(n, support::WAIT);
+    assert_eq!(got.len(), n, "{got:#?}\n{}", h.stderr());
+    let last = got.last().unwrap();
+    assert_eq!((last.method.as_str(), last.path.as_str()), ("POST", "/"));
+    assert_eq!(last.header("content-type"), Some("application/json"));
+    serde_json::from_str::<Value>(&last.body).unwrap()
+}

@@ -261,3 +261,21 @@ fn settings_that_cannot_change_live_are_named_and_keep_their_values() {
     assert_eq!(inject(&h, "hello world, again"), "hello...");
     nothing_more_on_stdout(&h);
 }
+
+/// After a reload the new chain's event filters observe, and the old
+/// chain's stop.
+#[test]
+fn after_a_reload_the_new_chains_event_filters_take_over() {
+    let mut h = host(entry("before", "observer", r#"["event"]"#, ""));
+    let mut sse = h.sse("/events", &[]);
+    assert_eq!(support::reply_text(&h.call_reply(json!({"chat_id": "c", "text": "one"}))), "sent");
+    sse.event();
+    assert!(h.stderr_shows("text=\"one\" edit-of=None filter=\"before\""), "{}", h.stderr());
+
+    save_by_rename(&config_path(&h), &entry("after", "observer", r#"["event"]"#, ""));
+    wait_reloads(&h, 1);
+    assert_eq!(support::reply_text(&h.call_reply(json!({"chat_id": "c", "text": "two"}))), "sent");
+    sse.event();
+    assert!(h.stderr_shows("observed #1 reply-sent id=2 chat=c text=\"two\" edit-of=None filter=\"after\""), "{}", h.stderr());
+    assert!(!h.stderr().contains("text=\"two\" edit-of=None filter=\"before\""), "{}", h.stderr());
+}

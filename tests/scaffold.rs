@@ -61,12 +61,12 @@ fn a_new_filter_builds_as_its_readme_says_passes_validate_and_runs_under_serve()
     let tmp = tempfile::tempdir().unwrap(); // outside the repository
     let out = new_filter(
         tmp.path(),
-        &["my-filter", "--hooks", "reply,inject", "--dir", "plugins"],
+        &["my-filter", "--hooks", "reply,event,inject", "--dir", "plugins"],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let dir = tmp.path().canonicalize().unwrap().join("plugins/my-filter");
     assert!(
-        text(&out.stdout).starts_with(&format!("made {} (hooks: inject, reply)\n", dir.display())),
+        text(&out.stdout).starts_with(&format!("made {} (hooks: inject, reply, event)\n", dir.display())),
         "{}",
         text(&out.stdout)
     );
@@ -114,7 +114,7 @@ fn a_new_filter_builds_as_its_readme_says_passes_validate_and_runs_under_serve()
     let out = cargo(&dir, &["test", "--profile", "wasm"]);
     assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
     assert!(
-        text(&out.stdout).contains("test result: ok. 3 passed"),
+        text(&out.stdout).contains("test result: ok. 4 passed"),
         "{}",
         text(&out.stdout)
     );
@@ -154,6 +154,12 @@ fn a_new_filter_builds_as_its_readme_says_passes_validate_and_runs_under_serve()
         "{}",
         h.stderr()
     );
+    // Its event hook saw the reply go out, off the message path.
+    assert!(
+        h.stderr_shows("event: Event::ReplySent(ReplySent { id: 1, chat-id: \"c1\", text: \"done\", edit-of: None }) filter=\"my-filter\""),
+        "{}",
+        h.stderr()
+    );
 
     // And `filter test` calls it, as the README shows.
     let line = readme
@@ -177,6 +183,18 @@ fn a_new_filter_builds_as_its_readme_says_passes_validate_and_runs_under_serve()
     );
     assert!(
         text(&out.stderr).contains("inject: 5 bytes, 1 meta keys filter=\"my_filter\""),
+        "{}",
+        text(&out.stderr)
+    );
+    let line = readme
+        .lines()
+        .find(|l| l.starts_with("opzero-host filter test") && l.contains("--hook event"))
+        .unwrap();
+    let input = line.split_once("--input '").unwrap().1.trim_end_matches('\'');
+    let out = filter_test(&[path.to_str().unwrap(), "--hook", "event", "--input", input]);
+    assert_eq!(
+        (out.status.code(), text(&out.stdout)),
+        (Some(0), "{\"verdict\":\"observed\"}\n".to_string()),
         "{}",
         text(&out.stderr)
     );
@@ -225,11 +243,7 @@ fn new_filter_refuses_a_taken_directory_a_bad_name_and_an_unknown_hook() {
     );
     refused(
         &["x", "--hooks", "inject,sideways"],
-        "[possible values: inject, reply, permission]",
-    );
-    refused(
-        &["x", "--hooks", "event"],
-        "--hooks: the event hook needs an opzero:filter@0.2.0 component (not yet supported",
+        "[possible values: inject, reply, permission, event]",
     );
 
     // An empty directory is taken; the default DIR is the current one.
@@ -583,7 +597,7 @@ fn filter_test_refuses_bad_input_and_components_that_do_not_load() {
     );
     assert_refused(
         &inject(r#"{"contnt": "x"}"#),
-        "opzero-host: --input: contnt: unknown field `contnt`, expected `content` or `meta`",
+        "opzero-host: --input: contnt: unknown field `contnt`, expected one of `content`, `meta`, `files`",
     );
     assert_refused(
         &inject(r#"{"content": "x", "meta": []}"#),
@@ -595,7 +609,13 @@ fn filter_test_refuses_bad_input_and_components_that_do_not_load() {
     );
     assert_refused(
         &[max, "--hook", "event", "--input", "{}"],
-        "opzero-host: --hook event: the event hook needs an opzero:filter@0.2.0 component (not yet supported",
+        "opzero-host: --input: type: must be one of reply, edit, permission_request",
+    );
+    // A component built for opzero:filter@0.1.0 has no event hook.
+    let old = workspace().join("host/testdata/filter-0.1.0/max_length.wasm");
+    assert_refused(
+        &[old.to_str().unwrap(), "--hook", "event", "--input", r#"{"type":"status","state":"idle"}"#],
+        "is built for opzero:filter@0.1.0, which has no event hook (rebuild it with the guest SDK for opzero:filter@0.2.0, or take \"event\" out of hooks)",
     );
     assert_refused(
         &[max, "--hook", "sideways", "--input", "{}"],
@@ -638,7 +658,7 @@ fn filter_test_refuses_bad_input_and_components_that_do_not_load() {
     let wrong = wasm("wrong_world");
     assert_refused(
         &[wrong.to_str().unwrap(), "--hook", "inject", "--input", "{}"],
-        "does not export opzero:filter/filter@0.1.0",
+        "does not export opzero:filter/filter@0.2.0 or @0.1.0",
     );
     let gone = wasm_dir().join("gone.wasm");
     assert_refused(
@@ -704,5 +724,79 @@ fn filter_test_logs_the_filters_lines_to_stderr_and_keeps_stdout_for_the_verdict
     assert!(
         err.contains("more log lines dropped (at most 100 a call)"),
         "{err:.2000}"
+    );
+}
+
+/// `filter test` loads a plugin that sends HTTP only with `--allow-host`,
+/// which grants what it names and nothing else; `validate` reports the
+/// grants of a config.
+#[test]
+fn filter_test_sends_http_only_where_allow_host_grants_and_validate_names_the_grants() {
+    let ntfy = support::recorder::Recorder::ok();
+    let other = support::recorder::Recorder::ok();
+    let notify = wasm("notify");
+    let notify = notify.to_str().unwrap();
+    let input = r#"{"type":"receipt","message_id":"m1","chat_id":"c1","state":"undelivered","reason":"not taken"}"#;
+    let config = json!({"ntfy_url": ntfy.url("/t1")}).to_string();
+    let run = |more: &[&str]| {
+        let mut args = vec![notify, "--hook", "event", "--input", input, "--config", &config];
+        args.extend_from_slice(more);
+        let out = filter_test(&args);
+        (out.status.code().unwrap(), text(&out.stdout), text(&out.stderr))
+    };
+
+    let (status, stdout, stderr) = run(&[]);
+    assert_eq!((status, stdout.as_str()), (2, ""), "{stderr}");
+    assert!(
+        stderr.contains("--allow-host: missing: filter \"notify\": ")
+            && stderr.contains("sends HTTP requests (it imports wasi:http/outgoing-handler)"),
+        "{stderr}"
+    );
+    assert!(ntfy.got().is_empty());
+
+    let granted = format!("http://127.0.0.1:{}", ntfy.port);
+    let (status, stdout, stderr) = run(&["--allow-host", &granted]);
+    assert_eq!((status, stdout.as_str()), (0, "{\"verdict\":\"observed\"}\n"), "{stderr}");
+    assert!(stderr.contains("sent: A message did not reach Claude"), "{stderr}");
+    let got = ntfy.got();
+    assert_eq!(got.len(), 1);
+    let body: Value = serde_json::from_str(&got[0].body).unwrap();
+    assert_eq!((body["topic"].as_str(), body["title"].as_str()), (Some("t1"), Some("Claude: A message did not reach Claude")));
+
+    // Granted another host: the request never leaves, and both sides say so.
+    let (status, _, stderr) = run(&["--allow-host", &format!("http://127.0.0.1:{}", other.port)]);
+    assert_eq!(status, 0, "{stderr}");
+    assert!(stderr.contains(&format!("HTTP request to {}/ refused: not in allowed_outbound_hosts", ntfy.url(""))), "{stderr}");
+    assert!(stderr.contains("not sent: HTTP request denied"), "{stderr}");
+    assert_eq!(ntfy.got().len(), 1);
+    assert!(other.got().is_empty());
+
+    // validate names what each filter may reach.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("opzero.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[filter]]\nname = \"notify\"\npath = \"{notify}\"\nhooks = [\"event\"]\nallowed_outbound_hosts = [\"{granted}\", \"https://ntfy.sh\"]\n[filter.config]\nntfy_url = \"https://ntfy.sh/t1\"\n"
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("validate")
+        .arg(&file)
+        .env("OPZERO_HOME", wasm_dir().join("filter-test-home"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        (out.status.code(), text(&out.stdout)),
+        (
+            Some(0),
+            format!(
+                "{}: ok (1 filter: notify; permission relay on; notify may reach {granted}, https://ntfy.sh)\n",
+                file.display()
+            )
+        ),
+        "{}",
+        text(&out.stderr)
     );
 }

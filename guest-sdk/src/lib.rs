@@ -1,10 +1,12 @@
 //! Write opzero-host filters in Rust.
 //!
 //! A filter is a WebAssembly component that sits between the phone and
-//! Claude. It sees messages injected from the phone, Claude's replies, and
-//! tool permission prompts, and may change, drop or reject them. This crate
-//! is all a filter depends on: the WIT bindings, serde and the logging glue
-//! come with it.
+//! Claude. It sees messages injected from the phone (with a description of
+//! their files: name, type, size), Claude's replies, and tool permission
+//! prompts, and may change, drop or reject them. It may also observe what
+//! happens in the session ([`Filter::on_event`]). This crate is all a
+//! filter depends on: the WIT bindings (`opzero:filter@0.2.0`), serde and
+//! the logging glue come with it.
 //!
 //! ```
 //! use opzero_guest_sdk::prelude::*;
@@ -46,6 +48,25 @@
 //! `.wasm` under `target/wasm32-wasip2/release/` is the component to list
 //! in `opzero.toml`.
 //!
+//! # Events
+//!
+//! A filter listed with `hooks = ["event"]` gets [`Filter::on_event`] for
+//! each reply sent, permission prompt relayed or answered, change of
+//! Claude's status (busy, idle) and receipt (queued, seen, undelivered).
+//! The host calls it off the message path, on an instance of its own (so
+//! state kept for events is not the state the message hooks see), one
+//! event at a time and in order, each call within `event_timeout_ms`
+//! (default 5000). It returns nothing: an observer cannot hold up, change
+//! or drop a message. If it falls 64 events behind, the oldest are dropped
+//! and the host logs how many.
+//!
+//! # Outbound HTTP
+//!
+//! [`http`] sends blocking HTTP requests, to the hosts the filter's
+//! `[[filter]]` entry lists in `allowed_outbound_hosts` and no others (see
+//! the module). Without that list, a filter that sends requests does not
+//! load.
+//!
 //! # Config
 //!
 //! The filter's `[filter.config]` table arrives as JSON and is deserialized
@@ -78,23 +99,31 @@ extern crate self as opzero_guest_sdk;
 #[doc(hidden)]
 pub mod __bindings {
     wit_bindgen::generate!({
-        path: "wit",
-        world: "opzero-filter",
+        path: "wit-0.2",
+        world: "opzero-filter-sdk",
+        // The wasi:http and wasi:io types the `http` module uses.
+        generate_all,
         pub_export_macro: true,
         export_macro_name: "__export_opzero_filter_world",
         default_bindings_module: "::opzero_guest_sdk::__bindings",
         runtime_path: "::opzero_guest_sdk::__wit_bindgen::rt",
         additional_derives: [PartialEq, Eq],
+        // It holds a resource, which has no equality.
+        additional_derives_ignore: ["stream-error"],
     });
 }
 
 #[doc(hidden)]
 pub use wit_bindgen as __wit_bindgen;
 
+pub mod http;
+
 pub use __bindings::exports::opzero::filter::filter::{
-    InjectVerdict, Message, PermissionRequest, PermissionVerdict, Reply, ReplyVerdict,
+    ClaudeState, Delivery, Event, FileInfo, InjectVerdict, Message, PermissionOutcome,
+    PermissionRequest, PermissionResolved, PermissionVerdict, Receipt, Reply, ReplySent,
+    ReplyVerdict,
 };
-pub use __bindings::opzero::filter::host::Level;
+pub use __bindings::opzero::filter::host::{Level, SessionInfo};
 pub use opzero_guest_sdk_macros::config;
 /// The serde this crate uses; `#[config]` derives through it.
 pub use serde;
@@ -102,9 +131,19 @@ pub use serde;
 /// Everything a filter usually needs: `use opzero_guest_sdk::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        Filter, InjectVerdict, Message, NoConfig, PermissionRequest, PermissionVerdict, Reply,
-        ReplyVerdict, config, debug, error, export_filter, info, trace, warn,
+        ClaudeState, Delivery, Event, FileInfo, Filter, InjectVerdict, Message, NoConfig,
+        PermissionOutcome, PermissionRequest, PermissionResolved, PermissionVerdict, Receipt,
+        Reply, ReplySent, ReplyVerdict, SessionInfo, config, debug, error, export_filter, info, session,
+        trace, warn,
     };
+}
+
+/// The Claude Code session the filter runs in: its id, its name (when
+/// Claude Code's session file gives one; it may change) and its working
+/// directory. Under `opzero-host filter test` the id is empty; in a native
+/// build (`cargo test`) it is empty too, with the current directory.
+pub fn session() -> SessionInfo {
+    __rt::session()
 }
 
 /// A filter. Implement [`Filter::new`] and the hooks you care about, then
@@ -127,7 +166,8 @@ pub trait Filter: Sized + 'static {
     /// does not start. Name the key the message is about.
     fn new(config: Self::Config) -> Result<Self, String>;
 
-    /// A message from the phone, before it reaches Claude.
+    /// A message from the phone, before it reaches Claude. `message.files`
+    /// describes its files; changing that list changes nothing.
     fn on_inject(&mut self, message: Message) -> InjectVerdict {
         InjectVerdict::Pass(message)
     }
@@ -141,6 +181,11 @@ pub trait Filter: Sized + 'static {
     fn on_permission_request(&mut self, request: PermissionRequest) -> PermissionVerdict {
         let _ = request;
         PermissionVerdict::Relay
+    }
+
+    /// Something that happened in the session (see [Events](crate#events)).
+    fn on_event(&mut self, event: Event) {
+        let _ = event;
     }
 }
 
@@ -212,6 +257,9 @@ macro_rules! export_filter {
                 $crate::__rt::dispatch::<$filter>($crate::__rt::Call::Permission(request))
                     .permission()
             }
+            fn on_event(event: $crate::Event) {
+                $crate::__rt::dispatch::<$filter>($crate::__rt::Call::Event(event)).event()
+            }
         }
 
         $crate::__bindings::__export_opzero_filter_world!(
@@ -267,7 +315,7 @@ pub mod __rt {
     use std::cell::RefCell;
 
     use crate::{
-        Filter, InjectVerdict, Level, Message, PermissionRequest, PermissionVerdict, Reply,
+        Event, Filter, InjectVerdict, Level, Message, PermissionRequest, PermissionVerdict, Reply,
         ReplyVerdict,
     };
 
@@ -282,6 +330,7 @@ pub mod __rt {
         Inject(Message),
         Reply(Reply),
         Permission(PermissionRequest),
+        Event(Event),
     }
 
     pub enum Answer {
@@ -289,6 +338,7 @@ pub mod __rt {
         Inject(InjectVerdict),
         Reply(ReplyVerdict),
         Permission(PermissionVerdict),
+        Event,
     }
 
     impl Answer {
@@ -316,6 +366,12 @@ pub mod __rt {
                 _ => unreachable!("dispatch answers in kind"),
             }
         }
+        pub fn event(self) {
+            match self {
+                Answer::Event => {}
+                _ => unreachable!("dispatch answers in kind"),
+            }
+        }
     }
 
     /// Runs one export for the filter `F`.
@@ -325,6 +381,10 @@ pub mod __rt {
             Call::Inject(m) => Answer::Inject(with::<F, _>(|f| f.on_inject(m))),
             Call::Reply(r) => Answer::Reply(with::<F, _>(|f| f.on_reply(r))),
             Call::Permission(p) => Answer::Permission(with::<F, _>(|f| f.on_permission_request(p))),
+            Call::Event(e) => {
+                with::<F, _>(|f| f.on_event(e));
+                Answer::Event
+            }
         }
     }
 
@@ -344,6 +404,18 @@ pub mod __rt {
                 .expect("opzero-host called a hook before configure");
             hook(filter)
         })
+    }
+
+    #[cfg(target_arch = "wasm32")]
+    pub fn session() -> crate::SessionInfo {
+        crate::__bindings::opzero::filter::host::session()
+    }
+
+    /// Native builds (a filter's unit tests): no session, this directory.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn session() -> crate::SessionInfo {
+        let cwd = std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default();
+        crate::SessionInfo { id: String::new(), name: None, cwd }
     }
 
     #[cfg(target_arch = "wasm32")]
@@ -441,6 +513,11 @@ mod tests {
         let m = Message {
             content: "hi".into(),
             meta: vec![("user".into(), "ana".into())],
+            files: vec![FileInfo {
+                name: "a.png".into(),
+                mime: "image/png".into(),
+                size: 3,
+            }],
         };
         assert_eq!(
             dispatch::<Counter>(Call::Inject(m.clone())).inject(),
@@ -475,5 +552,6 @@ mod tests {
             dispatch::<Counter>(Call::Permission(p)).permission(),
             PermissionVerdict::Relay
         );
+        dispatch::<Counter>(Call::Event(Event::StatusChanged(ClaudeState::Idle))).event();
     }
 }

@@ -68,7 +68,7 @@ pattern = "rm\\s+-rf"
         .build()
         .expect("a runtime");
     let started = Instant::now();
-    let chain = runtime.block_on(FilterChain::load(&config.filters, &cache)).unwrap_or_else(|d| {
+    let chain = runtime.block_on(FilterChain::load(&config.filters, &cache, &Default::default())).unwrap_or_else(|d| {
         for d in d {
             eprintln!("{d}");
         }
@@ -88,7 +88,7 @@ pattern = "rm\\s+-rf"
     let mut cached = Vec::new();
     for _ in 0..10 {
         let started = Instant::now();
-        let chain = runtime.block_on(FilterChain::load(&config.filters, &cache)).unwrap();
+        let chain = runtime.block_on(FilterChain::load(&config.filters, &cache, &Default::default())).unwrap();
         cached.push(started.elapsed());
         assert_eq!(chain.load_stats().compiled, 0);
     }
@@ -97,7 +97,7 @@ pattern = "rm\\s+-rf"
         ms(median(&mut cached))
     );
 
-    let chain = runtime.block_on(FilterChain::load(&config.filters, &cache)).unwrap();
+    let chain = runtime.block_on(FilterChain::load(&config.filters, &cache, &Default::default())).unwrap();
     println!(
         "RSS with 4 filters loaded: {}",
         rss().unwrap_or_else(|| "unknown".into())
@@ -112,6 +112,7 @@ pattern = "rm\\s+-rf"
             ("user".into(), "ana".into()),
             ("chat_id".into(), "c1".into()),
         ],
+        files: vec![],
     };
     // Calls are async (the host makes them on its runtime): each batch
     // runs inside one block_on, so the figure is the call's own cost.
@@ -144,7 +145,7 @@ pattern = "rm\\s+-rf"
             .filter(|f| f.name == name)
             .cloned()
             .collect();
-        let chain = runtime.block_on(FilterChain::load(&one, &cache)).unwrap();
+        let chain = runtime.block_on(FilterChain::load(&one, &cache, &Default::default())).unwrap();
         println!(
             "on_inject through {name:<10} 200-byte message: {:.2} µs",
             us(per_call(&chain))

@@ -188,6 +188,66 @@ pub struct Hooks {
     pub inject: bool,
     pub reply: bool,
     pub permission: bool,
+    /// `on-event`, off the message path (opzero:filter@0.2.0).
+    pub event: bool,
+}
+
+/// One of a filter's `allowed_outbound_hosts`: `scheme://host[:port]`,
+/// the port being the scheme's unless given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundHost {
+    pub scheme: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl OutboundHost {
+    pub fn parse(s: &str) -> Option<OutboundHost> {
+        let uri = s.parse::<http::Uri>().ok()?;
+        let scheme = uri.scheme_str()?.to_ascii_lowercase();
+        let default_port = match scheme.as_str() {
+            "https" => 443,
+            "http" => 80,
+            _ => return None,
+        };
+        let authority = uri.authority()?;
+        let bare = uri.path_and_query().is_none_or(|p| p.as_str() == "/" || p.as_str().is_empty());
+        let port_ok = authority.port().is_some() || !authority.as_str().ends_with(':');
+        if authority.as_str().contains('@') || authority.host().is_empty() || !bare || !port_ok {
+            return None;
+        }
+        Some(OutboundHost {
+            scheme,
+            host: authority.host().to_ascii_lowercase(),
+            port: authority.port_u16().unwrap_or(default_port),
+        })
+    }
+
+    /// Whether a request to `uri` goes where this names.
+    pub fn allows(&self, uri: &http::Uri) -> bool {
+        let scheme = uri.scheme_str().unwrap_or("").to_ascii_lowercase();
+        let default_port = match scheme.as_str() {
+            "https" => 443,
+            "http" => 80,
+            _ => return false,
+        };
+        let Some(authority) = uri.authority() else { return false };
+        scheme == self.scheme
+            && !authority.as_str().contains('@')
+            && authority.host().eq_ignore_ascii_case(&self.host)
+            && authority.port_u16().unwrap_or(default_port) == self.port
+    }
+}
+
+impl fmt::Display for OutboundHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let default_port = if self.scheme == "https" { 443 } else { 80 };
+        if self.port == default_port {
+            write!(f, "{}://{}", self.scheme, self.host)
+        } else {
+            write!(f, "{}://{}:{}", self.scheme, self.host, self.port)
+        }
+    }
 }
 
 /// One `[[filter]]` entry.
@@ -198,13 +258,19 @@ pub struct FilterSpec {
     pub path: PathBuf,
     pub hooks: Hooks,
     pub timeout_ms: u64,
+    /// Each `on-event` call's deadline.
+    pub event_timeout_ms: u64,
     pub memory_mb: u64,
     pub on_error: OnError,
     /// `[filter.config]` as JSON (an empty object when absent).
     pub config: serde_json::Value,
-    /// The `[[filter]]` header, the `path` value and the `config` table.
+    /// Where its HTTP requests may go (none: it may send none).
+    pub allowed_outbound_hosts: Vec<OutboundHost>,
+    /// The `[[filter]]` header, the `path` value, the `hooks` list and the
+    /// `config` table.
     pub at: Location,
     pub path_at: Location,
+    pub hooks_at: Location,
     pub config_at: Location,
 }
 
@@ -258,11 +324,7 @@ impl Config {
     }
 
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            let at = Location { file: path.to_path_buf(), line: 0, col: 0 };
-            ConfigErrors(vec![at.diagnostic("(file)", format!("cannot read config file: {e}"))])
-        })?;
-        Config::parse(&text, path)
+        Config::parse(&read_text(path)?, path)
     }
 
     /// Parse `text` as if read from `path` (used for messages and to resolve
@@ -272,6 +334,14 @@ impl Config {
         let config = check.read::<RawFile>().map(|raw| check.config(raw, path));
         check.finish(config)
     }
+}
+
+/// A config file's text, or why it cannot be read.
+fn read_text(path: &Path) -> Result<String, ConfigErrors> {
+    std::fs::read_to_string(path).map_err(|e| {
+        let at = Location { file: path.to_path_buf(), line: 0, col: 0 };
+        ConfigErrors(vec![at.diagnostic("(file)", format!("cannot read config file: {e}"))])
+    })
 }
 
 /// The hub's default port: clear of the opzero-claude server (4097) and
@@ -309,11 +379,7 @@ impl HubConfig {
     }
 
     pub fn load(path: &Path) -> Result<HubConfig, ConfigErrors> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            let at = Location { file: path.to_path_buf(), line: 0, col: 0 };
-            ConfigErrors(vec![at.diagnostic("(file)", format!("cannot read config file: {e}"))])
-        })?;
-        HubConfig::parse(&text, path)
+        HubConfig::parse(&read_text(path)?, path)
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<HubConfig, ConfigErrors> {
@@ -427,8 +493,11 @@ struct RawFilter {
     path: At<String>,
     hooks: At<Vec<Spanned<String>>>,
     timeout_ms: At<i64>,
+    event_timeout_ms: At<i64>,
     memory_mb: At<i64>,
     on_error: At<String>,
+    #[serde(default)]
+    allowed_outbound_hosts: Vec<Spanned<String>>,
     config: At<toml::Table>,
 }
 
@@ -602,7 +671,7 @@ impl Check<'_> {
         for (given, k, what) in [
             (f.name.is_some(), "name", "every filter needs a name"),
             (f.path.is_some(), "path", "the .wasm component to load"),
-            (f.hooks.is_some(), "hooks", "a subset of [\"inject\", \"reply\", \"permission\"]"),
+            (f.hooks.is_some(), "hooks", "a subset of [\"inject\", \"reply\", \"permission\", \"event\"]"),
         ] {
             if !given {
                 self.diags.push(at.diagnostic(key(k), format!("missing ({what})")));
@@ -617,9 +686,16 @@ impl Check<'_> {
         }
         let path_at = f.path.as_ref().map(|p| self.location(p.span()));
         let path = f.path.and_then(|p| self.non_empty(&key("path"), p));
+        let hooks_at = f.hooks.as_ref().map_or(at.clone(), |h| self.location(h.span()));
         let hooks = f.hooks.map(|h| self.hooks(&key("hooks"), h));
-        let (mut timeout_ms, mut memory_mb) = (50, 32);
+        let (mut timeout_ms, mut event_timeout_ms, mut memory_mb) = (50, 5000, 32);
         self.int(&key("timeout_ms"), &f.timeout_ms, 1..=10_000, |n| timeout_ms = n);
+        self.int(&key("event_timeout_ms"), &f.event_timeout_ms, 1..=60_000, |n| event_timeout_ms = n);
+        if let (Some(t), Some(h)) = (&f.event_timeout_ms, &hooks)
+            && !h.event
+        {
+            self.error(t.span(), &key("event_timeout_ms"), "applies to the event hook only (add \"event\" to hooks, or leave it out)");
+        }
         self.int(&key("memory_mb"), &f.memory_mb, 1..=4096, |n| memory_mb = n);
         let on_error = match f.on_error {
             Some(s) if s.get_ref() == "open" => OnError::Open,
@@ -630,6 +706,8 @@ impl Check<'_> {
             }
             _ => OnError::Closed,
         };
+        let allowed_outbound_hosts: Vec<OutboundHost> =
+            f.allowed_outbound_hosts.iter().filter_map(|s| self.outbound_host(&key("allowed_outbound_hosts"), s)).collect();
         let config_at = f.config.as_ref().map_or(at.clone(), |c| self.location(c.span()));
         if self.diags.len() != errors_before {
             return None;
@@ -639,13 +717,28 @@ impl Check<'_> {
             path: base_dir.join(expand_home(&path?)),
             hooks: hooks?,
             timeout_ms,
+            event_timeout_ms,
             memory_mb,
             on_error,
             config: f.config.map_or(serde_json::json!({}), |c| to_json(toml::Value::Table(c.into_inner()))),
+            allowed_outbound_hosts,
             at,
             path_at: path_at?,
+            hooks_at,
             config_at,
         })
+    }
+
+    fn outbound_host(&mut self, key: &str, s: &Spanned<String>) -> Option<OutboundHost> {
+        let host = OutboundHost::parse(s.get_ref());
+        if host.is_none() {
+            let message = format!(
+                "{:?} is not an outbound host (give scheme://host or scheme://host:port, with scheme http or https and no path, e.g. \"https://ntfy.sh\")",
+                s.get_ref()
+            );
+            self.error(s.span(), key, message);
+        }
+        host
     }
 
     fn hooks(&mut self, key: &str, list: Spanned<Vec<Spanned<String>>>) -> Hooks {
@@ -658,8 +751,10 @@ impl Check<'_> {
                 "inject" => hooks.inject = true,
                 "reply" => hooks.reply = true,
                 "permission" => hooks.permission = true,
+                "event" => hooks.event = true,
                 other => {
-                    let message = format!("unknown hook {other:?} (expected \"inject\", \"reply\" or \"permission\")");
+                    let message =
+                        format!("unknown hook {other:?} (expected \"inject\", \"reply\", \"permission\" or \"event\")");
                     self.error(hook.span(), key, message);
                 }
             }
@@ -800,6 +895,24 @@ on_error = "open"
         let b = &c.filters[1];
         assert_eq!(b.path, PathBuf::from("/abs/b.wasm"));
         assert_eq!((b.timeout_ms, b.memory_mb, b.on_error), (10, 8, OnError::Open));
+        assert_eq!((a.event_timeout_ms, b.event_timeout_ms), (5000, 5000));
+    }
+
+    #[test]
+    fn the_event_hook_and_its_deadline() {
+        let text = "[[filter]]\nname = \"n\"\npath = \"n.wasm\"\nhooks = [\"event\", \"inject\"]\nevent_timeout_ms = 2000\n";
+        let c = Config::parse(text, Path::new("x/opzero.toml")).unwrap();
+        let n = &c.filters[0];
+        assert!(n.hooks.event && n.hooks.inject && !n.hooks.reply);
+        assert_eq!((n.timeout_ms, n.event_timeout_ms, n.hooks_at.line), (50, 2000, 4));
+        assert_eq!(
+            errors("[[filter]]\nname = \"n\"\npath = \"n.wasm\"\nhooks = [\"event\"]\nevent_timeout_ms = 0\n"),
+            vec!["x/opzero.toml:5:20: filter[0].event_timeout_ms: must be between 1 and 60000"]
+        );
+        assert_eq!(
+            errors("[[filter]]\nname = \"n\"\npath = \"n.wasm\"\nhooks = [\"reply\"]\nevent_timeout_ms = 100\n"),
+            vec!["x/opzero.toml:5:20: filter[0].event_timeout_ms: applies to the event hook only (add \"event\" to hooks, or leave it out)"]
+        );
     }
 
     #[test]
@@ -810,15 +923,34 @@ on_error = "open"
             vec![
                 "x/opzero.toml:1:1: filter[0].path: missing (the .wasm component to load)",
                 "x/opzero.toml:2:8: filter[0].name: \"a b\" is not a valid name (use letters, digits, '-' and '_')",
-                "x/opzero.toml:3:20: filter[0].hooks: unknown hook \"sideways\" (expected \"inject\", \"reply\" or \"permission\")",
+                "x/opzero.toml:3:20: filter[0].hooks: unknown hook \"sideways\" (expected \"inject\", \"reply\", \"permission\" or \"event\")",
                 "x/opzero.toml:4:14: filter[0].timeout_ms: must be between 1 and 10000",
             ]
         );
         // An unknown key stops the reading there.
         assert_eq!(
             errors(&format!("{text}extra = true\n")),
-            vec!["x/opzero.toml:5:1: filter[0].extra: unknown key (expected one of: name, path, hooks, timeout_ms, memory_mb, on_error, config)"]
+            vec!["x/opzero.toml:5:1: filter[0].extra: unknown key (expected one of: name, path, hooks, timeout_ms, event_timeout_ms, memory_mb, on_error, allowed_outbound_hosts, config)"]
         );
+    }
+
+    #[test]
+    fn outbound_hosts_are_scheme_host_and_port() {
+        let text = "[[filter]]\nname = \"n\"\npath = \"n.wasm\"\nhooks = [\"event\"]\nallowed_outbound_hosts = [\"https://ntfy.sh\", \"http://127.0.0.1:8080/\"]\n";
+        let c = Config::parse(text, Path::new("x/opzero.toml")).unwrap();
+        let hosts = &c.filters[0].allowed_outbound_hosts;
+        assert_eq!(hosts.iter().map(ToString::to_string).collect::<Vec<_>>(), ["https://ntfy.sh", "http://127.0.0.1:8080"]);
+        let allows = |i: usize, uri: &str| hosts[i].allows(&uri.parse().unwrap());
+        assert!(allows(0, "https://ntfy.sh/topic") && allows(0, "https://NTFY.sh:443/x"));
+        assert!(!allows(0, "http://ntfy.sh/topic") && !allows(0, "https://ntfy.sh:8443/") && !allows(0, "https://ntfy.sh.evil.test/"));
+        assert!(!allows(0, "https://user@ntfy.sh/") && allows(1, "http://127.0.0.1:8080/p") && !allows(1, "http://127.0.0.1/"));
+        for bad in ["ntfy.sh", "ftp://ntfy.sh", "https://ntfy.sh/topic", "https://u@ntfy.sh", "https://ntfy.sh:"] {
+            let text = format!("[[filter]]\nname = \"n\"\npath = \"n.wasm\"\nhooks = [\"event\"]\nallowed_outbound_hosts = [{bad:?}]\n");
+            assert_eq!(
+                errors(&text),
+                vec![format!("x/opzero.toml:5:27: filter[0].allowed_outbound_hosts: {bad:?} is not an outbound host (give scheme://host or scheme://host:port, with scheme http or https and no path, e.g. \"https://ntfy.sh\")")]
+            );
+        }
     }
 
     #[test]

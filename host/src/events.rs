@@ -14,12 +14,21 @@
 //! A new subscriber that does not say where to start gets every event that no
 //! subscriber has taken yet, so replies made while the phone was away are not
 //! lost even for clients that never send `Last-Event-ID`.
+//!
+//! Filters with the `event` hook do not subscribe (that would take events
+//! and make replies read): they [`EventLog::tap`] the log, which sees every
+//! event as it is published, takes nothing, and drops the oldest for a
+//! tap that falls [`EVENT_TAP_CAPACITY`] behind, saying how many.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{watch, Notify};
+use tokio::sync::{broadcast, watch, Notify};
+
+/// How many events one tap holds before it drops the oldest: the queue of
+/// one `event` filter.
+pub const EVENT_TAP_CAPACITY: usize = 64;
 
 /// Milliseconds since the epoch: every event's `ts`.
 pub fn now_ms() -> u64 {
@@ -53,6 +62,8 @@ pub struct EventLog {
     /// unread (`GET /watch`); the state's `taken` is the same number.
     taken: watch::Sender<u64>,
     lag_limit: u64,
+    /// Every event, as published, for the taps.
+    tap: broadcast::Sender<Arc<Event>>,
 }
 
 struct State {
@@ -95,6 +106,7 @@ impl EventLog {
             head: watch::channel(0).0,
             taken: watch::channel(0).0,
             lag_limit: lag_limit.max(1) as u64,
+            tap: broadcast::channel(EVENT_TAP_CAPACITY).0,
         })
     }
 
@@ -107,8 +119,11 @@ impl EventLog {
         if st.buffer.len() == st.capacity {
             st.buffer.pop_front();
         }
-        st.buffer.push_back(Arc::new(Event { id, data, unread }));
-        // Under the lock, so ids reach subscribers in order.
+        let event = Arc::new(Event { id, data, unread });
+        st.buffer.push_back(event.clone());
+        // Under the lock, so ids reach subscribers and taps in order. With
+        // no tap open this fails, and nothing is lost.
+        let _ = self.tap.send(event);
         self.head.send_replace(id);
         for r in st.readers.values() {
             if r.behind(id) > self.lag_limit
@@ -131,6 +146,13 @@ impl EventLog {
     /// [`EventLog::unread`] may have changed. Watching it takes nothing.
     pub fn changes(&self) -> (watch::Receiver<u64>, watch::Receiver<u64>) {
         (self.head.subscribe(), self.taken.subscribe())
+    }
+
+    /// Every event from now on, as it is published, without taking it (see
+    /// the module's doc). A receiver [`EVENT_TAP_CAPACITY`] behind loses
+    /// the oldest: its next `recv` says how many.
+    pub fn tap(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.tap.subscribe()
     }
 
     /// How many SSE streams are open right now.
@@ -326,6 +348,20 @@ mod tests {
         assert_eq!(log.unread(), 1, "a client that resumes after the reply had it already");
         drain(&mut s, 1).await;
         assert_eq!(log.unread(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_tap_sees_everything_takes_nothing_and_counts_what_it_dropped() {
+        let log = EventLog::new(1000, 1000);
+        let mut tap = log.tap();
+        log.publish(&json!({ "type": "reply" }));
+        assert_eq!(tap.recv().await.unwrap().id, 1);
+        assert_eq!(log.unread(), 1, "a tap takes nothing");
+        for i in 0..EVENT_TAP_CAPACITY + 10 {
+            log.publish(&json!({ "n": i }));
+        }
+        assert_eq!(tap.recv().await.unwrap_err(), broadcast::error::RecvError::Lagged(10));
+        assert_eq!(tap.recv().await.unwrap().id, 12);
     }
 
     #[tokio::test]

@@ -373,6 +373,8 @@ impl Reach {
             return Err(format!("file {p:?}: not a regular file (a directory, FIFO, socket or device is never sent)"));
         }
         let fs_type = rustix::fs::fstatfs(&file).map_err(|e| reason(e.into()))?.f_type as i64;
+        // The constant's type is the platform's (i64 here, u32 on some).
+        #[allow(clippy::unnecessary_cast)]
         if fs_type == rustix::fs::PROC_SUPER_MAGIC as i64 || fs_type == SYSFS_MAGIC {
             return Err(never("/proc or /sys"));
         }

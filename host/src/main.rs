@@ -272,8 +272,18 @@ fn run(command: Command, config: Option<PathBuf>) -> anyhow::Result<()> {
             }
             let (config, filters) = serve::check(Some(&file))?;
             let names = filters.names();
+            // What each filter may reach beyond its sandbox.
+            let grants: String = config
+                .filters
+                .iter()
+                .filter(|f| !f.allowed_outbound_hosts.is_empty())
+                .map(|f| {
+                    let hosts: Vec<String> = f.allowed_outbound_hosts.iter().map(ToString::to_string).collect();
+                    format!("; {} may reach {}", f.name, hosts.join(", "))
+                })
+                .collect();
             println!(
-                "{}: ok ({} filter{}{}; permission relay {})",
+                "{}: ok ({} filter{}{}; permission relay {}{grants})",
                 file.display(),
                 names.len(),
                 if names.len() == 1 { "" } else { "s" },

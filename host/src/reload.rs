@@ -123,7 +123,7 @@ impl Reloader {
             Ok(config) => {
                 // Its filters' files, even if they do not load: building them is the fix.
                 self.watch(&config.filters);
-                match FilterChain::load(&config.filters, &self.cache_dir).await {
+                match FilterChain::load(&config.filters, &self.cache_dir, &core.filter_session()).await {
                     Ok(chain) => Ok((config, chain)),
                     Err(diagnostics) => Err(ConfigErrors(diagnostics)),
                 }

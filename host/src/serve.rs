@@ -17,7 +17,7 @@ use crate::core::Core;
 use crate::discovery::{self, DiscoveryFile, Record};
 use crate::events::now_ms;
 use crate::files::{Files, Reach};
-use crate::filters::FilterChain;
+use crate::filters::{FilterChain, SessionSource};
 use crate::reload::Reloader;
 use crate::bridge::web::{self, SignIn};
 use crate::{bridge, channel, UserError};
@@ -52,8 +52,9 @@ pub fn cache_dir() -> PathBuf {
 }
 
 /// The config's filters, loaded and configured; every problem at once.
-pub async fn load_filters(config: &Config) -> Result<FilterChain, UserError> {
-    FilterChain::load(&config.filters, &cache_dir()).await.map_err(|diags| {
+/// `session` is what their `session()` answers.
+pub async fn load_filters(config: &Config, session: &SessionSource) -> Result<FilterChain, UserError> {
+    FilterChain::load(&config.filters, &cache_dir(), session).await.map_err(|diags| {
         UserError(crate::config::ConfigErrors(diags).to_string())
     })
 }
@@ -66,7 +67,7 @@ pub fn check(path: Option<&Path>) -> Result<(Config, FilterChain), UserError> {
         .enable_all()
         .build()
         .map_err(|e| UserError(format!("cannot start a runtime: {e}")))?;
-    let chain = runtime.block_on(load_filters(&config))?;
+    let chain = runtime.block_on(load_filters(&config, &SessionSource::default()))?;
     Ok((config, chain))
 }
 
@@ -153,7 +154,7 @@ pub async fn run(session_id: String, config: Config) -> anyhow::Result<()> {
     };
     tokio::pin!(ended);
     let announce = async {
-        let chain = load_filters(&core.config).await?;
+        let chain = load_filters(&core.config, &core.filter_session()).await?;
         core.start_filters(chain);
         tokio::spawn(reloader.run(core.clone()));
         // Only now: a reader must never find a dead port, or a bridge whose

@@ -2,12 +2,17 @@
 //! example, and guests that misbehave on purpose (host/tests/guests/).
 
 mod filters_support;
+#[path = "../../tests/support/recorder.rs"]
+mod recorder;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
+use axum::response::Response;
+
+use recorder::Recorder;
 use filters_support::{Setup, check, entry, run, wasm};
-use opzero_host::filters::{FilterChain, LoadStats, Message, PermissionVerdict, Reply, Verdict};
+use opzero_host::filters::{ClaudeState, Event, FileInfo, FilterChain, LoadStats, Message, PermissionVerdict, Reply, Verdict};
 use opzero_host::permissions::Request as PermissionRequest;
 
 fn message(content: &str, user: &str) -> Message {
@@ -17,6 +22,7 @@ fn message(content: &str, user: &str) -> Message {
             ("user".into(), user.into()),
             ("chat_id".into(), "c1".into()),
         ],
+        files: vec![],
     }
 }
 
@@ -114,6 +120,7 @@ fn built_in_filters_run_in_file_order() {
                 ("user".into(), "ana".into()),
                 ("chat_id".into(), "c1".into())
             ],
+            files: vec![],
         })
     );
 
@@ -544,7 +551,7 @@ fn every_load_problem_is_reported_at_once_with_its_position() {
     );
     assert!(
         text[3]
-            .contains("does not export opzero:filter/filter@0.1.0 (it exports wasi:cli/run@0.2."),
+            .contains("does not export opzero:filter/filter@0.2.0 or @0.1.0 (it exports wasi:cli/run@0.2."),
         "{}",
         text[3]
     );
@@ -572,7 +579,7 @@ fn a_memory_cap_below_what_the_filter_needs_at_start_is_a_config_error() {
 
 #[test]
 fn an_empty_chain_passes_everything() {
-    let chain = run(FilterChain::load(&[], std::path::Path::new("/nonexistent"))).unwrap();
+    let chain = run(FilterChain::load(&[], std::path::Path::new("/nonexistent"), &Default::default())).unwrap();
     assert!(chain.is_empty());
     let m = message("x", "y");
     assert_eq!(run(chain.on_inject(m.clone())), Verdict::Pass(m));
@@ -606,4 +613,240 @@ fn the_chain_is_shared_across_threads() {
     // One instance served all 100 injects; its reply counter is untouched.
     assert_eq!(run(chain.on_reply(reply("r"))), Verdict::Pass(reply("r #1")));
     assert!(wasm("panicky").is_file());
+}
+
+/// The component built for opzero:filter@0.1.0 and kept as built
+/// (host/testdata/filter-0.1.0/README.md).
+fn pinned_0_1() -> String {
+    let wasm = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/filter-0.1.0/max_length.wasm");
+    format!("{:?}", wasm.display().to_string())
+}
+
+fn file(name: &str, mime: &str, size: u64) -> FileInfo {
+    FileInfo { name: name.into(), mime: mime.into(), size }
+}
+
+#[test]
+fn a_0_1_and_a_0_2_component_run_side_by_side_and_files_pass_the_0_1_one_unchanged() {
+    let setup = Setup::new();
+    let old = format!(
+        "[[filter]]\nname = \"old\"\npath = {}\nhooks = [\"inject\"]\n[filter.config]\ninject = {{ max_chars = 12 }}\nmarker = \"~\"\n",
+        pinned_0_1()
+    );
+    let chain = setup.chain(&(old + &entry("hello", "hello_filter", r#"["inject"]"#, "[filter.config]\ngreeting = \"Hi!\"")));
+    assert_eq!(chain.names(), ["old", "hello"]);
+    let mut m = message("hello world, again", "ana");
+    m.files = vec![file("a.png", "image/png", 3)];
+    let Verdict::Pass(out) = run(chain.on_inject(m)) else { panic!("not passed") };
+    // Cut by 0.1.0, then greeted by 0.2.0; the files as they came.
+    assert_eq!(out.content, "Hi! hello world~");
+    assert_eq!(out.files, [file("a.png", "image/png", 3)]);
+}
+
+#[test]
+fn files_reach_an_inject_filter_which_may_refuse_them_by_type_or_size() {
+    let setup = Setup::new();
+    let chain = setup.chain(&entry(
+        "gate",
+        "file_gate",
+        r#"["inject"]"#,
+        "[filter.config]\nrefuse_mime = \"image/\"\nmax_bytes = 1000",
+    ));
+    let with = |files: Vec<FileInfo>| {
+        let mut m = message("see attached", "ana");
+        m.files = files;
+        run(chain.on_inject(m))
+    };
+    assert_eq!(
+        with(vec![file("notes.txt", "text/plain", 10), file("cat.png", "image/png", 10)]),
+        Verdict::Reject { filter: "gate".into(), reason: "cat.png is image/png: not taken here".into() }
+    );
+    assert_eq!(
+        with(vec![file("big.txt", "text/plain", 1001)]),
+        Verdict::Reject { filter: "gate".into(), reason: "big.txt is 1001 bytes, more than 1000".into() }
+    );
+    let Verdict::Pass(out) = with(vec![file("notes.txt", "text/plain", 1000)]) else { panic!("not passed") };
+    assert_eq!(out.files, [file("notes.txt", "text/plain", 1000)]);
+}
+
+#[test]
+fn a_0_1_component_listed_with_the_event_hook_is_refused_at_its_hooks() {
+    let setup = Setup::new();
+    let text = format!("[[filter]]\nname = \"old\"\npath = {}\nhooks = [\"inject\", \"event\"]\n", pinned_0_1());
+    let diagnostics = setup.load(&text).err().expect("refused");
+    let lines: Vec<String> = diagnostics.iter().map(|d| d.to_string()).collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let want = format!(
+        "{}:4:9: filter[0].hooks: filter \"old\": {} is built for opzero:filter@0.1.0, which has no event hook (rebuild it with the guest SDK for opzero:filter@0.2.0, or take \"event\" out of hooks)",
+        setup.config_path().display(),
+        pinned_0_1().trim_matches('"')
+    );
+    assert_eq!(lines[0], want);
+}
+
+#[test]
+fn an_event_filter_observes_on_an_instance_of_its_own_within_its_deadline() {
+    let setup = Setup::new();
+    let chain = setup.chain(&entry("obs", "observer", r#"["inject", "event"]"#, ""));
+    let (verdict, logs) = logs_of(|| run(chain.on_event(Event::Status(ClaudeState::Idle))));
+    assert_eq!(verdict, Verdict::Pass(()));
+    assert!(logs.contains("observed #1 status-changed ClaudeState::Idle"), "{logs}");
+    // The inject hook runs on the other instance: its count of events is
+    // the event instance's alone.
+    let (_, logs) = logs_of(|| run(chain.on_inject(message("hi", "ana"))));
+    assert!(logs.contains("inject \"hi\""), "{logs}");
+    let (_, logs) = logs_of(|| run(chain.on_event(Event::Status(ClaudeState::Busy))));
+    assert!(logs.contains("observed #2 status-changed ClaudeState::Busy"), "{logs}");
+
+    // Sleeping to its deadline is a named timeout, and a fresh instance.
+    let chain = setup.chain(&entry("slow", "observer", r#"["event"]"#, "event_timeout_ms = 100\n[filter.config]\nsleep_ms = 10000"));
+    assert_eq!(
+        run(chain.on_event(Event::Status(ClaudeState::Idle))),
+        Verdict::Failed { filter: "slow".into(), error: "filter \"slow\" timed out after 100 ms".into() }
+    );
+    // The message hooks have no instance to call: they pass.
+    assert_eq!(run(chain.on_inject(message("hi", "ana"))), Verdict::Pass(message("hi", "ana")));
+}
+
+fn notifier(url: &str, grants: &[u16], extra: &str) -> String {
+    let hosts: Vec<String> = grants.iter().map(|p| format!("\"http://127.0.0.1:{p}\"")).collect();
+    let grant = if grants.is_empty() { String::new() } else { format!("allowed_outbound_hosts = [{}]\n", hosts.join(", ")) };
+    entry("notify", "notifier", r#"["event"]"#, &format!("{grant}{extra}[filter.config]\nurl = \"{url}\""))
+}
+
+fn reply_sent(text: &str) -> Event {
+    Event::ReplySent { id: 1, chat_id: "c1".into(), text: text.into(), edit_of: None }
+}
+
+#[test]
+fn a_filter_that_sends_http_without_a_grant_does_not_load() {
+    let setup = Setup::new();
+    let diagnostics = setup.load(&notifier("http://127.0.0.1:9/", &[], "")).err().expect("refused");
+    let lines: Vec<String> = diagnostics.iter().map(|d| d.to_string()).collect();
+    assert_eq!(
+        lines,
+        [format!(
+            "{}:1:1: filter[0].allowed_outbound_hosts: missing: filter \"notify\": {} sends HTTP requests (it imports wasi:http/outgoing-handler), so its entry must list the hosts it may reach, e.g. allowed_outbound_hosts = [\"https://ntfy.sh\"]",
+            setup.config_path().display(),
+            wasm("notifier").display()
+        )]
+    );
+    // A filter that sends none loads without one, as ever.
+    setup.chain(&entry("hello", "hello_filter", r#"["inject"]"#, "[filter.config]\ngreeting = \"Hi!\""));
+}
+
+#[test]
+fn a_granted_filter_reaches_the_hosts_it_names_and_no_other() {
+    let setup = Setup::new();
+    let granted = Recorder::answering(|_| Response::new("thanks".into()));
+    let other = Recorder::ok();
+    let url = granted.url("/topic");
+    let chain = setup.chain(&notifier(&url, &[granted.port], ""));
+    let (verdict, logs) = logs_of(|| run(chain.on_event(reply_sent("done"))));
+    assert_eq!(verdict, Verdict::Pass(()));
+    assert!(logs.contains("sent: 200 thanks"), "{logs}");
+    assert_eq!(granted.lines(), ["POST /topic done"]);
+    assert_eq!(granted.got()[0].header("content-length"), Some("4"));
+
+    let url = other.url("/topic");
+    let chain = setup.chain(&notifier(&url, &[granted.port], ""));
+    let (verdict, logs) = logs_of(|| run(chain.on_event(reply_sent("done"))));
+    assert_eq!(verdict, Verdict::Pass(()));
+    assert!(
+        logs.contains(&format!("not sent: HTTP request denied: {url} is not in this filter's allowed_outbound_hosts")),
+        "{logs}"
+    );
+    assert!(logs.contains(&format!("HTTP request to {url} refused: not in allowed_outbound_hosts filter=\"notify\"")), "{logs}");
+    assert!(other.got().is_empty(), "the request left");
+}
+
+#[test]
+fn a_redirect_to_a_host_not_granted_is_refused() {
+    let setup = Setup::new();
+    let elsewhere = Recorder::ok();
+    let target = elsewhere.url("/stolen");
+    let redirecting = Recorder::answering(move |_| {
+        Response::builder().status(307).header("location", &target).body("".into()).unwrap()
+    });
+    let url = redirecting.url("/topic");
+    let chain = setup.chain(&notifier(&url, &[redirecting.port], ""));
+    let (_, logs) = logs_of(|| run(chain.on_event(reply_sent("secret"))));
+    assert!(logs.contains("not sent: HTTP request denied"), "{logs}");
+    assert_eq!(redirecting.lines(), ["POST /topic secret"]);
+    assert!(elsewhere.got().is_empty(), "the redirect was followed");
+}
+
+#[test]
+fn a_request_counts_against_the_event_deadline() {
+    let setup = Setup::new();
+    // Takes the connection and never answers.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let _held: Vec<_> = listener.incoming().take(4).collect();
+        std::thread::sleep(std::time::Duration::from_secs(30));
+    });
+    let url = format!("http://127.0.0.1:{port}/");
+    let chain = setup.chain(&notifier(&url, &[port], "event_timeout_ms = 300\n"));
+    assert_eq!(
+        run(chain.on_event(reply_sent("hello?"))),
+        Verdict::Failed { filter: "notify".into(), error: "filter \"notify\" timed out after 300 ms".into() }
+    );
+}
+
+/// `notify` with a webhook: a JSON POST that Slack reads (`text`) and any
+/// other receiver can take apart, with the token as a bearer; a failing
+/// receiver is logged with what it answered.
+#[test]
+fn notify_posts_json_to_a_webhook_with_its_token() {
+    let setup = Setup::new();
+    let hook = Recorder::answering(|path| match path {
+        "/down" => Response::builder().status(503).body("try later".into()).unwrap(),
+        _ => Response::new("ok".into()),
+    });
+    let config = |path: &str| {
+        entry(
+            "notify",
+            "notify",
+            r#"["event"]"#,
+            &format!(
+                "allowed_outbound_hosts = [\"http://127.0.0.1:{}\"]\n[filter.config]\nwebhook_url = \"{}\"\ntoken = \"tk_1\"\nevents = [\"undelivered\"]\n",
+                hook.port,
+                hook.url(path)
+            ),
+        )
+    };
+    let chain = setup.chain(&config("/hooks/T1"));
+    let undelivered = || Event::Receipt {
+        message_id: "m1".into(),
+        chat_id: "c1".into(),
+        state: opzero_host::filters::Delivery::Undelivered,
+        reason: Some("Claude Code did not take it".into()),
+    };
+    // Not asked for: nothing goes.
+    assert_eq!(run(chain.on_event(Event::PermissionRelayed(request("Bash", "ls")))), Verdict::Pass(()));
+    let (_, logs) = logs_of(|| run(chain.on_event(undelivered())));
+    assert!(logs.contains("sent: A message did not reach Claude"), "{logs}");
+    let got = hook.got();
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!((got[0].method.as_str(), got[0].path.as_str()), ("POST", "/hooks/T1"));
+    assert_eq!(got[0].header("authorization"), Some("Bearer tk_1"));
+    let body: serde_json::Value = serde_json::from_str(&got[0].body).unwrap();
+    let cwd = std::env::current_dir().unwrap().display().to_string();
+    let message = format!("A message did not reach Claude in {cwd}\nClaude Code did not take it");
+    assert_eq!(
+        body,
+        serde_json::json!({
+            "text": format!("*Claude: A message did not reach Claude*\n{message}"),
+            "event": "undelivered",
+            "title": "Claude: A message did not reach Claude",
+            "message": message,
+            "session": {"id": "", "name": null, "cwd": cwd},
+            "url": null,
+        })
+    );
+
+    let chain = setup.chain(&config("/down"));
+    let (_, logs) = logs_of(|| run(chain.on_event(undelivered())));
+    assert!(logs.contains(&format!("not sent: {} answered 503: try later", hook.url("/down"))), "{logs}");
 }

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 pub mod hub;
+pub mod recorder;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_opzero-host");
 pub const WAIT: Duration = Duration::from_secs(10);

@@ -64,6 +64,7 @@ mod tests {
         Message {
             content: content.into(),
             meta: vec![],
+            files: vec![],
         }
     }
 

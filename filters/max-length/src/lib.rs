@@ -156,6 +156,7 @@ mod tests {
         Message {
             content: content.into(),
             meta: vec![("user".into(), "ana".into())],
+            files: vec![],
         }
     }
 

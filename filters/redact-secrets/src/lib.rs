@@ -421,12 +421,14 @@ mod tests {
         let message = Message {
             content: "my key is AKIAIOSFODNN7EXAMPLE".into(),
             meta: vec![("user".into(), "ana".into())],
+            files: vec![],
         };
         assert_eq!(
             r.on_inject(message),
             InjectVerdict::Pass(Message {
                 content: "my key is [REDACTED:aws-access-key-id]".into(),
                 meta: vec![("user".into(), "ana".into())],
+                files: vec![],
             })
         );
     }

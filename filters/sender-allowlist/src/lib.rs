@@ -128,6 +128,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            files: vec![],
         }
     }
 

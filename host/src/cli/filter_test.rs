@@ -5,9 +5,9 @@
 //! on stdout. The filter's log lines go to stderr; the exit status says
 //! what happened (see [`HELP`]).
 //!
-//! A new hook (WIT 0.2's `event`) is a variant of [`Input`] with its
-//! parser and its verdict's JSON; a grant such as `--allow-host` is one
-//! more line of the `[[filter]]` entry [`Test::spec`] writes.
+//! Each hook is a variant of [`Input`] with its parser and its verdict's
+//! JSON; a grant (`--allow-host`) is one more line of the `[[filter]]`
+//! entry [`Test::spec`] writes.
 
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
@@ -19,14 +19,18 @@ use serde_json::{Value, json};
 use super::hook::HookName;
 use crate::UserError;
 use crate::config::{Config, Diagnostic, FilterSpec};
-use crate::filters::{FilterChain, Message, PermissionVerdict, Reply, Verdict};
+use crate::filters::{Event, FileInfo, FilterChain, Message, PermissionVerdict, Reply, SessionSource, Verdict};
 use crate::permissions::Request;
 
 /// The end of `filter test --help`.
 pub const HELP: &str = r#"The input is the hook's record as JSON, in the shapes the wire uses; fields left out are empty:
-  inject      {"content": "...", "meta": {"key": "value", ...}}    ({"content":"hi"} will do)
+  inject      {"content": "...", "meta": {"key": "value", ...},    ({"content":"hi"} will do)
+               "files": [{"name": "...", "mime": "...", "size": N}, ...]}
   reply       {"chat_id": "...", "text": "..."}
   permission  {"request_id": "...", "tool_name": "...", "description": "...", "input_preview": "..."}
+  event       an event as GET /events sends it (its data), e.g. {"type": "status", "state": "idle"}:
+              reply, edit, permission_request, permission_resolved, permission_expired, status,
+              receipt; "id" gives a reply's event id [default: 0]
 meta goes by serve's rules (keys of letters, digits and '_'; other values as their JSON text).
 serve also gives every inject a meta "chat_id" (the message's chat, else "inject"): add it to
 test a filter that reads it.
@@ -39,6 +43,7 @@ The verdict is one line of JSON on stdout, and the exit status follows it:
   {"verdict":"drop","filter":"NAME","reason":"..."}             dropped: 1
   {"verdict":"reject","filter":"NAME","reason":"..."}           rejected: 1
   {"verdict":"deny","filter":"NAME","reason":"..."}             denied at once: 1
+  {"verdict":"observed"}                                        the event hook returned: 0
   {"verdict":"error","filter":"NAME","error":"..."}             the call failed (a panic, a trap, the
                                                                 timeout, the memory limit): 2
 Exit status 2 with nothing on stdout: the input or the config is not what it should be (the
@@ -46,9 +51,11 @@ message names the field), or the component does not load or refuses its config.
 
 The filter's log lines, and what it writes to its stdout and stderr, go to stderr
 (OPZERO_LOG=info leaves out its debug and trace lines). The call runs as serve runs it: the
-same sandbox (no files, no network, no environment), timeout_ms 50 and memory_mb 32 unless
---timeout-ms and --memory-mb say otherwise, compiled components cached in $OPZERO_HOME/cache.
-The event hook needs an opzero:filter@0.2.0 component (not yet supported)."#;
+same sandbox (no files, no network, no environment), timeout_ms 50 (event_timeout_ms 5000 for
+the event hook) and memory_mb 32 unless --timeout-ms and --memory-mb say otherwise, compiled
+components cached in $OPZERO_HOME/cache. The event hook needs an opzero:filter@0.2.0 component;
+an inject's files reach only those (a 0.1.0 component sees none). A component that sends HTTP
+requests loads only with --allow-host, and reaches only the hosts it names."#;
 
 /// `opzero-host filter test`.
 #[derive(clap::Args, Debug)]
@@ -67,7 +74,8 @@ pub struct Test {
     // copies the value between the two, so it has the same type.
     #[arg(long, value_name = "JSON")]
     pub config: Option<PathBuf>,
-    /// The call's time limit, as `timeout_ms` in opzero.toml [default: serve's, 50].
+    /// The call's time limit, as `timeout_ms` in opzero.toml (`event_timeout_ms`
+    /// for the event hook) [default: serve's, 50; 5000 for events].
     #[arg(long, value_name = "MS")]
     pub timeout_ms: Option<u32>,
     /// The filter's memory limit, as `memory_mb` in opzero.toml [default: serve's, 32].
@@ -76,6 +84,10 @@ pub struct Test {
     /// The filter's name in its verdict and log [default: the file's, e.g. max_length].
     #[arg(long)]
     pub name: Option<String>,
+    /// A host the filter may send HTTP requests to, as in `allowed_outbound_hosts`
+    /// (scheme://host[:port]); give it again for more [default: none].
+    #[arg(long = "allow-host", value_name = "URL")]
+    pub allow_host: Vec<String>,
 }
 
 /// The hook's input, in the host's types.
@@ -84,6 +96,7 @@ enum Input {
     Inject(Message),
     Reply(Reply),
     Permission(Request),
+    Event(Event),
 }
 
 /// What the call came to: the verdict (printed as JSON), the exit status,
@@ -131,10 +144,7 @@ pub fn run(test: Test) -> u8 {
 }
 
 fn outcome(test: Test) -> Result<Outcome, UserError> {
-    let hook = test
-        .hook
-        .supported()
-        .map_err(|e| UserError(format!("--hook {}: {e}", test.hook.as_str())))?;
+    let hook = test.hook;
     let config = filter_config(test.config.as_deref())?;
     let text = match test.input.as_str() {
         "-" => {
@@ -155,7 +165,7 @@ fn outcome(test: Test) -> Result<Outcome, UserError> {
         .build()
         .map_err(|e| UserError(format!("cannot start a runtime: {e}")))?;
     runtime.block_on(async {
-        let chain = FilterChain::load(std::slice::from_ref(&spec), &crate::serve::cache_dir())
+        let chain = FilterChain::load(std::slice::from_ref(&spec), &crate::serve::cache_dir(), &SessionSource::default())
             .await
             .map_err(|diagnostics| UserError(diagnostics.iter().map(flag_message).collect::<Vec<_>>().join("\n")))?;
         Ok(input.call(&chain).await)
@@ -196,10 +206,15 @@ impl Test {
             quote(hook.as_str())
         );
         if let Some(ms) = self.timeout_ms {
-            entry.push_str(&format!("timeout_ms = {ms}\n"));
+            let key = if hook == HookName::Event { "event_timeout_ms" } else { "timeout_ms" };
+            entry.push_str(&format!("{key} = {ms}\n"));
         }
         if let Some(mb) = self.memory_mb {
             entry.push_str(&format!("memory_mb = {mb}\n"));
+        }
+        if !self.allow_host.is_empty() {
+            let hosts: Vec<String> = self.allow_host.iter().map(|h| quote(h)).collect();
+            entry.push_str(&format!("allowed_outbound_hosts = [{}]\n", hosts.join(", ")));
         }
         let config = Config::parse(&entry, Path::new(""))
             .map_err(|errors| UserError(errors.0.iter().map(flag_message).collect::<Vec<_>>().join("\n")))?;
@@ -238,25 +253,16 @@ fn flag_message(d: &Diagnostic) -> String {
         .trim_start_matches('.');
     let flag = match field.split(['.', '[']).next().unwrap_or("") {
         "config" => "--config: ",
-        "timeout_ms" => "--timeout-ms: ",
+        "timeout_ms" | "event_timeout_ms" => "--timeout-ms: ",
         "memory_mb" => "--memory-mb: ",
         "name" => "--name: ",
+        "allowed_outbound_hosts" => "--allow-host: ",
         _ => "",
     };
     format!("{flag}{}", d.message)
 }
 
-/// The JSON kind of `v`, for messages.
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
+use crate::bridge::json_kind as kind;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -264,6 +270,16 @@ struct InjectInput {
     content: String,
     /// Null when left out.
     meta: Value,
+    files: Vec<FileInput>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct FileInput {
+    name: String,
+    /// As serve does: from the name when left out.
+    mime: Option<String>,
+    size: u64,
 }
 
 #[derive(Deserialize, Default)]
@@ -287,13 +303,7 @@ impl Input {
     fn parse(hook: HookName, text: &str) -> Result<Input, UserError> {
         match hook {
             HookName::Inject => {
-                let object = object(hook, text, r#"{"content": "...", "meta": {...}}"#)?;
-                if object.get("files").is_some() {
-                    return Err(UserError(
-                        "--input: files: an inject's files reach filters with opzero:filter@0.2.0 (not yet supported)"
-                            .into(),
-                    ));
-                }
+                let object = object(hook, text, r#"{"content": "...", "meta": {...}, "files": [...]}"#)?;
                 let input: InjectInput = fields(object)?;
                 let meta = match input.meta {
                     Value::Null => serde_json::Map::new(),
@@ -314,6 +324,15 @@ impl Input {
                 Ok(Input::Inject(Message {
                     content: input.content,
                     meta: meta.into_iter().collect(),
+                    files: input
+                        .files
+                        .into_iter()
+                        .map(|f| FileInfo {
+                            mime: f.mime.unwrap_or_else(|| crate::files::mime_of(&f.name)),
+                            name: f.name,
+                            size: f.size,
+                        })
+                        .collect(),
                 }))
             }
             HookName::Reply => {
@@ -334,7 +353,24 @@ impl Input {
                     input_preview: input.input_preview,
                 }))
             }
-            HookName::Event => unreachable!("refused by HookName::supported"),
+            HookName::Event => {
+                let data = object(hook, text, r#"{"type": "status", "state": "idle"}"#)?;
+                let id = match &data["id"] {
+                    Value::Null => 0,
+                    v => v
+                        .as_u64()
+                        .ok_or_else(|| UserError(format!("--input: id: must be a whole number, got {}", kind(v))))?,
+                };
+                match Event::from_sse(id, &data) {
+                    Ok(Some(event)) => Ok(Input::Event(event)),
+                    Ok(None) => Err(UserError(format!(
+                        "--input: type: {} is not an event a filter observes (one of {})",
+                        data["type"],
+                        crate::filters::EVENT_TYPES
+                    ))),
+                    Err(e) => Err(UserError(format!("--input: {e}"))),
+                }
+            }
         }
     }
 
@@ -345,8 +381,14 @@ impl Input {
                 let passed = |m: Message| {
                     let meta: serde_json::Map<String, Value> =
                         m.meta.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+                    let mut message = json!({"content": m.content, "meta": meta});
+                    if !m.files.is_empty() {
+                        let files: Vec<Value> =
+                            m.files.into_iter().map(|f| json!({"name": f.name, "mime": f.mime, "size": f.size})).collect();
+                        message["files"] = files.into();
+                    }
                     VerdictJson {
-                        message: Some(json!({"content": m.content, "meta": meta})),
+                        message: Some(message),
                         ..pass()
                     }
                 };
@@ -360,6 +402,10 @@ impl Input {
                 verdict(chain.on_reply(reply).await, passed)
             }
             Input::Permission(request) => permission_verdict(chain.on_permission(request).await),
+            Input::Event(event) => verdict(chain.on_event(event).await, |()| VerdictJson {
+                verdict: "observed",
+                ..VerdictJson::default()
+            }),
         }
     }
 }
@@ -504,8 +550,27 @@ mod tests {
             Input::parse(HookName::Inject, r#"{"content":"hi"}"#).unwrap(),
             Input::Inject(Message {
                 content: "hi".into(),
-                meta: vec![]
+                meta: vec![],
+                files: vec![]
             })
+        );
+        let Input::Inject(m) = Input::parse(
+            HookName::Inject,
+            r#"{"files":[{"name":"a.png","size":3},{"name":"b","mime":"text/plain"}]}"#,
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            m.files,
+            [
+                FileInfo { name: "a.png".into(), mime: "image/png".into(), size: 3 },
+                FileInfo { name: "b".into(), mime: "text/plain".into(), size: 0 }
+            ]
+        );
+        assert_eq!(
+            Input::parse(HookName::Event, r#"{"type":"reply","id":4,"chat_id":"c","text":"t","ts":1}"#).unwrap(),
+            Input::Event(Event::ReplySent { id: 4, chat_id: "c".into(), text: "t".into(), edit_of: None })
         );
         assert_eq!(
             Input::parse(
@@ -515,7 +580,8 @@ mod tests {
             .unwrap(),
             Input::Inject(Message {
                 content: "hi".into(),
-                meta: vec![("n".into(), "3".into()), ("user".into(), "ana".into())]
+                meta: vec![("n".into(), "3".into()), ("user".into(), "ana".into())],
+                files: vec![]
             })
         );
         assert_eq!(
@@ -543,7 +609,7 @@ mod tests {
         );
         assert_eq!(
             err(Inject, r#"{"contnt":"x"}"#),
-            "--input: contnt: unknown field `contnt`, expected `content` or `meta`"
+            "--input: contnt: unknown field `contnt`, expected one of `content`, `meta`, `files`"
         );
         assert_eq!(
             err(Permission, r#"{"tool":"x"}"#),
@@ -553,9 +619,17 @@ mod tests {
             err(Inject, r#"{"meta":"x"}"#),
             "--input: meta: must be an object of text values, got a string"
         );
-        assert!(
-            err(Inject, r#"{"content":"x","files":[]}"#)
-                .contains("files: an inject's files reach filters with opzero:filter@0.2.0")
+        assert_eq!(
+            err(Inject, r#"{"files":[{"name":"a","bytes":"x"}]}"#),
+            "--input: files[0].bytes: unknown field `bytes`, expected one of `name`, `mime`, `size`"
+        );
+        assert_eq!(
+            err(Event, r#"{"type":"config_error"}"#),
+            "--input: type: \"config_error\" is not an event a filter observes (one of reply, edit, permission_request, permission_resolved, permission_expired, status, receipt)"
+        );
+        assert_eq!(
+            err(Event, r#"{"type":"status","state":"asleep"}"#),
+            "--input: state: \"asleep\" is not \"busy\" or \"idle\""
         );
         assert!(
             err(Reply, r#"{"chat_id":"c","text":["t"]}"#).starts_with("--input: text: invalid type: sequence"),
@@ -601,6 +675,7 @@ mod tests {
             timeout_ms: None,
             memory_mb: None,
             name: None,
+            allow_host: Vec::new(),
         }
     }
 
@@ -640,6 +715,15 @@ mod tests {
         let spec = t.spec(HookName::Inject).unwrap();
         assert_eq!((spec.name.as_str(), spec.timeout_ms), ("My-Filter", 20));
         assert_eq!(spec.path, std::env::current_dir().unwrap().join("rel/My Filter.wasm"));
+        t.allow_host = vec!["https://ntfy.sh".into(), "ntfy.sh".into()];
+        assert!(
+            t.spec(HookName::Inject)
+                .unwrap_err()
+                .0
+                .starts_with("--allow-host: \"ntfy.sh\" is not an outbound host")
+        );
+        t.allow_host.pop();
+        assert_eq!(t.spec(HookName::Inject).unwrap().allowed_outbound_hosts[0].to_string(), "https://ntfy.sh");
         t.name = Some("a b".into());
         assert!(
             t.spec(HookName::Inject)

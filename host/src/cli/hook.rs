@@ -1,8 +1,5 @@
 //! The hooks as the filter commands name them (`new-filter --hooks`,
-//! `filter test --hook`): the ones `hooks = [...]` takes in opzero.toml,
-//! and `event`, which comes with WIT opzero:filter@0.2.0.
-
-use crate::UserError;
+//! `filter test --hook`): the ones `hooks = [...]` takes in opzero.toml.
 
 /// A filter hook, by its name in opzero.toml.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
@@ -14,9 +11,7 @@ pub enum HookName {
     /// A tool permission prompt, before it is relayed to the phone.
     Permission,
     /// What happened in the session, for plugins that observe
-    /// (opzero:filter@0.2.0; not yet supported). Hidden from the lists of
-    /// possible values until it is; given, it is refused with the reason.
-    #[value(hide = true)]
+    /// (opzero:filter@0.2.0).
     Event,
 }
 
@@ -33,16 +28,6 @@ impl HookName {
             HookName::Event => "event",
         }
     }
-
-    /// Refuses a hook this host cannot run yet, saying why.
-    pub fn supported(self) -> Result<HookName, UserError> {
-        match self {
-            HookName::Event => Err(UserError(
-                "the event hook needs an opzero:filter@0.2.0 component (not yet supported: this host runs opzero:filter@0.1.0, with the inject, reply and permission hooks)".into(),
-            )),
-            hook => Ok(hook),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -56,13 +41,5 @@ mod tests {
             let value = hook.to_possible_value().unwrap();
             assert_eq!(value.get_name(), hook.as_str());
         }
-        assert!(
-            HookName::Event
-                .supported()
-                .unwrap_err()
-                .0
-                .contains("opzero:filter@0.2.0")
-        );
-        assert_eq!(HookName::Reply.supported().unwrap(), HookName::Reply);
     }
 }

@@ -46,6 +46,9 @@ mod template {
         PERMISSION = "hooks/permission.rs.tmpl";
         PERMISSION_TEST = "hooks/permission-test.rs.tmpl";
         PERMISSION_TRY = "hooks/permission-try.sh.tmpl";
+        EVENT = "hooks/event.rs.tmpl";
+        EVENT_TEST = "hooks/event-test.rs.tmpl";
+        EVENT_TRY = "hooks/event-try.sh.tmpl";
     }
 }
 
@@ -79,7 +82,12 @@ fn hook_templates(hook: HookName) -> HookTemplates {
             try_it: PERMISSION_TRY,
             prose: "every tool permission prompt (`permission`)",
         },
-        HookName::Event => unreachable!("refused by HookName::supported"),
+        HookName::Event => HookTemplates {
+            method: EVENT,
+            test: EVENT_TEST,
+            try_it: EVENT_TRY,
+            prose: "what happens in the session (`event`: replies sent, permission prompts and their answers, Claude going busy or idle, receipts)",
+        },
     }
 }
 
@@ -216,15 +224,12 @@ const RESERVED: &str = "abstract as async await become box break const continue 
     ref return self static struct super trait true try type typeof unsafe unsized use \
     virtual where while yield alloc core proc_macro std test";
 
-/// The hooks, in their usual order, once each; `event` refused for now.
+/// The hooks, in their usual order, once each.
 fn hooks(given: &[HookName]) -> Result<Vec<HookName>, UserError> {
-    let mut hooks = BTreeSet::new();
-    for hook in given {
-        hooks.insert(hook.supported().map_err(|e| UserError(format!("--hooks: {e}")))?);
-    }
+    let hooks: BTreeSet<HookName> = given.iter().copied().collect();
     if hooks.is_empty() {
         return Err(UserError(
-            "--hooks: name at least one of inject, reply, permission".into(),
+            "--hooks: name at least one of inject, reply, permission, event".into(),
         ));
     }
     Ok(hooks.into_iter().collect())
@@ -583,15 +588,10 @@ mod tests {
     }
 
     #[test]
-    fn hooks_are_ordered_once_each_and_event_waits_for_wit_0_2() {
+    fn hooks_are_ordered_once_each() {
         use HookName::*;
         assert_eq!(hooks(&[Permission, Inject, Permission]).unwrap(), [Inject, Permission]);
-        assert!(
-            hooks(&[Inject, Event])
-                .unwrap_err()
-                .0
-                .contains("--hooks: the event hook needs an opzero:filter@0.2.0 component")
-        );
+        assert_eq!(hooks(&[Event, Inject]).unwrap(), [Inject, Event]);
         assert!(hooks(&[]).is_err());
     }
 
@@ -675,7 +675,7 @@ mod tests {
         ] {
             for hooks in [
                 vec![HookName::Inject],
-                vec![HookName::Inject, HookName::Reply, HookName::Permission],
+                vec![HookName::Inject, HookName::Reply, HookName::Permission, HookName::Event],
             ] {
                 let plan = Plan::new("my-filter", &hooks, Path::new("/tmp/x/my-filter"), &sdk, &layout);
                 for (file, text) in plan.files() {
@@ -686,7 +686,7 @@ mod tests {
         // Every template is used.
         let all: String = template::ALL.iter().map(|(_, t)| *t).collect();
         assert!(all.contains("{{"));
-        assert_eq!(template::ALL.len(), 16);
+        assert_eq!(template::ALL.len(), 19);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use serde_json::json;
 use super::Core;
 use crate::config::{ConfigErrors, FilterSpec, Hooks};
 use crate::events::now_ms;
-use crate::filters::FilterChain;
+use crate::filters::{FilterChain, Session, SessionSource};
 
 /// The chain the queues run, and the hooks it has filters for (the others
 /// skip the queues entirely).
@@ -34,6 +34,7 @@ fn hooks_of(specs: &[FilterSpec]) -> Hooks {
         hooks.inject |= f.hooks.inject;
         hooks.reply |= f.hooks.reply;
         hooks.permission |= f.hooks.permission;
+        hooks.event |= f.hooks.event;
     }
     hooks
 }
@@ -85,6 +86,19 @@ impl ConfigStatus {
 }
 
 impl Core {
+    /// What the filters' `session()` answers: this session's id, and its
+    /// name and folder as Claude Code's session file says now (Claude Code
+    /// starts its servers in its own folder, so ours stands in until then).
+    pub fn filter_session(&self) -> SessionSource {
+        let id = self.session_id.clone();
+        let own_cwd = Session::here().cwd;
+        let claude = self.claude.subscribe();
+        SessionSource::new(move || {
+            let now = claude.borrow();
+            let (name, cwd) = now.as_ref().map_or((None, None), |c| (c.name.clone(), c.cwd.clone()));
+            Session { id: id.clone(), name, cwd: cwd.unwrap_or_else(|| own_cwd.clone()) }
+        })
+    }
     /// The chain to run a job through: read once per job.
     pub(super) fn chain(&self) -> Arc<FilterChain> {
         self.in_use.read().unwrap().chain.clone()
@@ -98,6 +112,7 @@ impl Core {
     /// Starts the work through `chain`, what was queued before included.
     pub fn start_filters(self: &Arc<Self>, chain: FilterChain) {
         self.config_status.lock().unwrap().loaded(&chain);
+        chain.observe(&self.events);
         self.in_use.write().unwrap().chain = Arc::new(chain);
         self.injects.start(self.clone(), |core, job| async move {
             let verdict = core.chain().on_inject(job.message).await;
@@ -119,7 +134,11 @@ impl Core {
         let mut status = self.config_status.lock().unwrap();
         status.loaded(&chain);
         status.reloads += 1;
-        *self.in_use.write().unwrap() = InUse { chain: Arc::new(chain), hooks: hooks_of(specs) };
+        // The new chain's observers take over: from here, the old ones
+        // finish the call they are in, if any, and stop.
+        chain.observe(&self.events);
+        let old = std::mem::replace(&mut *self.in_use.write().unwrap(), InUse { chain: Arc::new(chain), hooks: hooks_of(specs) });
+        old.chain.stop_observing();
     }
 
     /// A change did not load: the chain in use stays, and the phone hears why.

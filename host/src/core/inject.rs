@@ -78,6 +78,16 @@ impl Core {
         // Only the host says where files are.
         dropped_meta.extend(meta.extract_if(.., |k, _| files::is_reserved_key(k)).map(|(k, _)| k));
         dropped_meta.sort();
+        // What the filters see of the files: never their bytes.
+        let file_info: Vec<filters::FileInfo> = req
+            .files
+            .iter()
+            .map(|f| filters::FileInfo {
+                name: f.name.clone(),
+                mime: f.mime.clone().unwrap_or_else(|| files::mime_of(&f.name)),
+                size: f.bytes.len() as u64,
+            })
+            .collect();
         let (file_meta, written) = match self.receive_files(req.files).await {
             Ok(received) => received,
             Err(e) => return InjectOutcome::Unstored(e),
@@ -86,7 +96,7 @@ impl Core {
         meta.insert("chat_id".into(), chat_id.clone());
         let outcome = if self.hooks().inject || self.injects.busy() {
             let (done, outcome) = oneshot::channel();
-            let message = filters::Message { content: req.content, meta: meta.into_iter().collect() };
+            let message = filters::Message { content: req.content, meta: meta.into_iter().collect(), files: file_info };
             self.injects.push(InjectJob { message, message_id, chat_id, dropped_meta, done });
             outcome.await.unwrap_or(InjectOutcome::Closed)
         } else {

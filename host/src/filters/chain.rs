@@ -1,29 +1,39 @@
 //! The chain: loading `[[filter]]` entries (all problems at once, each with
-//! its position in opzero.toml) and the one loop that runs a hook through
-//! them in file order. The host's types meet the generated ones here, and
-//! nowhere else.
+//! its position in opzero.toml), the one loop that runs a hook through
+//! them in file order, and the observers that take the event log's events
+//! to the `event` hooks, off the message path.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
+use tokio::sync::{broadcast, watch};
 use wasmtime::Store;
 use wasmtime::component::Component;
 
-use super::bindings::{self, FILTER_EXPORT, OpzeroFilterPre};
+use super::bindings::{FILTER_EXPORTS, Filter, FilterPre, Version};
 use super::engine::{Runtime, runtime};
 use super::error::FilterError;
 use super::instance::{Hook, Slot};
+use super::message::{Event, Message, PermissionStep, PermissionVerdict, Reply, SessionSource, Step, Verdict};
 use super::state::StoreState;
-use super::message::{Message, PermissionVerdict, Reply, Verdict};
 use crate::config::{Diagnostic, FilterSpec, Hooks, OnError};
+use crate::events::{EVENT_TAP_CAPACITY, EventLog};
 use crate::permissions::Request;
 
 /// The filters of one opzero.toml, ready to run.
 #[derive(Default)]
 pub struct FilterChain {
+    /// The instances that take the message hooks, in file order.
     slots: Vec<Slot>,
+    /// The instances that take events, one per filter with the `event`
+    /// hook, in file order.
+    observers: Vec<Arc<Slot>>,
+    names: Vec<String>,
     stats: LoadStats,
+    /// Dropping it stops the observers (see [`FilterChain::observe`]).
+    observing: Mutex<Option<watch::Sender<()>>>,
 }
 
 /// How the chain's components were obtained.
@@ -35,12 +45,13 @@ pub struct LoadStats {
     pub from_cache: usize,
 }
 
-
 impl FilterChain {
     /// Loads every filter, compiling each component on a blocking thread
     /// (or reading it from wasmtime's cache in `cache_dir`), and configures
-    /// one instance of each. Reports all problems at once.
-    pub async fn load(specs: &[FilterSpec], cache_dir: &Path) -> Result<FilterChain, Vec<Diagnostic>> {
+    /// one instance of each (two for a filter with the `event` hook and
+    /// others). Reports all problems at once.
+    /// `session` is what the filters' `session()` answers.
+    pub async fn load(specs: &[FilterSpec], cache_dir: &Path, session: &SessionSource) -> Result<FilterChain, Vec<Diagnostic>> {
         let mut chain = FilterChain::default();
         if specs.is_empty() {
             return Ok(chain);
@@ -50,8 +61,12 @@ impl FilterChain {
         let mut compiled: HashMap<Vec<u8>, Component> = HashMap::new();
         let mut diagnostics = Vec::new();
         for (index, spec) in specs.iter().enumerate() {
-            match load_one(rt, &mut compiled, spec).await {
-                Ok(slot) => chain.slots.push(slot),
+            match load_one(rt, &mut compiled, spec, session).await {
+                Ok((calls, events)) => {
+                    chain.names.push(spec.name.clone());
+                    chain.slots.extend(calls);
+                    chain.observers.extend(events.map(Arc::new));
+                }
                 Err(error) => diagnostics.push(diagnostic(index, spec, &error)),
             }
         }
@@ -73,11 +88,11 @@ impl FilterChain {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
+        self.names.is_empty()
     }
 
     pub fn names(&self) -> Vec<String> {
-        self.slots.iter().map(|s| s.spec.name.clone()).collect()
+        self.names.clone()
     }
 
     pub fn load_stats(&self) -> LoadStats {
@@ -100,10 +115,80 @@ impl FilterChain {
         self.run(request).await
     }
 
+    /// Hands `event` to each `event` filter in file order, now, and waits
+    /// for them (`filter test`; `serve` goes through [`FilterChain::observe`]).
+    /// A failure is the first filter's that failed.
+    pub async fn on_event(&self, event: Event) -> Verdict<()> {
+        for slot in &self.observers {
+            if let Err(error) = slot.call(&event).await {
+                return Verdict::Failed { filter: slot.spec.name.clone(), error: error.to_string() };
+            }
+        }
+        Verdict::Pass(())
+    }
+
+    /// Starts taking `events`' events, as they are published, to the
+    /// `event` filters: each in a task of its own, on an instance of its
+    /// own, in order, with a queue of [`EVENT_TAP_CAPACITY`] events. A slow
+    /// or failing one holds up nothing else; when its queue is full the
+    /// oldest events are dropped, and how many is logged. It goes on until
+    /// [`FilterChain::stop_observing`], or until the chain is dropped.
+    pub fn observe(&self, events: &EventLog) {
+        if self.observers.is_empty() {
+            return;
+        }
+        let (stop, _) = watch::channel(());
+        for slot in &self.observers {
+            let mut queue = events.tap();
+            let mut stopped = stop.subscribe();
+            let slot = slot.clone();
+            tokio::spawn(async move {
+                let filter = slot.spec.name.as_str();
+                loop {
+                    let next = tokio::select! {
+                        biased;
+                        _ = stopped.changed() => return,
+                        next = queue.recv() => next,
+                    };
+                    let published = match next {
+                        Ok(published) => published,
+                        Err(broadcast::error::RecvError::Lagged(dropped)) => {
+                            tracing::warn!(
+                                filter,
+                                "{dropped} events dropped: its queue of {EVENT_TAP_CAPACITY} was full (on-event is too slow)"
+                            );
+                            continue;
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    };
+                    let event = serde_json::from_str(&published.data)
+                        .map_err(|e| e.to_string())
+                        .and_then(|data| Event::from_sse(published.id, &data));
+                    match event {
+                        Ok(Some(event)) => {
+                            if let Err(error) = slot.call(&event).await {
+                                tracing::warn!(filter, "{error}; on-event missed event {}", published.id);
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(e) => tracing::debug!(filter, "event {} not observed: {e}", published.id),
+                    }
+                }
+            });
+        }
+        *self.observing.lock().unwrap() = Some(stop);
+    }
+
+    /// Stops the observers [`FilterChain::observe`] started (a reload's
+    /// new chain takes over); a call under way finishes.
+    pub fn stop_observing(&self) {
+        self.observing.lock().unwrap().take();
+    }
+
     /// Runs `input` through the filters of its hook, in file order. The
     /// first that decides, or fails with `on_error = "closed"`, ends it.
     async fn run<H: Hook>(&self, input: H) -> H::Verdict {
-        let mut input = input.into_guest();
+        let mut input = input;
         // A plain loop: an iterator adapter's closure held across the await
         // would make the future not provably Send.
         for slot in &self.slots {
@@ -112,7 +197,7 @@ impl FilterChain {
             }
             let filter = slot.spec.name.as_str();
             match slot.call::<H>(&input).await {
-                Ok(answer) => match H::answered(input, answer, filter) {
+                Ok(answer) => match input.answered(answer, filter) {
                     Ok(next) => input = next,
                     Err(verdict) => return verdict,
                 },
@@ -129,7 +214,7 @@ impl FilterChain {
                 },
             }
         }
-        H::passed(input)
+        input.passed()
     }
 }
 
@@ -147,10 +232,9 @@ fn stopped<T>(hook: &str, filter: &str, reason: String, drop: bool) -> Verdict<T
 
 /// The inject and reply hooks: the same shape, each with its own types.
 macro_rules! pass_drop_reject {
-    ($host:ident, $guest:ident, $answer:ident, $what:literal, $runs:ident, $call:ident, [$($field:ident),+]) => {
+    ($host:ident, $what:literal, $runs:ident, $call:ident) => {
         impl Hook for $host {
-            type Guest = bindings::$guest;
-            type Answer = bindings::$answer;
+            type Answer = Step<$host>;
             type Verdict = Verdict<$host>;
             const WHAT: &'static str = $what;
             const CLOSED: &'static str = concat!("the ", $what, " is stopped");
@@ -159,28 +243,24 @@ macro_rules! pass_drop_reject {
                 hooks.$runs
             }
 
-            fn into_guest(self) -> bindings::$guest {
-                bindings::$guest { $($field: self.$field),+ }
-            }
-
             fn call<'a>(
-                input: &'a bindings::$guest,
-                filter: &'a bindings::Guest,
+                &'a self,
+                filter: &'a Filter,
                 store: &'a mut Store<StoreState>,
-            ) -> impl Future<Output = wasmtime::Result<bindings::$answer>> + Send + 'a {
-                filter.$call(store, input)
+            ) -> impl Future<Output = wasmtime::Result<Step<$host>>> + Send + 'a {
+                filter.$call(store, self)
             }
 
-            fn answered(_: bindings::$guest, answer: bindings::$answer, filter: &str) -> Result<bindings::$guest, Verdict<$host>> {
+            fn answered(self, answer: Step<$host>, filter: &str) -> Result<$host, Verdict<$host>> {
                 match answer {
-                    bindings::$answer::Pass(next) => Ok(next),
-                    bindings::$answer::Drop(reason) => Err(stopped($what, filter, reason, true)),
-                    bindings::$answer::Reject(reason) => Err(stopped($what, filter, reason, false)),
+                    Step::Pass(next) => Ok(next),
+                    Step::Drop(reason) => Err(stopped($what, filter, reason, true)),
+                    Step::Reject(reason) => Err(stopped($what, filter, reason, false)),
                 }
             }
 
-            fn passed(input: bindings::$guest) -> Verdict<$host> {
-                Verdict::Pass($host { $($field: input.$field),+ })
+            fn passed(self) -> Verdict<$host> {
+                Verdict::Pass(self)
             }
 
             fn failed(filter: String, error: String) -> Verdict<$host> {
@@ -190,12 +270,11 @@ macro_rules! pass_drop_reject {
     };
 }
 
-pass_drop_reject!(Message, Message, InjectVerdict, "inject", inject, call_on_inject, [content, meta]);
-pass_drop_reject!(Reply, Reply, ReplyVerdict, "reply", reply, call_on_reply, [chat_id, text]);
+pass_drop_reject!(Message, "inject", inject, on_inject);
+pass_drop_reject!(Reply, "reply", reply, on_reply);
 
 impl Hook for Request {
-    type Guest = bindings::PermissionRequest;
-    type Answer = bindings::PermissionVerdict;
+    type Answer = PermissionStep;
     type Verdict = PermissionVerdict;
     const WHAT: &'static str = "permission request";
     const CLOSED: &'static str = "the prompt goes to the phone instead";
@@ -204,44 +283,31 @@ impl Hook for Request {
         hooks.permission
     }
 
-    fn into_guest(self) -> bindings::PermissionRequest {
-        bindings::PermissionRequest {
-            request_id: self.request_id,
-            tool_name: self.tool_name,
-            description: self.description,
-            input_preview: self.input_preview,
-        }
-    }
-
     fn call<'a>(
-        input: &'a bindings::PermissionRequest,
-        filter: &'a bindings::Guest,
+        &'a self,
+        filter: &'a Filter,
         store: &'a mut Store<StoreState>,
-    ) -> impl Future<Output = wasmtime::Result<bindings::PermissionVerdict>> + Send + 'a {
-        filter.call_on_permission_request(store, input)
+    ) -> impl Future<Output = wasmtime::Result<PermissionStep>> + Send + 'a {
+        filter.on_permission(store, self)
     }
 
-    fn answered(
-        input: bindings::PermissionRequest,
-        answer: bindings::PermissionVerdict,
-        filter: &str,
-    ) -> Result<bindings::PermissionRequest, PermissionVerdict> {
-        let tool = &input.tool_name;
+    fn answered(self, answer: PermissionStep, filter: &str) -> Result<Request, PermissionVerdict> {
+        let tool = &self.tool_name;
         let filter = filter.to_string();
         match answer {
-            bindings::PermissionVerdict::Relay => Ok(input),
-            bindings::PermissionVerdict::Allow(reason) => {
+            PermissionStep::Relay => Ok(self),
+            PermissionStep::Allow(reason) => {
                 tracing::info!(filter, tool, %reason, "permission allowed");
                 Err(PermissionVerdict::Allow { filter, reason })
             }
-            bindings::PermissionVerdict::Deny(reason) => {
+            PermissionStep::Deny(reason) => {
                 tracing::info!(filter, tool, %reason, "permission denied");
                 Err(PermissionVerdict::Deny { filter, reason })
             }
         }
     }
 
-    fn passed(_: bindings::PermissionRequest) -> PermissionVerdict {
+    fn passed(self) -> PermissionVerdict {
         PermissionVerdict::Relay
     }
 
@@ -250,11 +316,43 @@ impl Hook for Request {
     }
 }
 
+/// Events go to the observers' instances only (see `FilterChain::observe`):
+/// nothing comes back, and nothing is decided.
+impl Hook for Event {
+    type Answer = ();
+    type Verdict = ();
+    const WHAT: &'static str = "event";
+    const CLOSED: &'static str = "the event is not observed";
+
+    fn runs(hooks: &Hooks) -> bool {
+        hooks.event
+    }
+
+    fn call<'a>(
+        &'a self,
+        filter: &'a Filter,
+        store: &'a mut Store<StoreState>,
+    ) -> impl Future<Output = wasmtime::Result<()>> + Send + 'a {
+        filter.on_event(store, self)
+    }
+
+    fn answered(self, _: (), _: &str) -> Result<Event, ()> {
+        Ok(self)
+    }
+
+    fn passed(self) {}
+
+    fn failed(_: String, _: String) {}
+}
+
+/// The instance for the message hooks (if it has any) and the one for
+/// events (if it has that hook).
 async fn load_one(
     rt: &'static Runtime,
     compiled: &mut HashMap<Vec<u8>, Component>,
     spec: &FilterSpec,
-) -> Result<Slot, FilterError> {
+    session: &SessionSource,
+) -> Result<(Option<Slot>, Option<Slot>), FilterError> {
     let filter = spec.name.clone();
     let path = spec.path.clone();
     let wasm = std::fs::read(&path).map_err(|e| FilterError::Read {
@@ -289,8 +387,8 @@ async fn load_one(
         }
     };
 
-    let ty = component.component_type();
-    if ty.get_export(&rt.engine, FILTER_EXPORT).is_none() {
+    let Some(version) = Version::of(&component) else {
+        let ty = component.component_type();
         let exports: Vec<&str> = ty.exports(&rt.engine).map(|(name, _)| name).collect();
         let found = if exports.is_empty() {
             "it exports nothing".to_string()
@@ -300,9 +398,20 @@ async fn load_one(
         return Err(FilterError::WrongWorld {
             filter,
             path,
-            expected: FILTER_EXPORT,
+            expected: FILTER_EXPORTS,
             found,
         });
+    };
+    tracing::debug!(filter, wit = version.package(), "filter component compiled");
+    if version == Version::V0_1 && spec.hooks.event {
+        return Err(FilterError::NoEventHook { filter, path });
+    }
+    let sends_http = component
+        .component_type()
+        .imports(&rt.engine)
+        .any(|(name, _)| name.starts_with("wasi:http/outgoing-handler@"));
+    if sends_http && spec.allowed_outbound_hosts.is_empty() {
+        return Err(FilterError::NoGrant { filter, path });
     }
     let link_error = |e: wasmtime::Error| FilterError::Link {
         filter: filter.clone(),
@@ -310,9 +419,18 @@ async fn load_one(
         message: link_message(&e),
     };
     let instance_pre = rt.linker.instantiate_pre(&component).map_err(link_error)?;
-    let pre = OpzeroFilterPre::new(instance_pre).map_err(link_error)?;
+    let pre = Arc::new(FilterPre::new(version, instance_pre).map_err(link_error)?);
 
-    Slot::start(spec.clone(), pre, rt).await
+    let h = &spec.hooks;
+    let calls = match h.inject || h.reply || h.permission {
+        true => Some(Slot::start(spec.clone(), pre.clone(), rt, spec.timeout_ms, session.clone()).await?),
+        false => None,
+    };
+    let events = match h.event {
+        true => Some(Slot::start(spec.clone(), pre, rt, spec.event_timeout_ms, session.clone()).await?),
+        false => None,
+    };
+    Ok((calls, events))
 }
 
 /// Tells a core module or a non-wasm file from a component by the header,
@@ -335,7 +453,7 @@ fn not_a_component_header(bytes: &[u8]) -> Option<&'static str> {
 fn link_message(error: &wasmtime::Error) -> String {
     let text = format!("{error:#}");
     if text.contains("matching implementation was not found") || text.contains("import") {
-        format!("{text} (a filter may only import WASI p2 and opzero:filter/host@0.1.0)")
+        format!("{text} (a filter may only import WASI p2, wasi:http and opzero:filter/host, @0.1.0 or @0.2.0)")
     } else {
         text
     }
@@ -350,6 +468,8 @@ fn diagnostic(index: usize, spec: &FilterSpec, error: &FilterError) -> Diagnosti
         | FilterError::NotAComponent { .. }
         | FilterError::WrongWorld { .. }
         | FilterError::Link { .. } => spec.path_at.diagnostic(format!("{section}.path"), message),
+        FilterError::NoEventHook { .. } => spec.hooks_at.diagnostic(format!("{section}.hooks"), message),
+        FilterError::NoGrant { .. } => spec.at.diagnostic(format!("{section}.allowed_outbound_hosts"), message),
         FilterError::Config { .. } | FilterError::Panicked { .. } | FilterError::Trapped { .. } => {
             spec.config_at.diagnostic(format!("{section}.config"), message)
         }
@@ -357,7 +477,10 @@ fn diagnostic(index: usize, spec: &FilterSpec, error: &FilterError) -> Diagnosti
             format!("{section}.memory_mb"),
             format!("{message} while starting; raise memory_mb"),
         ),
-        FilterError::Timeout { .. } => spec.at.diagnostic(format!("{section}.timeout_ms"), format!("{message} while starting")),
+        FilterError::Timeout { .. } => {
+            let key = if spec.hooks.inject || spec.hooks.reply || spec.hooks.permission { "timeout_ms" } else { "event_timeout_ms" };
+            spec.at.diagnostic(format!("{section}.{key}"), format!("{message} while starting"))
+        }
         FilterError::Runtime(_) => spec.at.diagnostic(section, message),
     }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Cache, CacheConfig, Config, Engine};
 
-use super::bindings::OpzeroFilter;
+use super::bindings::{v0_1, v0_2};
 use super::error::FilterError;
 use super::state::StoreState;
 
@@ -70,7 +70,13 @@ impl Runtime {
         // The async bindings: the sync ones block on a tokio runtime of
         // their own, which panics on a thread that drives ours.
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        OpzeroFilter::add_to_linker::<_, HasSelf<StoreState>>(&mut linker, |state| state)?;
+        // wasi:http, for filters granted outbound hosts: loading refuses a
+        // component that imports its handler without a grant, and every
+        // request is checked against the grant (`state::Grant`).
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        // Both versions' `host` interfaces: a component imports its own.
+        v0_1::OpzeroFilter::add_to_linker::<_, HasSelf<StoreState>>(&mut linker, |state| state)?;
+        v0_2::OpzeroFilter::add_to_linker::<_, HasSelf<StoreState>>(&mut linker, |state| state)?;
 
         let ticker = Ticker::start(engine.clone());
         Ok(Runtime {

@@ -52,6 +52,18 @@ pub enum FilterError {
         message: String,
     },
 
+    #[error(
+        "filter {filter:?}: {} is built for opzero:filter@0.1.0, which has no event hook (rebuild it with the guest SDK for opzero:filter@0.2.0, or take \"event\" out of hooks)",
+        path.display()
+    )]
+    NoEventHook { filter: String, path: PathBuf },
+
+    #[error(
+        "missing: filter {filter:?}: {} sends HTTP requests (it imports wasi:http/outgoing-handler), so its entry must list the hosts it may reach, e.g. allowed_outbound_hosts = [\"https://ntfy.sh\"]",
+        path.display()
+    )]
+    NoGrant { filter: String, path: PathBuf },
+
     #[error("the WebAssembly runtime could not start: {0}")]
     Runtime(String),
 }

@@ -1,14 +1,19 @@
 //! One loaded filter: its store (see `state` for the sandbox), the running
 //! instance, how a hook calls it, and turning traps into named errors.
+//!
+//! A filter with the `event` hook has two: one for the message hooks and
+//! one for events, so its inject hook never waits behind its `on-event`.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmtime::{Store, Trap, UpdateDeadline};
 
-use super::bindings::{self, OpzeroFilter, OpzeroFilterPre};
+use super::bindings::{Filter, FilterPre};
 use super::engine::Runtime;
 use super::error::FilterError;
+use super::message::SessionSource;
 use super::state::StoreState;
 use crate::config::{FilterSpec, Hooks};
 
@@ -16,12 +21,10 @@ use crate::config::{FilterSpec, Hooks};
 /// long whatever the per-call `timeout_ms`.
 const CONFIGURE_TIMEOUT_MS: u64 = 1000;
 
-/// One of the three hooks, implemented for the host's input type: how the
-/// input crosses into the guest, which export it calls, and what each
-/// answer means for the chain.
-pub(super) trait Hook: Sized + Send {
-    /// The generated input and answer types.
-    type Guest: Send + Sync;
+/// One of the hooks, implemented for the host's input type: which export
+/// it calls, and what each answer means for the chain.
+pub(super) trait Hook: Sized + Send + Sync {
+    /// One filter's answer, in the host's types.
     type Answer: Send;
     /// What the chain decided, in the host's terms.
     type Verdict;
@@ -31,32 +34,35 @@ pub(super) trait Hook: Sized + Send {
     const CLOSED: &'static str;
 
     fn runs(hooks: &Hooks) -> bool;
-    fn into_guest(self) -> Self::Guest;
     fn call<'a>(
-        input: &'a Self::Guest,
-        filter: &'a bindings::Guest,
+        &'a self,
+        filter: &'a Filter,
         store: &'a mut Store<StoreState>,
     ) -> impl Future<Output = wasmtime::Result<Self::Answer>> + Send + 'a;
     /// `Ok(input)` goes on to the next filter; `Err(verdict)` ends the chain.
-    fn answered(input: Self::Guest, answer: Self::Answer, filter: &str) -> Result<Self::Guest, Self::Verdict>;
+    fn answered(self, answer: Self::Answer, filter: &str) -> Result<Self, Self::Verdict>;
     /// Every filter let it through.
-    fn passed(input: Self::Guest) -> Self::Verdict;
+    fn passed(self) -> Self::Verdict;
     fn failed(filter: String, error: String) -> Self::Verdict;
 }
-
 
 /// A running instance. Dropped after any trap: wasmtime will not enter it
 /// again, and its state may be half-updated.
 struct Live {
     store: Store<StoreState>,
-    bindings: OpzeroFilter,
+    filter: Filter,
 }
 
 /// One filter of the chain: how to make instances, and the current one.
 pub struct Slot {
     pub spec: FilterSpec,
-    pre: OpzeroFilterPre<StoreState>,
+    pre: Arc<FilterPre<StoreState>>,
     rt: &'static Runtime,
+    /// Each call's deadline: `timeout_ms`, or `event_timeout_ms` for the
+    /// instance that takes events.
+    timeout_ms: u64,
+    /// What the filter's `session()` answers.
+    session: SessionSource,
     /// Held across a call, which may yield: an async lock.
     live: tokio::sync::Mutex<Option<Live>>,
 }
@@ -66,13 +72,17 @@ impl Slot {
     /// filter that cannot start is reported at load time.
     pub async fn start(
         spec: FilterSpec,
-        pre: OpzeroFilterPre<StoreState>,
+        pre: Arc<FilterPre<StoreState>>,
         rt: &'static Runtime,
+        timeout_ms: u64,
+        session: SessionSource,
     ) -> Result<Slot, FilterError> {
         let slot = Slot {
             spec,
             pre,
             rt,
+            timeout_ms,
+            session,
             live: tokio::sync::Mutex::new(None),
         };
         let live = slot.instantiate().await?;
@@ -83,7 +93,8 @@ impl Slot {
     async fn instantiate(&self) -> Result<Live, FilterError> {
         let rt = self.rt;
         let s = &self.spec;
-        let mut store = Store::new(&rt.engine, StoreState::new(s.name.as_str().into(), s.memory_mb));
+        let grant = s.allowed_outbound_hosts.clone().into();
+        let mut store = Store::new(&rt.engine, StoreState::new(s.name.as_str().into(), s.memory_mb, grant, self.session.clone()));
         store.limiter(|state| &mut state.limiter);
         // At each epoch tick a running guest yields to the runtime (so a
         // long call holds up nothing else), until its deadline: then it
@@ -95,25 +106,22 @@ impl Slot {
                 UpdateDeadline::Yield(1)
             })
         });
-        let timeout_ms = s.timeout_ms.max(CONFIGURE_TIMEOUT_MS);
+        let timeout_ms = self.timeout_ms.max(CONFIGURE_TIMEOUT_MS);
         arm(&mut store, timeout_ms);
 
         let deadline = store.data().deadline;
         let result = {
             let _ticking = rt.ticker.enter();
             let start = async {
-                let bindings = self.pre.instantiate_async(&mut store).await?;
-                let configured = bindings
-                    .opzero_filter_filter()
-                    .call_configure(&mut store, &s.config.to_string())
-                    .await?;
-                Ok::<_, wasmtime::Error>((bindings, configured))
+                let filter = self.pre.instantiate(&mut store).await?;
+                let configured = filter.configure(&mut store, &s.config.to_string()).await?;
+                Ok::<_, wasmtime::Error>((filter, configured))
             };
             within(deadline, start).await
         };
         let stderr = store.data_mut().flush_output();
         match result {
-            Ok((bindings, Ok(()))) => Ok(Live { store, bindings }),
+            Ok((filter, Ok(()))) => Ok(Live { store, filter }),
             Ok((_, Err(message))) => Err(FilterError::Config {
                 filter: s.name.to_string(),
                 message,
@@ -125,25 +133,25 @@ impl Slot {
     /// Calls into the current instance (making one if the last trapped).
     /// After a failure the instance is replaced at once, so the next call
     /// finds a fresh, configured one.
-    pub(super) async fn call<H: Hook>(&self, input: &H::Guest) -> Result<H::Answer, FilterError> {
+    pub(super) async fn call<H: Hook>(&self, input: &H) -> Result<H::Answer, FilterError> {
         let rt = self.rt;
         let mut live = self.live.lock().await;
         if live.is_none() {
             *live = Some(self.instantiate().await?);
         }
         let current = live.as_mut().expect("an instance was just made");
-        arm(&mut current.store, self.spec.timeout_ms);
+        arm(&mut current.store, self.timeout_ms);
         let deadline = current.store.data().deadline;
         let result = {
             let _ticking = rt.ticker.enter();
-            let call = H::call(input, current.bindings.opzero_filter_filter(), &mut current.store);
+            let call = input.call(&current.filter, &mut current.store);
             within(deadline, call).await
         };
         let stderr = current.store.data_mut().flush_output();
         match result {
             Ok(verdict) => Ok(verdict),
             Err(e) => {
-                let error = self.classify(e, &current.store, &stderr, self.spec.timeout_ms);
+                let error = self.classify(e, &current.store, &stderr, self.timeout_ms);
                 *live = None;
                 match self.instantiate().await {
                     Ok(fresh) => *live = Some(fresh),

@@ -1,7 +1,9 @@
 //! A filter's sandbox: the state wasmtime hands to host functions (the
 //! WASI context that grants nothing, the memory limit, captured stdout and
-//! stderr, the guest's `log` lines, the call's deadline).
+//! stderr, the guest's `log` lines, the call's deadline), and its outbound
+//! HTTP grant: the one place a request is checked before it leaves.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -11,8 +13,11 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-use super::bindings::{self, Level};
+use super::bindings::{v0_1, v0_2};
+use super::message::SessionSource;
+use crate::config::OutboundHost;
 
 /// How much of a guest's stdout and stderr is kept per call; the rest is
 /// counted and dropped, never blocking or failing the guest's write.
@@ -26,6 +31,8 @@ const LOG_LINES_PER_CALL: usize = 100;
 pub(super) struct StoreState {
     filter: Arc<str>,
     wasi: WasiCtx,
+    http: WasiHttpCtx,
+    grant: Grant,
     table: ResourceTable,
     pub(super) limiter: Limiter,
     stdout: Capture,
@@ -35,10 +42,11 @@ pub(super) struct StoreState {
     log_dropped: usize,
     /// When the running call times out.
     pub(super) deadline: Instant,
+    session: SessionSource,
 }
 
 impl StoreState {
-    pub(super) fn new(filter: Arc<str>, memory_mb: u64) -> StoreState {
+    pub(super) fn new(filter: Arc<str>, memory_mb: u64, allowed_hosts: Arc<[OutboundHost]>, session: SessionSource) -> StoreState {
         let stdout = Capture::default();
         let stderr = Capture::default();
         // No env, no args, no preopened directories, no sockets, stdin
@@ -49,8 +57,10 @@ impl StoreState {
             .stderr(stderr.clone())
             .build();
         StoreState {
+            grant: Grant { filter: filter.clone(), allowed_hosts },
             filter,
             wasi,
+            http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             limiter: Limiter::new(memory_mb),
             stdout,
@@ -58,6 +68,7 @@ impl StoreState {
             logged: 0,
             log_dropped: 0,
             deadline: Instant::now(),
+            session,
         }
     }
 
@@ -95,16 +106,99 @@ impl WasiView for StoreState {
     }
 }
 
-impl bindings::Host for StoreState {
-    fn log(&mut self, level: Level, mut message: String) {
+impl WasiHttpView for StoreState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            hooks: &mut self.grant,
+            table: &mut self.table,
+            ctx: &mut self.http,
+        }
+    }
+}
+
+/// Where a filter's HTTP requests may go: its `allowed_outbound_hosts`.
+/// (Loading refuses a component that imports wasi:http/outgoing-handler
+/// with none; this refuses each request to anywhere else, redirects
+/// included, since the guest follows those with a request of its own.)
+struct Grant {
+    filter: Arc<str>,
+    allowed_hosts: Arc<[OutboundHost]>,
+}
+
+type SendResult = wasmtime_wasi_http::Result<(
+    http::Response<WasiBody>,
+    Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+)>;
+
+impl WasiHttpHooks for Grant {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _response_errors: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+    ) -> Box<dyn Future<Output = SendResult> + Send> {
+        let filter = &*self.filter;
+        let uri = request.uri().clone();
+        if !self.allowed_hosts.iter().any(|h| h.allows(&uri)) {
+            tracing::warn!(filter, "HTTP request to {uri} refused: not in allowed_outbound_hosts");
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
+        tracing::debug!(filter, "HTTP {} {uri}", request.method());
+        Box::new(async move {
+            use http_body_util::BodyExt;
+            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((
+                response.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+            ))
+        })
+    }
+}
+
+impl v0_1::opzero::filter::host::Host for StoreState {
+    fn log(&mut self, level: v0_1::opzero::filter::host::Level, message: String) {
+        use v0_1::opzero::filter::host::Level as L;
+        let level = match level {
+            L::Trace => tracing::Level::TRACE,
+            L::Debug => tracing::Level::DEBUG,
+            L::Info => tracing::Level::INFO,
+            L::Warn => tracing::Level::WARN,
+            L::Error => tracing::Level::ERROR,
+        };
+        self.guest_log(level, message);
+    }
+}
+
+impl v0_2::opzero::filter::host::Host for StoreState {
+    fn log(&mut self, level: v0_2::opzero::filter::host::Level, message: String) {
+        use v0_2::opzero::filter::host::Level as L;
+        let level = match level {
+            L::Trace => tracing::Level::TRACE,
+            L::Debug => tracing::Level::DEBUG,
+            L::Info => tracing::Level::INFO,
+            L::Warn => tracing::Level::WARN,
+            L::Error => tracing::Level::ERROR,
+        };
+        self.guest_log(level, message);
+    }
+
+    fn session(&mut self) -> v0_2::opzero::filter::host::SessionInfo {
+        let s = self.session.get();
+        v0_2::opzero::filter::host::SessionInfo { id: s.id, name: s.name, cwd: s.cwd }
+    }
+}
+
+impl StoreState {
+    /// The guest's `log`, whichever WIT version it came through.
+    fn guest_log(&mut self, level: tracing::Level, mut message: String) {
         // tracing drops events below the subscriber's level: that is the
         // level gate, and lines it drops do not count.
         let enabled = match level {
-            Level::Trace => tracing::enabled!(tracing::Level::TRACE),
-            Level::Debug => tracing::enabled!(tracing::Level::DEBUG),
-            Level::Info => tracing::enabled!(tracing::Level::INFO),
-            Level::Warn => tracing::enabled!(tracing::Level::WARN),
-            Level::Error => tracing::enabled!(tracing::Level::ERROR),
+            tracing::Level::TRACE => tracing::enabled!(tracing::Level::TRACE),
+            tracing::Level::DEBUG => tracing::enabled!(tracing::Level::DEBUG),
+            tracing::Level::INFO => tracing::enabled!(tracing::Level::INFO),
+            tracing::Level::WARN => tracing::enabled!(tracing::Level::WARN),
+            tracing::Level::ERROR => tracing::enabled!(tracing::Level::ERROR),
         };
         if !enabled {
             return;
@@ -124,11 +218,11 @@ impl bindings::Host for StoreState {
         }
         let filter = &*self.filter;
         match level {
-            Level::Trace => tracing::trace!(filter, "{message}"),
-            Level::Debug => tracing::debug!(filter, "{message}"),
-            Level::Info => tracing::info!(filter, "{message}"),
-            Level::Warn => tracing::warn!(filter, "{message}"),
-            Level::Error => tracing::error!(filter, "{message}"),
+            tracing::Level::TRACE => tracing::trace!(filter, "{message}"),
+            tracing::Level::DEBUG => tracing::debug!(filter, "{message}"),
+            tracing::Level::INFO => tracing::info!(filter, "{message}"),
+            tracing::Level::WARN => tracing::warn!(filter, "{message}"),
+            tracing::Level::ERROR => tracing::error!(filter, "{message}"),
         }
     }
 }

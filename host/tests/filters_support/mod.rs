@@ -13,7 +13,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use opzero_host::config::{Config, Diagnostic};
-use opzero_host::filters::FilterChain;
+use opzero_host::filters::{FilterChain, SessionSource};
 
 /// Every component the tests load, by cargo package.
 const PACKAGES: &[&str] = &[
@@ -21,6 +21,7 @@ const PACKAGES: &[&str] = &[
     "opzero-filter-sender-allowlist",
     "opzero-filter-max-length",
     "opzero-filter-permission-policy",
+    "opzero-filter-notify",
     "hello-filter",
     "opzero-test-loop-forever",
     "opzero-test-alloc-forever",
@@ -28,6 +29,9 @@ const PACKAGES: &[&str] = &[
     "opzero-test-bad-config",
     "opzero-test-wrong-world",
     "opzero-test-sleepy",
+    "opzero-test-file-gate",
+    "opzero-test-observer",
+    "opzero-test-notifier",
 ];
 
 pub fn workspace() -> PathBuf {
@@ -122,7 +126,7 @@ impl Setup {
         std::fs::write(self.config_path(), toml).unwrap();
         let config = Config::load(&self.config_path())
             .unwrap_or_else(|e| panic!("test config does not parse:\n{e}\n---\n{toml}"));
-        run(FilterChain::load(&config.filters, &self.cache_dir()))
+        run(FilterChain::load(&config.filters, &self.cache_dir(), &SessionSource::default()))
     }
 
     /// Like `load`, for a chain that must load.
@@ -151,7 +155,7 @@ pub fn entry(name: &str, wasm_stem: &str, hooks: &str, extra: &str) -> String {
 
 /// What loading `specs` reports, as `opzero-host validate` would.
 pub fn check(specs: &[opzero_host::config::FilterSpec], cache_dir: &Path) -> Vec<Diagnostic> {
-    run(FilterChain::load(specs, cache_dir)).err().unwrap_or_default()
+    run(FilterChain::load(specs, cache_dir, &SessionSource::default())).err().unwrap_or_default()
 }
 
 /// Runs one filter call to completion (the chain's hooks are async: in the

@@ -28,6 +28,7 @@ impl Filter for Panicky {
             return InjectVerdict::Pass(Message {
                 content: format!("env={env} file={file} net={net}"),
                 meta: message.meta,
+                files: message.files,
             });
         }
         InjectVerdict::Pass(message)
