@@ -800,3 +800,35 @@ fn filter_test_sends_http_only_where_allow_host_grants_and_validate_names_the_gr
         text(&out.stderr)
     );
 }
+
+/// The README's `notify` examples (ntfy and Slack) pass `validate` as
+/// written, with the grants they need.
+#[test]
+fn the_readmes_notify_examples_validate() {
+    let readme = std::fs::read_to_string(workspace().join("README.md")).unwrap();
+    let section = readme.split("### Push notifications (`notify`)").nth(1).unwrap();
+    let notify = wasm("notify");
+    for (first_key, grant) in [("ntfy_url", "https://ntfy.sh"), ("webhook_url", "https://hooks.slack.com")] {
+        let block = section
+            .split("```toml\n")
+            .skip(1)
+            .map(|rest| rest.split("```").next().unwrap())
+            .find(|b| b.contains(first_key))
+            .unwrap_or_else(|| panic!("no example with {first_key}"));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("opzero.toml");
+        std::fs::write(&file, block.replace("target/wasm/wasm32-wasip2/wasm/notify.wasm", notify.to_str().unwrap())).unwrap();
+        let out = Command::new(BIN)
+            .arg("validate")
+            .arg(&file)
+            .env("OPZERO_HOME", wasm_dir().join("filter-test-home"))
+            .output()
+            .unwrap();
+        assert_eq!(
+            (out.status.code(), text(&out.stdout)),
+            (Some(0), format!("{}: ok (1 filter: notify; permission relay on; notify may reach {grant})\n", file.display())),
+            "{block}\n{}",
+            text(&out.stderr)
+        );
+    }
+}

@@ -90,7 +90,7 @@ pub fn send(mut request: Request) -> Result<Response, Error> {
         let location = response.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("location"));
         match (response.status, location) {
             (301 | 302 | 303 | 307 | 308, Some((_, location))) => {
-                request.url = resolve(&request.url, location);
+                request.url = resolve(&request.url, location)?;
                 if response.status == 303 || (response.status != 307 && response.status != 308 && request.method == "POST") {
                     request.method = "GET".into();
                     request.body.clear();
@@ -102,32 +102,32 @@ pub fn send(mut request: Request) -> Result<Response, Error> {
     Err(Error(format!("more than {MAX_REDIRECTS} redirects")))
 }
 
-/// The parts of `scheme://authority/path?query`.
-fn split(url: &str) -> Result<(&str, &str, &str), Error> {
-    let (scheme, rest) = url.split_once("://").ok_or_else(|| Error(format!("{url:?} is not an absolute URL")))?;
-    let (authority, path) = match rest.find(['/', '?']) {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
+/// A request's URL, parsed (by the `url` crate) into what wasi:http asks
+/// for: the scheme, the authority (`host[:port]`) and the path with query.
+fn parts(url: &str) -> Result<(url::Url, String, String), Error> {
+    let parsed = url::Url::parse(url).map_err(|e| Error(format!("{url:?} is not a URL: {e}")))?;
+    let host = parsed.host_str().ok_or_else(|| Error(format!("{url:?} names no host")))?;
+    let authority = match parsed.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
     };
-    Ok((scheme, authority, path))
+    let path = match parsed.query() {
+        Some(q) => format!("{}?{q}", parsed.path()),
+        None => parsed.path().to_string(),
+    };
+    Ok((parsed, authority, path))
 }
 
 /// A redirect's `Location`, made absolute against the URL it came from.
-fn resolve(from: &str, location: &str) -> String {
-    if location.contains("://") {
-        return location.to_string();
-    }
-    let Ok((scheme, authority, path)) = split(from) else { return location.to_string() };
-    if location.starts_with('/') {
-        format!("{scheme}://{authority}{location}")
-    } else {
-        let dir = path.rsplit_once('/').map_or("", |(d, _)| d);
-        format!("{scheme}://{authority}{dir}/{location}")
-    }
+fn resolve(from: &str, location: &str) -> Result<String, Error> {
+    let base = url::Url::parse(from).map_err(|e| Error(format!("{from:?} is not a URL: {e}")))?;
+    base.join(location)
+        .map(String::from)
+        .map_err(|e| Error(format!("redirect to {location:?} from {from}: {e}")))
 }
 
 fn send_once(request: &Request) -> Result<Response, Error> {
-    let (scheme, authority, path) = split(&request.url)?;
+    let (url, authority, path) = parts(&request.url)?;
     let fail = |what: &str| Error(format!("{what} of {}", request.url));
     let mut headers: Vec<(String, Vec<u8>)> =
         request.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.as_bytes().to_vec())).collect();
@@ -146,15 +146,15 @@ fn send_once(request: &Request) -> Result<Response, Error> {
         "HEAD" => Method::Head,
         other => Method::Other(other.into()),
     };
-    let scheme = match scheme {
+    let scheme = match url.scheme() {
         "https" => Scheme::Https,
         "http" => Scheme::Http,
         other => Scheme::Other(other.into()),
     };
     outgoing.set_method(&method).map_err(|()| fail("the method"))?;
     outgoing.set_scheme(Some(&scheme)).map_err(|()| fail("the scheme"))?;
-    outgoing.set_authority(Some(authority)).map_err(|()| fail("the host"))?;
-    outgoing.set_path_with_query(Some(path)).map_err(|()| fail("the path"))?;
+    outgoing.set_authority(Some(&authority)).map_err(|()| fail("the host"))?;
+    outgoing.set_path_with_query(Some(&path)).map_err(|()| fail("the path"))?;
 
     let body = outgoing.body().map_err(|()| fail("the body"))?;
     {
@@ -216,11 +216,16 @@ mod tests {
 
     #[test]
     fn redirects_resolve_against_the_url_they_came_from() {
-        assert_eq!(resolve("https://a.test/x/y?q", "/z"), "https://a.test/z");
-        assert_eq!(resolve("https://a.test/x/y", "z"), "https://a.test/x/z");
-        assert_eq!(resolve("https://a.test/x", "http://b.test:81/"), "http://b.test:81/");
-        assert_eq!(split("http://h:8/p?q").unwrap(), ("http", "h:8", "/p?q"));
-        assert_eq!(split("https://h").unwrap(), ("https", "h", "/"));
-        assert!(split("h/p").is_err());
+        let r = |from, to| resolve(from, to).unwrap();
+        assert_eq!(r("https://a.test/x/y?q", "/z"), "https://a.test/z");
+        assert_eq!(r("https://a.test/x/y", "z"), "https://a.test/x/z");
+        assert_eq!(r("https://a.test/x/y", "../z"), "https://a.test/z");
+        assert_eq!(r("https://a.test/x", "//b.test/p"), "https://b.test/p");
+        assert_eq!(r("https://a.test/x", "http://b.test:81/"), "http://b.test:81/");
+        let p = |u| parts(u).map(|(_, a, p)| (a, p)).unwrap();
+        assert_eq!(p("http://h:8/p?q"), ("h:8".into(), "/p?q".into()));
+        assert_eq!(p("https://h"), ("h".into(), "/".into()));
+        assert_eq!(p("https://h:443/"), ("h".into(), "/".into()));
+        assert!(parts("h/p").is_err());
     }
 }
