@@ -781,24 +781,7 @@ fn filter_test_sends_http_only_where_allow_host_grants_and_validate_names_the_gr
         ),
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .arg("validate")
-        .arg(&file)
-        .env("OPZERO_HOME", wasm_dir().join("filter-test-home"))
-        .output()
-        .unwrap();
-    assert_eq!(
-        (out.status.code(), text(&out.stdout)),
-        (
-            Some(0),
-            format!(
-                "{}: ok (1 filter: notify; permission relay on; notify may reach {granted}, https://ntfy.sh)\n",
-                file.display()
-            )
-        ),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_validates(&file, &format!("notify may reach {granted}, https://ntfy.sh"), "");
 }
 
 /// The README's `notify` examples (ntfy and Slack) pass `validate` as
@@ -818,17 +801,22 @@ fn the_readmes_notify_examples_validate() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("opzero.toml");
         std::fs::write(&file, block.replace("target/wasm/wasm32-wasip2/wasm/notify.wasm", notify.to_str().unwrap())).unwrap();
-        let out = Command::new(BIN)
-            .arg("validate")
-            .arg(&file)
-            .env("OPZERO_HOME", wasm_dir().join("filter-test-home"))
-            .output()
-            .unwrap();
-        assert_eq!(
-            (out.status.code(), text(&out.stdout)),
-            (Some(0), format!("{}: ok (1 filter: notify; permission relay on; notify may reach {grant})\n", file.display())),
-            "{block}\n{}",
-            text(&out.stderr)
-        );
+        assert_validates(&file, &format!("notify may reach {grant}"), block);
     }
+}
+
+/// `validate FILE` passes, and names the one filter, `notify`, with `grants`.
+fn assert_validates(file: &Path, grants: &str, context: &str) {
+    let out = Command::new(BIN)
+        .arg("validate")
+        .arg(file)
+        .env("OPZERO_HOME", wasm_dir().join("filter-test-home"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        (out.status.code(), text(&out.stdout)),
+        (Some(0), format!("{}: ok (1 filter: notify; permission relay on; {grants})\n", file.display())),
+        "{context}\n{}",
+        text(&out.stderr)
+    );
 }

@@ -155,31 +155,29 @@ impl WasiHttpHooks for Grant {
     }
 }
 
-impl v0_1::opzero::filter::host::Host for StoreState {
-    fn log(&mut self, level: v0_1::opzero::filter::host::Level, message: String) {
-        use v0_1::opzero::filter::host::Level as L;
-        let level = match level {
+/// A guest's log level as tracing's: the same five in each WIT version.
+macro_rules! tracing_level {
+    ($level:expr, $Level:ty) => {{
+        type L = $Level;
+        match $level {
             L::Trace => tracing::Level::TRACE,
             L::Debug => tracing::Level::DEBUG,
             L::Info => tracing::Level::INFO,
             L::Warn => tracing::Level::WARN,
             L::Error => tracing::Level::ERROR,
-        };
-        self.guest_log(level, message);
+        }
+    }};
+}
+
+impl v0_1::opzero::filter::host::Host for StoreState {
+    fn log(&mut self, level: v0_1::opzero::filter::host::Level, message: String) {
+        self.guest_log(tracing_level!(level, v0_1::opzero::filter::host::Level), message);
     }
 }
 
 impl v0_2::opzero::filter::host::Host for StoreState {
     fn log(&mut self, level: v0_2::opzero::filter::host::Level, message: String) {
-        use v0_2::opzero::filter::host::Level as L;
-        let level = match level {
-            L::Trace => tracing::Level::TRACE,
-            L::Debug => tracing::Level::DEBUG,
-            L::Info => tracing::Level::INFO,
-            L::Warn => tracing::Level::WARN,
-            L::Error => tracing::Level::ERROR,
-        };
-        self.guest_log(level, message);
+        self.guest_log(tracing_level!(level, v0_2::opzero::filter::host::Level), message);
     }
 
     fn session(&mut self) -> v0_2::opzero::filter::host::SessionInfo {
