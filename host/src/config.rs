@@ -205,11 +205,7 @@ impl OutboundHost {
     pub fn parse(s: &str) -> Option<OutboundHost> {
         let uri = s.parse::<http::Uri>().ok()?;
         let scheme = uri.scheme_str()?.to_ascii_lowercase();
-        let default_port = match scheme.as_str() {
-            "https" => 443,
-            "http" => 80,
-            _ => return None,
-        };
+        let default_port = default_port(&scheme)?;
         let authority = uri.authority()?;
         let bare = uri.path_and_query().is_none_or(|p| p.as_str() == "/" || p.as_str().is_empty());
         let port_ok = authority.port().is_some() || !authority.as_str().ends_with(':');
@@ -226,11 +222,7 @@ impl OutboundHost {
     /// Whether a request to `uri` goes where this names.
     pub fn allows(&self, uri: &http::Uri) -> bool {
         let scheme = uri.scheme_str().unwrap_or("").to_ascii_lowercase();
-        let default_port = match scheme.as_str() {
-            "https" => 443,
-            "http" => 80,
-            _ => return false,
-        };
+        let Some(default_port) = default_port(&scheme) else { return false };
         let Some(authority) = uri.authority() else { return false };
         scheme == self.scheme
             && !authority.as_str().contains('@')
@@ -239,10 +231,19 @@ impl OutboundHost {
     }
 }
 
+/// The port a URL of `scheme` means when it names none; only http and
+/// https may be granted.
+fn default_port(scheme: &str) -> Option<u16> {
+    match scheme {
+        "https" => Some(443),
+        "http" => Some(80),
+        _ => None,
+    }
+}
+
 impl fmt::Display for OutboundHost {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let default_port = if self.scheme == "https" { 443 } else { 80 };
-        if self.port == default_port {
+        if Some(self.port) == default_port(&self.scheme) {
             write!(f, "{}://{}", self.scheme, self.host)
         } else {
             write!(f, "{}://{}:{}", self.scheme, self.host, self.port)
