@@ -172,6 +172,10 @@ struct Results {
     host_4_filters: Vec<Run>,
     single_filter: Vec<(String, Vec<Run>)>,
     filters_skipped: Option<String>,
+    /// The host whose only filter is an `event` observer that sleeps to its
+    /// deadline on every event (issue 22), run just after `host` in each round.
+    host_observer: Vec<Run>,
+    observer_skipped: Option<String>,
     /// `opzero-host hub` (issue 21) and the hosts it lists.
     hub: Option<HubResults>,
     /// A reload under a steady stream of injects (issue 22).
@@ -296,6 +300,7 @@ fn bench(cli: &Cli) -> Result<(), String> {
         messages: cli.messages.unwrap_or(if quick { 4000 } else { 20_000 }),
         conns: cli.conns.clone().unwrap_or_else(|| vec![8, 32]),
         warmup: if quick { 50 } else { 200 },
+        prime_replies: 0,
     };
     if load.conns.iter().any(|&c| c == 0 || c > 256) {
         return Err("--conns: each count must be 1..=256".into());
@@ -362,6 +367,7 @@ fn bench(cli: &Cli) -> Result<(), String> {
     // of all four only when all four are.
     let mut chain: Option<Spec> = None;
     let mut singles: Vec<(String, Spec)> = Vec::new();
+    let mut observer: Option<Spec> = None;
     if let Some(host) = &host_spec {
         if cli.no_filters {
             results.filters_skipped = Some("--no-filters".into());
@@ -413,6 +419,32 @@ fn bench(cli: &Cli) -> Result<(), String> {
                     f.0.name.to_string(),
                     spec(format!("opzero-host + {}", f.0.name), &p),
                 ));
+            }
+            // The test guest `opzero-test-observer`, not a built-in: built
+            // on its own (see the message below).
+            match dirs
+                .iter()
+                .map(|d| d.join("observer.wasm"))
+                .find(|p| p.is_file())
+            {
+                Some(wasm) => {
+                    let p = filters::write(&cfg, "observer.toml", &observer_toml(&wasm))?;
+                    observer = Some(Spec {
+                        home: home("observer"),
+                        ..spec(
+                            "opzero-host + an observer asleep to its deadline".into(),
+                            &p,
+                        )
+                    });
+                }
+                None => {
+                    eprintln!(
+                        "runs with the sleeping observer skipped: observer.wasm not built. Build it with \
+                         `cargo build --profile wasm --target wasm32-wasip2 --target-dir target/wasm \
+                         -p opzero-test-observer`, or pass --wasm-dir DIR."
+                    );
+                    results.observer_skipped = Some("observer.wasm not built".into());
+                }
             }
         }
     }
@@ -549,6 +581,22 @@ fn bench(cli: &Cli) -> Result<(), String> {
             eprintln!("run {}/{runs}: opzero-host", r + 1);
             results.host.push(measure::run(h, &load, Depth::Full)?);
         }
+        // Just after the no-filter host, so each pair sees the same machine;
+        // only the sequential injects and replies (and the reply burst).
+        if let Some(obs) = &observer {
+            eprintln!("run {}/{runs}: opzero-host + sleeping observer", r + 1);
+            let lean = Load {
+                permissions: 0,
+                messages: 0,
+                // A full queue of events before the first inject: the
+                // observer sleeps through the injects as through the replies.
+                prime_replies: OBSERVER_QUEUE,
+                ..load.clone()
+            };
+            results
+                .host_observer
+                .push(measure::run(obs, &lean, Depth::Lean)?);
+        }
         if let Some(four) = &chain {
             eprintln!("run {}/{runs}: opzero-host + 4 filters", r + 1);
             results
@@ -611,6 +659,9 @@ fn bench(cli: &Cli) -> Result<(), String> {
         print!("{}", report::table(&results.rows));
         if let Some(why) = &results.filters_skipped {
             println!("\n4-filter chain skipped: {why}");
+        }
+        if let Some(why) = &results.observer_skipped {
+            println!("\nsleeping observer skipped: {why}");
         }
         let i = &results.idle_wakeups;
         let hub_idle = results.hub.as_ref().and_then(|h| h.idle_wakeups.as_ref());
@@ -833,6 +884,62 @@ fn hub_rows(rows: &mut Vec<Row>, hr: &HubResults, floor_idle: Option<&Wakeups>) 
             .host(Some(failures as f64))
             .target("0", Some(false)),
         );
+    }
+}
+
+/// `on-event` deadline of the observer (ms), and how long it sleeps on
+/// each event: far past it, so every call runs to the deadline. Short, so
+/// that the deadline runs out (and a fresh instance is made) again and again
+/// while messages are measured; with [`OBSERVER_QUEUE`] events waiting before
+/// the first inject, it sleeps for 64 × 50 ms = 3.2 s from there on, longer
+/// than the injects take, and the replies refill its queue.
+const OBSERVER_DEADLINE_MS: u64 = 50;
+const OBSERVER_SLEEP_MS: u64 = 60_000;
+/// The host's queue of events for one `event` filter.
+const OBSERVER_QUEUE: usize = 64;
+
+/// An `opzero.toml` whose only filter is the observer, on `event` alone.
+fn observer_toml(wasm: &Path) -> String {
+    format!(
+        "# Written by opzero-bench.\n\n[[filter]]\nname = \"observer\"\npath = {:?}\n\
+         hooks = [\"event\"]\nevent_timeout_ms = {OBSERVER_DEADLINE_MS}\n\n\
+         [filter.config]\nsleep_ms = {OBSERVER_SLEEP_MS}\n",
+        wasm.display().to_string()
+    )
+}
+
+/// Issue 22: an `on-event` observer asleep to its deadline on every event
+/// (each reply publishes one) moves neither inject nor reply p50 by more
+/// than 10%, beside the no-filter host of the same round.
+fn observer_rows(rows: &mut Vec<Row>, ho: &[Run], h: &[Run]) {
+    let s_owned = format!(
+        "an on-event observer asleep to its deadline ({OBSERVER_DEADLINE_MS} ms) on every event, \
+         {OBSERVER_QUEUE} events queued before the first inject \
+         (check of issue 22; the floor column is the no-filter host, run just before it in each round)"
+    );
+    let s = s_owned.as_str();
+    let inj = |g: fn(&measure::Latency) -> f64| move |x: &Run| x.inject.as_ref().map(g);
+    let rep = |g: fn(&measure::Latency) -> f64| move |x: &Run| x.reply.as_ref().map(g);
+    for row in [
+        beside(
+            s,
+            "inject → stdout p50, observer",
+            "µs",
+            ho,
+            h,
+            inj(|l| l.us.p50),
+        ),
+        beside(
+            s,
+            "reply → SSE p50, observer",
+            "µs",
+            ho,
+            h,
+            rep(|l| l.us.p50),
+        ),
+    ] {
+        let pass = row.ratio.map(|r| r <= 1.10);
+        rows.push(row.target("≤ 1.1× no filters", pass));
     }
 }
 
@@ -1258,7 +1365,11 @@ fn rows(r: &Results, load: &Load) -> Vec<Row> {
             reply_burst(|b| b.server_cpu_us),
         ));
     }
-    for (runs, tag) in [(h, ""), (h4, ", 4 filters")] {
+    for (runs, tag) in [
+        (h, ""),
+        (h4, ", 4 filters"),
+        (&r.host_observer, ", observer"),
+    ] {
         let missing: usize = runs
             .iter()
             .filter_map(|x| x.reply_burst.as_ref().map(|b| b.missing))
@@ -1357,13 +1468,17 @@ fn rows(r: &Results, load: &Load) -> Vec<Row> {
         }
     }
 
+    if !r.host_observer.is_empty() {
+        observer_rows(&mut rows, &r.host_observer, h);
+    }
+
     // Phases skipped with a count of 0 leave rows with nothing to show.
     rows.retain(|r| {
         r.host.is_some() || r.floor.is_some() || r.host_text.is_some() || r.floor_text.is_some()
     });
 
     // Failures anywhere make the figures suspect: say so in the table.
-    let failures: usize = [h, f, h4]
+    let failures: usize = [h, f, h4, &r.host_observer]
         .iter()
         .flat_map(|runs| runs.iter())
         .chain(r.single_filter.iter().flat_map(|(_, v)| v.iter()))

@@ -22,6 +22,9 @@ pub struct Load {
     pub messages: usize,
     pub conns: Vec<usize>,
     pub warmup: usize,
+    /// Replies sent (and answered) before anything is measured, so that an
+    /// `event` filter has events to work through from the first inject on.
+    pub prime_replies: usize,
 }
 
 /// Sequential latency, µs, with the CPU each message cost.
@@ -130,6 +133,13 @@ pub fn run(spec: &Spec, load: &Load, depth: Depth) -> Result<Run, String> {
         std::thread::sleep(Duration::from_millis(500));
         let busy = (procfs::tree_cpu_ns(s.pid) - c0) as f64;
         out.idle_cpu_pct = busy / t0.elapsed().as_nanos() as f64 * 100.0;
+    }
+    for i in 0..load.prime_replies {
+        let rpc_id = 900_000 + i as u64;
+        s.send(&reply_call(rpc_id, "prime: an event for the event filters"))
+            .map_err(|e| format!("{}: stdin: {e}", s.label))?;
+        s.wait_line(Duration::from_secs(5), |l| server::is_response_to(l, rpc_id))
+            .ok_or_else(|| format!("{}: no answer to a priming reply", s.label))?;
     }
     // A count of 0 skips that phase (handy for profiling one path).
     if load.injects > 0 {
