@@ -21,6 +21,8 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import assert from 'node:assert/strict';
 
+import { after, before } from 'node:test';
+
 import { chromium } from 'playwright-core';
 
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -34,6 +36,49 @@ export const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
 export const WAIT = 20_000;
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+export const CHANNEL = 'notifications/claude/channel';
+export const VERDICT = 'notifications/claude/channel/permission';
+export const isChannel = (j) => j.method === CHANNEL;
+/// A page's sign-in token.
+export const TOKEN = /^[0-9a-f]{64}$/;
+/// A grace long enough that a slow machine never makes a message the test
+/// delivers `undelivered`.
+export const PATIENT = '[mirror]\ngrace_ms = 60000\n';
+
+/// One Chromium for a test file: launched before its tests (once the
+/// screenshots an earlier run's failures left, named `failures*`, are
+/// cleared), handed to `set`, closed after them.
+export function useBrowser(failures, set) {
+  let browser;
+  before(async () => {
+    await fsp.mkdir(OUT, { recursive: true });
+    for (const f of await fsp.readdir(OUT)) {
+      if (f.startsWith(failures)) await fsp.rm(path.join(OUT, f), { force: true });
+    }
+    browser = await launchBrowser();
+    set(browser);
+  });
+  after(async () => {
+    await browser?.close();
+  });
+}
+
+/// What a host and a hub both have: the record they published (a
+/// discovery file, `hub.json`) with their port and secret.
+class Served {
+  get port() {
+    return this.record.port;
+  }
+
+  get secret() {
+    return this.record.secret;
+  }
+
+  get origin() {
+    return `http://127.0.0.1:${this.port}`;
+  }
+}
 
 /// Retries `fn` (an assertion) until it passes or `timeout` ms pass; then
 /// throws its last error.
@@ -79,7 +124,7 @@ class Line {
   }
 }
 
-export class Host {
+export class Host extends Served {
   /// Starts a host; `config` is the text of its opzero.toml. With `claude`
   /// (`idle` or `busy`), Claude Code's session file is there from the start,
   /// and the host is following its transcript (`h.transcript`) when this
@@ -120,6 +165,7 @@ export class Host {
   }
 
   constructor(home, session, configPath, opzeroHome = home) {
+    super();
     this.home = home;
     this.opzeroHome = opzeroHome;
     this.session = session;
@@ -307,18 +353,6 @@ export class Host {
       this.record = JSON.parse(await fsp.readFile(file, 'utf8'));
     }).catch((e) => assert.fail(`no discovery file ${file}: ${e}\n${this.describe()}`));
     return this.record;
-  }
-
-  get port() {
-    return this.record.port;
-  }
-
-  get secret() {
-    return this.record.secret;
-  }
-
-  get origin() {
-    return `http://127.0.0.1:${this.port}`;
   }
 
   /// `opzero-host open SESSION --no-browser [--base URL]`: its one stdout line.
@@ -681,7 +715,7 @@ export function pageToken(page) {
 /// state directory (`home`, its OPZERO_HOME and HOME): hosts started with
 /// `opzeroHome: hub.home` are the sessions it lists. Its port and secret
 /// come from the `hub.json` it writes once it listens.
-export class Hub {
+export class Hub extends Served {
   static async start({ config } = {}) {
     const home = await fsp.mkdtemp(path.join(os.tmpdir(), 'opzero-hub-'));
     const hub = new Hub(home);
@@ -717,21 +751,10 @@ export class Hub {
   }
 
   constructor(home) {
+    super();
     this.home = home;
     this.stdout = '';
     this.stderr = '';
-  }
-
-  get port() {
-    return this.record.port;
-  }
-
-  get secret() {
-    return this.record.secret;
-  }
-
-  get origin() {
-    return `http://127.0.0.1:${this.port}`;
   }
 
   describe() {

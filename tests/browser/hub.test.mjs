@@ -6,34 +6,36 @@
 // && node --test tests/browser/ (after cargo build -p opzero-host).
 // Screenshots go to target/browser-tests/; the phone ones also to docs/.
 
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 
-import { Host, Hub, OUT, REPO, binaryBytes, eventually, launchBrowser, pageToken, screenshot, signInHub, signedIn, sleep } from './harness.mjs';
+import {
+  CHANNEL,
+  Host,
+  Hub,
+  OUT,
+  PATIENT,
+  REPO,
+  TOKEN,
+  VERDICT,
+  binaryBytes,
+  eventually,
+  isChannel,
+  pageToken,
+  screenshot,
+  signInHub,
+  signedIn,
+  sleep,
+  useBrowser,
+} from './harness.mjs';
 
-const CHANNEL = 'notifications/claude/channel';
-const VERDICT = 'notifications/claude/channel/permission';
-const isChannel = (j) => j.method === CHANNEL;
-const TOKEN = /^[0-9a-f]{64}$/;
-/// A grace long enough that a slow machine never makes a message the test
-/// delivers `undelivered`.
-const PATIENT = '[mirror]\ngrace_ms = 60000\n';
 const PHONE = { viewport: { width: 390, height: 844 }, contextOptions: { isMobile: true, hasTouch: true, deviceScaleFactor: 1 } };
 const KEPT = 'opzero-mine:';
 
 let browser;
-before(async () => {
-  await fsp.mkdir(OUT, { recursive: true });
-  for (const f of await fsp.readdir(OUT)) {
-    if (f.startsWith('failure-hub-')) await fsp.rm(path.join(OUT, f), { force: true });
-  }
-  browser = await launchBrowser();
-});
-after(async () => {
-  await browser?.close();
-});
+useBrowser('failure-hub-', (b) => (browser = b));
 
 /// Starts a host behind the test's hub (its sessions share the hub's
 /// OPZERO_HOME), Claude idle, following its transcript.

@@ -3,7 +3,7 @@
 // Claude Code. Run: npm ci --prefix tests/browser && node --test tests/browser/
 // (after cargo build -p opzero-host). Screenshots go to target/browser-tests/.
 
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
@@ -13,15 +13,16 @@ import { promisify } from 'node:util';
 
 import {
   BIN,
+  CHANNEL,
   Host,
   OUT,
+  PATIENT,
   Proxy,
   Recorder,
   WAIT,
   binaryBytes,
   eventually,
   isSocket,
-  launchBrowser,
   pageToken,
   rawHttp,
   screenshot,
@@ -29,30 +30,18 @@ import {
   signInPage,
   signedIn,
   sleep,
+  TOKEN,
+  useBrowser,
+  VERDICT,
+  isChannel,
   watchErrors,
 } from './harness.mjs';
 
-const CHANNEL = 'notifications/claude/channel';
-const VERDICT = 'notifications/claude/channel/permission';
-const isChannel = (j) => j.method === CHANNEL;
-const TOKEN = /^[0-9a-f]{64}$/;
-/// A grace long enough that a slow machine never makes a message the test
-/// delivers `undelivered`; and one short enough to wait for.
-const PATIENT = '[mirror]\ngrace_ms = 60000\n';
+/// A grace short enough to wait for.
 const IMPATIENT = '[mirror]\ngrace_ms = 2000\n';
 
 let browser;
-before(async () => {
-  // What an earlier run's failures left.
-  await fsp.mkdir(OUT, { recursive: true });
-  for (const f of await fsp.readdir(OUT)) {
-    if (f.startsWith('failure-')) await fsp.rm(path.join(OUT, f), { force: true });
-  }
-  browser = await launchBrowser();
-});
-after(async () => {
-  await browser?.close();
-});
+useBrowser('failure-', (b) => (browser = b));
 
 /// Runs `body` with its own host (and proxy), signed in unless `signedIn` is
 /// false; on a failure adds what the host printed and saves what the page

@@ -103,12 +103,7 @@ impl Hub {
 
 impl Drop for Hub {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            let err = self.stderr();
-            let tail = &err[err.len().saturating_sub(8000)..];
-            eprintln!("--- the hub's stderr (last {} bytes) ---\n{tail}", tail.len());
-        }
+        let stderr = self.stderr();
+        super::end_child(&mut self.child, "hub", &stderr);
     }
 }

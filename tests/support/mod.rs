@@ -419,14 +419,19 @@ impl Host {
 
 impl Drop for Host {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            // A failed test shows what the host logged (the end of it).
-            let err = self.stderr();
-            let tail = &err[err.len().saturating_sub(8000)..];
-            eprintln!("--- the host's stderr (last {} bytes) ---\n{tail}", tail.len());
-        }
+        let stderr = self.stderr();
+        end_child(&mut self.child, "host", &stderr);
+    }
+}
+
+/// Kills and reaps a process the test started; when the test failed, shows
+/// the end of what it logged.
+pub fn end_child(child: &mut Child, what: &str, stderr: &str) {
+    let _ = child.kill();
+    let _ = child.wait();
+    if std::thread::panicking() {
+        let tail = &stderr[stderr.len().saturating_sub(8000)..];
+        eprintln!("--- the {what}'s stderr (last {} bytes) ---\n{tail}", tail.len());
     }
 }
 
