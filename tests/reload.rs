@@ -187,9 +187,10 @@ fn a_broken_config_keeps_the_old_chain_running_and_says_why() {
     let said = format!("config    {}: its last change did not load; the filters before it run (short)\n  {}\n", path.display(), errors[0]);
     assert!(text.contains(&said), "{text}");
 
-    // Fixed: the new chain takes over, and the state says so.
+    // Fixed: the new chain takes over, and the state and the phone say so.
     save_by_rename(&path, &max_length("8"));
     wait_reloads(&h, 1);
+    assert_eq!(without_ts(sse.event().1), json!({"type": "config_loaded", "filters": ["short"]}));
     let status = config_status(&h);
     assert_eq!(status["state"], "ok");
     assert!(status.get("errors").is_none() && status.get("failed_at").is_none(), "{status}");

@@ -474,6 +474,20 @@ function handle(id, e) {
     }
     case "permission_expired":
       return settleCard(e.request_id, "expired", "Expired: answer it in the terminal");
+    case "config_error":
+      return place(
+        el(
+          "div",
+          { class: "note config", "data-state": "error", role: "alert" },
+          el("p", {}, "A change to the host's config did not load; the filters before it still run:"),
+          el("ul", {}, (e.errors ?? []).map((x) => el("li", {}, String(x)))),
+        ),
+      );
+    case "config_loaded": {
+      const filters = e.filters ?? [];
+      const which = filters.length ? `filters: ${filters.join(", ")}` : "no filters";
+      return place(el("p", { class: "note config", "data-state": "ok" }, `The host's config reloaded (${which}).`));
+    }
     case "gap":
       return place(el("p", { class: "note" }, `Events ${e.from} to ${e.to} were missed (too old to replay).`));
   }

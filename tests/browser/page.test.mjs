@@ -1087,4 +1087,22 @@ describe('the chat page in Chromium', { concurrency: 1 }, () => {
       await activity.waitFor({ state: 'hidden' });
       await text(activity, '');
     }));
+
+  test('28. a config change that does not load shows in the conversation with its errors, and so does the fix', (t) =>
+    withHost(t, { config: '[limits]\nmax_files = 10\n' }, async ({ h, page }) => {
+      // Saved as an editor saves: a new file renamed over the old.
+      const save = async (text) => {
+        await fsp.writeFile(h.configPath + '.new', text);
+        await fsp.rename(h.configPath + '.new', h.configPath);
+      };
+      await save('[limits]\nmax_files = "ten"\n');
+      const broken = page.locator('#log .note.config[data-state="error"]');
+      await broken.waitFor();
+      assert.equal(await broken.getAttribute('role'), 'alert');
+      await text(broken.locator('p'), "A change to the host's config did not load; the filters before it still run:");
+      await text(broken.locator('li'), new RegExp(`^${h.configPath.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}:2:13: limits.max_files: invalid type: string "ten", expected i64$`));
+      await save('[limits]\nmax_files = 10\n');
+      await text(page.locator('#log .note.config[data-state="ok"]'), "The host's config reloaded (no filters).");
+      assert.equal(await page.locator('#log .note.config').count(), 2);
+    }));
 });

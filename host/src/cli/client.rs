@@ -465,6 +465,13 @@ fn human(data: &str) -> String {
             let errors = v["errors"].as_array().into_iter().flatten().filter_map(Value::as_str);
             errors.fold("the config did not reload (the filters before it still run):".to_string(), |all, e| all + "\n  " + e)
         }
+        "config_loaded" => {
+            let filters: Vec<&str> = v["filters"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            match filters.is_empty() {
+                true => "the config reloaded: no filters".to_string(),
+                false => format!("the config reloaded: filters {}", filters.join(", ")),
+            }
+        }
         "gap" => format!("(missed events {} to {}: they fell out of the replay buffer)", v["from"], v["to"]),
         _ => data.to_string(),
     }

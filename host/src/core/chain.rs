@@ -134,6 +134,8 @@ impl Core {
         let mut status = self.config_status.lock().unwrap();
         status.loaded(&chain);
         status.reloads += 1;
+        // The phone heard of a change that did not load: it hears this one too.
+        self.events.publish(&json!({ "type": "config_loaded", "filters": chain.names(), "ts": now_ms() }));
         // The new chain's observers take over: from here, the old ones
         // finish the call they are in, if any, and stop.
         chain.observe(&self.events);
