@@ -2,7 +2,7 @@
 # Every test: the workspace's unit and end-to-end tests, the chat page in a
 # real Chromium (tests/browser/), then the real Claude Code conformance suite
 # (../shared/claude-e2e) against the built host, and the repo's plugin,
-# `launch`, the transcript mirror and a reload in the real Claude Code
+# `launch`, the transcript mirror, the notify plugin and a reload in the real Claude Code
 # (tests/claude/).
 #   tests/run-all.sh            everything
 #   tests/run-all.sh --no-e2e   skip the Claude Code levels
@@ -69,6 +69,12 @@ done
 for how in --enabled --not-enabled; do
   echo "== mirror $how"
   if tests/claude/mirror.sh "$how" "$host"; then passed=$((passed+1)); else failed=$((failed+1)); fi
+done
+# The notify plugin against a local ntfy stand-in: a finished phone turn, a
+# permission prompt, and a message Claude Code never took.
+for how in --enabled --not-enabled; do
+  echo "== notify $how"
+  if tests/claude/notify.sh "$how" "$host"; then passed=$((passed+1)); else failed=$((failed+1)); fi
 done
 # The config changed under a running session: the next message takes the new filter settings, on the same connection.
 echo "== reload"; if tests/claude/reload.sh --tui "$host"; then passed=$((passed+1)); else failed=$((failed+1)); fi

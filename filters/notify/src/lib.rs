@@ -1,8 +1,11 @@
 //! A push notification (ntfy, or a JSON webhook such as Slack's) when:
 //! - a permission prompt waits for the phone (`"permission"`);
-//! - Claude goes idle after a turn that began from the phone (`"done"`):
-//!   a message from the phone was taken (its receipt said queued or seen),
-//!   then Claude Code's status went idle;
+//! - Claude goes idle after a turn for the phone (`"done"`): one in which
+//!   Claude replied to the phone, or in which a message from the phone was
+//!   taken (its receipt came while Claude was busy). Claude Code writes its
+//!   transcript, and so the receipts, in batches: after a quick turn they
+//!   come after the idle, and then count for nothing, so that they cannot
+//!   make a later turn in the terminal look like the phone's;
 //! - a message from the phone was undelivered (`"undelivered"`).
 //!
 //! It observes (`hooks = ["event"]`) and sends with the SDK's HTTP helper,
@@ -157,7 +160,9 @@ struct Notify {
     base_url: Option<String>,
     include_text: bool,
     limiter: Limiter,
-    /// A message from the phone was taken since Claude was last idle.
+    /// Claude Code's status says busy.
+    busy: bool,
+    /// The turn under way is the phone's (see the crate's doc).
     phone_turn: bool,
     /// The last reply of that turn, for the "done" text.
     last_reply: Option<String>,
@@ -215,6 +220,7 @@ impl Notify {
             base_url: config.base_url.map(|b| b.trim_end_matches('/').to_string()),
             include_text: config.include_text,
             limiter: Limiter::new(config.per_minute),
+            busy: false,
             phone_turn: false,
             last_reply: None,
         })
@@ -234,7 +240,7 @@ impl Notify {
             }
             Event::Receipt(r) => match r.state {
                 Delivery::Queued | Delivery::Seen => {
-                    self.phone_turn = true;
+                    self.phone_turn |= self.busy;
                     None
                 }
                 Delivery::Undelivered => Some(Note {
@@ -243,15 +249,25 @@ impl Notify {
                     body: text(r.reason.as_deref().unwrap_or("")),
                 }),
             },
+            // Claude calls `reply` only in a turn (its status may say so a
+            // moment later).
             Event::ReplySent(r) => {
-                if self.phone_turn && r.edit_of.is_none() {
+                if r.edit_of.is_none() {
+                    self.phone_turn = true;
                     self.last_reply = Some(r.text);
                 }
                 None
             }
-            Event::StatusChanged(ClaudeState::Idle) if self.phone_turn => {
-                self.phone_turn = false;
+            Event::StatusChanged(ClaudeState::Busy) => {
+                self.busy = true;
+                None
+            }
+            Event::StatusChanged(ClaudeState::Idle) => {
+                self.busy = false;
                 let reply = self.last_reply.take();
+                if !std::mem::take(&mut self.phone_turn) {
+                    return None;
+                }
                 Some(Note {
                     kind: Kind::Done,
                     title: "Claude is done".into(),
@@ -388,23 +404,30 @@ mod tests {
     }
 
     #[test]
-    fn a_turn_from_the_phone_ends_in_done_with_its_last_reply() {
+    fn a_turn_for_the_phone_ends_in_done_with_its_last_reply() {
         let mut n = settings(serde_json::json!({"ntfy_url": "https://ntfy.sh/a"})).unwrap();
         let receipt = |state| Event::Receipt(Receipt { message_id: "m".into(), chat_id: "c".into(), state, reason: None });
         let reply = |text: &str| Event::ReplySent(ReplySent { id: 1, chat_id: "c".into(), text: text.into(), edit_of: None });
-        // A turn begun in the terminal tells nothing.
-        assert_eq!(n.note(Event::StatusChanged(ClaudeState::Busy)), None);
-        assert_eq!(n.note(reply("from the terminal")), None);
-        assert_eq!(n.note(Event::StatusChanged(ClaudeState::Idle)), None);
-        // One from the phone does, once.
-        assert_eq!(n.note(receipt(Delivery::Queued)), None);
-        assert_eq!(n.note(Event::StatusChanged(ClaudeState::Busy)), None);
+        let done = |body: &str| Some(Note { kind: Kind::Done, title: "Claude is done".into(), body: body.into() });
+        let (busy, idle) = (Event::StatusChanged(ClaudeState::Busy), Event::StatusChanged(ClaudeState::Idle));
+        // A turn in the terminal tells nothing.
+        assert_eq!(n.note(busy.clone()), None);
+        assert_eq!(n.note(idle.clone()), None);
+        // A quick one for the phone: its receipts come after the idle, and
+        // the reply says whose it was.
+        assert_eq!(n.note(busy.clone()), None);
         assert_eq!(n.note(reply("all tests pass")), None);
-        assert_eq!(
-            n.note(Event::StatusChanged(ClaudeState::Idle)),
-            Some(Note { kind: Kind::Done, title: "Claude is done".into(), body: "all tests pass".into() })
-        );
-        assert_eq!(n.note(Event::StatusChanged(ClaudeState::Idle)), None);
+        assert_eq!(n.note(idle.clone()), done("all tests pass"));
+        assert_eq!(n.note(receipt(Delivery::Queued)), None);
+        assert_eq!(n.note(receipt(Delivery::Seen)), None);
+        // Late receipts do not make the next terminal turn the phone's.
+        assert_eq!(n.note(busy.clone()), None);
+        assert_eq!(n.note(idle.clone()), None);
+        // A message taken while Claude works, answered only in the terminal.
+        assert_eq!(n.note(busy.clone()), None);
+        assert_eq!(n.note(receipt(Delivery::Seen)), None);
+        assert_eq!(n.note(idle.clone()), done(""));
+        assert_eq!(n.note(idle), None);
     }
 
     #[test]
