@@ -275,8 +275,9 @@ fn after_a_reload_the_new_chains_event_filters_take_over() {
 
     save_by_rename(&config_path(&h), &entry("after", "observer", r#"["event"]"#, ""));
     wait_reloads(&h, 1);
+    assert_eq!(without_ts(sse.event().1), json!({"type": "config_loaded", "filters": ["after"]}));
     assert_eq!(support::reply_text(&h.call_reply(json!({"chat_id": "c", "text": "two"}))), "sent");
     sse.event();
-    assert!(h.stderr_shows("observed #1 reply-sent id=2 chat=c text=\"two\" edit-of=None filter=\"after\""), "{}", h.stderr());
+    assert!(h.stderr_shows("observed #1 reply-sent id=3 chat=c text=\"two\" edit-of=None filter=\"after\""), "{}", h.stderr());
     assert!(!h.stderr().contains("text=\"two\" edit-of=None filter=\"before\""), "{}", h.stderr());
 }

@@ -361,13 +361,14 @@ impl Filter for Notify {
         let request = self.request(&note, &opzero_guest_sdk::session(), held);
         match http::send(request) {
             Ok(r) if r.status < 300 => info!("sent: {}", note.title),
-            Ok(r) => warn!("not sent: {} answered {}: {}", r_url(&self.target), r.status, excerpt(&String::from_utf8_lossy(&r.body))),
+            Ok(r) => warn!("not sent: {} answered {}: {}", target_url(&self.target), r.status, excerpt(&String::from_utf8_lossy(&r.body))),
             Err(e) => warn!("not sent: {e}"),
         }
     }
 }
 
-fn r_url(target: &Target) -> &str {
+/// Where the notifications go, for the log.
+fn target_url(target: &Target) -> &str {
     match target {
         Target::Ntfy { root, .. } => root,
         Target::Webhook(url) => url,
