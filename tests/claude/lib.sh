@@ -142,3 +142,39 @@ assert files[0]["size"] == len(body), files
 print(files[0]["id"])
 PYEOF
 }
+
+# start_mirror_session: after the caller has set SERVER_CMD, Claude Code's
+# terminal UI (tmux) with permission prompts relayed to the channel (the
+# harbor flag), mock_mirror.py as the model, the channel enabled for
+# --enabled and not for --not-enabled; then the host's discovery file, and
+# an SSE listener writing $WORK/events.jsonl.
+start_mirror_session() {
+  register_server
+  seed_config harbor
+  # Claude Code 2.1.328 relays permission prompts to a channel only with this
+  # GrowthBook flag on; offline nothing turns it on (see record_transcript.sh).
+  "$PY" - "$HOME_DIR/.claude.json" <<'PYEOF'
+import json, sys
+d = json.load(open(sys.argv[1]))
+d.setdefault("cachedGrowthBookFeatures", {})["tengu_harbor_permissions"] = True
+json.dump(d, open(sys.argv[1], "w"), indent=2)
+PYEOF
+  "$PY" "$ROOT/tests/claude/mock_mirror.py" "$HARNESS_DIR" --log "$WORK/mock.jsonl" --port-file "$WORK/mock.port" \
+    --tool "$TOOL_FQ" --reply-prefix "echo: " 2>"$WORK/mock.err" &
+  PIDS+=($!)
+  wait_for_file "$WORK/mock.port" 5 || verdict FAIL "mock API did not start: $(tail -1 "$WORK/mock.err")"
+  MOCK_PORT=$(cat "$WORK/mock.port")
+
+  case "$HOW" in
+    --enabled) channel=(--dangerously-load-development-channels "server:$NAME");;
+    --not-enabled) channel=();;
+    *) verdict FAIL "usage: $0 --enabled|--not-enabled HOST_BIN";;
+  esac
+  start_interactive "${channel[@]}" --permission-mode default --allowedTools "$TOOL_FQ" \
+    --debug-file "$WORK/claude-debug.log"
+  wait_channel_gate "$TIMEOUT"
+  wait_for_file "$DISC_FILE" "$TIMEOUT" || verdict FAIL "no discovery file $DISC_FILE"
+  note_server_pid
+  start_listener 0
+  wait_for_file "$WORK/sse.ready" 10 || verdict FAIL "SSE subscriber could not attach: $(tail -1 "$WORK/listener.err")"
+}
