@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 
 use super::hook::HookName;
 use crate::UserError;
+use crate::bridge::json_kind as kind;
 use crate::config::{Config, Diagnostic, FilterSpec};
 use crate::filters::{Event, FileInfo, FilterChain, Message, PermissionVerdict, Reply, SessionSource, Verdict};
 use crate::permissions::Request;
@@ -261,8 +262,6 @@ fn flag_message(d: &Diagnostic) -> String {
     };
     format!("{flag}{}", d.message)
 }
-
-use crate::bridge::json_kind as kind;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
