@@ -682,57 +682,84 @@ function onEvent(idText, data) {
   }
 }
 
-/** The running stream's AbortController, and the pending reconnect. */
-let stream = null;
-let retry = 0;
-let failures = 0;
+/** An event stream, read with `api` until it drops, then opened again
+ * after a pause that grows by a second with each failure in a row, up to
+ * 3 s. Each attempt asks `request()` for its path and headers; `opened(r)`
+ * sees each answer first and may end the following (false); `onEvent`
+ * takes each event; `online(up)` hears each connect and drop. A 403 ends
+ * it for good: the sign-in is over. */
+class Follower {
+  constructor({ request, opened = () => true, onEvent, online }) {
+    Object.assign(this, { request, opened, onEvent, online });
+    this.ctl = null; // the running attempt's AbortController
+    this.retry = 0; // the pending reconnect
+    this.failures = 0;
+  }
 
-function stopListening() {
-  clearTimeout(retry);
-  stream?.abort();
-  stream = null;
+  stop() {
+    clearTimeout(this.retry);
+    this.ctl?.abort();
+    this.ctl = null;
+  }
+
+  async start() {
+    const ctl = new AbortController();
+    this.ctl = ctl;
+    try {
+      const [path, headers] = this.request();
+      const r = await api(path, { headers: { accept: "text/event-stream", ...headers }, cache: "no-store", signal: ctl.signal });
+      if (r.status === 403) return; // signed out already
+      if (this.ctl !== ctl || !this.opened(r)) return;
+      if (!r.ok || !r.body) throw new Error(`answered ${r.status}`);
+      this.failures = 0;
+      this.online(true);
+      const feed = sseParser(this.onEvent);
+      const reader = r.body.getReader();
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done || this.ctl !== ctl) break;
+        feed(value);
+      }
+    } catch {
+      // Dropped, or not reached: start again below.
+    }
+    if (this.ctl !== ctl) return; // stopped (signed out), or replaced
+    this.online(false);
+    this.failures++;
+    this.retry = setTimeout(() => this.start(), Math.min(3000, 1000 * this.failures));
+  }
 }
 
-/** Reads the stream until it drops, then starts again after the last event
- * shown (`Last-Event-ID`, and `since` for good measure), waiting a little
- * longer after each failure, up to 3 s. A 403 ends it for good. */
-async function listen() {
-  const ctl = new AbortController();
-  stream = ctl;
-  const gen = generation;
-  try {
-    const r = await api(at(`/events?since=${lastEventId}`), {
-      headers: { accept: "text/event-stream", "last-event-id": String(lastEventId) },
-      cache: "no-store",
-      signal: ctl.signal,
-    });
-    if (r.status === 403) return; // signed out already
+/** The open session's stream: after a drop it starts again after the last
+ * event shown (`Last-Event-ID`, and `since` for good measure). */
+const sessionStream = new Follower({
+  request: () => [at(`/events?since=${lastEventId}`), { "last-event-id": String(lastEventId) }],
+  opened: (r) => {
+    if (!(hub && r.status === 404)) return true;
     // The hub knows no such session (any more): it ended.
-    if (hub && r.status === 404) return stream === ctl && sessionEnded();
-    if (!r.ok || !r.body) throw new Error(`the ${server()} answered ${r.status}`);
-    failures = 0;
-    setConnected(true);
+    sessionEnded();
+    return false;
+  },
+  onEvent,
+  online: (up) => {
+    setConnected(up);
+    if (!up) return;
     // The replay comes at once. Then what was sent after its last event,
     // and prompts still pending whose events are too old to replay.
+    const gen = generation;
     setTimeout(() => {
       if (gen !== generation) return; // another session is open now
       showKept(Infinity);
       for (const p of stillPending.splice(0)) addCard(p);
     }, 500);
-    const feed = sseParser(onEvent);
-    const reader = r.body.getReader();
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done || stream !== ctl) break;
-      feed(value);
-    }
-  } catch {
-    // Dropped, or not reached: start again below.
-  }
-  if (stream !== ctl) return; // stopped (signed out), or replaced
-  setConnected(false);
-  failures++;
-  retry = setTimeout(listen, Math.min(3000, 1000 * failures));
+  },
+});
+function listen() {
+  sessionStream.start();
+}
+
+function stopListening() {
+  sessionStream.stop();
 }
 
 // --- the hub: every session on one page --------------------------------------
@@ -927,7 +954,7 @@ function leaveSession() {
   backlog = [];
   stillPending.length = 0;
   pending = null;
-  failures = 0;
+  sessionStream.failures = 0;
   logEl.replaceChildren();
   textEl.value = "";
   filesEl.value = "";
@@ -965,17 +992,6 @@ function forgetSessions() {
   if (location.hash) history.replaceState(null, "", location.pathname);
 }
 
-/** The hub's list stream, and its pending reconnect. */
-let hubStream = null;
-let hubRetry = 0;
-let hubFailures = 0;
-
-function stopHub() {
-  clearTimeout(hubRetry);
-  hubStream?.abort();
-  hubStream = null;
-}
-
 function setListOnline(online) {
   listOnline = online;
   const note = $("#sessions-state");
@@ -984,38 +1000,25 @@ function setListOnline(online) {
   paintConnection();
 }
 
-/** Reads the hub's stream: the whole list at once, then again on each
- * change. Reconnects as `listen` does. */
-async function listenHub() {
-  const ctl = new AbortController();
-  hubStream = ctl;
-  try {
-    const r = await api("/events", { headers: { accept: "text/event-stream" }, cache: "no-store", signal: ctl.signal });
-    if (r.status === 403) return; // signed out already
-    if (!r.ok || !r.body) throw new Error(`the hub answered ${r.status}`);
-    hubFailures = 0;
-    setListOnline(true);
-    const feed = sseParser((_, data) => {
-      try {
-        const e = JSON.parse(data);
-        if (e.type === "sessions") showSessions(e.sessions);
-      } catch (err) {
-        console.error("bad list event", data, err);
-      }
-    });
-    const reader = r.body.getReader();
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done || hubStream !== ctl) break;
-      feed(value);
+/** The hub's stream: the whole list at once, then again on each change. */
+const hubStream = new Follower({
+  request: () => ["/events", {}],
+  onEvent: (_, data) => {
+    try {
+      const e = JSON.parse(data);
+      if (e.type === "sessions") showSessions(e.sessions);
+    } catch (err) {
+      console.error("bad list event", data, err);
     }
-  } catch {
-    // Dropped, or not reached: start again below.
-  }
-  if (hubStream !== ctl) return; // stopped (signed out)
-  setListOnline(false);
-  hubFailures++;
-  hubRetry = setTimeout(listenHub, Math.min(3000, 1000 * hubFailures));
+  },
+  online: setListOnline,
+});
+function listenHub() {
+  hubStream.start();
+}
+
+function stopHub() {
+  hubStream.stop();
 }
 
 $("#back").addEventListener("click", () => {
