@@ -94,6 +94,29 @@ export async function eventually(fn, { timeout = WAIT, every = 25 } = {}) {
   }
 }
 
+/// Claude's reply with event id `id`, and the permission card of request `id`, in the conversation.
+export const reply = (page, id) => page.locator(`#log article.msg.reply[data-event-id="${id}"]`);
+export const card = (page, id) => page.locator(`#log article.card.permission[data-request-id="${id}"]`);
+
+/// Waits until `locator` matches exactly `n` elements.
+export async function count(locator, n, timeout = WAIT) {
+  await eventually(async () => assert.equal(await locator.count(), n), { timeout });
+}
+
+/// Waits until `locator`'s attribute `name` is `value`.
+export async function attr(locator, name, value) {
+  await eventually(async () => assert.equal(await locator.getAttribute(name), value));
+}
+
+/// Waits until `locator`'s text (trimmed) is `expected`, or matches it.
+export async function text(locator, expected) {
+  await eventually(async () => {
+    const t = (await locator.textContent()) ?? '';
+    if (expected instanceof RegExp) assert.match(t, expected);
+    else assert.equal(t.trim(), expected);
+  });
+}
+
 export async function launchBrowser() {
   return chromium.launch({
     headless: true,

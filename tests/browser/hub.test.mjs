@@ -29,6 +29,11 @@ import {
   signedIn,
   sleep,
   useBrowser,
+  attr,
+  card,
+  count,
+  reply,
+  text,
 } from './harness.mjs';
 
 const PHONE = { viewport: { width: 390, height: 844 }, contextOptions: { isMobile: true, hasTouch: true, deviceScaleFactor: 1 } };
@@ -83,27 +88,8 @@ async function withHub(t, opts, body) {
 }
 
 const entry = (page, h) => page.locator(`#session-list a.entry[data-session-id="${h.session}"]`);
-const reply = (page, id) => page.locator(`#log article.msg.reply[data-event-id="${id}"]`);
-const card = (page, id) => page.locator(`#log article.card.permission[data-request-id="${id}"]`);
 const box = (page) => page.getByLabel('Message', { exact: true });
 const view = (page) => page.evaluate(() => document.body.dataset.view);
-
-/// Waits until `locator` matches exactly `n` elements.
-async function count(locator, n, timeout) {
-  await eventually(async () => assert.equal(await locator.count(), n), { timeout });
-}
-
-async function attr(locator, name, value) {
-  await eventually(async () => assert.equal(await locator.getAttribute(name), value));
-}
-
-async function text(locator, expected) {
-  await eventually(async () => {
-    const t = (await locator.textContent()) ?? '';
-    if (expected instanceof RegExp) assert.match(t, expected);
-    else assert.equal(t.trim(), expected);
-  });
-}
 
 /// Waits until `page` shows session `h` (named `name`), its stream up, and
 /// the address names it.

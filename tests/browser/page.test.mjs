@@ -35,6 +35,11 @@ import {
   VERDICT,
   isChannel,
   watchErrors,
+  attr,
+  card,
+  count,
+  reply,
+  text,
 } from './harness.mjs';
 
 /// A grace short enough to wait for.
@@ -79,26 +84,7 @@ async function withHost(t, opts, body) {
   }
 }
 
-const reply = (page, id) => page.locator(`#log article.msg.reply[data-event-id="${id}"]`);
 const mineMsg = (page, id) => page.locator(`#log article.msg.mine[data-message-id="${id}"]`);
-const card = (page, id) => page.locator(`#log article.card.permission[data-request-id="${id}"]`);
-
-/// Waits until `locator` matches exactly `n` elements.
-async function count(locator, n, timeout = WAIT) {
-  await eventually(async () => assert.equal(await locator.count(), n), { timeout });
-}
-
-async function attr(locator, name, value) {
-  await eventually(async () => assert.equal(await locator.getAttribute(name), value));
-}
-
-async function text(locator, expected) {
-  await eventually(async () => {
-    const t = (await locator.textContent()) ?? '';
-    if (expected instanceof RegExp) assert.match(t, expected);
-    else assert.equal(t.trim(), expected);
-  });
-}
 
 /// Types `content` in the composer and presses Enter; returns the channel
 /// notification it made, checked to be exactly what Claude Code must see.
