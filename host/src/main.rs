@@ -156,22 +156,6 @@ fn find(config: Option<&Path>, session: &str) -> Result<discovery::Record, UserE
     client::find(&channels_dir(config)?, session)
 }
 
-/// The one live session, for `open` with no session and no hub.
-fn only_session(config: Option<&Path>) -> Result<discovery::Record, UserError> {
-    let dir = channels_dir(config)?;
-    let mut live = discovery::live_sessions(&dir).map_err(|e| UserError(format!("cannot read {}: {e}", dir.display())))?;
-    match live.len() {
-        1 => Ok(live.remove(0)),
-        0 => Err(UserError(format!(
-            "no hub is running and no live session in {}: start one (`opzero-host hub`, or a session with `opzero-host launch`)",
-            dir.display()
-        ))),
-        n => Err(UserError(format!(
-            "no hub is running and {n} sessions are live: name one (`opzero-host sessions` lists them), or start `opzero-host hub` to reach them all"
-        ))),
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -240,7 +224,7 @@ fn run(command: Command, config: Option<PathBuf>) -> anyhow::Result<()> {
             }
             let entry = match session {
                 Some(session) => find(config, &session)?,
-                None => only_session(config)?,
+                None => client::only_session(&channels_dir(config)?)?,
             };
             runtime().block_on(client::open(&entry, &entry.session_id, base, browser, qr))
         }

@@ -20,10 +20,14 @@ use crate::files;
 use crate::transcripts;
 use crate::UserError;
 
+/// The live sessions in `dir`, or why they cannot be read.
+fn live(dir: &Path) -> Result<Vec<Record>, UserError> {
+    discovery::live_sessions(dir).map_err(|e| UserError(format!("cannot read {}: {e}", dir.display())))
+}
+
 /// The live session whose id starts with `prefix`.
 pub fn find(dir: &Path, prefix: &str) -> Result<Record, UserError> {
-    let live = discovery::live_sessions(dir)
-        .map_err(|e| UserError(format!("cannot read {}: {e}", dir.display())))?;
+    let live = live(dir)?;
     let want = prefix.to_ascii_lowercase();
     let mut hits: Vec<Record> = live
         .into_iter()
@@ -42,6 +46,21 @@ pub fn find(dir: &Path, prefix: &str) -> Result<Record, UserError> {
                 .map(|e| e.session_id.as_str())
                 .collect::<Vec<_>>()
                 .join(", ")
+        ))),
+    }
+}
+
+/// The one live session, for `open` with no session and no hub.
+pub fn only_session(dir: &Path) -> Result<Record, UserError> {
+    let mut live = live(dir)?;
+    match live.len() {
+        1 => Ok(live.remove(0)),
+        0 => Err(UserError(format!(
+            "no hub is running and no live session in {}: start one (`opzero-host hub`, or a session with `opzero-host launch`)",
+            dir.display()
+        ))),
+        n => Err(UserError(format!(
+            "no hub is running and {n} sessions are live: name one (`opzero-host sessions` lists them), or start `opzero-host hub` to reach them all"
         ))),
     }
 }
@@ -132,8 +151,7 @@ fn cwd_of(pid: u32) -> Option<String> {
 }
 
 pub fn sessions(dir: &Path, all: bool) -> Result<(), UserError> {
-    let live = discovery::live_sessions(dir)
-        .map_err(|e| UserError(format!("cannot read {}: {e}", dir.display())))?;
+    let live = live(dir)?;
     if live.is_empty() {
         println!("no live sessions in {}", dir.display());
     } else {
