@@ -26,6 +26,23 @@ start_mock_with_files() {
   log "mock Anthropic API (with files) on 127.0.0.1:$MOCK_PORT (log $WORK/mock.jsonl)"
 }
 
+# echo_trip CHAT SOURCE CONTENT SEEN: CONTENT injected for CHAT reaches the
+# model as SEEN in a <channel source=SOURCE> tag, and the model's `reply`,
+# "echo: SEEN", reaches SSE (needs an SSE listener). Sets T0 (when it was
+# sent).
+echo_trip() {
+  local chat=$1 source=$2 content=$3 seen=$4
+  T0=$(now)
+  "$PY" "$HARNESS_DIR/chan_client.py" inject --file "$DISC_FILE" --content "$content" --chat-id "$chat" \
+    >"$WORK/inject.out" 2>&1 || verdict FAIL "POST /inject failed: $(cat "$WORK/inject.out")"
+  "$PY" "$HARNESS_DIR/wait_for.py" mock-channel --log "$WORK/mock.jsonl" --source "$source" \
+    --needle "$seen" --since "$T0" --timeout "$TIMEOUT" >/dev/null \
+    || verdict FAIL "the model never saw \"$seen\" in a <channel source=\"$source\"> tag"
+  "$PY" "$HARNESS_DIR/wait_for.py" sse-reply --events "$WORK/events.jsonl" --chat-id "$chat" \
+    --text "echo: $seen" --since "$T0" --timeout "$TIMEOUT" >/dev/null \
+    || verdict FAIL "the model's reply to \"$seen\" (a call of $TOOL_FQ) never reached /events"
+}
+
 # round_trip CHAT_ID SOURCE: an SSE subscriber, an inject, the model seeing it
 # in a <channel source=SOURCE> tag, and its `reply` reaching SSE. Sets NONCE
 # (in the message) and T0 (when it was sent).
@@ -33,15 +50,8 @@ round_trip() {
   local chat=$1 source=$2 content
   start_listener 0   # runs until the test ends: events after the reply count too
   wait_for_file "$WORK/sse.ready" 10 || verdict FAIL "SSE subscriber could not attach: $(tail -1 "$WORK/listener.err")"
-  T0=$(now); NONCE="$chat-$$-$RANDOM"; content="hello from $chat $NONCE"
-  "$PY" "$HARNESS_DIR/chan_client.py" inject --file "$DISC_FILE" --content "$content" --chat-id "$chat" \
-    >"$WORK/inject.out" 2>&1 || verdict FAIL "POST /inject failed: $(cat "$WORK/inject.out")"
-  "$PY" "$HARNESS_DIR/wait_for.py" mock-channel --log "$WORK/mock.jsonl" --source "$source" \
-    --needle "$NONCE" --since "$T0" --timeout "$TIMEOUT" >/dev/null \
-    || verdict FAIL "the inject never reached the model in a <channel source=\"$source\"> tag"
-  "$PY" "$HARNESS_DIR/wait_for.py" sse-reply --events "$WORK/events.jsonl" --chat-id "$chat" \
-    --text "echo: $content" --since "$T0" --timeout "$TIMEOUT" >/dev/null \
-    || verdict FAIL "the model called $TOOL_FQ but no reply reached /events"
+  NONCE="$chat-$$-$RANDOM"; content="hello from $chat $NONCE"
+  echo_trip "$chat" "$source" "$content" "$content"
 }
 
 # wait_status_busy_then_idle: Claude's state, from its session file, went

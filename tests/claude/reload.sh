@@ -34,18 +34,10 @@ PYEOF
 # cut to MAX_CHARS (marker included), and the model's reply, the echo of
 # what it saw, reaches SSE.
 cut_trip() {
-  local chat=$1 max=$2 content cut
-  T0=$(now); NONCE="$chat-$$-$RANDOM"
+  local chat=$1 max=$2 content
+  NONCE="$chat-$$-$RANDOM"
   content="$NONCE one two three four five six seven eight nine ten eleven twelve"
-  cut="${content:0:$((max - ${#MARKER}))}$MARKER"
-  "$PY" "$HARNESS_DIR/chan_client.py" inject --file "$DISC_FILE" --content "$content" --chat-id "$chat" \
-    >"$WORK/inject.out" 2>&1 || verdict FAIL "POST /inject failed: $(cat "$WORK/inject.out")"
-  "$PY" "$HARNESS_DIR/wait_for.py" mock-channel --log "$WORK/mock.jsonl" --source "$CH_SERVER" \
-    --needle "$cut" --since "$T0" --timeout "$TIMEOUT" >/dev/null \
-    || verdict FAIL "the model never saw \"$cut\" (max_chars $max) in a <channel> tag"
-  "$PY" "$HARNESS_DIR/wait_for.py" sse-reply --events "$WORK/events.jsonl" --chat-id "$chat" \
-    --text "echo: $cut" --since "$T0" --timeout "$TIMEOUT" >/dev/null \
-    || verdict FAIL "the model's reply to \"$cut\" never reached /events"
+  echo_trip "$chat" "$CH_SERVER" "$content" "${content:0:$((max - ${#MARKER}))}$MARKER"
 }
 
 prepare_channel_session
