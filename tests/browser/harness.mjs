@@ -867,6 +867,16 @@ export function watchErrors(page) {
 }
 
 /// Saves a screenshot of `page` as OUT/name.png; returns its path.
+/// On a failed test, saves what its page (`env.page`, if any) showed as
+/// `PREFIX<test name>.png`, and adds where, and the page's errors, to `e`.
+export async function keepFailure(e, t, env, prefix) {
+  if (!env.page) return;
+  const name = prefix + t.name.replace(/[^a-z0-9]+/gi, '-').slice(0, 60);
+  await screenshot(env.page, name).catch(() => {});
+  e.message += `\n(page screenshot: ${path.join(OUT, name + '.png')})`;
+  e.message += `\npage errors: ${JSON.stringify(env.errors)}`;
+}
+
 export async function screenshot(page, name) {
   await fsp.mkdir(OUT, { recursive: true });
   const file = path.join(OUT, `${name}.png`);

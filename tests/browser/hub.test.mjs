@@ -15,7 +15,6 @@ import {
   CHANNEL,
   Host,
   Hub,
-  OUT,
   PATIENT,
   REPO,
   TOKEN,
@@ -34,6 +33,7 @@ import {
   count,
   reply,
   text,
+  keepFailure,
 } from './harness.mjs';
 
 const PHONE = { viewport: { width: 390, height: 844 }, contextOptions: { isMobile: true, hasTouch: true, deviceScaleFactor: 1 } };
@@ -71,12 +71,7 @@ async function withHub(t, opts, body) {
     assert.deepEqual(env.errors.uncaught, [], 'uncaught exceptions in the page');
     assert.deepEqual(env.errors.console.filter((m) => /Content Security Policy/i.test(m)), [], 'the CSP blocked something');
   } catch (e) {
-    if (env.page) {
-      const name = 'failure-hub-' + t.name.replace(/[^a-z0-9]+/gi, '-').slice(0, 60);
-      await screenshot(env.page, name).catch(() => {});
-      e.message += `\n(page screenshot: ${path.join(OUT, name + '.png')})`;
-      e.message += `\npage errors: ${JSON.stringify(env.errors)}`;
-    }
+    await keepFailure(e, t, env, 'failure-hub-');
     e.message += `\n${hub.describe()}`;
     for (const h of env.hosts) e.message += `\n--- host ${h.name} (${h.session}):\n${h.describe()}`;
     throw e;

@@ -15,7 +15,6 @@ import {
   BIN,
   CHANNEL,
   Host,
-  OUT,
   PATIENT,
   Proxy,
   Recorder,
@@ -40,6 +39,7 @@ import {
   count,
   reply,
   text,
+  keepFailure,
 } from './harness.mjs';
 
 /// A grace short enough to wait for.
@@ -69,12 +69,7 @@ async function withHost(t, opts, body) {
     await body(env);
     if (env.errors) assert.deepEqual(env.errors.uncaught, [], 'uncaught exceptions in the page');
   } catch (e) {
-    if (env.page) {
-      const name = 'failure-' + t.name.replace(/[^a-z0-9]+/gi, '-').slice(0, 60);
-      await screenshot(env.page, name).catch(() => {});
-      e.message += `\n(page screenshot: ${path.join(OUT, name + '.png')})`;
-      e.message += `\npage errors: ${JSON.stringify(env.errors)}`;
-    }
+    await keepFailure(e, t, env, 'failure-');
     e.message += `\n${h.describe()}`;
     throw e;
   } finally {
