@@ -58,16 +58,45 @@ fn the_reply_tool_is_listed_with_both_arguments_required() {
     let r = h.request("tools/list", json!({}));
     let tools = r["result"]["tools"].as_array().unwrap();
     assert_eq!(tools.len(), 2);
-    // rmcp lists tools by name.
-    assert_eq!(tools[1]["name"], "reply");
-    assert_eq!(tools[0]["name"], "edit_message");
-    let tools = [&tools[1], &tools[0]];
+    assert_eq!(tools[0]["name"], "reply");
+    assert_eq!(tools[1]["name"], "edit_message");
     assert_eq!(tools[1]["inputSchema"]["required"], json!(["chat_id", "message_id", "text"]));
     assert_eq!(tools[1]["inputSchema"]["properties"]["message_id"]["type"], "integer");
     assert_eq!(tools[0]["inputSchema"]["type"], "object");
     assert_eq!(tools[0]["inputSchema"]["required"], json!(["chat_id", "text"]));
     assert_eq!(tools[0]["inputSchema"]["properties"]["chat_id"]["type"], "string");
     assert_eq!(tools[0]["inputSchema"]["properties"]["text"]["type"], "string");
+    // The schemas as the host listed them before they were derived (issue
+    // 19): schemars adds nothing Claude was never shown.
+    let chat_id = json!({"type": "string", "description": "The chat_id attribute of the <channel> message you are answering."});
+    assert_eq!(
+        tools[0]["inputSchema"],
+        json!({
+            "type": "object",
+            "properties": {
+                "chat_id": chat_id,
+                "text": {"type": "string", "description": "The answer the remote user will read on their phone."},
+                "files": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "Absolute paths of files to send with it (optional). Each is copied as it is now."
+                }
+            },
+            "required": ["chat_id", "text"]
+        })
+    );
+    assert_eq!(
+        tools[1]["inputSchema"],
+        json!({
+            "type": "object",
+            "properties": {
+                "chat_id": chat_id,
+                "message_id": {"type": "integer", "description": "The id reply answered with."},
+                "text": {"type": "string", "description": "The message's new text."}
+            },
+            "required": ["chat_id", "message_id", "text"]
+        })
+    );
 }
 
 #[test]
@@ -142,11 +171,12 @@ fn reply_with_missing_or_empty_arguments_is_a_tool_error_naming_the_argument() {
     let mut h = Host::spawn();
     h.initialize();
     for (args, needle) in [
-        (json!({"text": "t"}), "missing field `chat_id`"),
-        (json!({"chat_id": "c"}), "missing field `text`"),
+        (json!({"text": "t"}), "\"chat_id\" is required"),
+        (json!({"chat_id": "c"}), "\"text\" is required"),
         (json!({"chat_id": "", "text": "t"}), "\"chat_id\" must not be empty"),
         (json!({"chat_id": "c", "text": ""}), "\"text\" must not be empty"),
         (json!({"chat_id": 5, "text": "t"}), "\"chat_id\" must be a string"),
+        (json!({"chat_id": "c", "text": "t", "files": "a.txt"}), "\"files\" must be an array of absolute paths"),
     ] {
         let r = h.call_reply(args.clone());
         assert_eq!(r["result"]["isError"], true, "{args}: {r}");

@@ -310,7 +310,7 @@ fn replies_have_ids_and_edits_update_them() {
         (json!({"chat_id": "c", "message_id": 2, "text": "x"}), "message 2 is not a reply of this session"),
         (json!({"chat_id": "c", "message_id": 99, "text": "x"}), "message 99 is not a reply of this session"),
         (json!({"chat_id": "other", "message_id": 1, "text": "x"}), "message 1 went to chat \"c\", not \"other\""),
-        (json!({"chat_id": "c", "text": "x"}), "missing field `message_id`"),
+        (json!({"chat_id": "c", "text": "x"}), "argument \"message_id\" is required"),
         (json!({"chat_id": "c", "message_id": -1, "text": "x"}), "must be the id reply answered with"),
         (json!({"chat_id": "c", "message_id": 1, "text": ""}), "argument \"text\" must not be empty"),
     ] {

@@ -8,12 +8,12 @@ use std::sync::Arc;
 
 use rmcp::handler::server::{router::tool::ToolRouter, wrapper::Parameters};
 use rmcp::model::{
-    CallToolResult, ContentBlock, CustomNotification, Implementation, ProtocolVersion, ServerCapabilities,
-    ServerConfig, ToolsCapability,
+    CallToolResult, ContentBlock, CustomNotification, Implementation, JsonObject, ListToolsResult,
+    PaginatedRequestParams, ProtocolVersion, ServerCapabilities, ServerConfig, ToolsCapability,
 };
-use rmcp::schemars::{self, JsonSchema};
-use rmcp::service::NotificationContext;
-use rmcp::{tool, tool_handler, tool_router, RoleServer, ServerHandler, ServiceExt};
+use rmcp::schemars::{self, generate::SchemaSettings, json_schema, JsonSchema, Schema, SchemaGenerator};
+use rmcp::service::{NotificationContext, RequestContext};
+use rmcp::{tool, tool_handler, tool_router, ErrorData, RoleServer, ServerHandler, ServiceExt};
 use serde::{de::Error as _, Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
@@ -35,46 +35,80 @@ pub struct Channel {
     tool_router: ToolRouter<Channel>,
 }
 
+// A missing argument is `None` here, so that `required` can name it as the
+// host always has (serde would say "missing field"). Hence `required` in
+// the schema by hand, and `skip_serializing_if`, which keeps schemars from
+// showing Claude a `"default": null` (these are never serialized).
 #[derive(Deserialize, JsonSchema)]
+#[schemars(extend("required" = ["chat_id", "text"]))]
 struct ReplyArgs {
     /// The chat_id attribute of the <channel> message you are answering.
-    #[serde(deserialize_with = "chat_id")]
-    chat_id: String,
+    #[serde(default, deserialize_with = "chat_id", skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
+    chat_id: Option<String>,
     /// The answer the remote user will read on their phone.
-    #[serde(deserialize_with = "text")]
-    text: String,
+    #[serde(default, deserialize_with = "text", skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
+    text: Option<String>,
     /// Absolute paths of files to send with it (optional). Each is copied as it is now.
-    #[serde(default, deserialize_with = "paths")]
+    #[serde(default, deserialize_with = "paths", skip_serializing_if = "Vec::is_empty")]
     files: Vec<String>,
 }
 
 #[derive(Deserialize, JsonSchema)]
+#[schemars(extend("required" = ["chat_id", "message_id", "text"]))]
 struct EditArgs {
     /// The chat_id attribute of the <channel> message you are answering.
-    #[serde(deserialize_with = "chat_id")]
-    chat_id: String,
+    #[serde(default, deserialize_with = "chat_id", skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
+    chat_id: Option<String>,
     /// The id reply answered with.
-    #[serde(deserialize_with = "whole_number")]
-    #[schemars(with = "u64")]
-    message_id: u64,
+    #[serde(default, deserialize_with = "whole_number", skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "integer")]
+    message_id: Option<u64>,
     /// The message's new text.
-    #[serde(deserialize_with = "text")]
-    text: String,
+    #[serde(default, deserialize_with = "text", skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
+    text: Option<String>,
     /// Not in the schema: said only to be refused, not silently dropped.
     #[serde(default)]
     #[schemars(skip)]
     files: Option<Value>,
 }
 
-fn chat_id<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    non_empty_text(d, "chat_id")
+/// A tool's input schema as Claude has always been shown it: schemars'
+/// draft 2020-12 without the `$schema` line and the root's title (the
+/// struct's name).
+fn input_schema<T: JsonSchema>() -> Arc<JsonObject> {
+    let mut settings = SchemaSettings::draft2020_12();
+    settings.meta_schema = None;
+    let mut schema = settings.into_generator().into_root_schema_for::<T>();
+    schema.remove("title");
+    match schema.to_value() {
+        Value::Object(object) => Arc::new(object),
+        _ => unreachable!("a struct's schema is an object"),
+    }
 }
 
-fn text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    non_empty_text(d, "text")
+/// `u64`'s schema would add a format and a minimum.
+fn integer(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({"type": "integer"})
 }
 
-/// serde names a missing argument by itself, but not one of the wrong type.
+/// The argument, or a tool error that names it.
+fn required<T>(value: Option<T>, name: &str) -> Result<T, CallToolResult> {
+    value.ok_or_else(|| CallToolResult::error(vec![ContentBlock::text(format!("argument {name:?} is required"))]))
+}
+
+fn chat_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    non_empty_text(d, "chat_id").map(Some)
+}
+
+fn text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    non_empty_text(d, "text").map(Some)
+}
+
+/// An argument of the wrong type or empty, named (serde would name neither).
 fn non_empty_text<'de, D: Deserializer<'de>>(d: D, name: &str) -> Result<String, D::Error> {
     match Value::deserialize(d)? {
         Value::String(s) if !s.is_empty() => Ok(s),
@@ -88,14 +122,16 @@ fn non_empty_text<'de, D: Deserializer<'de>>(d: D, name: &str) -> Result<String,
 
 /// Some models send `null` for an optional argument.
 fn paths<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    Ok(Option::<Vec<String>>::deserialize(d)?.unwrap_or_default())
+    Option::<Vec<String>>::deserialize(d)
+        .map(Option::unwrap_or_default)
+        .map_err(|_| D::Error::custom("argument \"files\" must be an array of absolute paths"))
 }
 
 /// A message id as a number, or as the digits of one (as models sometimes
 /// quote it).
-fn whole_number<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+fn whole_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     let id = Value::deserialize(d)?;
-    id.as_u64().or_else(|| id.as_str()?.parse().ok()).ok_or_else(|| {
+    id.as_u64().or_else(|| id.as_str()?.parse().ok()).map(Some).ok_or_else(|| {
         D::Error::custom("argument \"message_id\" must be the id reply answered with (a whole number)")
     })
 }
@@ -108,21 +144,29 @@ impl Channel {
 
     #[tool(
         name = "reply",
+        input_schema = input_schema::<ReplyArgs>(),
         description = "Send a message to the remote user of the opzero web UI. This is the only way they see your answer: call it for every channel message, with that message's chat_id. Answers with the message's id, for edit_message."
     )]
     async fn reply_tool(&self, Parameters(args): Parameters<ReplyArgs>) -> CallToolResult {
-        self.reply(args.chat_id, args.text, None, args.files).await
+        match (required(args.chat_id, "chat_id"), required(args.text, "text")) {
+            (Ok(chat_id), Ok(text)) => self.reply(chat_id, text, None, args.files).await,
+            (Err(e), _) | (_, Err(e)) => e,
+        }
     }
 
     #[tool(
         name = "edit_message",
+        input_schema = input_schema::<EditArgs>(),
         description = "Replace the text of a message you sent with reply (its id is in reply's answer): post a short \"working on it\" early, then edit it as you go."
     )]
     async fn edit_tool(&self, Parameters(args): Parameters<EditArgs>) -> CallToolResult {
         if args.files.is_some_and(|f| !f.is_null()) {
             return CallToolResult::error(vec![ContentBlock::text("edit_message does not take files; send them with reply")]);
         }
-        self.reply(args.chat_id, args.text, Some(args.message_id), Vec::new()).await
+        match (required(args.message_id, "message_id"), required(args.chat_id, "chat_id"), required(args.text, "text")) {
+            (Ok(id), Ok(chat_id), Ok(text)) => self.reply(chat_id, text, Some(id), Vec::new()).await,
+            (Err(e), ..) | (_, Err(e), _) | (.., Err(e)) => e,
+        }
     }
 }
 
@@ -166,6 +210,18 @@ impl ServerHandler for Channel {
             .with_protocol_version(MAX_PROTOCOL)
             .with_server_info(Implementation::new(SERVER_NAME, env!("CARGO_PKG_VERSION")))
             .with_instructions(self.core.config.instructions.clone())
+    }
+
+    /// rmcp lists tools by name; `reply`, which every message needs, comes
+    /// first, as it always has.
+    async fn list_tools(
+        &self,
+        _: Option<PaginatedRequestParams>,
+        _: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let mut tools = self.tool_router.list_all();
+        tools.sort_by_key(|tool| tool.name != REPLY_TOOL);
+        Ok(ListToolsResult::with_all_items(tools))
     }
 
     fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
