@@ -3,87 +3,15 @@
 //! the chain once, as it starts, so the messages already in a chain finish
 //! on it, and the next ones take the new one.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde::Serialize;
 use serde_json::json;
 
+use super::in_use::InUse;
 use super::Core;
 use crate::config::{ConfigErrors, FilterSpec, Hooks};
 use crate::events::now_ms;
 use crate::filters::{FilterChain, Session, SessionSource};
-
-/// The chain the queues run, and the hooks it has filters for (the others
-/// skip the queues entirely).
-pub(super) struct InUse {
-    chain: Arc<FilterChain>,
-    hooks: Hooks,
-}
-
-impl InUse {
-    /// Before the chain is loaded: work for its hooks waits in the queues.
-    pub(super) fn pending(specs: &[FilterSpec]) -> InUse {
-        InUse { chain: Arc::new(FilterChain::default()), hooks: hooks_of(specs) }
-    }
-}
-
-fn hooks_of(specs: &[FilterSpec]) -> Hooks {
-    let mut hooks = Hooks::default();
-    for f in specs {
-        hooks.inject |= f.hooks.inject;
-        hooks.reply |= f.hooks.reply;
-        hooks.permission |= f.hooks.permission;
-        hooks.event |= f.hooks.event;
-    }
-    hooks
-}
-
-/// The config's state, as `GET /status` shows it under `config`.
-#[derive(Debug, Clone, Serialize)]
-pub(super) struct ConfigStatus {
-    /// `loading` until the first chain is ready, `ok`, or `error` when the
-    /// last change did not load (the chain before it still runs).
-    state: &'static str,
-    /// The config file; `null` for the built-in defaults.
-    file: Option<PathBuf>,
-    /// Whether changes to it are noticed (see `reload`).
-    watched: bool,
-    /// The filters running, in order.
-    filters: Vec<String>,
-    /// When they were loaded (ms since the epoch).
-    loaded_at: Option<u64>,
-    /// Successful reloads since the host started.
-    reloads: u64,
-    /// What was wrong with the last change, at file:line:col.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    errors: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    failed_at: Option<u64>,
-}
-
-impl ConfigStatus {
-    pub(super) fn new(file: Option<&Path>) -> ConfigStatus {
-        ConfigStatus {
-            state: "loading",
-            file: file.map(|f| std::path::absolute(f).unwrap_or_else(|_| f.to_path_buf())),
-            watched: false,
-            filters: Vec::new(),
-            loaded_at: None,
-            reloads: 0,
-            errors: Vec::new(),
-            failed_at: None,
-        }
-    }
-
-    fn loaded(&mut self, chain: &FilterChain) {
-        self.state = "ok";
-        self.filters = chain.names();
-        self.loaded_at = Some(now_ms());
-        self.errors.clear();
-        self.failed_at = None;
-    }
-}
 
 impl Core {
     /// What the filters' `session()` answers: this session's id, and its
@@ -132,24 +60,20 @@ impl Core {
     /// of each queue.
     pub fn swap_filters(&self, specs: &[FilterSpec], chain: FilterChain) {
         let mut status = self.config_status.lock().unwrap();
-        status.loaded(&chain);
-        status.reloads += 1;
+        status.reloaded(&chain);
         // The phone heard of a change that did not load: it hears this one too.
         self.events.publish(&json!({ "type": "config_loaded", "filters": chain.names(), "ts": now_ms() }));
         // The new chain's observers take over: from here, the old ones
         // finish the call they are in, if any, and stop.
         chain.observe(&self.events);
-        let old = std::mem::replace(&mut *self.in_use.write().unwrap(), InUse { chain: Arc::new(chain), hooks: hooks_of(specs) });
+        let old = std::mem::replace(&mut *self.in_use.write().unwrap(), InUse::new(chain, specs));
         old.chain.stop_observing();
     }
 
     /// A change did not load: the chain in use stays, and the phone hears why.
     pub fn config_failed(&self, errors: &ConfigErrors) {
         let errors: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
-        let mut status = self.config_status.lock().unwrap();
-        status.state = "error";
-        status.errors.clone_from(&errors);
-        status.failed_at = Some(now_ms());
+        self.config_status.lock().unwrap().failed(errors.clone());
         self.events.publish(&json!({ "type": "config_error", "errors": errors, "ts": now_ms() }));
     }
 

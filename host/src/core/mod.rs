@@ -40,6 +40,7 @@ use crate::mirror::{Mirror, Observed};
 use crate::permissions::{self, Behavior, Permissions, VerdictError};
 
 mod chain;
+mod in_use;
 mod inject;
 mod observed;
 mod prompts;
@@ -47,7 +48,7 @@ mod queue;
 mod recent_ids;
 mod replies;
 
-use chain::{ConfigStatus, InUse};
+use in_use::{ConfigStatus, InUse};
 use queue::Queue;
 use recent_ids::RecentIds;
 

@@ -3,12 +3,14 @@
 //! does: hyper's client, bodies streamed both ways (an event stream or a
 //! file is never held whole), the host's answer passed through as it is.
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::Hub;
+use super::sessions::{Client, Sessions};
 use crate::bridge::{error, ApiError};
 use crate::discovery;
 
@@ -30,7 +32,11 @@ fn is_file_id(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-pub(super) async fn forward(State(hub): State<Hub>, req: Request) -> Result<Response, ApiError> {
+pub(super) async fn forward(
+    State(sessions): State<Arc<Sessions>>,
+    State(client): State<Client>,
+    req: Request,
+) -> Result<Response, ApiError> {
     // The router matched `/s/{id}/<route>`; the path is still as sent.
     let path = req.uri().path().to_string();
     let rest = path.strip_prefix("/s/").unwrap_or_default();
@@ -43,7 +49,7 @@ pub(super) async fn forward(State(hub): State<Hub>, req: Request) -> Result<Resp
     {
         return Err(error(StatusCode::NOT_FOUND, format!("no file {file:?} in this session's replies")));
     }
-    let record = hub.sessions.record(id).ok_or_else(|| no_session(id))?;
+    let record = sessions.record(id).ok_or_else(|| no_session(id))?;
     let target = match req.uri().query() {
         Some(query) => format!("http://127.0.0.1:{}/{route}?{query}", record.port),
         None => format!("http://127.0.0.1:{}/{route}", record.port),
@@ -60,7 +66,7 @@ pub(super) async fn forward(State(hub): State<Hub>, req: Request) -> Result<Resp
         .header("x-opzero-secret", &record.secret)
         .body(body)
         .map_err(|e| error(StatusCode::BAD_REQUEST, format!("cannot forward this request: {e}")))?;
-    let mut answer = match hub.client.request(upstream).await {
+    let mut answer = match client.request(upstream).await {
         Ok(answer) => answer,
         Err(e) if !discovery::pid_alive(record.pid) => {
             tracing::debug!(session = %id, "the host is gone: {e}");

@@ -54,6 +54,18 @@ impl FromRef<Hub> for Arc<Door> {
     }
 }
 
+impl FromRef<Hub> for Arc<Sessions> {
+    fn from_ref(hub: &Hub) -> Arc<Sessions> {
+        hub.sessions.clone()
+    }
+}
+
+impl FromRef<Hub> for Client {
+    fn from_ref(hub: &Hub) -> Client {
+        hub.client.clone()
+    }
+}
+
 /// `$OPZERO_HOME/hub.toml`, the hub's config when `--config` names none.
 pub fn default_config() -> PathBuf {
     discovery::opzero_home().join("hub.toml")
