@@ -981,7 +981,7 @@ fn send_from_adds_a_root_and_validate_checks_it() {
     // A value of the wrong type or an unknown key stops the reading at the first.
     assert_validate_says(
         "[files]\nsend_from = [\"/no/such/dir\", 3]\n",
-        &["{p}:2:30: files.send_from[1]: invalid type: integer `3`, expected a string"],
+        &["{p}:2:30: files.send_from: expected a string, found integer"],
     );
     assert_validate_says(&format!("{text}other = 1\n"), &["{p}:3:1: files.other: unknown key (expected one of: send_from)"]);
 }

@@ -407,6 +407,26 @@ fn unknown_key(message: &str) -> Option<String> {
     Some(format!("unknown key (expected one of: {names})"))
 }
 
+/// serde's "invalid type: string \"big\", expected i64" in TOML's words:
+/// "expected an integer, found string".
+fn wrong_type(message: &str) -> Option<String> {
+    let (found, expected) = message.strip_prefix("invalid type: ")?.split_once(", expected ")?;
+    let found = match found.split([' ', '`', '"']).next()? {
+        "floating" => "float",
+        "sequence" => "array",
+        "map" => "table",
+        other => other,
+    };
+    let expected = match expected {
+        "i64" => "an integer",
+        "a sequence" => "an array",
+        "a map" => "a table",
+        other => other,
+    };
+    // An integer too large for i64 is "integer `…` as i128": said as serde says it.
+    (!expected.ends_with(found)).then(|| format!("expected {expected}, found {found}"))
+}
+
 /// A key that is absent keeps its default; one that is there has its span.
 type At<T> = Option<Spanned<T>>;
 
@@ -523,8 +543,13 @@ impl Check<'_> {
         match raw {
             Ok(raw) => Some(raw),
             Err((key, e)) => {
-                let message = unknown_key(e.message()).unwrap_or_else(|| e.message().trim().to_string());
-                self.error(e.span().unwrap_or(0..0), &key, message);
+                let message = unknown_key(e.message())
+                    .or_else(|| wrong_type(e.message()))
+                    .unwrap_or_else(|| e.message().trim().to_string());
+                // An item of a list is named by its list, as the checks below
+                // name it; the position points at the item.
+                let key = key.strip_suffix(']').and_then(|k| k.rsplit_once('[')).map_or(key.as_str(), |(list, _)| list);
+                self.error(e.span().unwrap_or(0..0), key, message);
                 None
             }
         }
@@ -849,9 +874,9 @@ mod tests {
         let all = format!("[host]\nbogus = 1\n{rest}");
         for (text, want) in [
             (all.as_str(), "x/opzero.toml:2:1: host.bogus: unknown key (expected one of: discovery_dir, instructions)"),
-            (rest, "x/opzero.toml:2:18: limits.max_body_bytes: invalid type: string \"big\", expected i64"),
+            (rest, "x/opzero.toml:2:18: limits.max_body_bytes: expected an integer, found string"),
             ("[surprise]\n", "x/opzero.toml:1:2: surprise: unknown key (expected one of: host, bridge, files, events, limits, permissions, mirror, filter)"),
-            ("[[filter]]\nhooks = [\"reply\", 3]\n", "x/opzero.toml:2:19: filter[0].hooks[1]: invalid type: integer `3`, expected a string"),
+            ("[[filter]]\nhooks = [\"reply\", 3]\n", "x/opzero.toml:2:19: filter[0].hooks: expected a string, found integer"),
         ] {
             assert_eq!(errors(text), vec![want]);
         }
