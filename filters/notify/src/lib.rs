@@ -30,6 +30,8 @@
 //! notifications go out in any minute; the next one sent after some were
 //! held back says how many, and of which kind.
 
+#![deny(unsafe_code)]
+
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
