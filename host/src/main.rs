@@ -220,13 +220,13 @@ fn run(command: Command, config: Option<PathBuf>) -> anyhow::Result<()> {
             let hub = session.is_none().then(|| hub::running(&discovery::opzero_home())).flatten();
             if let Some(hub) = hub {
                 let what = format!("the hub (every session, http://127.0.0.1:{})", hub.port);
-                return runtime().block_on(client::open(&hub, &what, base, browser, qr));
+                return runtime().block_on(client::open((hub.port, &hub.secret), &what, base, browser, qr));
             }
             let entry = match session {
                 Some(session) => find(config, &session)?,
                 None => client::only_session(&channels_dir(config)?)?,
             };
-            runtime().block_on(client::open(&entry, &entry.session_id, base, browser, qr))
+            runtime().block_on(client::open((entry.port, &entry.secret), &entry.session_id, base, browser, qr))
         }
         Command::Status { session } => runtime().block_on(client::status(&find(config, &session)?)),
         Command::Hub { port } => {

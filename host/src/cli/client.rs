@@ -14,7 +14,6 @@ use serde_json::{json, Value};
 use tokio::net::TcpStream;
 
 use crate::discovery::{self, Record};
-use crate::hub::HubRecord;
 use crate::events::now_ms;
 use crate::files;
 use crate::transcripts;
@@ -65,41 +64,17 @@ pub fn only_session(dir: &Path) -> Result<Record, UserError> {
     }
 }
 
-/// A bridge a command can talk to: a session's host, or the hub.
-pub trait Reach {
-    fn port(&self) -> u16;
-    fn secret(&self) -> &str;
-}
-
-impl Reach for Record {
-    fn port(&self) -> u16 {
-        self.port
-    }
-    fn secret(&self) -> &str {
-        &self.secret
-    }
-}
-
-impl Reach for HubRecord {
-    fn port(&self) -> u16 {
-        self.port
-    }
-    fn secret(&self) -> &str {
-        &self.secret
-    }
-}
-
 /// Sends one request on a fresh connection (with a `Last-Event-ID` when
 /// resuming an event stream); returns the response with its body still
-/// streaming.
+/// streaming. `to` is the bridge's port and secret: a session's host, or
+/// the hub.
 async fn request(
-    entry: &impl Reach,
+    (port, secret): (u16, &str),
     method: Method,
     path: &str,
     body: Option<Value>,
     last_event_id: Option<&str>,
 ) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
-    let port = entry.port();
     let stream = TcpStream::connect(("127.0.0.1", port))
         .await
         .with_context(|| format!("cannot connect to the host on 127.0.0.1:{port} (did it just exit?)"))?;
@@ -110,7 +85,7 @@ async fn request(
         .method(method)
         .uri(path)
         .header("host", format!("127.0.0.1:{port}"))
-        .header("x-opzero-secret", entry.secret())
+        .header("x-opzero-secret", secret)
         .header("content-type", "application/json");
     if let Some(id) = last_event_id {
         req = req.header("last-event-id", id);
@@ -120,12 +95,12 @@ async fn request(
 }
 
 async fn request_json(
-    entry: &impl Reach,
+    to: (u16, &str),
     method: Method,
     path: &str,
     body: Option<Value>,
 ) -> anyhow::Result<(StatusCode, Value)> {
-    let resp = request(entry, method, path, body, None).await?;
+    let resp = request(to, method, path, body, None).await?;
     let status = resp.status();
     let bytes = resp.into_body().collect().await?.to_bytes();
     let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
@@ -200,7 +175,7 @@ pub async fn send(entry: &Record, text: &str, chat_id: Option<&str>, files: &[Pa
         body["files"] = Value::Array(attached);
     }
     let path = if wait { "/inject?wait=queued" } else { "/inject" };
-    let (status, v) = request_json(entry, Method::POST, path, Some(body)).await?;
+    let (status, v) = request_json((entry.port, &entry.secret), Method::POST, path, Some(body)).await?;
     let id = &entry.session_id;
     if !status.is_success() {
         let msg = v.get("error").and_then(Value::as_str).unwrap_or("no message");
@@ -239,12 +214,12 @@ pub async fn send(entry: &Record, text: &str, chat_id: Option<&str>, files: &[Pa
 /// browser if there is one; with `qr`, also as a QR code on stderr, for a
 /// phone's camera. The link's code works once, for 60 s. The
 /// browser is handed a private page that sends it on to the link, never
-/// the link itself: any user can read a process's command line. `to` is a
-/// session's host or the hub; `what` names it.
-pub async fn open(to: &impl Reach, what: &str, base: Option<&str>, browser: bool, qr: bool) -> anyhow::Result<()> {
+/// the link itself: any user can read a process's command line. `to` is the
+/// port and secret of a session's host or the hub; `what` names it.
+pub async fn open(to: (u16, &str), what: &str, base: Option<&str>, browser: bool, qr: bool) -> anyhow::Result<()> {
     let base = match base {
         Some(b) => b.trim_end_matches('/').to_string(),
-        None => format!("http://127.0.0.1:{}", to.port()),
+        None => format!("http://127.0.0.1:{}", to.0),
     };
     let opener = browser.then(opener).flatten();
     let body = opener.as_ref().map(|_| json!({ "page_for": base }));
@@ -296,11 +271,11 @@ fn opener() -> Option<(String, Vec<String>)> {
 }
 
 pub async fn status(r: &Record) -> anyhow::Result<()> {
-    let (s, st) = request_json(r, Method::GET, "/status", None).await?;
+    let (s, st) = request_json((r.port, &r.secret), Method::GET, "/status", None).await?;
     if !s.is_success() {
         bail!("status answered {s}: {st}");
     }
-    let (_, perms) = request_json(r, Method::GET, "/permissions", None).await?;
+    let (_, perms) = request_json((r.port, &r.secret), Method::GET, "/permissions", None).await?;
     let pending = perms["pending"].as_array().map_or(0, Vec::len);
     println!("session   {}", r.session_id);
     println!("pid       {}", r.pid);
@@ -356,7 +331,7 @@ pub async fn tail(entry: &Record, json_out: bool, since: Option<u64>, save: Opti
     let mut following = false;
     loop {
         let resume = last.map(|n| n.to_string());
-        let resp = match request(entry, Method::GET, "/events", None, resume.as_deref()).await {
+        let resp = match request((entry.port, &entry.secret), Method::GET, "/events", None, resume.as_deref()).await {
             Ok(resp) => resp,
             Err(_) if following => {
                 eprintln!("the host closed the stream");
@@ -417,7 +392,7 @@ async fn show(entry: &Record, data: &str, json_out: bool, save: Option<&Path>) -
 /// that is taken; a reader never sees it half-written.
 async fn download(entry: &Record, file: &Value, dir: &Path) -> anyhow::Result<PathBuf> {
     let id = file["id"].as_str().context("the event names no file id")?;
-    let resp = request(entry, Method::GET, &format!("/files/{id}"), None, None).await?;
+    let resp = request((entry.port, &entry.secret), Method::GET, &format!("/files/{id}"), None, None).await?;
     let status = resp.status();
     let bytes = resp.into_body().collect().await?.to_bytes();
     if !status.is_success() {
