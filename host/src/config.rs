@@ -30,27 +30,14 @@ fn host_name(s: &str) -> Option<Authority> {
 }
 
 /// Where a problem is: shown as `file:line:col: key: message`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}:{line}:{col}: {key}: {message}", file.display())]
 pub struct Diagnostic {
     pub file: PathBuf,
     pub line: usize,
     pub col: usize,
     pub key: String,
     pub message: String,
-}
-
-impl fmt::Display for Diagnostic {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}: {}: {}",
-            self.file.display(),
-            self.line,
-            self.col,
-            self.key,
-            self.message
-        )
-    }
 }
 
 /// A position in a config file, kept so later checks (a filter's component,
@@ -74,17 +61,10 @@ impl Location {
     }
 }
 
-/// All problems found in one config file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// All problems found in one config file, one to a line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
 pub struct ConfigErrors(pub Vec<Diagnostic>);
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
-    }
-}
-
-impl std::error::Error for ConfigErrors {}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
