@@ -446,11 +446,7 @@ fn pass() -> VerdictJson {
 /// An inject's or a reply's verdict.
 fn verdict<T>(verdict: Verdict<T>, pass: impl FnOnce(T) -> VerdictJson) -> Outcome {
     match verdict {
-        Verdict::Pass(t) => Outcome {
-            verdict: pass(t),
-            status: 0,
-            error: None,
-        },
+        Verdict::Pass(t) => exit(pass(t), 0),
         Verdict::Drop { filter, reason } => decided("drop", filter, reason, 1),
         Verdict::Reject { filter, reason } => decided("reject", filter, reason, 1),
         Verdict::Failed { filter, error } => failed(filter, error),
@@ -459,14 +455,7 @@ fn verdict<T>(verdict: Verdict<T>, pass: impl FnOnce(T) -> VerdictJson) -> Outco
 
 fn permission_verdict(verdict: PermissionVerdict) -> Outcome {
     match verdict {
-        PermissionVerdict::Relay => Outcome {
-            verdict: VerdictJson {
-                verdict: "relay",
-                ..VerdictJson::default()
-            },
-            status: 0,
-            error: None,
-        },
+        PermissionVerdict::Relay => exit(VerdictJson { verdict: "relay", ..VerdictJson::default() }, 0),
         // A decision, not a refusal.
         PermissionVerdict::Allow { filter, reason } => decided("allow", filter, reason, 0),
         PermissionVerdict::Deny { filter, reason } => decided("deny", filter, reason, 1),
@@ -481,6 +470,11 @@ fn decided(verdict: &'static str, filter: String, reason: String, status: u8) ->
         reason: Some(reason),
         ..VerdictJson::default()
     };
+    exit(verdict, status)
+}
+
+/// A call that did not fail: its verdict and exit status.
+fn exit(verdict: VerdictJson, status: u8) -> Outcome {
     Outcome {
         verdict,
         status,
