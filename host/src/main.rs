@@ -140,10 +140,7 @@ fn init_logging(default: tracing::Level) {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
+    serve::runtime().expect("tokio runtime")
 }
 
 /// Where the config's discovery files are.

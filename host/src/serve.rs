@@ -59,15 +59,19 @@ pub async fn load_filters(config: &Config, session: &SessionSource) -> Result<Fi
     })
 }
 
+/// A runtime of a command's own: one thread, with I/O and timers.
+pub fn runtime() -> Result<tokio::runtime::Runtime, UserError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| UserError(format!("cannot start a runtime: {e}")))
+}
+
 /// Loads a config and its filters as `serve` would, for `validate` and
 /// `launch`, on a runtime of the command's own.
 pub fn check(path: Option<&Path>) -> Result<(Config, FilterChain), UserError> {
     let config = config(path)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| UserError(format!("cannot start a runtime: {e}")))?;
-    let chain = runtime.block_on(load_filters(&config, &SessionSource::default()))?;
+    let chain = runtime()?.block_on(load_filters(&config, &SessionSource::default()))?;
     Ok((config, chain))
 }
 

@@ -161,11 +161,7 @@ fn outcome(test: Test) -> Result<Outcome, UserError> {
     let mut spec = test.spec(hook)?;
     spec.config = config;
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| UserError(format!("cannot start a runtime: {e}")))?;
-    runtime.block_on(async {
+    crate::serve::runtime()?.block_on(async {
         let chain = FilterChain::load(std::slice::from_ref(&spec), &crate::serve::cache_dir(), &SessionSource::default())
             .await
             .map_err(|diagnostics| UserError(diagnostics.iter().map(flag_message).collect::<Vec<_>>().join("\n")))?;
