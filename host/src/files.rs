@@ -239,21 +239,16 @@ impl Files {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let path = outbox.join(&id);
         let name = sanitize(Path::new(p).file_name().map_or("file".into(), |n| n.to_string_lossy()).as_ref());
-        let result = create_private(&path).and_then(|mut out| {
-            // A file that grew since it was checked is cut at the limit + 1.
-            io::copy(&mut file.take(limits.max_file_bytes + 1), &mut out)
-        });
-        let size = match result {
-            Ok(size) => size,
-            Err(e) => {
+        let size = create_private(&path)
+            .and_then(|mut out| {
+                // A file that grew since it was checked is cut at the limit + 1.
+                io::copy(&mut file.take(limits.max_file_bytes + 1), &mut out)
+            })
+            .map_err(|e| format!("file {p:?}: cannot copy it: {e}"))
+            .and_then(|size| check_one(limits, p, size).map(|()| size))
+            .inspect_err(|_| {
                 let _ = fs::remove_file(&path);
-                return Err(format!("file {p:?}: cannot copy it: {e}"));
-            }
-        };
-        if let Err(e) = check_one(limits, p, size) {
-            let _ = fs::remove_file(&path);
-            return Err(e);
-        }
+            })?;
         Ok(Outgoing { id, mime: mime_of(&name), name, size, path })
     }
 
