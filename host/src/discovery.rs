@@ -42,22 +42,14 @@ pub fn parse_session_id(s: &str) -> Result<uuid::Uuid, SessionIdError> {
 
 /// `$OPZERO_HOME`, else `~/.opzero-claude`. The compiled-filter cache lives here too.
 pub fn opzero_home() -> PathBuf {
-    match std::env::var_os("OPZERO_HOME").filter(|v| !v.is_empty()) {
-        Some(h) => PathBuf::from(h),
-        None => home_dir().join(".opzero-claude"),
-    }
+    std::env::var_os("OPZERO_HOME").filter(|v| !v.is_empty()).map_or_else(|| home_dir().join(".opzero-claude"), PathBuf::from)
 }
 
 /// `$OPZERO_HOME/channels`, else the config's `discovery_dir`, else
 /// `~/.opzero-claude/channels`.
 pub fn channels_dir(config: &Config) -> PathBuf {
-    if std::env::var_os("OPZERO_HOME").is_some_and(|v| !v.is_empty()) {
-        return opzero_home().join("channels");
-    }
-    config
-        .discovery_dir
-        .clone()
-        .unwrap_or_else(|| opzero_home().join("channels"))
+    let home_set = std::env::var_os("OPZERO_HOME").is_some_and(|v| !v.is_empty());
+    config.discovery_dir.clone().filter(|_| !home_set).unwrap_or_else(|| opzero_home().join("channels"))
 }
 
 /// A written discovery file; removed by [`DiscoveryFile::remove`] or on drop.
