@@ -56,21 +56,14 @@ impl Code {
     }
 }
 
-#[derive(Debug, PartialEq)]
+#[derive(Debug, PartialEq, thiserror::Error)]
 pub enum CodeError {
+    #[error("this sign-in link is not valid")]
     Unknown,
+    #[error("this sign-in link has already been used")]
     Used,
+    #[error("this sign-in link has expired (links last 60 seconds)")]
     Expired,
-}
-
-impl std::fmt::Display for CodeError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            CodeError::Unknown => "this sign-in link is not valid",
-            CodeError::Used => "this sign-in link has already been used",
-            CodeError::Expired => "this sign-in link has expired (links last 60 seconds)",
-        })
-    }
 }
 
 /// What a page's token is worth.
