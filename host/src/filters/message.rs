@@ -91,12 +91,8 @@ pub enum ClaudeState {
     Idle,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Delivery {
-    Queued,
-    Seen,
-    Undelivered,
-}
+/// A receipt's state, as the mirror reports it.
+pub use crate::mirror::Delivery;
 
 /// The SSE event types a plugin observes, for messages.
 pub const EVENT_TYPES: &str =
