@@ -40,13 +40,11 @@ pub(super) async fn events(
         .get("last-event-id")
         .map(|v| v.to_str().unwrap_or("x").trim().to_string())
         .or(since_param);
-    let since = match since.as_deref().map(str::parse::<u64>) {
-        None => None,
-        Some(Ok(n)) => Some(n),
-        Some(Err(_)) => {
-            return Err(error(StatusCode::BAD_REQUEST, "Last-Event-ID / since must be an event id (a whole number)"));
-        }
-    };
+    let since = since
+        .as_deref()
+        .map(str::parse::<u64>)
+        .transpose()
+        .map_err(|_| error(StatusCode::BAD_REQUEST, "Last-Event-ID / since must be an event id (a whole number)"))?;
     let sub = b.core.subscribe(since, cut_off.map(|Extension(c)| c.0));
     let connected = futures_util::stream::once(async { Ok::<_, Infallible>(Event::default().comment("connected")) });
     let stream = futures_util::stream::unfold(Some(sub), |sub| async move {
