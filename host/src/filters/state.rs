@@ -207,11 +207,7 @@ impl StoreState {
         }
         self.logged += 1;
         if message.len() > LOG_LINE_LIMIT {
-            let mut end = LOG_LINE_LIMIT;
-            while !message.is_char_boundary(end) {
-                end -= 1;
-            }
-            message.truncate(end);
+            message.truncate(message.floor_char_boundary(LOG_LINE_LIMIT));
             message.push_str(" [...]");
         }
         let filter = &*self.filter;
