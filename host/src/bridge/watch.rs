@@ -31,10 +31,7 @@ pub struct Summary {
 
 fn summary(core: &Core, own_cwd: &Option<String>) -> Summary {
     let claude = core.claude.borrow().clone();
-    let (state, name, cwd) = match claude {
-        Some(c) => (Some(c.state), c.name, c.cwd),
-        None => (None, None, None),
-    };
+    let (state, name, cwd) = claude.map_or((None, None, None), |c| (Some(c.state), c.name, c.cwd));
     Summary {
         state,
         name,
