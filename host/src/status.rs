@@ -27,17 +27,12 @@ pub struct Claude {
 
 fn read(file: &Path) -> Option<Claude> {
     let text = std::fs::read_to_string(file).map_err(|e| tracing::debug!("no Claude status in {}: {e}", file.display())).ok()?;
-    match serde_json::from_str::<Claude>(&text) {
-        Ok(c) if c.state == "busy" || c.state == "idle" => Some(c),
-        Ok(c) => {
-            tracing::debug!("Claude status {:?} in {} is neither busy nor idle", c.state, file.display());
-            None
-        }
-        Err(e) => {
-            tracing::debug!("cannot read Claude status in {}: {e}", file.display());
-            None
-        }
+    let c = serde_json::from_str::<Claude>(&text).map_err(|e| tracing::debug!("cannot read Claude status in {}: {e}", file.display())).ok()?;
+    let known = c.state == "busy" || c.state == "idle";
+    if !known {
+        tracing::debug!("Claude status {:?} in {} is neither busy nor idle", c.state, file.display());
     }
+    known.then_some(c)
 }
 
 /// Follows the session file of the claude that started this host, for as
