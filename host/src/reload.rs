@@ -123,10 +123,8 @@ impl Reloader {
             Ok(config) => {
                 // Its filters' files, even if they do not load: building them is the fix.
                 self.watch(&config.filters);
-                match FilterChain::load(&config.filters, &self.cache_dir, &core.filter_session()).await {
-                    Ok(chain) => Ok((config, chain)),
-                    Err(diagnostics) => Err(ConfigErrors(diagnostics)),
-                }
+                let chain = FilterChain::load(&config.filters, &self.cache_dir, &core.filter_session()).await;
+                chain.map(|chain| (config, chain)).map_err(ConfigErrors)
             }
             Err(errors) => Err(errors),
         };
