@@ -161,19 +161,17 @@ impl Mirror {
                 }
             }
         }
-        {
-            let (message_id, chat_id, content) = (message_id.to_string(), chat_id.to_string(), digest(content));
-            let mut pending = self.shared.pending.lock().unwrap();
-            let first = pending.is_empty();
-            pending.push_back(Pending { message_id, chat_id, content, written: Instant::now() });
-            if pending.len() > REMEMBERED {
-                pending.pop_front();
-            }
-            drop(pending);
-            // The task times the oldest; a later one needs no wake-up.
-            if first {
-                self.send(Input::Written);
-            }
+        let (message_id, chat_id, content) = (message_id.to_string(), chat_id.to_string(), digest(content));
+        let mut pending = self.shared.pending.lock().unwrap();
+        let first = pending.is_empty();
+        pending.push_back(Pending { message_id, chat_id, content, written: Instant::now() });
+        if pending.len() > REMEMBERED {
+            pending.pop_front();
+        }
+        drop(pending);
+        // The task times the oldest; a later one needs no wake-up.
+        if first {
+            self.send(Input::Written);
         }
     }
 
