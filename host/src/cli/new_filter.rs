@@ -400,20 +400,16 @@ fn sh_word(s: &str) -> String {
 fn render(template: &str, vars: &[(&str, &str)]) -> String {
     let mut out = String::with_capacity(template.len());
     let mut rest = template;
-    while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
-        let end = rest[start..]
-            .find("}}")
-            .map(|e| start + e)
-            .unwrap_or_else(|| panic!("unclosed {{{{ in a template"));
-        let key = &rest[start + 2..end];
+    while let Some((before, after)) = rest.split_once("{{") {
+        out.push_str(before);
+        let (key, after) = after.split_once("}}").expect("unclosed {{ in a template");
         let value = vars
             .iter()
             .find(|(k, _)| *k == key)
             .unwrap_or_else(|| panic!("no value for {{{{{key}}}}}"))
             .1;
         out.push_str(value);
-        rest = &rest[end + 2..];
+        rest = after;
     }
     out.push_str(rest);
     out
