@@ -328,27 +328,23 @@ fn glob_match(pattern: &str, path: &Path) -> bool {
             })
             .collect()
     }
-    fn name(p: &[char], s: &[char]) -> bool {
+    /// `p` against `s`, where a `star` matches any run of `s` and `one`
+    /// matches one item: a name's characters, or a path's names.
+    fn wild<T>(p: &[T], s: &[T], star: &impl Fn(&T) -> bool, one: &impl Fn(&T, &T) -> bool) -> bool {
         match (p.first(), s.first()) {
             (None, None) => true,
-            (Some('*'), _) => name(&p[1..], s) || (!s.is_empty() && name(p, &s[1..])),
-            (Some('?'), Some(_)) => name(&p[1..], &s[1..]),
-            (Some(a), Some(b)) => a == b && name(&p[1..], &s[1..]),
-            _ => false,
-        }
-    }
-    fn dirs(p: &[String], s: &[String]) -> bool {
-        match (p.first(), s.first()) {
-            (None, None) => true,
-            (Some(d), _) if d == "**" => dirs(&p[1..], s) || (!s.is_empty() && dirs(p, &s[1..])),
-            (Some(a), Some(b)) => {
-                let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
-                name(&a, &b) && dirs(&p[1..], &s[1..])
+            (Some(a), _) if star(a) => {
+                wild(&p[1..], s, star, one) || (!s.is_empty() && wild(p, &s[1..], star, one))
             }
+            (Some(a), Some(b)) => one(a, b) && wild(&p[1..], &s[1..], star, one),
             _ => false,
         }
     }
-    dirs(&parts(Path::new(pattern)), &parts(path))
+    let name = |a: &String, b: &String| {
+        let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+        wild(&a, &b, &|c| *c == '*', &|a, b| *a == '?' || a == b)
+    };
+    wild(&parts(Path::new(pattern)), &parts(path), &|d| d == "**", &name)
 }
 
 /// `to` relative to `from` (both absolute and canonical).
