@@ -457,6 +457,10 @@ impl Plan {
             [init @ .., last] => format!("{} and {last}", init.join(", ")),
             [] => unreachable!("at least one hook"),
         };
+        let workspace_root = match layout {
+            Layout::Member { root, .. } => root.to_string_lossy().into_owned(),
+            Layout::Standalone => String::new(),
+        };
         let vars = vec![
             ("name", name.to_string()),
             ("type", type_name(name)),
@@ -468,20 +472,15 @@ impl Plan {
             ("wasm", wasm_text.clone()),
             ("wasm_toml", toml_string(&wasm_text)),
             ("wasm_sh", sh_word(&wasm_text)),
+            ("workspace_root", workspace_root),
         ];
-        let mut plan = Plan {
+        Plan {
             vars,
             hooks: hooks.to_vec(),
             layout: layout.clone(),
             build,
             wasm,
-        };
-        let workspace_root = match layout {
-            Layout::Member { root, .. } => root.to_string_lossy().into_owned(),
-            Layout::Standalone => String::new(),
-        };
-        plan.vars.push(("workspace_root", workspace_root));
-        plan
+        }
     }
 
     fn fill(&self, template: &str) -> String {
