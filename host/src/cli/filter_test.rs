@@ -9,7 +9,7 @@
 //! JSON; a grant (`--allow-host`) is one more line of the `[[filter]]`
 //! entry [`Test::spec`] writes.
 
-use std::io::{IsTerminal, Read};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -148,13 +148,8 @@ fn outcome(test: Test) -> Result<Outcome, UserError> {
     let hook = test.hook;
     let config = filter_config(test.config.as_deref())?;
     let text = match test.input.as_str() {
-        "-" => {
-            let mut text = String::new();
-            std::io::stdin()
-                .read_to_string(&mut text)
-                .map_err(|e| UserError(format!("--input -: cannot read stdin: {e}")))?;
-            text
-        }
+        "-" => std::io::read_to_string(std::io::stdin())
+            .map_err(|e| UserError(format!("--input -: cannot read stdin: {e}")))?,
         text => text.to_string(),
     };
     let input = Input::parse(hook, &text)?;
