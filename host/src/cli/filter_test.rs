@@ -217,10 +217,7 @@ impl Test {
 /// `max_length` for `.../max_length.wasm`: the file's stem, with what a
 /// filter name may not hold turned into '-'.
 fn default_name(path: &Path) -> String {
-    let stem = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let stem = path.file_stem().unwrap_or_default().to_string_lossy();
     let name: String = stem
         .chars()
         .map(|c| {
