@@ -100,13 +100,12 @@ enum Input {
     Event(Event),
 }
 
-/// What the call came to: the verdict (printed as JSON), the exit status,
-/// and for a failed call its error (for stderr too).
+/// What the call came to: the verdict (printed as JSON; a failed call's
+/// error goes to stderr too) and the exit status.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
     pub verdict: VerdictJson,
     pub status: u8,
-    pub error: Option<String>,
 }
 
 /// The verdict as `filter test` prints it: `verdict` first, then what goes
@@ -131,7 +130,7 @@ pub struct VerdictJson {
 pub fn run(test: Test) -> u8 {
     match outcome(test) {
         Ok(outcome) => {
-            if let Some(error) = &outcome.error {
+            if let Some(error) = &outcome.verdict.error {
                 eprintln!("opzero-host: {error}");
             }
             println!("{}", serde_json::to_string(&outcome.verdict).expect("plain JSON"));
@@ -461,27 +460,19 @@ fn decided(verdict: &'static str, filter: String, reason: String, status: u8) ->
     exit(verdict, status)
 }
 
-/// A call that did not fail: its verdict and exit status.
+/// A call's verdict and exit status.
 fn exit(verdict: VerdictJson, status: u8) -> Outcome {
-    Outcome {
-        verdict,
-        status,
-        error: None,
-    }
+    Outcome { verdict, status }
 }
 
 fn failed(filter: String, error: String) -> Outcome {
     let verdict = VerdictJson {
         verdict: "error",
         filter: Some(filter),
-        error: Some(error.clone()),
+        error: Some(error),
         ..VerdictJson::default()
     };
-    Outcome {
-        verdict,
-        status: 2,
-        error: Some(error),
-    }
+    exit(verdict, 2)
 }
 
 /// Where the guest's `log` lines and its stdout and stderr are logged
