@@ -101,10 +101,7 @@ pub fn plan(launch: Launch) -> Result<Plan, UserError> {
     let claude = find_claude()?;
     check_version(&claude)?;
     let here = std::env::current_dir().map_err(|e| UserError(format!("no current directory: {e}")))?;
-    let dir = match launch.cwd {
-        Some(d) => here.join(d),
-        None => here.clone(),
-    };
+    let dir = launch.cwd.map_or_else(|| here.clone(), |d| here.join(d));
     if !dir.is_dir() {
         return Err(UserError(format!("--cwd {}: not a directory", dir.display())));
     }
