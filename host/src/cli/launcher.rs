@@ -133,10 +133,8 @@ pub fn plan(launch: Launch) -> Result<Plan, UserError> {
     };
     // The config serve will use: --config, else ./opzero.toml here. Checked
     // now so mistakes show in this terminal, not as a dead MCP server.
-    let config = match launch.config {
-        Some(c) => Some(here.join(c)),
-        None => Some(here.join("opzero.toml")).filter(|p| p.is_file()),
-    };
+    let config = launch.config.map(|c| here.join(c))
+        .or_else(|| Some(here.join("opzero.toml")).filter(|p| p.is_file()));
     if let Some(c) = &config {
         crate::serve::check(Some(c))?;
     }
