@@ -16,9 +16,6 @@ pub enum HookName {
 }
 
 impl HookName {
-    /// The hooks in the order a filter's code and `hooks = [...]` list them.
-    pub const ALL: [HookName; 4] = [HookName::Inject, HookName::Reply, HookName::Permission, HookName::Event];
-
     /// The name in `hooks = [...]`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -37,7 +34,7 @@ mod tests {
 
     #[test]
     fn names_are_the_config_names() {
-        for hook in HookName::ALL {
+        for hook in HookName::value_variants() {
             let value = hook.to_possible_value().unwrap();
             assert_eq!(value.get_name(), hook.as_str());
         }
