@@ -443,14 +443,8 @@ impl Plan {
             .join(profile)
             .join(format!("{}.wasm", name.replace('-', "_")));
         let wasm_text = wasm.to_string_lossy().into_owned();
-        let hooks_toml = format!(
-            "[{}]",
-            hooks
-                .iter()
-                .map(|h| toml_string(h.as_str()))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        let names: Vec<&str> = hooks.iter().map(|h| h.as_str()).collect();
+        let hooks_toml = toml::Value::from(names).to_string();
         let prose: Vec<&str> = hooks.iter().map(|h| hook_templates(*h).prose).collect();
         let hooks_prose = match prose.as_slice() {
             [one] => one.to_string(),
