@@ -26,9 +26,8 @@ fn live(dir: &Path) -> Result<Vec<Record>, UserError> {
 
 /// The live session whose id starts with `prefix`.
 pub fn find(dir: &Path, prefix: &str) -> Result<Record, UserError> {
-    let live = live(dir)?;
     let want = prefix.to_ascii_lowercase();
-    let mut hits: Vec<Record> = live
+    let mut hits: Vec<Record> = live(dir)?
         .into_iter()
         .filter(|e| e.session_id.starts_with(&want))
         .collect();
