@@ -144,15 +144,14 @@ pub fn run(test: Test) -> u8 {
 }
 
 fn outcome(test: Test) -> Result<Outcome, UserError> {
-    let hook = test.hook;
     let config = filter_config(test.config.as_deref())?;
     let text = match test.input.as_str() {
         "-" => std::io::read_to_string(std::io::stdin())
             .map_err(|e| UserError(format!("--input -: cannot read stdin: {e}")))?,
         text => text.to_string(),
     };
-    let input = Input::parse(hook, &text)?;
-    let mut spec = test.spec(hook)?;
+    let input = Input::parse(test.hook, &text)?;
+    let mut spec = test.spec()?;
     spec.config = config;
 
     crate::serve::runtime()?.block_on(async {
@@ -182,7 +181,7 @@ fn filter_config(flag: Option<&Path>) -> Result<Value, UserError> {
 impl Test {
     /// The `[[filter]]` entry `serve` would read for this component, read
     /// by the config's own code: the defaults and checks are serve's.
-    fn spec(&self, hook: HookName) -> Result<FilterSpec, UserError> {
+    fn spec(&self) -> Result<FilterSpec, UserError> {
         let cwd = std::env::current_dir().map_err(|e| UserError(format!("cannot read the current directory: {e}")))?;
         let path = cwd.join(&self.path);
         let path_text = path
@@ -194,10 +193,10 @@ impl Test {
             "[[filter]]\nname = {}\npath = {}\nhooks = [{}]\n",
             quote(&name),
             quote(path_text),
-            quote(hook.as_str())
+            quote(self.hook.as_str())
         );
         if let Some(ms) = self.timeout_ms {
-            let key = if hook == HookName::Event { "event_timeout_ms" } else { "timeout_ms" };
+            let key = if self.hook == HookName::Event { "event_timeout_ms" } else { "timeout_ms" };
             entry.push_str(&format!("{key} = {ms}\n"));
         }
         if let Some(mb) = self.memory_mb {
@@ -654,7 +653,7 @@ mod tests {
     #[test]
     fn the_spec_has_serves_defaults_and_checks() {
         let spec = test("/x/max_length.wasm", HookName::Reply)
-            .spec(HookName::Reply)
+            .spec()
             .unwrap();
         let serve = Config::parse(
             "[[filter]]\nname = \"a\"\npath = \"a.wasm\"\nhooks = [\"reply\"]\n",
@@ -677,28 +676,28 @@ mod tests {
         let mut t = test("rel/My Filter.wasm", HookName::Inject);
         t.timeout_ms = Some(0);
         t.memory_mb = Some(9000);
-        let e = t.spec(HookName::Inject).unwrap_err().0;
+        let e = t.spec().unwrap_err().0;
         assert_eq!(
             e,
             "--timeout-ms: must be between 1 and 10000\n--memory-mb: must be between 1 and 4096"
         );
         t.timeout_ms = Some(20);
         t.memory_mb = None;
-        let spec = t.spec(HookName::Inject).unwrap();
+        let spec = t.spec().unwrap();
         assert_eq!((spec.name.as_str(), spec.timeout_ms), ("My-Filter", 20));
         assert_eq!(spec.path, std::env::current_dir().unwrap().join("rel/My Filter.wasm"));
         t.allow_host = vec!["https://ntfy.sh".into(), "ntfy.sh".into()];
         assert!(
-            t.spec(HookName::Inject)
+            t.spec()
                 .unwrap_err()
                 .0
                 .starts_with("--allow-host: \"ntfy.sh\" is not an outbound host")
         );
         t.allow_host.pop();
-        assert_eq!(t.spec(HookName::Inject).unwrap().allowed_outbound_hosts[0].to_string(), "https://ntfy.sh");
+        assert_eq!(t.spec().unwrap().allowed_outbound_hosts[0].to_string(), "https://ntfy.sh");
         t.name = Some("a b".into());
         assert!(
-            t.spec(HookName::Inject)
+            t.spec()
                 .unwrap_err()
                 .0
                 .starts_with("--name: \"a b\" is not a valid name")
