@@ -356,17 +356,13 @@ fn relative(from: &Path, to: &Path) -> PathBuf {
     rel
 }
 
-/// `MyFilter` for `my-filter`; a name the prelude or the template already
-/// uses gets a `My` in front.
+/// `MyFilter` for `my-filter` (a checked name, so ASCII); a name the
+/// prelude or the template already uses gets a `My` in front.
 fn type_name(name: &str) -> String {
     let camel: String = name
         .split(['-', '_'])
         .filter(|w| !w.is_empty())
-        .map(|w| {
-            let mut chars = w.chars();
-            let first = chars.next().expect("not empty").to_ascii_uppercase();
-            std::iter::once(first).chain(chars).collect::<String>()
-        })
+        .map(|w| w[..1].to_ascii_uppercase() + &w[1..])
         .collect();
     const TAKEN: &str = "Filter InjectVerdict Message NoConfig PermissionRequest PermissionVerdict Reply ReplyVerdict Settings Self \
         Result String Ok Err Option Some None Vec Box";
