@@ -112,35 +112,9 @@ pub struct NewFilter {
     pub sdk: Option<PathBuf>,
 }
 
-/// What was made: its summary (for stdout) is its Display.
-#[derive(Debug)]
-pub struct Made {
-    pub dir: PathBuf,
-    pub hooks: Vec<HookName>,
-    pub build: String,
-    pub wasm: PathBuf,
-}
-
-impl std::fmt::Display for Made {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let hooks: Vec<&str> = self.hooks.iter().map(|h| h.as_str()).collect();
-        writeln!(f, "made {} (hooks: {})", self.dir.display(), hooks.join(", "))?;
-        writeln!(
-            f,
-            "build it:  cd {} && {}",
-            sh_word(&self.dir.to_string_lossy()),
-            self.build
-        )?;
-        write!(
-            f,
-            "it builds {}; README.md has the [[filter]] block for opzero.toml",
-            self.wasm.display()
-        )
-    }
-}
-
-/// Makes the crate, after checking everything that can be checked first.
-pub fn run(args: &NewFilter) -> Result<Made, UserError> {
+/// Makes the crate, after checking everything that can be checked first;
+/// returns what was made, as its summary for stdout.
+pub fn run(args: &NewFilter) -> Result<String, UserError> {
     check_name(&args.name)?;
     let hooks = hooks(&args.hooks)?;
     let sdk = sdk_dir(args.sdk.as_deref())?;
@@ -178,12 +152,13 @@ pub fn run(args: &NewFilter) -> Result<Made, UserError> {
         let path = dir.join(path);
         std::fs::write(&path, text).map_err(|e| UserError(format!("cannot write {}: {e}", path.display())))?;
     }
-    Ok(Made {
-        dir,
-        hooks,
-        build: plan.build,
-        wasm: plan.wasm,
-    })
+    let hooks: Vec<&str> = hooks.iter().map(|h| h.as_str()).collect();
+    let summary = [
+        format!("made {} (hooks: {})", dir.display(), hooks.join(", ")),
+        format!("build it:  cd {} && {}", sh_word(&dir.to_string_lossy()), plan.build),
+        format!("it builds {}; README.md has the [[filter]] block for opzero.toml", plan.wasm.display()),
+    ];
+    Ok(summary.join("\n"))
 }
 
 /// A crate name cargo takes without a warning, which is also a filter
