@@ -52,11 +52,10 @@ pub fn channels_dir(config: &Config) -> PathBuf {
     config.discovery_dir.clone().filter(|_| !home_set).unwrap_or_else(|| opzero_home().join("channels"))
 }
 
-/// A written discovery file; removed by [`DiscoveryFile::remove`] or on drop.
+/// A written discovery file; removed on drop.
 #[derive(Debug)]
 pub struct DiscoveryFile {
     path: PathBuf,
-    removed: bool,
 }
 
 impl DiscoveryFile {
@@ -64,28 +63,21 @@ impl DiscoveryFile {
         private::create_dir(dir)?;
         let path = dir.join(format!("{}.json", record.session_id));
         private::write_file(&path, &serde_json::to_vec(record).expect("record serializes"))?;
-        Ok(DiscoveryFile { path, removed: false })
+        Ok(DiscoveryFile { path })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
-
-    pub fn remove(&mut self) {
-        if !self.removed {
-            self.removed = true;
-            if let Err(e) = fs::remove_file(&self.path)
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                tracing::warn!(path = %self.path.display(), "could not remove discovery file: {e}");
-            }
-        }
-    }
 }
 
 impl Drop for DiscoveryFile {
     fn drop(&mut self) {
-        self.remove();
+        if let Err(e) = fs::remove_file(&self.path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %self.path.display(), "could not remove discovery file: {e}");
+        }
     }
 }
 

@@ -177,7 +177,7 @@ pub async fn run(session_id: String, config: Config) -> anyhow::Result<()> {
         anyhow::Ok(file)
     };
     // Ended before the filters were ready: there is no discovery file.
-    let mut file = tokio::select! {
+    let file = tokio::select! {
         () = &mut ended => None,
         file = announce => Some(file?),
     };
@@ -185,9 +185,7 @@ pub async fn run(session_id: String, config: Config) -> anyhow::Result<()> {
         ended.await;
     }
     exit_within(Duration::from_millis(1500));
-    if let Some(file) = &mut file {
-        file.remove();
-    }
+    drop(file);
     sign_in.remove_pages();
     // The process exits without dropping the core.
     core.files.remove_all();
