@@ -86,10 +86,7 @@ pub fn pid_alive(pid: u32) -> bool {
         return false;
     };
     // Signal 0 only asks whether it exists (EPERM: it does, as another user).
-    let exists = match rustix::process::test_kill_process(pid) {
-        Ok(()) => true,
-        Err(e) => e == rustix::io::Errno::PERM,
-    };
+    let exists = rustix::process::test_kill_process(pid).err().is_none_or(|e| e == rustix::io::Errno::PERM);
     // A process that has exited but is not yet reaped (a zombie) is gone.
     exists && !is_zombie(pid.as_raw_pid())
 }
