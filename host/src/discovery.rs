@@ -110,11 +110,8 @@ pub fn live_sessions(dir: &Path) -> std::io::Result<Vec<Record>> {
     };
     for dirent in read {
         let path = dirent?.path();
-        let is_json = path.extension().is_some_and(|e| e == "json")
-            && !path
-                .file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with('.'));
-        if !is_json {
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        if !name.ends_with(".json") || name.starts_with('.') {
             continue;
         }
         let Some(record) = fs::read(&path).ok().and_then(|b| serde_json::from_slice::<Record>(&b).ok()) else {
