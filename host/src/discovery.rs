@@ -24,19 +24,13 @@ pub struct Record {
     pub version: String,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum SessionIdError {
-    #[error("session id {0:?} is not a UUID (expected the form xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)")]
-    NotUuid(String),
-}
-
 /// The session id becomes a file name, so only the canonical hyphenated UUID
 /// form is accepted (no braces, no URN, nothing path-like).
-pub fn parse_session_id(s: &str) -> Result<uuid::Uuid, SessionIdError> {
+pub fn parse_session_id(s: &str) -> Result<uuid::Uuid, String> {
     match uuid::Uuid::try_parse(s) {
         // 36 characters: the hyphenated form, the only one uuid reads at that length.
         Ok(u) if s.len() == 36 => Ok(u),
-        _ => Err(SessionIdError::NotUuid(s.to_string())),
+        _ => Err(format!("session id {s:?} is not a UUID (expected the form xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)")),
     }
 }
 

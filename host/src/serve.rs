@@ -36,9 +36,7 @@ pub fn session_id(flag: Option<&str>) -> Result<String, UserError> {
             "no session id: pass --session-id or set {SESSION_ENV} (Claude Code sets {CLAUDE_SESSION_ENV} for the servers it starts, and `opzero-host launch` sets both)"
         ))
     })?;
-    discovery::parse_session_id(&raw)
-        .map(|u| u.to_string())
-        .map_err(|e| UserError(e.to_string()))
+    discovery::parse_session_id(&raw).map(|u| u.to_string()).map_err(UserError)
 }
 
 /// `--config FILE`, else `./opzero.toml` if present, else the defaults.
