@@ -537,13 +537,8 @@ impl Check<'_> {
 
     /// `value` if nothing was found wrong; else every problem, in file order.
     fn finish<T>(mut self, value: Option<T>) -> Result<T, ConfigErrors> {
-        match value {
-            Some(value) if self.diags.is_empty() => Ok(value),
-            _ => {
-                self.diags.sort_by_key(|d| (d.line, d.col));
-                Err(ConfigErrors(self.diags))
-            }
-        }
+        self.diags.sort_by_key(|d| (d.line, d.col));
+        value.filter(|_| self.diags.is_empty()).ok_or(ConfigErrors(self.diags))
     }
 
     fn location(&self, span: Range<usize>) -> Location {
