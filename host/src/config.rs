@@ -520,19 +520,16 @@ impl Check<'_> {
                 (e.path().to_string().replace(".$__serde_spanned_private_value", ""), e.into_inner())
             }),
         };
-        match raw {
-            Ok(raw) => Some(raw),
-            Err((key, e)) => {
-                let message = unknown_key(e.message())
-                    .or_else(|| wrong_type(e.message()))
-                    .unwrap_or_else(|| e.message().trim().to_string());
-                // An item of a list is named by its list, as the checks below
-                // name it; the position points at the item.
-                let key = key.strip_suffix(']').and_then(|k| k.rsplit_once('[')).map_or(key.as_str(), |(list, _)| list);
-                self.error(e.span().unwrap_or(0..0), key, message);
-                None
-            }
-        }
+        raw.map_err(|(key, e)| {
+            let message = unknown_key(e.message())
+                .or_else(|| wrong_type(e.message()))
+                .unwrap_or_else(|| e.message().trim().to_string());
+            // An item of a list is named by its list, as the checks below
+            // name it; the position points at the item.
+            let key = key.strip_suffix(']').and_then(|k| k.rsplit_once('[')).map_or(key.as_str(), |(list, _)| list);
+            self.error(e.span().unwrap_or(0..0), key, message);
+        })
+        .ok()
     }
 
     /// `value` if nothing was found wrong; else every problem, in file order.
