@@ -296,12 +296,8 @@ impl Default for Config {
 impl Config {
     /// `--config FILE`, else `./opzero.toml` if present, else the defaults.
     pub fn resolve(explicit: Option<&Path>) -> Result<Config, ConfigErrors> {
-        let local = Path::new("opzero.toml");
-        match explicit {
-            Some(path) => Config::load(path),
-            None if local.is_file() => Config::load(local),
-            None => Ok(Config::default()),
-        }
+        let path = explicit.or_else(|| Some(Path::new("opzero.toml")).filter(|p| p.is_file()));
+        path.map_or_else(|| Ok(Config::default()), Config::load)
     }
 
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
@@ -352,11 +348,8 @@ impl Default for HubConfig {
 impl HubConfig {
     /// `--config FILE`, else `default` if present, else the defaults.
     pub fn resolve(explicit: Option<&Path>, default: &Path) -> Result<HubConfig, ConfigErrors> {
-        match explicit {
-            Some(path) => HubConfig::load(path),
-            None if default.is_file() => HubConfig::load(default),
-            None => Ok(HubConfig::default()),
-        }
+        let path = explicit.or_else(|| Some(default).filter(|p| p.is_file()));
+        path.map_or_else(|| Ok(HubConfig::default()), HubConfig::load)
     }
 
     pub fn load(path: &Path) -> Result<HubConfig, ConfigErrors> {
