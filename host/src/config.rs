@@ -361,7 +361,7 @@ impl HubConfig {
         let config = check.read::<RawHub>().map(|raw| {
             let mut c = HubConfig {
                 source: Some(path.to_path_buf()),
-                allowed_hosts: raw.allowed_hosts.iter().filter_map(|s| check.host_name("allowed_hosts", s)).collect(),
+                allowed_hosts: check.parsed("allowed_hosts", &raw.allowed_hosts, host_name, HOST_NAME),
                 ..HubConfig::default()
             };
             check.int("port", &raw.port, 1..=65535, |n| c.port = n);
@@ -495,6 +495,11 @@ struct RawFilter {
     config: At<toml::Table>,
 }
 
+/// What a bad `allowed_hosts` entry is not, and a bad `allowed_outbound_hosts` one.
+const HOST_NAME: &str = "a host name (give name or name:port, with no scheme or path)";
+const OUTBOUND_HOST: &str = "an outbound host (give scheme://host or scheme://host:port, with scheme http or https \
+                             and no path, e.g. \"https://ntfy.sh\")";
+
 /// The one validation pass: what it finds goes to `diags`.
 struct Check<'t> {
     file: PathBuf,
@@ -571,7 +576,7 @@ impl Check<'_> {
             source: Some(path.to_path_buf()),
             discovery_dir: discovery_dir.map(|s| expand_home(&s)),
             instructions: instructions.unwrap_or_else(|| DEFAULT_INSTRUCTIONS.to_string()),
-            allowed_hosts: raw.bridge.allowed_hosts.iter().filter_map(|s| self.host_name("bridge.allowed_hosts", s)).collect(),
+            allowed_hosts: self.parsed("bridge.allowed_hosts", &raw.bridge.allowed_hosts, host_name, HOST_NAME),
             send_from: raw.files.send_from.into_iter().filter_map(|s| self.send_from(s, base_dir)).collect(),
             filters: self.filters(raw.filter, base_dir),
             ..Config::default()
@@ -617,13 +622,17 @@ impl Check<'_> {
         self.non_empty("host.instructions", s)
     }
 
-    fn host_name(&mut self, key: &str, s: &Spanned<String>) -> Option<Authority> {
-        let host = host_name(s.get_ref());
-        if host.is_none() {
-            let message = format!("{:?} is not a host name (give name or name:port, with no scheme or path)", s.get_ref());
-            self.error(s.span(), key, message);
+    /// Each string of `list` as `parse` reads it; an error at each it cannot
+    /// read, saying it is not `what`.
+    fn parsed<T>(&mut self, key: &str, list: &[Spanned<String>], parse: fn(&str) -> Option<T>, what: &str) -> Vec<T> {
+        let mut parsed = Vec::new();
+        for s in list {
+            match parse(s.get_ref()) {
+                Some(value) => parsed.push(value),
+                None => self.error(s.span(), key, format!("{:?} is not {what}", s.get_ref())),
+            }
         }
-        host
+        parsed
     }
 
     /// `[files] send_from`: each an existing directory, absolute, `~/`, or
@@ -697,8 +706,8 @@ impl Check<'_> {
             }
             _ => OnError::Closed,
         };
-        let allowed_outbound_hosts: Vec<OutboundHost> =
-            f.allowed_outbound_hosts.iter().filter_map(|s| self.outbound_host(&key("allowed_outbound_hosts"), s)).collect();
+        let allowed_outbound_hosts =
+            self.parsed(&key("allowed_outbound_hosts"), &f.allowed_outbound_hosts, OutboundHost::parse, OUTBOUND_HOST);
         let config_at = f.config.as_ref().map_or(at.clone(), |c| self.location(c.span()));
         if self.diags.len() != errors_before {
             return None;
@@ -718,18 +727,6 @@ impl Check<'_> {
             hooks_at,
             config_at,
         })
-    }
-
-    fn outbound_host(&mut self, key: &str, s: &Spanned<String>) -> Option<OutboundHost> {
-        let host = OutboundHost::parse(s.get_ref());
-        if host.is_none() {
-            let message = format!(
-                "{:?} is not an outbound host (give scheme://host or scheme://host:port, with scheme http or https and no path, e.g. \"https://ntfy.sh\")",
-                s.get_ref()
-            );
-            self.error(s.span(), key, message);
-        }
-        host
     }
 
     fn hooks(&mut self, key: &str, list: Spanned<Vec<Spanned<String>>>) -> Hooks {
