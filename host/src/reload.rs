@@ -154,9 +154,7 @@ impl Reloader {
         let named = self.file.iter().chain(filters.iter().map(|f| &f.path));
         let mut targets = HashSet::new();
         for path in named.filter_map(|p| std::path::absolute(p).ok()) {
-            if let Ok(real) = std::fs::canonicalize(&path) {
-                targets.insert(real);
-            }
+            targets.extend(std::fs::canonicalize(&path).ok());
             targets.insert(path);
         }
         let dirs: HashSet<PathBuf> = targets.iter().filter_map(|t| t.parent().map(Path::to_path_buf)).collect();
