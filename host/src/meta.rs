@@ -2,7 +2,7 @@
 //! accepts, one text value each, scrubbed so it cannot break out of the
 //! `<channel k="v">` tag Claude sees.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
@@ -14,10 +14,10 @@ pub type Meta = BTreeMap<String, String>;
 /// repeated key keeps its last value. Returns the dropped keys, sorted.
 pub fn clean(entries: impl IntoIterator<Item = (String, Value)>) -> (Meta, Vec<String>) {
     let mut meta = Meta::new();
-    let mut dropped = Vec::new();
+    let mut dropped = BTreeSet::new();
     for (key, value) in entries {
         if !valid_key(&key) {
-            dropped.push(key);
+            dropped.insert(key);
             continue;
         }
         let text = match value {
@@ -27,9 +27,7 @@ pub fn clean(entries: impl IntoIterator<Item = (String, Value)>) -> (Meta, Vec<S
         };
         meta.insert(key, scrub(&text));
     }
-    dropped.sort();
-    dropped.dedup();
-    (meta, dropped)
+    (meta, dropped.into_iter().collect())
 }
 
 /// Meta keys Claude Code keeps: CONTRACT.md's `^[A-Za-z0-9_]+$`, and not
