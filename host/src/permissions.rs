@@ -114,8 +114,7 @@ impl Permissions {
 
     /// Pending prompts, oldest first.
     pub fn list(&self) -> Vec<Pending> {
-        let inner = self.inner.lock().unwrap();
-        let mut v: Vec<Pending> = inner.pending.values().cloned().collect();
+        let mut v: Vec<Pending> = self.inner.lock().unwrap().pending.values().cloned().collect();
         v.sort_by_key(|p| p.arrived);
         v
     }
