@@ -156,12 +156,10 @@ pub fn parse_text_verdict(content: &str) -> Option<(Behavior, String)> {
         return None; // "no abcde", "yes abcde"
     }
     let (word, id) = content.split_once(' ')?;
-    let behavior = if word.eq_ignore_ascii_case("yes") {
-        Behavior::Allow
-    } else if word.eq_ignore_ascii_case("no") {
-        Behavior::Deny
-    } else {
-        return None;
+    let behavior = match word.to_ascii_lowercase().as_str() {
+        "yes" => Behavior::Allow,
+        "no" => Behavior::Deny,
+        _ => return None,
     };
     let id = id.to_ascii_lowercase();
     is_request_id(&id).then_some((behavior, id))
