@@ -545,8 +545,7 @@ impl Check<'_> {
     }
 
     fn error(&mut self, span: Range<usize>, key: &str, message: impl Into<String>) {
-        let d = self.location(span).diagnostic(key, message);
-        self.diags.push(d);
+        self.diags.push(self.location(span).diagnostic(key, message));
     }
 
     /// A number that is given goes to `set` if it is in `range`; an error
