@@ -188,10 +188,7 @@ impl Slot {
         if let Some(message) = panic_message(stderr) {
             return FilterError::Panicked { filter, message };
         }
-        let message = match trap {
-            Some(trap) => trap.to_string(),
-            None => error.root_cause().to_string(),
-        };
+        let message = trap.map_or_else(|| error.root_cause().to_string(), |trap| trap.to_string());
         FilterError::Trapped { filter, message }
     }
 }
@@ -200,10 +197,7 @@ impl Slot {
 /// (a sleep, say), where the epoch callback never runs: as a timeout trap.
 /// The instance is then unusable, and is replaced like after any trap.
 async fn within<T>(deadline: Instant, call: impl Future<Output = wasmtime::Result<T>>) -> wasmtime::Result<T> {
-    match tokio::time::timeout_at(deadline.into(), call).await {
-        Ok(result) => result,
-        Err(_) => Err(Trap::Interrupt.into()),
-    }
+    tokio::time::timeout_at(deadline.into(), call).await.unwrap_or_else(|_| Err(Trap::Interrupt.into()))
 }
 
 /// Gives the next call `timeout_ms`, counted from now.
