@@ -55,14 +55,8 @@ impl Version {
     /// component with both is run as 0.2.0).
     pub fn of(component: &Component) -> Option<Version> {
         let ty = component.component_type();
-        let engine = component.engine();
-        if ty.get_export(engine, v0_2::EXPORT).is_some() {
-            Some(Version::V0_2)
-        } else if ty.get_export(engine, v0_1::EXPORT).is_some() {
-            Some(Version::V0_1)
-        } else {
-            None
-        }
+        let has = |export| ty.get_export(component.engine(), export).is_some();
+        has(v0_2::EXPORT).then_some(Version::V0_2).or_else(|| has(v0_1::EXPORT).then_some(Version::V0_1))
     }
 
     pub fn package(self) -> &'static str {
