@@ -187,8 +187,7 @@ impl FilterChain {
 
     /// Runs `input` through the filters of its hook, in file order. The
     /// first that decides, or fails with `on_error = "closed"`, ends it.
-    async fn run<H: Hook>(&self, input: H) -> H::Verdict {
-        let mut input = input;
+    async fn run<H: Hook>(&self, mut input: H) -> H::Verdict {
         // A plain loop: an iterator adapter's closure held across the await
         // would make the future not provably Send.
         for slot in &self.slots {
