@@ -55,8 +55,7 @@ pub(super) fn too_large(limits: &Limits, inject: bool) -> ApiError {
 /// Why reading a body failed, as the JSON answer that says so: tower-http's
 /// size or time limit, or the client's own doing.
 pub(super) fn unreadable(limits: &Limits, inject: bool, e: &(dyn std::error::Error + 'static)) -> ApiError {
-    let mut source = Some(e);
-    while let Some(s) = source {
+    for s in std::iter::successors(Some(e), |s| s.source()) {
         if s.is::<http_body_util::LengthLimitError>() {
             return too_large(limits, inject);
         }
@@ -64,7 +63,6 @@ pub(super) fn unreadable(limits: &Limits, inject: bool, e: &(dyn std::error::Err
             let ms = limits.read_timeout.as_millis();
             return error(StatusCode::REQUEST_TIMEOUT, format!("the request body did not arrive within {ms} ms"));
         }
-        source = s.source();
     }
     error(StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}"))
 }
