@@ -137,11 +137,10 @@ impl Transport<RoleServer> for Stdio {
     }
 
     async fn close(&mut self) -> Result<(), Self::Error> {
-        let mut lines = self.out.lines.lock().await;
-        match lines.take() {
-            Some(mut lines) => Ok(lines.close().await?),
-            None => Ok(()),
+        if let Some(mut lines) = self.out.lines.lock().await.take() {
+            lines.close().await?;
         }
+        Ok(())
     }
 }
 
@@ -186,12 +185,10 @@ async fn skip_line(reader: &mut BufReader<Reader>) -> std::io::Result<()> {
         if buf.is_empty() {
             return Ok(());
         }
-        let (take, done) = match buf.iter().position(|b| *b == b'\n') {
-            Some(i) => (i + 1, true),
-            None => (buf.len(), false),
-        };
+        let newline = buf.iter().position(|b| *b == b'\n');
+        let take = newline.map_or(buf.len(), |i| i + 1);
         reader.consume(take);
-        if done {
+        if newline.is_some() {
             return Ok(());
         }
     }
