@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use rmcp::handler::server::{router::tool::ToolRouter, wrapper::Parameters};
 use rmcp::model::{
-    CallToolResult, ContentBlock, CustomNotification, Implementation, JsonObject, ListToolsResult,
-    PaginatedRequestParams, ProtocolVersion, ServerCapabilities, ServerConfig, ToolsCapability,
+    CallToolResult, ContentBlock, CustomNotification, ExperimentalCapabilities, Implementation, JsonObject,
+    ListToolsResult, PaginatedRequestParams, ProtocolVersion, ServerCapabilities, ServerConfig,
 };
 use rmcp::schemars::{self, generate::SchemaSettings, json_schema, JsonSchema, Schema, SchemaGenerator};
 use rmcp::service::{NotificationContext, RequestContext};
@@ -84,10 +84,7 @@ fn input_schema<T: JsonSchema>() -> Arc<JsonObject> {
     settings.meta_schema = None;
     let mut schema = settings.into_generator().into_root_schema_for::<T>();
     schema.remove("title");
-    match schema.to_value() {
-        Value::Object(object) => Arc::new(object),
-        _ => unreachable!("a struct's schema is an object"),
-    }
+    Arc::new(schema.as_object().expect("a struct's schema is an object").clone())
 }
 
 /// `u64`'s schema would add a format and a minimum.
@@ -198,14 +195,11 @@ impl Channel {
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for Channel {
     fn get_info(&self) -> ServerConfig {
-        let mut caps = ServerCapabilities::default();
-        caps.tools = Some(ToolsCapability::default());
-        let mut experimental = std::collections::BTreeMap::new();
-        experimental.insert("claude/channel".to_string(), Map::new());
+        let mut experimental = ExperimentalCapabilities::from([("claude/channel".to_string(), Map::new())]);
         if self.core.config.permissions.relay {
             experimental.insert("claude/channel/permission".to_string(), Map::new());
         }
-        caps.experimental = Some(experimental);
+        let caps = ServerCapabilities::builder().enable_experimental_with(experimental).enable_tools().build();
         ServerConfig::new(caps)
             .with_protocol_version(MAX_PROTOCOL)
             .with_server_info(Implementation::new(SERVER_NAME, env!("CARGO_PKG_VERSION")))
