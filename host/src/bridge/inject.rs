@@ -222,10 +222,8 @@ async fn waited(mut receipts: watch::Receiver<Latest>, wait: Delivery, mut body:
         Latest::Got(r) => r.state == Delivery::Undelivered || r.state == Delivery::Seen || r.state == wait,
         Latest::Unknown(_) => true,
     };
-    let latest = match receipts.wait_for(done).await {
-        Ok(latest) => latest.clone(),
-        Err(_) => Latest::Unknown("the host no longer remembers this message".into()),
-    };
+    let latest = receipts.wait_for(done).await.map(|latest| latest.clone());
+    let latest = latest.unwrap_or_else(|_| Latest::Unknown("the host no longer remembers this message".into()));
     match latest {
         Latest::Got(r) if r.state == Delivery::Undelivered => {
             let why = r.reason.unwrap_or_default();
