@@ -39,8 +39,7 @@ pub(super) async fn events(
     let since = headers
         .get("last-event-id")
         .map(|v| v.to_str().unwrap_or("x").trim().to_string())
-        .or(since_param);
-    let since = since
+        .or(since_param)
         .as_deref()
         .map(str::parse::<u64>)
         .transpose()
