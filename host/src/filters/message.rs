@@ -234,10 +234,6 @@ impl SessionSource {
         SessionSource(std::sync::Arc::new(read))
     }
 
-    pub fn fixed(session: Session) -> SessionSource {
-        SessionSource::new(move || session.clone())
-    }
-
     pub fn get(&self) -> Session {
         (self.0)()
     }
@@ -245,6 +241,7 @@ impl SessionSource {
 
 impl Default for SessionSource {
     fn default() -> SessionSource {
-        SessionSource::fixed(Session::here())
+        let session = Session::here();
+        SessionSource::new(move || session.clone())
     }
 }
