@@ -64,7 +64,6 @@ fn json_files(files: Value) -> Result<Vec<Upload>, String> {
     #[derive(serde::Deserialize)]
     struct FileBody {
         name: String,
-        #[serde(default)]
         mime: Option<String>,
         data: String,
     }

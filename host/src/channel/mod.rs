@@ -71,7 +71,6 @@ struct EditArgs {
     #[schemars(with = "String")]
     text: Option<String>,
     /// Not in the schema: said only to be refused, not silently dropped.
-    #[serde(default)]
     #[schemars(skip)]
     files: Option<Value>,
 }
