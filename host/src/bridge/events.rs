@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
+use futures_util::StreamExt;
 use serde_json::json;
 use tokio::sync::Notify;
 
@@ -64,7 +65,6 @@ pub(super) async fn events(
         };
         Some((Ok(event), Some(sub)))
     });
-    use futures_util::StreamExt;
     Ok(with_pings(connected.chain(stream)))
 }
 
@@ -76,7 +76,6 @@ pub(crate) fn with_pings<S>(events: S) -> Response
 where
     S: futures_util::Stream<Item = Result<Event, Infallible>> + Send + 'static,
 {
-    use futures_util::StreamExt;
     let ticks = match tokio_timerfd::Interval::new_interval(PING_EVERY) {
         Ok(ticks) => ticks,
         Err(e) => {
