@@ -134,7 +134,6 @@ impl Slot {
     /// After a failure the instance is replaced at once, so the next call
     /// finds a fresh, configured one.
     pub(super) async fn call<H: Hook>(&self, input: &H) -> Result<H::Answer, FilterError> {
-        let rt = self.rt;
         let mut live = self.live.lock().await;
         if live.is_none() {
             *live = Some(self.instantiate().await?);
@@ -143,7 +142,7 @@ impl Slot {
         arm(&mut current.store, self.timeout_ms);
         let deadline = current.store.data().deadline;
         let result = {
-            let _ticking = rt.ticker.enter();
+            let _ticking = self.rt.ticker.enter();
             let call = input.call(&current.filter, &mut current.store);
             within(deadline, call).await
         };
