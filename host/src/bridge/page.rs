@@ -81,14 +81,12 @@ pub(crate) async fn login(State(door): State<Arc<Door>>, method: Method, headers
         return Err(error(StatusCode::BAD_REQUEST, "code required"));
     };
     let token = door.sign_in.redeem(&code).map_err(|why| error(StatusCode::FORBIDDEN, format!("{why}; {}", door.sign_in_again())))?;
-    let mut body = json!({ "ok": true });
+    let mut body = json!({ "ok": true, "token": token, "expires_in": door.sign_in.lifetime().as_secs() });
     // A host's page learns its session; the hub's, that it is the hub.
     match &door.session_id {
         Some(id) => body["sessionId"] = json!(id),
         None => body["hub"] = json!(true),
     }
-    body["token"] = json!(token);
-    body["expires_in"] = json!(door.sign_in.lifetime().as_secs());
     Ok(Json(body).into_response())
 }
 
