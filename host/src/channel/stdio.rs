@@ -33,13 +33,11 @@ pub(super) type Writer = Box<dyn AsyncWrite + Send + Unpin>;
 /// transport, anything else through tokio's blocking stdio.
 pub(super) fn stdio() -> (Reader, Writer) {
     let socket = |fd: std::os::fd::BorrowedFd<'_>| -> Option<tokio::net::UnixStream> {
-        let fd = fd.try_clone_to_owned().ok()?;
-        let file = std::fs::File::from(fd);
-        use std::os::unix::fs::FileTypeExt;
-        if !file.metadata().ok()?.file_type().is_socket() {
+        let mode = rustix::fs::fstat(fd).ok()?.st_mode;
+        if rustix::fs::FileType::from_raw_mode(mode) != rustix::fs::FileType::Socket {
             return None;
         }
-        let stream = std::os::unix::net::UnixStream::from(std::os::fd::OwnedFd::from(file));
+        let stream = std::os::unix::net::UnixStream::from(fd.try_clone_to_owned().ok()?);
         stream.set_nonblocking(true).ok()?;
         tokio::net::UnixStream::from_std(stream).ok()
     };
