@@ -11,7 +11,7 @@ use wasmtime::Store;
 use wasmtime::component::{Component, InstancePre};
 
 use super::message::{
-    ClaudeState, Delivery, Event, Message, Outcome, PermissionStep, Reply, Step,
+    ClaudeState, Delivery, Event, FileInfo, Message, Outcome, PermissionStep, Reply, Step,
 };
 use crate::permissions::Request;
 
@@ -106,33 +106,28 @@ impl Filter {
 
     /// A 0.1.0 filter sees no files; either way the files stay as they came.
     pub async fn on_inject<T: Send>(&self, store: &mut Store<T>, message: &Message) -> wasmtime::Result<Step<Message>> {
+        let (content, meta) = (message.content.clone(), message.meta.clone());
         let files = || message.files.clone();
+        macro_rules! call {
+            ($f:expr, $w:ident, $m:expr) => {
+                match $f.opzero_filter_filter().call_on_inject(store, &$m).await? {
+                    $w::InjectVerdict::Pass(m) => {
+                        Step::Pass(Message { content: m.content, meta: m.meta, files: files() })
+                    }
+                    $w::InjectVerdict::Drop(reason) => Step::Drop(reason),
+                    $w::InjectVerdict::Reject(reason) => Step::Reject(reason),
+                }
+            };
+        }
         Ok(match self {
             Filter::V0_1(f) => {
                 use v0_1::exports::opzero::filter::filter as w;
-                let m = w::Message { content: message.content.clone(), meta: message.meta.clone() };
-                match f.opzero_filter_filter().call_on_inject(store, &m).await? {
-                    w::InjectVerdict::Pass(m) => Step::Pass(Message { content: m.content, meta: m.meta, files: files() }),
-                    w::InjectVerdict::Drop(reason) => Step::Drop(reason),
-                    w::InjectVerdict::Reject(reason) => Step::Reject(reason),
-                }
+                call!(f, w, w::Message { content, meta })
             }
             Filter::V0_2(f) => {
                 use v0_2::exports::opzero::filter::filter as w;
-                let m = w::Message {
-                    content: message.content.clone(),
-                    meta: message.meta.clone(),
-                    files: message
-                        .files
-                        .iter()
-                        .map(|f| w::FileInfo { name: f.name.clone(), mime: f.mime.clone(), size: f.size })
-                        .collect(),
-                };
-                match f.opzero_filter_filter().call_on_inject(store, &m).await? {
-                    w::InjectVerdict::Pass(m) => Step::Pass(Message { content: m.content, meta: m.meta, files: files() }),
-                    w::InjectVerdict::Drop(reason) => Step::Drop(reason),
-                    w::InjectVerdict::Reject(reason) => Step::Reject(reason),
-                }
+                let info = |i: &FileInfo| w::FileInfo { name: i.name.clone(), mime: i.mime.clone(), size: i.size };
+                call!(f, w, w::Message { content, meta, files: message.files.iter().map(info).collect() })
             }
         })
     }
