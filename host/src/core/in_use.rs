@@ -19,24 +19,15 @@ pub(super) struct InUse {
 
 impl InUse {
     pub(super) fn new(chain: FilterChain, specs: &[FilterSpec]) -> InUse {
-        InUse { chain: Arc::new(chain), hooks: hooks_of(specs) }
+        let mut hooks = Hooks::default();
+        for f in specs {
+            hooks.inject |= f.hooks.inject;
+            hooks.reply |= f.hooks.reply;
+            hooks.permission |= f.hooks.permission;
+            hooks.event |= f.hooks.event;
+        }
+        InUse { chain: Arc::new(chain), hooks }
     }
-
-    /// Before the chain is loaded: work for its hooks waits in the queues.
-    pub(super) fn pending(specs: &[FilterSpec]) -> InUse {
-        InUse { chain: Arc::new(FilterChain::default()), hooks: hooks_of(specs) }
-    }
-}
-
-fn hooks_of(specs: &[FilterSpec]) -> Hooks {
-    let mut hooks = Hooks::default();
-    for f in specs {
-        hooks.inject |= f.hooks.inject;
-        hooks.reply |= f.hooks.reply;
-        hooks.permission |= f.hooks.permission;
-        hooks.event |= f.hooks.event;
-    }
-    hooks
 }
 
 /// The config's state, as `GET /status` shows it under `config`.

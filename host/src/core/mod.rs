@@ -188,7 +188,7 @@ impl Core {
             files: Arc::new(files),
             claude: tokio::sync::watch::Sender::new(None),
             mirror,
-            in_use: RwLock::new(InUse::pending(&config.filters)),
+            in_use: RwLock::new(InUse::new(filters::FilterChain::default(), &config.filters)),
             config_status: Mutex::new(ConfigStatus::new(config.source.as_deref())),
             config,
             permissions: Permissions::default(),
