@@ -111,8 +111,7 @@ pub enum Says {
 
 impl Line {
     pub fn says(self) -> Says {
-        let kind = self.kind.0.unwrap_or_default();
-        match kind.as_str() {
+        match self.kind.0.as_deref().unwrap_or_default() {
             "queue-operation" if self.operation.0.as_deref() == Some("enqueue") => match self.content.0 {
                 Some(content) => Says::Enqueued(content),
                 None => Says::Unexpected("an enqueue line without its content"),
@@ -181,21 +180,11 @@ trait Shape: Sized {
     /// A map, read through (only structs whose fields are all lenient, so
     /// it never fails half-way).
     fn from_map<'de, A: MapAccess<'de>>(map: A) -> Result<Option<Self>, A::Error> {
-        skip_map(map).map(|()| None)
+        IgnoredAny.visit_map(map).map(|_| None)
     }
     fn from_seq<'de, A: SeqAccess<'de>>(seq: A) -> Result<Option<Self>, A::Error> {
-        skip_seq(seq).map(|()| None)
+        IgnoredAny.visit_seq(seq).map(|_| None)
     }
-}
-
-fn skip_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<(), A::Error> {
-    while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-    Ok(())
-}
-
-fn skip_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
-    while seq.next_element::<IgnoredAny>()?.is_some() {}
-    Ok(())
 }
 
 impl Shape for String {
