@@ -28,12 +28,9 @@ impl Follower {
     /// before is not taken for news; a file that does not exist yet is read
     /// from its start once it does.
     pub fn new(path: PathBuf) -> Follower {
-        let mut follower = Follower { path, file: None, offset: 0 };
-        if let Ok(file) = File::open(&follower.path) {
-            follower.offset = file.metadata().map_or(0, |m| m.len());
-            follower.file = Some(file);
-        }
-        follower
+        let file = File::open(&path).ok();
+        let offset = file.as_ref().and_then(|f| f.metadata().ok()).map_or(0, |m| m.len());
+        Follower { path, file, offset }
     }
 
     pub fn exists(&self) -> bool {
