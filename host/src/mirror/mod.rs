@@ -359,13 +359,8 @@ impl Task {
     }
 
     fn unavailable(&self) -> Option<String> {
-        if let Some(why) = self.broken.as_ref().or(self.trouble.as_ref()) {
-            return Some(why.clone());
-        }
-        match &self.follower {
-            None => Some(NO_SESSION_FILE.into()),
-            Some(_) => None,
-        }
+        let why = self.broken.as_ref().or(self.trouble.as_ref()).cloned();
+        why.or_else(|| self.follower.is_none().then(|| NO_SESSION_FILE.into()))
     }
 
     fn report(&mut self) {
