@@ -447,11 +447,7 @@ impl Task {
     }
 
     fn ours(&self, tag: &str) -> bool {
-        match (Self::source_of(tag), &self.source) {
-            (Some(s), Some(ours)) => s == ours,
-            (Some(_), None) => true,
-            (None, _) => false,
-        }
+        Self::source_of(tag).is_some_and(|s| self.source.as_deref().is_none_or(|ours| s == ours))
     }
 
     fn enqueued(&mut self, tag: String) {
