@@ -497,11 +497,9 @@ impl Task {
 
     /// The tool names Claude Code gives this channel's tools.
     fn is_our_answer(&self, tool: &ToolUse) -> bool {
-        let prefix = match &self.source {
-            Some(source) => format!("mcp__{}__", source.replace(|c: char| !c.is_ascii_alphanumeric() && c != '_' && c != '-', "_")),
-            None => return false,
-        };
-        tool.name.strip_prefix(&prefix).is_some_and(|t| t == "reply" || t == "edit_message")
+        let Some(source) = &self.source else { return false };
+        let name = source.replace(|c: char| !c.is_ascii_alphanumeric() && c != '_' && c != '-', "_");
+        tool.name.strip_prefix(&format!("mcp__{name}__")).is_some_and(|t| t == "reply" || t == "edit_message")
     }
 
     fn tool_use(&mut self, tool: ToolUse) {
