@@ -524,10 +524,7 @@ impl Task {
         let Some(text) = turn.last_text else { return };
         // One per chat left without an answer, under its latest message.
         let mut chats: Vec<(String, String)> = Vec::new();
-        for (chat, id) in turn.phone {
-            if turn.answered.contains(&chat) {
-                continue;
-            }
+        for (chat, id) in turn.phone.into_iter().filter(|(chat, _)| !turn.answered.contains(chat)) {
             chats.retain(|(c, _)| *c != chat);
             chats.push((chat, id));
         }
