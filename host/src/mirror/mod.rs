@@ -231,12 +231,6 @@ impl Shared {
             }
         }
     }
-
-    fn receipt(&self, receipt: &Receipt) {
-        if let Some(tx) = self.latest.lock().unwrap().by_id.get(&receipt.message_id) {
-            tx.send_replace(Latest::Got(receipt.clone()));
-        }
-    }
 }
 
 /// Written to Claude Code, no enqueue line yet.
@@ -405,16 +399,17 @@ impl Task {
         }
     }
 
-    fn publish(&self, observed: Observed) {
-        if let Observed::Receipt(r) = &observed {
-            self.shared.receipt(r);
+    /// A message's receipt, for `?wait` and the core, if receipts are on.
+    fn receipt(&self, message_id: &str, chat_id: &str, state: Delivery, reason: Option<String>) {
+        if !self.config.receipts {
+            return;
         }
-        let _ = self.out.send(observed);
-    }
-
-    fn receipt(&self, message_id: &str, chat_id: &str, state: Delivery) {
         let (message_id, chat_id) = (message_id.to_string(), chat_id.to_string());
-        self.publish(Observed::Receipt(Receipt { message_id, chat_id, state, reason: None }));
+        let receipt = Receipt { message_id, chat_id, state, reason };
+        if let Some(tx) = self.shared.latest.lock().unwrap().by_id.get(&receipt.message_id) {
+            tx.send_replace(Latest::Got(receipt.clone()));
+        }
+        let _ = self.out.send(Observed::Receipt(receipt));
     }
 
     fn line(&mut self, says: Says) {
@@ -464,9 +459,7 @@ impl Task {
         let p = pending.remove(i).expect("found above");
         drop(pending);
         self.source = Self::source_of(&tag).map(str::to_string);
-        if self.config.receipts {
-            self.receipt(&p.message_id, &p.chat_id, Delivery::Queued);
-        }
+        self.receipt(&p.message_id, &p.chat_id, Delivery::Queued, None);
         self.queued.push_back(Queued { message_id: p.message_id, chat_id: p.chat_id, tag });
         if self.queued.len() > REMEMBERED {
             self.queued.pop_front();
@@ -488,9 +481,7 @@ impl Task {
         let mut taken: Vec<Queued> = seen.into_iter().rev().filter_map(|i| self.queued.remove(i)).collect();
         taken.reverse();
         for q in taken {
-            if self.config.receipts {
-                self.receipt(&q.message_id, &q.chat_id, Delivery::Seen);
-            }
+            self.receipt(&q.message_id, &q.chat_id, Delivery::Seen, None);
             self.turn.phone.push((q.chat_id, q.message_id));
         }
     }
@@ -512,7 +503,7 @@ impl Task {
         if self.config.activity {
             let chat_id = self.turn.phone.last().map(|(chat, _)| chat.clone());
             let summary = summary(&tool);
-            self.publish(Observed::Activity { chat_id, tool: tool.name, summary });
+            let _ = self.out.send(Observed::Activity { chat_id, tool: tool.name, summary });
         }
     }
 
@@ -529,7 +520,7 @@ impl Task {
             chats.push((chat, id));
         }
         for (chat_id, message_id) in chats {
-            self.publish(Observed::Unanswered { chat_id, message_id, text: text.clone() });
+            let _ = self.out.send(Observed::Unanswered { chat_id, message_id, text: text.clone() });
         }
     }
 
@@ -546,10 +537,7 @@ impl Task {
             let p = pending.pop_front().expect("looked at above");
             drop(pending);
             let reason = undelivered_reason(self.config.grace, self.follower.as_ref().is_some_and(Follower::exists));
-            if self.config.receipts {
-                let (message_id, chat_id) = (p.message_id, p.chat_id);
-                self.publish(Observed::Receipt(Receipt { message_id, chat_id, state: Delivery::Undelivered, reason: Some(reason) }));
-            }
+            self.receipt(&p.message_id, &p.chat_id, Delivery::Undelivered, Some(reason));
         }
     }
 }
