@@ -370,17 +370,14 @@ impl Task {
     /// Reads what is new in the transcript, watching it first if need be.
     fn read(&mut self) {
         let Some(follower) = &mut self.follower else { return };
-        if self.watch.is_none() {
-            let tx = self.tx.clone();
-            match Watch::new(&follower.path, move || drop(tx.send(Input::Changed))) {
-                Ok(w) => self.watch = Some(w),
-                Err(e) => {
-                    self.trouble = Some(format!("cannot watch for {}: {e}", follower.path.display()));
-                    return;
-                }
+        let watch = match &mut self.watch {
+            Some(w) => Ok(w),
+            None => {
+                let tx = self.tx.clone();
+                Watch::new(&follower.path, move || drop(tx.send(Input::Changed))).map(|w| self.watch.insert(w))
             }
-        }
-        if let Some(Err(e)) = self.watch.as_mut().map(|w| w.closest(&follower.path)) {
+        };
+        if let Err(e) = watch.and_then(|w| w.closest(&follower.path)) {
             self.trouble = Some(format!("cannot watch for {}: {e}", follower.path.display()));
             return;
         }
