@@ -94,6 +94,7 @@ pub struct Mirror {
     tx: mpsc::UnboundedSender<Input>,
 }
 
+#[derive(Default)]
 struct Shared {
     /// Messages written to Claude Code with no enqueue line yet, oldest
     /// first. Kept here, not sent to the task: a line read at any moment
@@ -126,11 +127,7 @@ impl Mirror {
     pub fn start(config: MirrorConfig, out: mpsc::UnboundedSender<Observed>) -> Mirror {
         let (tx, rx) = mpsc::unbounded_channel();
         let why = if config.follows() { NO_SESSION_FILE } else { "turned off in [mirror]" };
-        let shared = Arc::new(Shared {
-            pending: Mutex::default(),
-            unavailable: Mutex::new(Some(why.to_string())),
-            latest: Mutex::default(),
-        });
+        let shared = Arc::new(Shared { unavailable: Mutex::new(Some(why.to_string())), ..Shared::default() });
         if config.follows() {
             let task = Task::new(config.clone(), shared.clone(), out, tx.clone());
             tokio::spawn(task.run(rx));
