@@ -472,9 +472,8 @@ impl Task {
                 seen.push(i);
             }
         }
-        let mut taken: Vec<Queued> = seen.into_iter().rev().filter_map(|i| self.queued.remove(i)).collect();
-        taken.reverse();
-        for q in taken {
+        let taken: Vec<Queued> = seen.into_iter().rev().filter_map(|i| self.queued.remove(i)).collect();
+        for q in taken.into_iter().rev() {
             self.receipt(&q.message_id, &q.chat_id, Delivery::Seen, None);
             self.turn.phone.push((q.chat_id, q.message_id));
         }
