@@ -58,8 +58,8 @@ pub struct EventLog {
     state: Mutex<State>,
     /// The id of the newest event (0 before the first).
     head: watch::Sender<u64>,
-    /// The highest id a subscriber has taken, for whoever watches what is
-    /// unread (`GET /watch`); the state's `taken` is the same number.
+    /// The highest id any subscriber's stream has taken, for whoever
+    /// watches what is unread (`GET /watch`). Set under the state's lock.
     taken: watch::Sender<u64>,
     lag_limit: u64,
     /// Every event, as published, for the taps.
@@ -69,8 +69,6 @@ pub struct EventLog {
 struct State {
     buffer: VecDeque<Arc<Event>>,
     capacity: usize,
-    /// Highest id any subscriber's stream has taken.
-    taken: u64,
     /// Open subscriptions, by a key of their own.
     readers: HashMap<u64, Arc<Reader>>,
     next_reader: u64,
@@ -99,7 +97,6 @@ impl EventLog {
             state: Mutex::new(State {
                 buffer: VecDeque::with_capacity(capacity.min(1024)),
                 capacity: capacity.max(1),
-                taken: 0,
                 readers: HashMap::new(),
                 next_reader: 0,
             }),
@@ -139,7 +136,8 @@ impl EventLog {
     /// Replies still in the buffer that no subscriber has taken.
     pub fn unread(&self) -> usize {
         let st = self.state.lock().unwrap();
-        st.buffer.iter().rev().take_while(|e| e.id > st.taken).filter(|e| e.unread).count()
+        let taken = *self.taken.borrow();
+        st.buffer.iter().rev().take_while(|e| e.id > taken).filter(|e| e.unread).count()
     }
 
     /// Changes whenever an event is published or taken: when
@@ -166,7 +164,7 @@ impl EventLog {
     pub fn subscribe(self: &Arc<Self>, since: Option<u64>, cut_off: Option<Arc<Notify>>) -> Subscription {
         let mut st = self.state.lock().unwrap();
         let head = *self.head.borrow();
-        let cursor = since.unwrap_or(st.taken).min(head);
+        let cursor = since.unwrap_or(*self.taken.borrow()).min(head);
         let reader = Arc::new(Reader {
             cursor: AtomicU64::new(cursor),
             live_from: head,
@@ -214,7 +212,7 @@ impl Subscription {
     }
 
     fn try_next(&mut self) -> Result<Option<Item>, Closed> {
-        let mut st = self.log.state.lock().unwrap();
+        let st = self.log.state.lock().unwrap();
         let head = *self.rx.borrow_and_update();
         let r = &self.reader;
         let behind = r.behind(head);
@@ -238,8 +236,7 @@ impl Subscription {
         let idx = (cursor + 1 - oldest) as usize;
         let event = st.buffer[idx].clone();
         r.cursor.store(event.id, Ordering::SeqCst);
-        if event.id > st.taken {
-            st.taken = event.id;
+        if event.id > *self.log.taken.borrow() {
             self.log.taken.send_replace(event.id);
         }
         Ok(Some(Item::Event(event)))
