@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use bytes::Bytes;
+use rustix::io::Errno;
 use serde::Serialize;
 
 use crate::config::Limits;
@@ -352,11 +353,11 @@ impl Reach {
         let file = roots.iter().find_map(|(root, rest)| match open_beneath(root, rest) {
             Ok(file) => Some(file),
             Err(e) => {
-                refusals.push(match e.raw_os_error() {
-                    Some(errno::EXDEV) => format!("file {p:?} leads outside {} (by `..` or a symlink), so it is not sent", root.display()),
-                    Some(errno::ELOOP) => format!("file {p:?}: too many symlinks, or a /proc link, on the way"),
-                    Some(errno::ENOSYS) => "sending files needs Linux 5.6 or later (openat2)".to_string(),
-                    _ => format!("file {p:?}: {}", io_reason(&e)),
+                refusals.push(match e {
+                    Errno::XDEV => format!("file {p:?} leads outside {} (by `..` or a symlink), so it is not sent", root.display()),
+                    Errno::LOOP => format!("file {p:?}: too many symlinks, or a /proc link, on the way"),
+                    Errno::NOSYS => "sending files needs Linux 5.6 or later (openat2)".to_string(),
+                    _ => format!("file {p:?}: {}", io_reason(&e.into())),
                 });
                 None
             }
@@ -390,20 +391,13 @@ impl Reach {
     }
 }
 
-/// The errno values `open_beneath`'s refusals are told apart by.
-mod errno {
-    pub const ELOOP: i32 = rustix::io::Errno::LOOP.raw_os_error();
-    pub const EXDEV: i32 = rustix::io::Errno::XDEV.raw_os_error();
-    pub const ENOSYS: i32 = rustix::io::Errno::NOSYS.raw_os_error();
-}
-
 fn state_dir(p: &str, dir: &Path) -> String {
     format!("file {p:?} is in the host's state directory {} (where its secrets are), which is never sent", dir.display())
 }
 
 /// Opens `rest` below `root` for reading: the kernel refuses a `..` or a
 /// symlink that leads out, and a FIFO's open does not wait for a writer.
-fn open_beneath(root: &Path, rest: &Path) -> io::Result<rustix::fd::OwnedFd> {
+fn open_beneath(root: &Path, rest: &Path) -> rustix::io::Result<rustix::fd::OwnedFd> {
     use rustix::fs::{Mode, OFlags, ResolveFlags};
     let dir = rustix::fs::open(root, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
     let rest = if rest.as_os_str().is_empty() { Path::new(".") } else { rest };
@@ -413,8 +407,8 @@ fn open_beneath(root: &Path, rest: &Path) -> io::Result<rustix::fd::OwnedFd> {
     let mut tries = 0;
     loop {
         match rustix::fs::openat2(&dir, rest, flags, Mode::empty(), resolve) {
-            Err(rustix::io::Errno::AGAIN) if tries < 8 => tries += 1,
-            result => return Ok(result?),
+            Err(Errno::AGAIN) if tries < 8 => tries += 1,
+            result => return result,
         }
     }
 }
