@@ -262,10 +262,7 @@ impl Files {
 
     /// Makes a sent reply's files available to `GET /files/<id>`.
     pub fn serve(&self, files: &[Outgoing]) {
-        let mut served = self.served.lock().unwrap();
-        for f in files {
-            served.insert(f.id.clone(), f.clone());
-        }
+        self.served.lock().unwrap().extend(files.iter().map(|f| (f.id.clone(), f.clone())));
     }
 
     pub fn get(&self, id: &str) -> Option<Outgoing> {
