@@ -85,8 +85,7 @@ pub fn sanitize(name: &str) -> String {
             c => Some(c),
         })
         .collect();
-    let trimmed = cleaned.trim_start_matches(|c: char| c == '.' || c.is_whitespace());
-    let trimmed = trimmed.trim_end_matches(|c: char| c == '.' || c.is_whitespace());
+    let trimmed = cleaned.trim_matches(|c: char| c == '.' || c.is_whitespace());
     if trimmed.is_empty() {
         return "file".into();
     }
