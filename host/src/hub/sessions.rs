@@ -125,16 +125,13 @@ impl Sessions {
     /// Reads the directory: new sessions are watched, ended ones leave the
     /// list (files of dead processes are deleted, as `sessions` does).
     fn rescan(self: &Arc<Self>) {
-        let live = match discovery::live_sessions(&self.dir) {
-            Ok(live) => live,
-            Err(e) => {
-                tracing::warn!("cannot read {}: {e}", self.dir.display());
-                return;
-            }
+        let Ok(live) = discovery::live_sessions(&self.dir)
+            .inspect_err(|e| tracing::warn!("cannot read {}: {e}", self.dir.display()))
+        else {
+            return;
         };
         let mut entries = self.entries.lock().unwrap();
         let before = entries.len();
-        let mut changed = false;
         entries.retain(|id, entry| {
             let keep = live.iter().any(|r| r.session_id == *id && *r == entry.record);
             if !keep {
@@ -143,7 +140,7 @@ impl Sessions {
             }
             keep
         });
-        changed |= entries.len() != before;
+        let mut changed = entries.len() != before;
         for record in live {
             if entries.contains_key(&record.session_id) {
                 continue;
