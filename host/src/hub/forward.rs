@@ -50,10 +50,8 @@ pub(super) async fn forward(
         return Err(error(StatusCode::NOT_FOUND, format!("no file {file:?} in this session's replies")));
     }
     let record = sessions.record(id).ok_or_else(|| no_session(id))?;
-    let target = match req.uri().query() {
-        Some(query) => format!("http://127.0.0.1:{}/{route}?{query}", record.port),
-        None => format!("http://127.0.0.1:{}/{route}", record.port),
-    };
+    let query = req.uri().query().map_or(String::new(), |query| format!("?{query}"));
+    let target = format!("http://127.0.0.1:{}/{route}{query}", record.port);
     let (parts, body) = req.into_parts();
     let mut upstream = http::Request::builder().method(parts.method).uri(target);
     for name in &FORWARDED {
