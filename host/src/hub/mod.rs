@@ -152,14 +152,15 @@ pub async fn run(config: HubConfig, port: Option<u16>) -> anyhow::Result<()> {
         // wanted, so nothing wakes an idle hub.
         .pool_idle_timeout(Duration::from_secs(60))
         .build_http();
-    let sessions = Sessions::new(home.join("channels"), client.clone());
+    let channels = home.join("channels");
+    let sessions = Sessions::new(channels.clone(), client.clone());
     let _watcher = sessions.follow()?;
     let hub = Hub { door: door.clone(), sessions: sessions.clone(), client };
     let guard = middleware::from_fn_with_state(door, guard);
     let router = router(hub);
     claim.publish(&home, &HubRecord { port, secret, pid: std::process::id() })?;
-    tracing::info!("hub on http://127.0.0.1:{port} for the sessions in {}", sessions.dir().display());
-    eprintln!("opzero-host hub: http://127.0.0.1:{port} (sessions in {}); `opzero-host open` signs a browser in", sessions.dir().display());
+    tracing::info!("hub on http://127.0.0.1:{port} for the sessions in {}", channels.display());
+    eprintln!("opzero-host hub: http://127.0.0.1:{port} (sessions in {}); `opzero-host open` signs a browser in", channels.display());
     let serving = accept(listener, read_timeout, move |_| {
         tower::ServiceBuilder::new()
             .map_request(|req: Request<_>| req.map(Body::new))

@@ -7,7 +7,7 @@
 //! no timer runs, and `/watch` sends no pings.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -198,9 +198,5 @@ impl Sessions {
             }
         }
         Ok(())
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 }
