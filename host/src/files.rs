@@ -310,17 +310,12 @@ impl Reach {
     /// The roots `path` is named under (as named, or by their real path),
     /// with the rest of it.
     fn roots_of<'p>(&self, path: &'p Path) -> Vec<(PathBuf, &'p Path)> {
-        let mut found = Vec::new();
-        for (root, _) in &self.roots {
+        let found = self.roots.iter().filter_map(|(root, _)| {
             let real = fs::canonicalize(root).unwrap_or_else(|_| root.clone());
-            for named in [root, &real] {
-                if let Ok(rest) = path.strip_prefix(named) {
-                    found.push((real.clone(), rest));
-                    break;
-                }
-            }
-        }
-        found
+            let rest = path.strip_prefix(root).or_else(|_| path.strip_prefix(&real)).ok()?;
+            Some((real, rest))
+        });
+        found.collect()
     }
 
     fn describe_roots(&self) -> String {
