@@ -139,7 +139,7 @@ impl Watch {
     /// until no closer one has appeared meanwhile).
     pub fn closest(&mut self, transcript: &Path) -> notify::Result<()> {
         loop {
-            let dir = nearest_dir(transcript);
+            let dir = transcript.ancestors().skip(1).find(|d| d.is_dir()).unwrap_or(Path::new("/")).to_path_buf();
             if self.dir.as_ref() == Some(&dir) {
                 return Ok(());
             }
@@ -150,10 +150,6 @@ impl Watch {
             self.dir = Some(dir);
         }
     }
-}
-
-fn nearest_dir(transcript: &Path) -> PathBuf {
-    transcript.ancestors().skip(1).find(|d| d.is_dir()).unwrap_or(Path::new("/")).to_path_buf()
 }
 
 #[cfg(test)]
