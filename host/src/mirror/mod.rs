@@ -91,6 +91,7 @@ pub enum Latest {
 pub struct Mirror {
     config: MirrorConfig,
     shared: Arc<Shared>,
+    /// To the task. With none (turned off), sending fails, unheard.
     tx: mpsc::UnboundedSender<Input>,
 }
 
@@ -135,12 +136,6 @@ impl Mirror {
         Mirror { config, shared, tx }
     }
 
-    fn send(&self, input: Input) {
-        if self.config.follows() {
-            let _ = self.tx.send(input);
-        }
-    }
-
     /// The core is about to write this message to Claude Code. Nothing is
     /// kept of it while there is no transcript to find it in.
     pub fn written(&self, message_id: &str, chat_id: &str, content: &str) {
@@ -168,7 +163,7 @@ impl Mirror {
         drop(pending);
         // The task times the oldest; a later one needs no wake-up.
         if first {
-            self.send(Input::Written);
+            let _ = self.tx.send(Input::Written);
         }
     }
 
@@ -178,12 +173,12 @@ impl Mirror {
     }
 
     pub fn opened(&self) {
-        self.send(Input::Opened);
+        let _ = self.tx.send(Input::Opened);
     }
 
     /// What Claude Code's session file says now.
     pub fn session(&self, session_id: &str, cwd: &str) {
-        self.send(Input::Session { session_id: session_id.to_string(), cwd: PathBuf::from(cwd) });
+        let _ = self.tx.send(Input::Session { session_id: session_id.to_string(), cwd: PathBuf::from(cwd) });
     }
 
     /// Why there are no receipts, or `None` when there are.
