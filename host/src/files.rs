@@ -129,11 +129,8 @@ pub fn check<'a>(limits: &Limits, files: impl ExactSizeIterator<Item = (&'a str,
             limits.max_files
         ));
     }
-    let mut total = 0u64;
-    for (name, size) in files {
-        check_one(limits, name, size)?;
-        total += size;
-    }
+    let sizes = files.map(|(name, size)| check_one(limits, name, size).map(|()| size));
+    let total: u64 = sizes.sum::<Result<_, _>>()?;
     if total > limits.max_files_bytes {
         return Err(format!(
             "the files total {total} bytes; the limit is {} (limits.max_files_bytes)",
