@@ -517,13 +517,9 @@ impl Task {
     fn expire(&mut self) {
         let (Some(opened), None) = (self.opened, self.unavailable()) else { return };
         let now = Instant::now();
+        let due = |p: &mut Pending| p.written.max(opened) + self.config.grace <= now;
         loop {
-            let mut pending = self.shared.pending.lock().unwrap();
-            if pending.front().is_none_or(|p| p.written.max(opened) + self.config.grace > now) {
-                return;
-            }
-            let p = pending.pop_front().expect("looked at above");
-            drop(pending);
+            let Some(p) = self.shared.pending.lock().unwrap().pop_front_if(due) else { return };
             let reason = undelivered_reason(self.config.grace, self.follower.as_ref().is_some_and(Follower::exists));
             self.receipt(&p.message_id, &p.chat_id, Delivery::Undelivered, Some(reason));
         }
