@@ -205,9 +205,7 @@ impl Subscription {
             if let Some(item) = self.try_next()? {
                 return Ok(item);
             }
-            if self.rx.changed().await.is_err() {
-                return Err(Closed::Shutdown);
-            }
+            self.rx.changed().await.map_err(|_| Closed::Shutdown)?;
         }
     }
 
