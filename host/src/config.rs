@@ -172,6 +172,13 @@ pub struct Hooks {
     pub event: bool,
 }
 
+impl Hooks {
+    /// Whether any hook is on the message path (the others being `event`).
+    pub fn on_messages(self) -> bool {
+        self.inject || self.reply || self.permission
+    }
+}
+
 /// One of a filter's `allowed_outbound_hosts`: `scheme://host[:port]`,
 /// the port being the scheme's unless given.
 #[derive(Debug, Clone, PartialEq, Eq)]

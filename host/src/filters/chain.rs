@@ -420,12 +420,11 @@ async fn load_one(
     let instance_pre = rt.linker.instantiate_pre(&component).map_err(link_error)?;
     let pre = Arc::new(FilterPre::new(version, instance_pre).map_err(link_error)?);
 
-    let h = &spec.hooks;
-    let calls = match h.inject || h.reply || h.permission {
+    let calls = match spec.hooks.on_messages() {
         true => Some(Slot::start(spec.clone(), pre.clone(), rt, spec.timeout_ms, session.clone()).await?),
         false => None,
     };
-    let events = match h.event {
+    let events = match spec.hooks.event {
         true => Some(Slot::start(spec.clone(), pre, rt, spec.event_timeout_ms, session.clone()).await?),
         false => None,
     };
@@ -477,7 +476,7 @@ fn diagnostic(index: usize, spec: &FilterSpec, error: &FilterError) -> Diagnosti
             format!("{message} while starting; raise memory_mb"),
         ),
         FilterError::Timeout { .. } => {
-            let key = if spec.hooks.inject || spec.hooks.reply || spec.hooks.permission { "timeout_ms" } else { "event_timeout_ms" };
+            let key = if spec.hooks.on_messages() { "timeout_ms" } else { "event_timeout_ms" };
             spec.at.diagnostic(format!("{section}.{key}"), format!("{message} while starting"))
         }
         FilterError::Runtime(_) => spec.at.diagnostic(section, message),
